@@ -1,0 +1,8 @@
+"""hf_ext: recent papers on data selection, curation, reward modelling and model
+composition, as parts that drop into transformers / trl / peft / datasets workflows."""
+
+__version__ = "0.1.0.dev0"
+
+from .errors import HfExtError, InputError, RecipeError
+
+__all__ = ["__version__", "HfExtError", "InputError", "RecipeError"]

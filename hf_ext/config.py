@@ -1,0 +1,173 @@
+"""Recipes: YAML files whose keys are exactly the fields of a config dataclass.
+
+Every job and step of hf_ext has a config dataclass whose fields carry a ``help`` text, so
+``transformers.HfArgumentParser`` can build its command line. A recipe is a YAML mapping of
+those fields plus ``job`` (which config to use). Precedence, as in TRL's ``TrlParser``:
+dataclass defaults < recipe YAML < command-line flags.
+
+>>> from dataclasses import dataclass, field
+>>> @dataclass
+... class MyConfig:
+...     budget: int = field(default=300, metadata={"help": "How many examples to keep."})
+>>> parse_config(MyConfig, {"budget": 10}, ["--budget", "20"]).budget
+20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from .errors import RecipeError
+
+T = TypeVar("T")
+
+# Jobs that `hf-ext run` knows, by the value of the recipe's `job` key: "module:ConfigClass".
+# Later components register theirs with `register_job`; each config class must define a
+# `run()` method (or the job a `runner`).
+JOBS: dict[str, tuple[str, str]] = {
+    "select": ("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection"),
+}
+
+
+def register_job(name: str, config_path: str, runner_path: str) -> None:
+    """Make `hf-ext run` accept recipes with `job: name` (paths are "module:attribute")."""
+    JOBS[name] = (config_path, runner_path)
+
+
+def import_path(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe file with ``yaml.safe_load``; it must be a mapping of field names."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"Recipe {str(path)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"Recipe {str(path)!r} must be a YAML mapping of config fields, got a {type(data).__name__}.")
+    return data
+
+
+def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+
+
+def check_keys(config_cls: type, values: dict[str, Any], source: str = "recipe") -> None:
+    """Fail on the first key that is not a field of `config_cls`, naming the valid ones."""
+    valid = config_fields(config_cls)
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(
+                f"Unknown key {key!r} in the {source} for {config_cls.__name__}.{hint} "
+                f"Valid keys: {', '.join(sorted(valid))}."
+            )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check a YAML value against a field's annotation; convert only what is lossless
+    (int -> float, a scalar -> a one-element list when the field is a list)."""
+    origin = get_origin(tp)
+    if tp is Any or tp is typing.Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, name)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise RecipeError(f"Field {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise RecipeError(f"Field {name!r} must be one of {list(get_args(tp))}, got {value!r}.")
+        return value
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"Field {name!r} must be a list, got {value!r} ({type(value).__name__}).")
+        args = get_args(tp)
+        item = args[0] if args else Any
+        return [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"Field {name!r} must be a mapping, got {value!r} ({type(value).__name__}).")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"Field {name!r} must be true or false, got {value!r} ({type(value).__name__}).")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"Field {name!r} must be an integer, got {value!r} ({type(value).__name__}).")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"Field {name!r} must be a number, got {value!r} ({type(value).__name__}).")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"Field {name!r} must be a string, got {value!r} ({type(value).__name__}); quote it in YAML.")
+        return value
+    return value
+
+
+def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv: list[str] | None = None) -> T:
+    """Build `config_cls` from recipe values (checked) and command-line flags (which win).
+
+    Args:
+        config_cls: a dataclass whose fields all have `metadata={"help": ...}`.
+        values: recipe values (keys must be fields of `config_cls`).
+        argv: flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
+    """
+    values = dict(values or {})
+    check_keys(config_cls, values)
+    hints = typing.get_type_hints(config_cls)
+    checked = {k: coerce(v, hints[k], k) for k, v in values.items()}
+    if argv:
+        from transformers import HfArgumentParser
+
+        parser = HfArgumentParser(config_cls)
+        parser.set_defaults(**checked)
+        try:
+            (config,) = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=False)
+        except ValueError as exc:
+            if isinstance(exc, RecipeError) or type(exc).__module__.startswith("hf_ext"):
+                raise
+            valid = ", ".join(f"--{name}" for name in sorted(config_fields(config_cls)))
+            raise RecipeError(f"{exc}. Valid flags for {config_cls.__name__}: {valid}.") from None
+        return config
+    try:
+        return config_cls(**checked)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, RecipeError):
+            raise
+        raise RecipeError(f"Invalid {config_cls.__name__}: {exc}") from None

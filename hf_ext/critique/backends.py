@@ -1,0 +1,179 @@
+"""Text-generation backends shared by the judge scorers and critique generation.
+
+Two backends with one interface, ``backend.generate(conversations) -> list[str]``, where a
+conversation is a list of ``{"role": ..., "content": ...}`` messages:
+
+- :class:`TransformersBackend`: a local causal LM (batched ``generate`` with its chat
+  template), loaded lazily through :mod:`hf_ext.models` so packaged copies run offline.
+- :class:`OpenAIBackend`: any server with ``/v1/chat/completions`` (vLLM, TGI, llama.cpp,
+  OpenAI). The API key is read from the environment variable named by ``api_key_env`` and is
+  never printed or pickled.
+
+Both hold only their settings when pickled, so a scorer that captures one hashes cheaply for
+``datasets.map`` fingerprints and can be sent to ``num_proc`` workers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import HfExtError, InputError
+
+Conversation = list[dict[str, str]]
+
+
+class BackendError(HfExtError, RuntimeError):
+    """A generation request failed after its retries."""
+
+
+@dataclass
+class TransformersBackend:
+    """Generate with a local transformers causal LM.
+
+    Args:
+        model: Hub id or local path (packaged copies are resolved by `hf_ext.models`).
+        max_new_tokens: tokens to generate per conversation.
+        temperature: 0 means greedy decoding.
+        batch_size: conversations per `generate` call (left padding).
+        device: torch device; defaults to CUDA when available.
+    """
+
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 8
+    device: str | None = None
+    revision: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._model = None
+        self._tokenizer = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return asdict(self)  # settings only: cheap fingerprints, no weights pickled
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from ..models import load_model, load_tokenizer
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._tokenizer = load_tokenizer(self.model, revision=self.revision)
+        self._tokenizer.padding_side = "left"  # decoder-only batches must be left-padded
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._model = load_model(self.model, auto_class=AutoModelForCausalLM, revision=self.revision).to(device).eval()
+
+    def generate(self, conversations: list[Conversation]) -> list[str]:
+        import torch
+
+        self._load()
+        tok, model = self._tokenizer, self._model
+        outputs: list[str] = []
+        generator_kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "pad_token_id": tok.pad_token_id}
+        if self.temperature > 0:
+            generator_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+            torch.manual_seed(self.seed)
+        else:
+            generator_kwargs.update(do_sample=False)
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start : start + self.batch_size]
+            prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.inference_mode():
+                out = model.generate(**enc, **generator_kwargs)
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            outputs.extend(tok.batch_decode(new_tokens, skip_special_tokens=True))
+        return outputs
+
+
+@dataclass
+class OpenAIBackend:
+    """Generate through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    Args:
+        base_url: e.g. ``http://localhost:8000/v1`` (vLLM) or ``https://api.openai.com/v1``.
+        model: the model name the server expects.
+        api_key_env: name of the environment variable holding the key (may be unset for
+            local servers). The key itself is never stored in the object.
+        timeout: seconds per request.
+        max_retries: retries after the first try, with exponential backoff.
+        concurrency: requests in flight at once.
+    """
+
+    base_url: str = "http://localhost:8000/v1"
+    model: str = "default"
+    api_key_env: str = "OPENAI_API_KEY"
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff: float = 1.0
+    concurrency: int = 8
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise InputError(f"OpenAIBackend.base_url must start with http:// or https://, got {self.base_url!r}.")
+
+    def _request(self, client: Any, conversation: Conversation) -> str:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            **self.extra_body,
+        }
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        last_error = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = client.post(url, json=body)
+                if response.status_code == 200:
+                    return response.json()["choices"][0]["message"]["content"] or ""
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break  # a client error will not fix itself by retrying
+            except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            if attempt < self.max_retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise BackendError(
+            f"Request to {url} (model {self.model!r}) failed after {self.max_retries + 1} tries: {last_error}. "
+            "Check that the server is up and the model name is right; raise `timeout` or `max_retries` for slow servers."
+        )
+
+    def generate(self, conversations: list[Conversation]) -> list[str]:
+        import httpx
+
+        key = os.environ.get(self.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(timeout=self.timeout, headers=headers) as client:
+            with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+                return list(pool.map(lambda c: self._request(client, c), conversations))
+
+
+BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend}
+
+
+def make_backend(kind: str, **settings: Any) -> TransformersBackend | OpenAIBackend:
+    """Build a backend by name ("transformers" or "openai") from its settings."""
+    if kind not in BACKENDS:
+        raise InputError(f"Unknown generation backend {kind!r}; choose one of {sorted(BACKENDS)}.")
+    return BACKENDS[kind](**settings)

@@ -1,0 +1,147 @@
+"""Model and dataset cards rendered from the Jinja templates in ``hub_cards/``.
+
+Cards go through huggingface_hub's ``ModelCard`` / ``DatasetCard`` so their YAML front matter
+is what the Hub expects (``base_model`` as Hub ids, ``base_model_relation``, ``datasets``,
+``library_name``, ``tags``, ``license``, ``model-index`` eval results), and every card is
+checked locally before it is written: the YAML parses, card data round-trips, and no local
+path hides where a Hub id belongs.
+
+>>> card = render_dataset_card("dataset_card.md.j2", {"license": "apache-2.0"}, title="My data")
+>>> card.data.license
+'apache-2.0'
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Sequence
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+
+_LIBRARIES = ("hf-ext", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "evaluate", "huggingface_hub")
+
+
+def template_path(name: str) -> Path:
+    """Path of a card template shipped with hf_ext (``hub_cards/`` in the repository)."""
+    root = Path(str(resources.files("hf_ext.hub"))) / "templates"
+    path = root / name
+    if not path.is_file():
+        available = sorted(p.name for p in root.glob("*.j2"))
+        raise InputError(f"Card template {name!r} not found; available templates: {available}.")
+    return path
+
+
+def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of the HF stack (and `extra` packages), for reproducibility sections."""
+    versions = {"python": platform.python_version()}
+    for name in (*_LIBRARIES, *extra):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def hub_ids(ids: str | Sequence[str] | None, *, field: str = "base_model") -> list[str]:
+    """Validate that `ids` are Hub repo ids, mapping packaged local copies back to their ids.
+
+    Cards must say which Hub models or datasets something came from; a local path there is
+    useless to anyone else. Raises `InputError` naming the offending value.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if ids is None:
+        return []
+    values = [ids] if isinstance(ids, str) else list(ids)
+    out = []
+    for value in values:
+        candidate = value
+        if Path(value).expanduser().exists():
+            from ..models import hub_id_for
+
+            candidate = hub_id_for(value)
+            if candidate is None:
+                raise InputError(
+                    f"Card field {field!r} got the local path {value!r}; cards carry Hub ids. "
+                    "Pass the Hub id the weights came from (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)."
+                )
+        try:
+            validate_repo_id(candidate)
+        except HFValidationError as exc:
+            raise InputError(f"Card field {field!r}: {candidate!r} is not a valid Hub repo id ({exc}).") from None
+        out.append(candidate)
+    return out
+
+
+def _check(card, kind: str) -> None:
+    """Local metadata checks: the front matter parses and matches the card data."""
+    text = str(card)
+    if not text.startswith("---\n"):
+        raise InputError(f"Rendered {kind} card has no YAML front matter; the template must start with '---'.")
+    front = text.split("---\n", 2)[1]
+    parsed = yaml.safe_load(front)
+    if not isinstance(parsed, dict):
+        raise InputError(f"Rendered {kind} card's front matter is not a YAML mapping.")
+    if parsed != card.data.to_dict():
+        raise InputError(f"Rendered {kind} card's front matter does not round-trip through huggingface_hub's card data.")
+
+
+def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any):
+    """Render a `huggingface_hub.DatasetCard` from a template in ``hub_cards/``.
+
+    Args:
+        template: template file name, e.g. ``"dataset_selection.md.j2"``.
+        card_data: front-matter fields (``license``, ``source_datasets``, ``tags``, ...).
+        context: variables for the template body.
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = dict(card_data)
+    if "source_datasets" in data:
+        data["source_datasets"] = hub_ids(data["source_datasets"], field="source_datasets")
+    card = DatasetCard.from_template(
+        DatasetCardData(**data), template_path=str(template_path(template)), versions=library_versions(), **context
+    )
+    _check(card, "dataset")
+    return card
+
+
+def render_model_card(
+    template: str,
+    card_data: dict[str, Any],
+    *,
+    eval_results: Sequence[dict[str, Any]] = (),
+    model_name: str | None = None,
+    **context: Any,
+):
+    """Render a `huggingface_hub.ModelCard`; `eval_results` become the card's model-index.
+
+    Each eval result is a dict of `huggingface_hub.EvalResult` fields, e.g.
+    ``{"task_type": "text-classification", "dataset_type": "Anthropic/hh-rlhf",
+    "dataset_name": "hh-rlhf harmless test", "metric_type": "accuracy", "metric_value": 0.61}``.
+    """
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    data = dict(card_data)
+    data["base_model"] = hub_ids(data.get("base_model"))
+    if not data["base_model"]:
+        data.pop("base_model")
+        data.pop("base_model_relation", None)
+    elif len(data["base_model"]) == 1 and data.get("base_model_relation") != "merge":
+        data["base_model"] = data["base_model"][0]
+    if "datasets" in data:
+        data["datasets"] = hub_ids(data["datasets"], field="datasets")
+    data.setdefault("library_name", "transformers")
+    results = [EvalResult(**r) for r in eval_results]
+    try:
+        card_data_obj = ModelCardData(eval_results=results or None, model_name=model_name, **data)
+    except ValueError as exc:
+        raise InputError(f"Invalid model card metadata: {exc}") from None
+    card = ModelCard.from_template(card_data_obj, template_path=str(template_path(template)), versions=library_versions(), **context)
+    _check(card, "model")
+    return card

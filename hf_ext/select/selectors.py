@@ -1,0 +1,95 @@
+"""Selectors: pure functions over score/feature columns that return indices for ``ds.select``.
+
+A selector declares the columns it reads; the selection pipeline runs the featurizers that
+produce them first. A selector function is called as ``fn(columns, budget, *, seed, pool_size,
+**options)`` with `columns` holding only the columns it declared. Register new ones with :func:`register_selector`:
+
+>>> import numpy as np
+>>> @register_selector("shortest", requires=("response_tokens",))
+... def select_shortest(columns, budget, *, seed=0, pool_size):
+...     return np.argsort(np.asarray(columns["response_tokens"]), kind="stable")[:budget].tolist()
+>>> get_selector("shortest").select({"response_tokens": [5, 1, 3]}, 2)
+[1, 2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .columns import check_budget, require_columns
+from .judge import ALPAGASUS_THRESHOLD
+
+SelectFn = Callable[..., list[int]]
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A named selection method: the columns it reads and the function that picks."""
+
+    name: str
+    requires: tuple[str, ...]
+    fn: SelectFn
+    description: str = ""
+
+    def select(self, columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, **kwargs: Any) -> list[int]:
+        """Pick `budget` row indices from `columns` (a Dataset or a dict of columns)."""
+        names = columns.column_names if hasattr(columns, "column_names") else list(columns.keys())
+        require_columns(names, self.requires, what=f"Selector {self.name!r}")
+        pool_size = len(columns) if hasattr(columns, "column_names") else len(next(iter(columns.values()), []))
+        if pool_size == 0:
+            raise InputError(f"Selector {self.name!r} got an empty pool: nothing to select.")
+        check_budget(budget, pool_size)
+        data = {c: columns[c] for c in self.requires}
+        return [int(i) for i in self.fn(data, budget, seed=seed, pool_size=pool_size, **kwargs)]
+
+
+SELECTORS: dict[str, Selector] = {}
+
+
+def register_selector(name: str, *, requires: tuple[str, ...] = (), description: str = "") -> Callable[[SelectFn], SelectFn]:
+    def decorator(fn: SelectFn) -> SelectFn:
+        SELECTORS[name] = Selector(name, tuple(requires), fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return decorator
+
+
+def get_selector(name: str) -> Selector:
+    if name not in SELECTORS:
+        raise InputError(f"Unknown selection method {name!r}. Available: {sorted(SELECTORS)}.")
+    return SELECTORS[name]
+
+
+@register_selector("longest", requires=("response_tokens",))
+def select_longest(columns: Mapping[str, Sequence[int]], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
+    """Top-k by response length in tokens (Zhao et al. 2024); ties keep pool order."""
+    lengths = np.asarray(columns["response_tokens"], dtype=np.int64)
+    # Stable sort on the negated length: equal lengths stay in pool order.
+    return np.argsort(-lengths, kind="stable")[:budget].tolist()
+
+
+@register_selector("random")
+def select_random(columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
+    """Uniform sample without replacement, seeded; returned in pool order."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(pool_size, size=budget, replace=False)).tolist()
+
+
+@register_selector("alpagasus", requires=("judge_score",))
+def select_alpagasus(
+    columns: Mapping[str, Sequence[float]], budget: int, *, seed: int = 0, pool_size: int, threshold: float = ALPAGASUS_THRESHOLD
+) -> list[int]:
+    """Examples the judge rated >= threshold (AlpaGasus: 4.5 of 5), best first, up to the budget."""
+    scores = np.asarray(columns["judge_score"], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    return [int(i) for i in order[:budget] if scores[i] >= threshold]
+
+
+def select(dataset, method: str, budget: int, *, seed: int = 0, **kwargs: Any) -> list[int]:
+    """Indices of `dataset` chosen by `method`: ``ds.select(select(ds, "longest", 300))``."""
+    return get_selector(method).select(dataset, budget, seed=seed, **kwargs)
