@@ -28,27 +28,10 @@ from transformers import (
 )
 
 from .errors import InputError
+from .lm import CHAT_TEMPLATE, SPECIAL_TOKENS, bpe_tokenizer_json, tokenizer_from_json  # shared with hf_ext.lm
 
 __all__ = ["tiny_tokenizer", "tiny_llama", "tiny_sequence_classifier", "tiny_bert", "save_tiny",
            "SPECIAL_TOKENS", "CHAT_TEMPLATE"]
-
-SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
-
-# ChatML with TRL's {% generation %} markers around what the assistant says (its <|im_end|>
-# included, so a model trained with assistant_only_loss learns to stop).
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'assistant' -%}"
-    "{{- '<|im_start|>assistant\\n' -}}"
-    "{%- generation -%}{{- message['content'] + '<|im_end|>' -}}{%- endgeneration -%}"
-    "{{- '\\n' -}}"
-    "{%- else -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
 
 _PARAGRAPHS = [
     "The quick brown fox jumps over the lazy dog. A small model reads a small text and learns "
@@ -79,19 +62,7 @@ def _corpus(seed: int) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer_json(vocab_size: int, seed: int) -> str:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS.values()) + CHAT_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(seed), trainer=trainer)
-    return tok.to_str()
+    return bpe_tokenizer_json(_corpus(seed), vocab_size)
 
 
 def tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerFast:
@@ -112,15 +83,7 @@ def tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerF
     """
     if vocab_size < 262:
         raise InputError(f"tiny_tokenizer needs vocab_size >= 262 (256 bytes + 6 special tokens), got {vocab_size}.")
-    from tokenizers import Tokenizer
-
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json(vocab_size, seed)),
-        additional_special_tokens=CHAT_TOKENS,
-        clean_up_tokenization_spaces=False,
-        **SPECIAL_TOKENS,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer = tokenizer_from_json(_tokenizer_json(vocab_size, seed))
     return tokenizer
 
 
