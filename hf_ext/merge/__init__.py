@@ -1,0 +1,32 @@
+"""Weight arithmetic, model merging and expert ensembles.
+
+- Merge methods (mergekit-style objects): :class:`LinearMerge` (model soup), :class:`TaskArithmetic`,
+  :class:`TiesMerge`, :class:`DareMerge`; drivers :func:`merge_models` (streams to a folder, card with
+  ``base_model_relation: merge``), :func:`average_models` (in-memory soup), :func:`average_checkpoints`
+  (Llama 3 model averaging).
+- X-ELM: :class:`ExpertEnsemble` (a causal LM whose output is the mixture of its experts),
+  routers :class:`BayesianRouter`, :class:`ClusterRouter`, :class:`UniformRouter`, and
+  :func:`balanced_tfidf_kmeans` / :func:`typology_clusters` to split a corpus.
+"""
+
+from .ensemble import (
+    BayesianRouter,
+    ClusterRouter,
+    ExpertEnsemble,
+    ExpertEnsembleConfig,
+    TfidfClusters,
+    UniformRouter,
+    balanced_tfidf_kmeans,
+    typology_clusters,
+)
+from .merge import as_sources, average_checkpoints, average_models, merge_models, merged_tensors
+from .methods import MERGE_METHODS, DareMerge, LinearMerge, MergeMethod, TaskArithmetic, TiesMerge, get_merge_method
+from .weights import SafetensorsWriter, WeightSource
+
+__all__ = [
+    "MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "MERGE_METHODS", "get_merge_method",
+    "merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources",
+    "WeightSource", "SafetensorsWriter",
+    "ExpertEnsemble", "ExpertEnsembleConfig", "BayesianRouter", "ClusterRouter", "UniformRouter",
+    "TfidfClusters", "balanced_tfidf_kmeans", "typology_clusters",
+]

@@ -1,0 +1,277 @@
+"""Merge drivers: stream aligned tensors of several models through a merge method.
+
+- :func:`merge_models` writes the merged model to a folder tensor by tensor (safetensors shards,
+  config and tokenizer copied from the first input, a card whose ``base_model`` lists the
+  inputs with ``base_model_relation: merge``), optionally pushing it to the Hub.
+- :func:`average_models` returns an in-memory model: the uniform (or weighted) average of the
+  inputs' weights, i.e. a model soup. This is the baseline other methods (Branch-Train-Stitch)
+  compare against.
+- :func:`average_checkpoints` is Llama 3's averaging of checkpoints / runs of one stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .methods import LinearMerge, MergeMethod, get_merge_method
+from .weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite
+
+__all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources", "parse_size"]
+
+
+def as_sources(models: Sequence[Any], hub_ids: Sequence[str | None] | None = None) -> list[WeightSource]:
+    """Wrap folders / Hub ids / models / state dicts as :class:`WeightSource` objects."""
+    if hub_ids is not None and len(hub_ids) != len(models):
+        raise InputError(f"hub_ids has {len(hub_ids)} entries for {len(models)} models; give one Hub id per model.")
+    ids = list(hub_ids) if hub_ids is not None else [None] * len(models)
+    return [m if isinstance(m, WeightSource) else WeightSource(m, hub_id=i) for m, i in zip(models, ids)]
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> torch.Tensor:
+    if weights is None:
+        return torch.full((n,), 1.0 / n)
+    if len(weights) != n:
+        raise InputError(f"weights has {len(weights)} entries for {n} models; give one weight per model.")
+    w = torch.tensor([float(x) for x in weights])
+    if not torch.isfinite(w).all():
+        raise InputError(f"weights must be finite numbers, got {list(weights)}.")
+    return w
+
+
+def merged_tensors(
+    sources: Sequence[WeightSource],
+    method: MergeMethod,
+    weights: torch.Tensor,
+    base: WeightSource | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    check_values: bool = True,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, merged tensor)`` in the first model's order, one tensor in memory at a time.
+
+    Floating-point tensors go through `method` in fp32 and come back in their own dtype (or
+    `dtype`); integer and boolean buffers are copied from the base (or the first model).
+    """
+    if not sources:
+        raise InputError("Nothing to merge: pass at least one model.")
+    if method.needs_base and base is None:
+        raise InputError(f"The {method.name!r} merge needs a base model (the model the inputs were finetuned from); pass base=....")
+    check_compatible(list(sources) + ([base] if base is not None else []))
+    for key in sources[0].keys():
+        tensors = [s.get(key) for s in sources]
+        base_t = base.get(key) if base is not None else None
+        if check_values:
+            for s, t in zip(sources, tensors):
+                check_finite(t, key, s.name)
+            if base_t is not None:
+                check_finite(base_t, key, base.name)
+        if not tensors[0].is_floating_point():
+            yield key, (base_t if base_t is not None else tensors[0])
+            continue
+        out_dtype = dtype or tensors[0].dtype
+        merged = method.merge([t.float() for t in tensors], weights, None if base_t is None else base_t.float(), key=key)
+        yield key, merged.to(out_dtype)
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from ``5GB`` / ``500MB`` / ``1GiB`` / an int (save_pretrained's ``max_shard_size`` style)."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?i?B)\s*", str(size), flags=re.I)
+    if not match:
+        raise InputError(f"max_shard_size must be bytes or like '5GB'/'500MB', got {size!r}.")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    base = 1024 if "I" in unit else 1000
+    return int(number * base ** "BKMGT".index(unit[0]))
+
+
+def _card_ids(sources: Sequence[WeightSource], base: WeightSource | None) -> list[str]:
+    ids = []
+    for src in ([base] if base is not None else []) + list(sources):
+        if src.hub_id is None:
+            raise InputError(
+                f"Input {src.name!r} has no Hub id for the merged model's card (base_model lists the merged models "
+                "by Hub id, never by local path). Pass hub_ids=[...] (and base_hub_id=...), or recipe fields "
+                "`input_hub_ids` / `base_hub_id`."
+            )
+        ids.append(src.hub_id)
+    return list(dict.fromkeys(ids))
+
+
+def _copy_side_files(src: WeightSource, output_dir: Path) -> None:
+    if src.folder is not None:
+        for name in CONFIG_FILES:
+            if (src.folder / name).is_file():
+                shutil.copyfile(src.folder / name, output_dir / name)
+    elif src.config is not None:
+        (output_dir / "config.json").write_text(json.dumps(src.config, indent=2, default=str) + "\n")
+
+
+def write_merge_card(output_dir: Path, card_ids: list[str], method: MergeMethod, weights: torch.Tensor,
+                     sources: Sequence[WeightSource], base: WeightSource | None, extra: dict[str, Any] | None = None,
+                     title: str | None = None) -> None:
+    """README.md with ``base_model`` = the inputs' Hub ids, ``base_model_relation: merge``."""
+    from ..hub.cards import render_model_card
+
+    params = method.params()
+    rows = [{"model": s.hub_id or s.name, "weight": round(float(w), 6)} for s, w in zip(sources, weights)]
+    card = render_model_card(
+        "merge_model.md.j2",
+        {"base_model": card_ids, "base_model_relation": "merge", "tags": ["hf-ext", "merge", method.name]},
+        title=title or f"{method.name} merge of {len(sources)} models",
+        method=params, rows=rows, base=(base.hub_id or base.name) if base is not None else None,
+        extra=extra or {}, base_model=card_ids,
+    )
+    card.save(str(output_dir / "README.md"))
+
+
+def merge_models(
+    models: Sequence[Any],
+    method: str | MergeMethod = "linear",
+    *,
+    output_dir: str | os.PathLike,
+    weights: Sequence[float] | None = None,
+    base: Any = None,
+    hub_ids: Sequence[str] | None = None,
+    base_hub_id: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    max_shard_size: int | str = "5GB",
+    check_values: bool = True,
+    push_to_hub: str | None = None,
+    hub_endpoint: str | None = None,
+    card_title: str | None = None,
+    **method_params: Any,
+) -> Path:
+    """Merge models into ``output_dir``, streaming one tensor at a time (peak memory ≈ a few tensors).
+
+    Args:
+        models: folders, Hub ids, models or :class:`WeightSource` objects of one architecture.
+        method: ``"linear"`` (soup), ``"task_arithmetic"``, ``"ties"``, ``"dare"`` or a
+            :class:`MergeMethod` object; ``method_params`` set a named method's fields.
+        output_dir: where the merged safetensors, config, tokenizer and card go.
+        weights: one weight per model (default uniform 1/n).
+        base: the shared base model, needed by task arithmetic, TIES and DARE.
+        hub_ids / base_hub_id: Hub ids the card names for local inputs.
+        dtype: output dtype (default: each tensor's own).
+        max_shard_size: shard size like ``save_pretrained``'s.
+        check_values: refuse NaN/inf weights (one extra pass over each tensor).
+        push_to_hub: repo id to upload the folder to (one commit).
+
+    Returns:
+        The output folder; it loads with ``AutoModelForCausalLM.from_pretrained``.
+
+    Raises:
+        InputError: shapes or tensor names differ (the first mismatched tensor is named), a shard
+            is missing, a weight is NaN/inf, a Hub id for the card is missing.
+    """
+    method = get_merge_method(method, **method_params)
+    sources = as_sources(models, hub_ids)
+    base_src = None if base is None else (base if isinstance(base, WeightSource) else WeightSource(base, hub_id=base_hub_id))
+    w = _weights(weights, len(sources))
+    card_ids = _card_ids(sources, base_src)  # fail before any work
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    check_compatible(sources + ([base_src] if base_src else []))
+    output_dir = Path(output_dir)
+    ref = sources[0]
+    layout = [(k, ref.shape(k), (dtype if dtype is not None and ref.dtype(k).is_floating_point else ref.dtype(k)))
+              for k in ref.keys()]  # fmt: skip
+    start = time.perf_counter()
+    with SafetensorsWriter(output_dir, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
+        for key, tensor in merged_tensors(sources, method, w, base_src, dtype=dtype, check_values=check_values):
+            writer.write(key, tensor)
+    _copy_side_files(base_src or ref, output_dir)
+    write_merge_card(output_dir, card_ids, method, w, sources, base_src, title=card_title,
+                     extra={"seconds": round(time.perf_counter() - start, 3)})
+    if push_to_hub:
+        from ..hub import push_folder
+
+        push_folder(output_dir, push_to_hub, repo_type="model", endpoint=hub_endpoint, commit_message=f"hf_ext: {method.name} merge")
+    return output_dir
+
+
+def average_models(models: Sequence[Any], weights: Sequence[float] | None = None, *,
+                   method: str | MergeMethod | None = None, base: Any = None, **method_params: Any):
+    """The (weighted) average of models' weights, as a new in-memory model: a model soup.
+
+    Args:
+        models: ``nn.Module`` models (or folders / Hub ids, loaded with ``AutoModelForCausalLM``)
+            of one architecture, e.g. experts branched from one seed.
+        weights: one weight per model; default uniform. Weights are normalised to sum to 1.
+        method: another merge method (default :class:`LinearMerge`); ``base`` for methods that need one.
+
+    Returns:
+        A copy of the first model (same class and config) holding the merged weights, in eval mode.
+
+    Example:
+        >>> from hf_ext.testing import tiny_llama
+        >>> a, b = tiny_llama(seed=0), tiny_llama(seed=1)
+        >>> soup = average_models([a, b])
+        >>> bool(torch.allclose(soup.lm_head.weight, (a.lm_head.weight + b.lm_head.weight) / 2))
+        True
+    """
+    if not models:
+        raise InputError("average_models needs at least one model.")
+    modules = [m if isinstance(m, torch.nn.Module) else _load_causal_lm(m) for m in models]
+    merge_method = get_merge_method(method or LinearMerge(), **method_params)
+    base_src = None if base is None else WeightSource(base if not isinstance(base, (str, os.PathLike)) else _load_causal_lm(base))
+    sources = [WeightSource(m) for m in modules]
+    state = dict(merged_tensors(sources, merge_method, _weights(weights, len(sources)), base_src))
+    merged = copy.deepcopy(modules[0])
+    merged.load_state_dict(state, strict=True)
+    return merged.eval()
+
+
+def _load_causal_lm(path: str | os.PathLike):
+    from transformers import AutoModelForCausalLM
+
+    from ..models import resolve_model
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(str(path)))
+
+
+def average_checkpoints(
+    checkpoints: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    output_dir: str | os.PathLike,
+    last_n: int | None = None,
+    weights: Sequence[float] | None = None,
+    hub_ids: Sequence[str] | None = None,
+    base_hub_id: str | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Llama-3-style model averaging: the uniform average of checkpoints (or of runs) of one stage.
+
+    Args:
+        checkpoints: folders to average, or a Trainer ``output_dir`` whose ``checkpoint-N``
+            folders are averaged (the last `last_n` by step).
+        hub_ids: Hub ids of the averaged models for the card. Checkpoints of a local run have
+            none: then the card names ``base_hub_id`` (the model the run started from).
+    """
+    if isinstance(checkpoints, (str, os.PathLike)):
+        run = Path(checkpoints)
+        found = sorted((p for p in run.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                       key=lambda p: int(p.name.split("-")[-1]))  # fmt: skip
+        if not found:
+            raise InputError(f"{str(run)!r} has no checkpoint-N folders; pass the folders to average as a list.")
+        paths = found[-last_n:] if last_n else found
+    else:
+        paths = list(checkpoints)[-last_n:] if last_n else list(checkpoints)
+    if hub_ids is None:
+        if base_hub_id is None:
+            raise InputError("average_checkpoints needs hub_ids=[...] for the averaged models, or base_hub_id= (the model "
+                             "the run started from) so the card names where the weights came from.")
+        hub_ids = [base_hub_id] * len(paths)
+    return merge_models(paths, LinearMerge(), output_dir=output_dir, weights=weights, hub_ids=hub_ids,
+                        card_title=f"Average of {len(paths)} checkpoints ({', '.join(Path(p).name for p in paths)})", **kwargs)
