@@ -34,6 +34,8 @@ T = TypeVar("T")
 # `run()` method (or the job a `runner`).
 JOBS: dict[str, tuple[str, str]] = {
     "select": ("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection"),
+    "less_warmup": ("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup"),
+    "less_select": ("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select"),
 }
 
 

@@ -1,0 +1,253 @@
+"""LESS gradient features as a ``datasets.map(batched=True)`` callable.
+
+For every example and every warmup checkpoint: the gradient of the response-token loss with
+respect to the LoRA parameters only (per example, computed for a whole batch at once with
+``torch.func.vmap(grad(...))`` over ``functional_call``), turned into the Adam feature
+Γ = m′ / sqrt(v′ + ε) with m′ = β1·m + (1 − β1)·g and v′ = β2·v + (1 − β2)·g² (``kind="adam"``,
+train examples) or kept as is (``kind="sgd"``, target examples), projected to d dimensions by
+a fixed-seed Rademacher projection and L2-normalised.
+
+>>> from hf_ext.select.less import GradientFeaturizer
+>>> featurizer = GradientFeaturizer("base-model-or-id", ["warmup/checkpoint-10", "warmup/checkpoint-20"])  # doctest: +SKIP
+>>> pool = pool.map(featurizer, batched=True, batch_size=64, new_fingerprint=featurizer.fingerprint)  # doctest: +SKIP
+
+The callable pickles to its settings only (the model loads lazily in the worker), and its
+fingerprint hashes the settings plus the checkpoint files' names, sizes and mtimes, never the
+weights. Adds ``less_grads`` (``[num_checkpoints, proj_dim]`` per row) and
+``less_response_tokens`` (0 means the example had no response token after truncation: its
+features are zeros and it is skipped by matching and counted in the datastore's stats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+
+from ...errors import InputError
+from .formatting import IGNORE_INDEX, TULU_TEMPLATE, ExampleFormat, tokenize_example
+from .optimizer_state import load_adam_state
+from .projection import RademacherProjector
+
+FEATURE_COLUMN = "less_grads"
+TOKENS_COLUMN = "less_response_tokens"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
+
+
+def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions whose label is not -100 (one sequence).
+
+    Written without data-dependent control flow so ``vmap`` can batch it; padding carries -100.
+    """
+    logits, labels = logits[:-1].float(), labels[1:]
+    mask = labels != IGNORE_INDEX
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def check_lora_targets(model: torch.nn.Module, target_modules: Sequence[str] | str) -> None:
+    """Fail clearly when a LoRA target names no module of `model` (PEFT's message lists none)."""
+    if isinstance(target_modules, str):
+        return  # a regex or "all-linear": PEFT resolves it
+    leaves = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    missing = [t for t in target_modules if not any(name == t or name.endswith("." + t) for name, _ in model.named_modules())]
+    if missing:
+        raise InputError(
+            f"LoRA target module(s) {missing} are not in {type(model).__name__}. Its linear layers are named "
+            f"{sorted(leaves)}; set lora_target_modules (LESS: q_proj, k_proj, v_proj, o_proj) to names it has."
+        )
+
+
+def _file_stamp(folder: Path) -> list:
+    return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+class GradientFeaturizer:
+    """Per-example LESS gradient features for ``ds.map(batched=True)``.
+
+    Args:
+        model: Base model (Hub id or folder; packaged copies resolve offline) the LoRA warmup
+            started from.
+        checkpoints: Warmup checkpoint folders (each with ``adapter_model.safetensors``; for
+            ``kind="adam"`` also the optimizer state, found by content).
+        kind: ``"adam"`` for train (pool) examples, ``"sgd"`` (plain gradients) for target examples.
+        tokenizer: Tokenizer id/folder (default: the first checkpoint's, else the model's).
+        proj_dim: Projection dimension d (LESS: 8192).
+        seed: Projection seed; train and target features must share it.
+        micro_batch_size: Examples per vmapped gradient call (memory: about this many
+            copies of the LoRA gradients and activations).
+        float16: Store features as float16 (half the space; matching renormalises).
+        instruction_column, input_column, response_column, template, max_length: how an
+            example is formatted and tokenised (must match the warmup).
+        cache_mb: Projection blocks kept in memory between batches (see `RademacherProjector`).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        checkpoints: Sequence[str | os.PathLike],
+        *,
+        kind: Literal["adam", "sgd"] = "adam",
+        tokenizer: Optional[str] = None,
+        proj_dim: int = 8192,
+        seed: int = 0,
+        micro_batch_size: int = 8,
+        float16: bool = False,
+        instruction_column: str = "instruction",
+        input_column: Optional[str] = "input",
+        response_column: str = "output",
+        template: str = TULU_TEMPLATE,
+        max_length: int = 512,
+        cache_mb: int = 1024,
+    ):
+        if kind not in ("adam", "sgd"):
+            raise InputError(f"kind must be 'adam' (train examples) or 'sgd' (target examples), got {kind!r}.")
+        if not checkpoints:
+            raise InputError("GradientFeaturizer needs at least one warmup checkpoint folder.")
+        self.model_id = os.fspath(model)
+        self.checkpoints = [os.fspath(c) for c in checkpoints]
+        for ckpt in self.checkpoints:
+            folder = Path(ckpt)
+            if not any((folder / w).is_file() for w in ADAPTER_WEIGHTS):
+                raise InputError(
+                    f"Checkpoint {ckpt!r} has no LoRA adapter weights ({ADAPTER_WEIGHTS[0]}). Pass the "
+                    "checkpoint-* folders the LESS warmup (a PEFT model under Trainer) saved."
+                )
+        self.kind, self.tokenizer_id, self.proj_dim, self.seed = kind, tokenizer, int(proj_dim), int(seed)
+        self.micro_batch_size, self.float16, self.cache_mb = int(micro_batch_size), bool(float16), int(cache_mb)
+        self.format = ExampleFormat(instruction_column, input_column, response_column, template, max_length)
+        self.fingerprint = self._fingerprint()
+        self._state: Optional[dict[str, Any]] = None
+
+    # -- pickling and fingerprint: settings only, never the model ------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_state"} | {"_state": None}
+
+    def _fingerprint(self) -> str:
+        settings = {
+            "model": self.model_id, "kind": self.kind, "tokenizer": self.tokenizer_id, "proj_dim": self.proj_dim,
+            "seed": self.seed, "float16": self.float16, "format": self.format.__dict__,
+            "checkpoints": [(c, _file_stamp(Path(c))) for c in self.checkpoints],
+        }
+        return "less-" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    # -- lazy state ------------------------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        if self._state is not None:
+            return self._state
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        from ...models import load_model, load_tokenizer
+
+        first = Path(self.checkpoints[0])
+        tok_source = self.tokenizer_id or (str(first) if (first / "tokenizer_config.json").is_file() else self.model_id)
+        tokenizer = load_tokenizer(tok_source)
+        # Eager attention: vmap has no batching rule for the fused CPU SDPA kernels.
+        base = load_model(self.model_id, AutoModelForCausalLM, dtype=torch.float32, attn_implementation="eager")
+        lora_config = LoraConfig.from_pretrained(str(first))
+        check_lora_targets(base, lora_config.target_modules if isinstance(lora_config.target_modules, str)
+                           else sorted(lora_config.target_modules))
+        lora_config.inference_mode = False
+        model = get_peft_model(base, lora_config)  # trainable LoRA params, named as in training
+        model.eval()  # no LoRA dropout: features are deterministic
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if not names or any("lora_" not in n for n in names):
+            raise InputError(f"Only LoRA parameters may carry gradients, got trainable {names[:5]}...")
+        shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
+        per_ckpt = []
+        for ckpt in self.checkpoints:
+            weights = load_file(str(Path(ckpt) / ADAPTER_WEIGHTS[0]))
+            result = set_peft_model_state_dict(model, weights)
+            lora_missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+            if lora_missing:
+                raise InputError(f"Checkpoint {ckpt!r} lacks LoRA weights for {lora_missing[:3]}...; it belongs to another adapter.")
+            params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            entry: dict[str, Any] = {"params": params}
+            if self.kind == "adam":
+                adam = load_adam_state(ckpt, model)
+                entry["m"], entry["v"] = adam.flat(names)
+                entry["betas"], entry["eps"] = adam.betas, adam.eps
+            per_ckpt.append(entry)
+        dim = sum(int(np.prod(shapes[n])) for n in names)
+        projector = RademacherProjector(dim, self.proj_dim, self.seed, cache_mb=self.cache_mb)
+        self._state = {"tokenizer": tokenizer, "model": model, "names": names, "per_ckpt": per_ckpt, "projector": projector}
+        return self._state
+
+    @property
+    def num_lora_params(self) -> int:
+        return self._load()["projector"].input_dim
+
+    # -- the computation -------------------------------------------------------------------------
+    def _grad_fn(self):
+        from torch.func import functional_call, grad, vmap
+
+        model = self._load()["model"]
+
+        def loss(params, input_ids, labels):
+            logits = functional_call(model, params, (input_ids.unsqueeze(0),)).logits[0]
+            return response_token_loss(logits, labels)
+
+        return vmap(grad(loss), in_dims=(None, 0, 0))
+
+    def per_example_grads(self, input_ids: torch.Tensor, labels: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Flattened per-example LoRA gradients ``[batch, num_lora_params]`` for right-padded inputs."""
+        names = self._load()["names"]
+        grads = self._grad_fn()(dict(params), input_ids, labels)
+        return torch.cat([grads[n].reshape(input_ids.shape[0], -1) for n in names], dim=1)
+
+    def features(self, rows: list[dict[str, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
+        """Features ``[n, num_checkpoints, proj_dim]`` and response-token counts for tokenised rows."""
+        state = self._load()
+        pad = state["tokenizer"].pad_token_id
+        pad = pad if pad is not None else (state["tokenizer"].eos_token_id or 0)
+        n_tokens = np.array([sum(1 for t in r["labels"][1:] if t != IGNORE_INDEX) for r in rows], dtype=np.int64)
+        out = np.zeros((len(rows), len(self.checkpoints), self.proj_dim), dtype=np.float32)
+        valid = [i for i in range(len(rows)) if n_tokens[i] > 0]
+        valid.sort(key=lambda i: len(rows[i]["input_ids"]))  # similar lengths share a micro-batch: less padding
+        for c, entry in enumerate(state["per_ckpt"]):
+            flat = []
+            for s in range(0, len(valid), self.micro_batch_size):
+                chunk = valid[s : s + self.micro_batch_size]
+                width = max(len(rows[i]["input_ids"]) for i in chunk)
+                # Right padding: with causal attention, pads after the text change nothing before them.
+                ids = torch.tensor([rows[i]["input_ids"] + [pad] * (width - len(rows[i]["input_ids"])) for i in chunk])
+                lab = torch.tensor([rows[i]["labels"] + [IGNORE_INDEX] * (width - len(rows[i]["labels"])) for i in chunk])
+                with torch.no_grad():
+                    g = self.per_example_grads(ids, lab, entry["params"])
+                if self.kind == "adam":
+                    g = adam_feature(g, entry["m"], entry["v"], entry["betas"], entry["eps"])
+                flat.append(g)
+            if not flat:
+                continue
+            # One projection pass per map batch: each block of R is drawn once for all rows.
+            projected = state["projector"](torch.cat(flat))
+            projected = torch.nn.functional.normalize(projected, dim=1)
+            out[valid, c] = projected.numpy()
+        return out, n_tokens
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        state = self._load()
+        self.format.check_columns(list(batch.keys()), "GradientFeaturizer")
+        n = len(batch[self.format.response_column])
+        rows = [tokenize_example(state["tokenizer"], self.format, {k: v[i] for k, v in batch.items()}) for i in range(n)]
+        feats, n_tokens = self.features(rows)
+        if self.float16:
+            feats = feats.astype(np.float16)
+        return {FEATURE_COLUMN: list(feats), TOKENS_COLUMN: n_tokens.tolist()}
+
+
+def adam_feature(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> torch.Tensor:
+    """LESS's Adam feature Γ = m′ / sqrt(v′ + ε) of gradients `g` (rows) given the moments m, v."""
+    b1, b2 = betas
+    m2 = b1 * m + (1 - b1) * g
+    v2 = b2 * v + (1 - b2) * g * g
+    return m2 / torch.sqrt(v2 + eps)

@@ -1,0 +1,149 @@
+"""LESS warmup: LoRA on a random 5% of the pool, one checkpoint per epoch (``job: less_warmup``).
+
+Paper settings (the config's defaults): LoRA r 128, α 512, dropout 0.1 on q/k/v/o; lr 2e-5,
+linear decay, 3% warmup, 4 epochs, a checkpoint per epoch. Training is PEFT + the standard
+``transformers.Trainer``; the loss is on response tokens only (prompt labels are -100, the
+same tokenisation the gradient featurizer uses). Each checkpoint also gets
+``adam_state_by_name.safetensors`` (m and v keyed by parameter name), and the learning rate is
+logged every step so matching can weight checkpoints by each epoch's mean LR.
+
+>>> from hf_ext.select.less.warmup import LessWarmupConfig, run_less_warmup
+>>> run_less_warmup(LessWarmupConfig(model_name_or_path="HuggingFaceTB/SmolLM2-135M-Instruct",
+...                                  dataset="pool.jsonl", output_dir="outputs/less/warmup"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from transformers import TrainerCallback, TrainingArguments
+
+from ...errors import InputError
+from .formatting import TULU_TEMPLATE, ExampleFormat, tokenize_batch
+from .gradients import check_lora_targets
+from .optimizer_state import save_adam_state_by_name
+
+
+@dataclass
+class LessWarmupConfig(TrainingArguments):
+    """``TrainingArguments`` with LESS's warmup defaults plus the pool, the sample and LoRA settings."""
+
+    model_name_or_path: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Base causal LM (Hub id or folder) to warm up."}
+    )
+    dataset: str = field(default="dolly_alpagasus_3k", metadata={"help": "Pool: bundled name, local file/folder or Hub id."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of the pool."})
+    instruction_column: str = field(default="instruction", metadata={"help": "Column with the instruction."})
+    input_column: Optional[str] = field(default="input", metadata={"help": "Column with the optional input (null if none)."})
+    response_column: str = field(default="output", metadata={"help": "Column with the response (the only tokens with loss)."})
+    prompt_template: str = field(default=TULU_TEMPLATE, metadata={"help": "Prompt template with {prompt}; LESS uses Tulu's."})
+    max_length: int = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens."})
+    warmup_fraction: float = field(default=0.05, metadata={"help": "Fraction of the pool sampled for the warmup (LESS: 5%)."})
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (LESS: 128)."})
+    lora_alpha: int = field(default=512, metadata={"help": "LoRA alpha (LESS: 512)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout (LESS: 0.1)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata={"help": "Modules that get LoRA (LESS: q/k/v/o)."}
+    )
+    # TrainingArguments fields with LESS's values as defaults.
+    output_dir: Optional[str] = field(default="outputs/less/warmup", metadata={"help": "Where checkpoint-* folders go."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "Peak learning rate (LESS: 2e-5)."})
+    lr_scheduler_type: str = field(default="linear", metadata={"help": "LR schedule (LESS: linear)."})
+    warmup_steps: float = field(default=0.03, metadata={"help": "LR warmup; a float < 1 is a fraction of steps (LESS: 3%)."})
+    num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs (LESS: 4, one checkpoint each)."})
+    save_strategy: str = field(default="epoch", metadata={"help": "Checkpoint once per epoch (LESS needs one per epoch)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every step: matching weights epochs by their mean LR."})
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Batch size per device."})
+    gradient_accumulation_steps: int = field(default=32, metadata={"help": "Gradient accumulation (LESS: 32 → batch 128 on 4 GPUs)."})
+    report_to: Any = field(default="none", metadata={"help": "Loggers to report to (none, tensorboard, wandb, ...)."})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.warmup_fraction <= 1:
+            raise InputError(f"warmup_fraction must be in (0, 1], got {self.warmup_fraction} (LESS: 0.05).")
+        if self.save_strategy != "epoch":  # a str enum after super().__post_init__; compare before
+            raise InputError(f"save_strategy must be 'epoch' (LESS takes one checkpoint per epoch), got {self.save_strategy!r}.")
+        super().__post_init__()
+
+    @property
+    def example_format(self) -> ExampleFormat:
+        return ExampleFormat(self.instruction_column, self.input_column, self.response_column, self.prompt_template, self.max_length)
+
+
+class SaveAdamStateByNameCallback(TrainerCallback):
+    """After each save, write the checkpoint's Adam moments keyed by parameter name."""
+
+    def on_save(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if state.is_world_process_zero and model is not None and optimizer is not None:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                save_adam_state_by_name(model, optimizer, folder)
+
+
+def warmup_sample(num_rows: int, fraction: float, seed: int) -> list[int]:
+    """The seeded random warmup subset: round(fraction * rows) indices (at least 1), in pool order."""
+    k = max(1, int(round(num_rows * fraction)))
+    return np.sort(np.random.default_rng(seed).choice(num_rows, size=k, replace=False)).tolist()
+
+
+def build_lora_model(model, config: LessWarmupConfig):
+    """Wrap `model` with LoRA on `lora_target_modules` (checked first: a clear error names what exists)."""
+    from peft import LoraConfig, get_peft_model
+
+    check_lora_targets(model, config.lora_target_modules)
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def run_less_warmup(config: LessWarmupConfig, *, model=None, tokenizer=None, dataset=None) -> dict[str, Any]:
+    """Warm up LoRA on a random `warmup_fraction` of the pool; returns metrics (also ``warmup_metrics.json``).
+
+    `model`, `tokenizer` and `dataset` may be passed as objects (tests, notebooks); otherwise
+    they load from `model_name_or_path` and `dataset`.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer
+
+    from ...data import load_pool
+    from ...models import load_model, load_tokenizer
+
+    if dataset is None:
+        dataset, _ = load_pool(config.dataset, split=config.dataset_split)
+    fmt = config.example_format
+    fmt.check_columns(dataset.column_names, "The LESS warmup")
+    tokenizer = tokenizer or load_tokenizer(config.model_name_or_path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model if model is not None else load_model(config.model_name_or_path, AutoModelForCausalLM, dtype=torch.float32)
+    model = build_lora_model(model, config)
+
+    idx = warmup_sample(len(dataset), config.warmup_fraction, config.seed)
+    train = dataset.select(idx).map(
+        lambda b: tokenize_batch(tokenizer, fmt, b), batched=True, remove_columns=dataset.column_names, desc="Tokenizing warmup set"
+    )
+    train = train.filter(lambda ex: any(t != -100 for t in ex["labels"]), desc="Dropping rows without response tokens")
+    trainer = Trainer(
+        model=model, args=config, train_dataset=train, processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
+        callbacks=[SaveAdamStateByNameCallback()],
+    )
+    result = trainer.train()
+    checkpoints = sorted(Path(config.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    tokenizer.save_pretrained(config.output_dir)
+    metrics = {
+        "pool_size": len(dataset),
+        "warmup_size": len(idx),
+        "warmup_trained_rows": len(train),
+        "warmup_indices": idx,
+        "train_loss": result.training_loss,
+        "checkpoints": [str(c) for c in checkpoints],
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    Path(config.output_dir, "warmup_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
