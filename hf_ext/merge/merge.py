@@ -229,7 +229,10 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
     sources = [WeightSource(m) for m in modules]
     state = dict(merged_tensors(sources, merge_method, _weights(weights, len(sources)), base_src))
     merged = copy.deepcopy(modules[0])
-    merged.load_state_dict(state, strict=True)
+    missing, unexpected = merged.load_state_dict(state, strict=False)
+    tied = set(merged.state_dict()) - set(sources[0].keys())  # tied weights follow their source
+    if unexpected or set(missing) - tied:
+        raise InputError(f"Merged weights do not fit {type(merged).__name__}: missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}.")
     return merged.eval()
 
 

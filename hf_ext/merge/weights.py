@@ -24,7 +24,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["WeightSource", "SafetensorsWriter", "check_compatible", "check_finite", "DTYPES", "CONFIG_FILES"]
+__all__ = ["WeightSource", "SafetensorsWriter", "check_compatible", "check_finite", "fingerprint", "DTYPES", "CONFIG_FILES"]
 
 # safetensors dtype codes (the format's own names) <-> torch dtypes.
 DTYPES: dict[str, torch.dtype] = {
@@ -36,8 +36,6 @@ _CODES = {v: k for k, v in DTYPES.items()}
 # Files copied next to merged weights so the output loads with from_pretrained (config, tokenizer).
 CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja")  # fmt: skip
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
 
 
 def _read_header(path: Path) -> tuple[int, dict[str, Any]]:
@@ -71,12 +69,13 @@ class WeightSource:
         (1024, 32)
     """
 
-    def __init__(self, source: Any, *, hub_id: str | None = None, name: str | None = None):
+    def __init__(self, source: Any, *, hub_id: str | None = None, name: str | None = None, prefix: str = "model"):
         self.folder: Path | None = None
+        self.prefix = prefix
         self._tensors: Mapping[str, torch.Tensor] | None = None
         self._files: dict[str, tuple[Path, int, dict[str, Any]]] = {}  # tensor -> (file, data start, entry)
         if isinstance(source, torch.nn.Module):
-            self._tensors = {k: v.detach() for k, v in source.state_dict().items()}
+            self._tensors = _untied_state(source)
             self.config = source.config.to_dict() if hasattr(source, "config") else None
             name = name or hub_id or getattr(getattr(source, "config", None), "_name_or_path", None) or type(source).__name__
         elif isinstance(source, Mapping):
@@ -95,22 +94,23 @@ class WeightSource:
 
     def _index_files(self) -> None:
         assert self.folder is not None
-        index = self.folder / INDEX
+        index_name, single = f"{self.prefix}.safetensors.index.json", f"{self.prefix}.safetensors"
+        index = self.folder / index_name
         if index.is_file():
             weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
             shards = sorted(set(weight_map.values()))
             missing = [s for s in shards if not (self.folder / s).is_file()]
             if missing:
                 raise InputError(
-                    f"{str(self.folder)!r} is missing {len(missing)} of the {len(shards)} shards its {INDEX} lists "
+                    f"{str(self.folder)!r} is missing {len(missing)} of the {len(shards)} shards its {index_name} lists "
                     f"(first: {missing[0]!r}). Download the whole model again (hf download / hf_ext.hub.pull)."
                 )
-        elif (self.folder / SINGLE).is_file():
-            shards = [SINGLE]
+        elif (self.folder / single).is_file():
+            shards = [single]
         else:
             found = sorted(p.name for p in self.folder.iterdir())[:8]
             raise InputError(
-                f"{str(self.folder)!r} has no {SINGLE} or {INDEX} (files: {found}). hf_ext merges safetensors only "
+                f"{str(self.folder)!r} has no {single} or {index_name} (files: {found}). hf_ext merges safetensors only "
                 "(never pickles); re-save the model with save_pretrained(..., safe_serialization=True)."
             )
         for shard in shards:
@@ -155,12 +155,50 @@ class WeightSource:
             return torch.empty(entry["shape"], dtype=dtype)
         return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
 
+    def head_bytes(self, key: str, n_values: int) -> bytes:
+        """Raw bytes of the first `n_values` values of ``key`` (reads only those from a file)."""
+        if self._tensors is not None:
+            flat = self._tensors[key].detach().cpu().contiguous().reshape(-1)[:n_values]
+            return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+        path, start, entry = self._files[key]
+        begin, end = entry["data_offsets"]
+        n = min(end - begin, n_values * DTYPES[entry["dtype"]].itemsize)
+        with open(path, "rb") as f:
+            f.seek(start + begin)
+            return f.read(n)
+
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         for key in self.keys():
             yield key, self.get(key)
 
     def __repr__(self) -> str:
         return f"WeightSource({self.name!r}, {len(self.keys())} tensors)"
+
+
+def _untied_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # Tied weights (lm_head = embed_tokens) appear once, under the first name, as save_pretrained writes them.
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    state = {}
+    for key, value in model.state_dict().items():
+        ident = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if value.numel() and ident in seen:
+            continue
+        seen.add(ident)
+        state[key] = value.detach()
+    return state
+
+
+def fingerprint(source: WeightSource, n_values: int = 256) -> str:
+    """A cheap, stable id of a model's weights: sha256 over every tensor's name, shape, dtype and
+    first `n_values` values (file sources read only those bytes). Equal for a model in memory and
+    the same model saved with save_pretrained; different for a finetune (its values moved)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(source.keys()):
+        h.update(f"{key}|{list(source.shape(key))}|{source.dtype(key)}|".encode())
+        h.update(source.head_bytes(key, n_values))
+    return h.hexdigest()[:32]
 
 
 def _resolve_folder(source: str, hub_id: str | None) -> tuple[Path, str | None]:
@@ -251,8 +289,9 @@ class SafetensorsWriter:
     """
 
     def __init__(self, folder: str | os.PathLike, layout: Sequence[tuple[str, Sequence[int], torch.dtype]],
-                 *, max_shard_bytes: int = 5 * 2**30):
+                 *, max_shard_bytes: int = 5 * 2**30, prefix: str = "model"):
         self.folder = Path(folder)
+        self.index_name = f"{prefix}.safetensors.index.json"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.layout = [(k, tuple(int(d) for d in s), dt) for k, s, dt in layout]
         for key, _, dtype in self.layout:
@@ -260,7 +299,7 @@ class SafetensorsWriter:
                 raise InputError(f"Cannot write tensor {key!r} with dtype {dtype}.")
         plan = _plan_shards(self.layout, max_shard_bytes)
         n = len(plan)
-        self.shard_names = [SINGLE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.shard_names = [f"{prefix}.safetensors"] if n == 1 else [f"{prefix}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self._shard_of = {self.layout[i][0]: s for s, idx in enumerate(plan) for i in idx}
         self._plan = plan
         self._order = [k for k, _, _ in self.layout]
@@ -309,7 +348,7 @@ class SafetensorsWriter:
             total = sum(math.prod(s) * d.itemsize for _, s, d in self.layout)
             index = {"metadata": {"total_size": total},
                      "weight_map": {k: self.shard_names[self._shard_of[k]] for k in self._order}}  # fmt: skip
-            (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+            (self.folder / self.index_name).write_text(json.dumps(index, indent=2) + "\n")
 
     def __enter__(self) -> SafetensorsWriter:
         return self

@@ -1,0 +1,396 @@
+"""`TimeVector` (Nylund et al. 2023, arXiv 2312.13401): τ_t = θ_t − θ_pre, as a PEFT-style adapter.
+
+A time vector is stored lazily as a linear combination ``Σ c_i · source_i`` of weight sources
+(models, saved vectors, LoRA deltas). Arithmetic (``+``, ``−``, scalar ``*``), :func:`interpolate`
+and :func:`analogy` only combine coefficients; tensors are computed one name at a time, in float64,
+when the vector is applied or saved. So ``θ_base + (θ_ft − θ_base)`` gives θ_ft bit-exactly, and
+applying or interpolating folders of safetensors shards streams tensor by tensor (a few tensors in
+memory, not two or three models).
+
+Integer buffers are not differenced: they are copied from the finetuned model. Every vector
+records its base model's fingerprint; applying it to a different model is an error unless
+``force=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...errors import InputError
+from ...merge.weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite, fingerprint
+from .config import WEIGHTS_PREFIX, TimeVectorConfig
+
+__all__ = ["TimeVector", "interpolate", "analogy"]
+
+Source = Any  # a folder, Hub id, nn.Module, state dict or WeightSource
+
+
+def _source(x: Source, hub_id: str | None = None, snapshot: bool = False) -> WeightSource:
+    if snapshot and isinstance(x, torch.nn.Module):
+        # A snapshot, so applying τ to this very model in place later cannot change τ itself.
+        # (For large models pass folders: they are streamed, never copied.)
+        src = WeightSource(x, hub_id=hub_id)
+        return WeightSource({k: src.get(k).clone() for k in src.keys()}, hub_id=hub_id, name=src.name)
+    return x if isinstance(x, WeightSource) else WeightSource(x, hub_id=hub_id)
+
+
+def _label(tv: TimeVector) -> str:
+    return tv.config.formula or (f"τ({tv.config.period})" if tv.config.period else "τ")
+
+
+class TimeVector:
+    """τ = θ_ft − θ_base over floating-point weights, with PEFT-style save / load / push.
+
+    Build one with :meth:`from_models`, :meth:`from_pretrained` (folder or Hub id) or
+    :meth:`from_lora`; combine with ``+``, ``-``, ``*`` (scalar), :func:`interpolate`,
+    :func:`analogy`; use with :meth:`apply_to` / :meth:`merged_model`; export with :meth:`to_lora`.
+
+    Example:
+        >>> from hf_ext.testing import tiny_llama
+        >>> base, ft = tiny_llama(seed=0), tiny_llama(seed=1)
+        >>> tau = TimeVector.from_models(base, ft, period="2016")
+        >>> model = tau.apply_to(tiny_llama(seed=0))
+        >>> torch.equal(model.lm_head.weight, ft.lm_head.weight)
+        True
+    """
+
+    def __init__(self, terms: Sequence[tuple[float, WeightSource]], config: TimeVectorConfig, copy_from: WeightSource | None = None):
+        if not terms:
+            raise InputError("A TimeVector needs at least one term.")
+        self.terms = [(float(c), s) for c, s in terms]
+        self.config = config
+        self.copy_from = copy_from
+        keys: dict[str, None] = {}
+        for _, src in self.terms:
+            keys.update(dict.fromkeys(src.keys()))
+        self._keys = list(keys)
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_models(cls, base: Source, finetuned: Source, *, period: str | None = None, base_hub_id: str | None = None,
+                    finetuned_hub_id: str | None = None, check_values: bool = True) -> TimeVector:
+        """τ = θ_finetuned − θ_base. Models may be in memory, folders or Hub ids (read lazily).
+
+        Raises:
+            InputError: the two models differ in tensor names or shapes (the first mismatch is
+                named), or hold NaN/inf weights (with ``check_values``).
+        """
+        b, f = _source(base, base_hub_id, snapshot=True), _source(finetuned, finetuned_hub_id, snapshot=True)
+        check_compatible([b, f])
+        if check_values:
+            for src in (b, f):
+                for key in src.keys():
+                    check_finite(src.get(key), key, src.name)
+        config = TimeVectorConfig(base_model=b.hub_id or (str(b.folder) if b.folder else None), base_fingerprint=fingerprint(b),
+                                  period=period, relation="finetune", finetuned_model=f.hub_id,
+                                  formula=f"τ({period})" if period else None)  # fmt: skip
+        return cls([(1.0, f), (-1.0, b)], config, copy_from=f)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None, hub_endpoint: str | None = None) -> TimeVector:
+        """Load a vector saved with :meth:`save_pretrained` from a folder or a Hub id (tensors stay on disk until used)."""
+        folder = Path(path)
+        if not folder.is_dir():
+            from ...hub import pull
+
+            folder = pull(str(path), repo_type="model", revision=revision, endpoint=hub_endpoint)
+        config = TimeVectorConfig.load(folder)
+        src = WeightSource(folder, name=str(path), prefix=WEIGHTS_PREFIX)
+        return cls([(1.0, src)], config, copy_from=src)
+
+    @classmethod
+    def from_lora(cls, adapter: Any, base: Source | None = None, *, adapter_name: str = "default", period: str | None = None,
+                  base_hub_id: str | None = None) -> TimeVector:
+        """The exact update of a PEFT LoRA adapter: τ[W] = scale · B · A for every LoRA-wrapped module
+        (PEFT's own ``get_delta_weight``, so rsLoRA scaling and fan-in/fan-out are honoured).
+
+        Combine several LoRA vectors with arithmetic (``w1 * tv1 + w2 * tv2``) to get
+        Σ w_i · scale_i · B_i · A_i. PEFT's ``add_weighted_adapter(combination_type="linear")``
+        instead mixes the A and B matrices separately, which adds cross terms B_i · A_j; its
+        ``"cat"`` is exact (see ``tests/test_time_vector.py``).
+
+        Args:
+            adapter: a ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
+            base: the base model (needed for a saved adapter; default its ``base_model_name_or_path``).
+        """
+        from .lora import lora_deltas
+
+        deltas, base_state, base_id = lora_deltas(adapter, base, adapter_name=adapter_name)
+        base_src = WeightSource(base_state, hub_id=base_hub_id or base_id)
+        config = TimeVectorConfig(base_model=base_hub_id or base_id, base_fingerprint=fingerprint(base_src), period=period,
+                                  relation="lora", formula=f"τ({period})" if period else None)  # fmt: skip
+        return cls([(1.0, WeightSource(deltas, name="lora deltas"))], config)
+
+    # ---- tensors -------------------------------------------------------------------------------
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def _first_with(self, key: str) -> WeightSource:
+        for src in ([self.copy_from] if self.copy_from is not None else []) + [s for _, s in self.terms]:
+            if key in src:
+                return src
+        raise KeyError(key)
+
+    def is_float(self, key: str) -> bool:
+        return self._first_with(key).dtype(key).is_floating_point
+
+    def get(self, key: str) -> torch.Tensor:
+        """τ[key] in float64 (integer buffers: the copied value)."""
+        if not self.is_float(key):
+            return self._first_with(key).get(key)
+        total = None
+        for coef, src in self.terms:
+            if key in src and coef != 0.0:
+                part = src.get(key).double() * coef if coef != 1.0 else src.get(key).double()
+                total = part if total is None else total + part
+        return total if total is not None else torch.zeros(self._first_with(key).shape(key), dtype=torch.float64)
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for key in self._keys:
+            yield key, self.get(key)
+
+    def norm(self) -> float:
+        """‖τ‖₂ over all floating-point tensors."""
+        return float(sum(float(self.get(k).square().sum()) for k in self._keys if self.is_float(k))) ** 0.5
+
+    # ---- arithmetic ----------------------------------------------------------------------------
+
+    def _check_same_base(self, other: TimeVector, force: bool = False) -> None:
+        a, b = self.config.base_fingerprint, other.config.base_fingerprint
+        if a and b and a != b and not force:
+            raise InputError(
+                f"Cannot combine time vectors of different base models ({self.config.base_model!r}, fingerprint {a[:12]} vs "
+                f"{other.config.base_model!r}, {b[:12]}). Time vectors only add up over one base; pass force=True to combine anyway."
+            )
+
+    def _derived(self, terms: list[tuple[float, WeightSource]], formula: str, relation: str = "arithmetic",
+                 period: str | None = None) -> TimeVector:
+        # One term per source: coefficients of a shared source add up (so τ_t − τ_t cancels exactly
+        # and a shared base is read once).
+        merged: dict[int, list[Any]] = {}
+        for c, s in terms:
+            merged.setdefault(id(s), [0.0, s])[0] += c
+        terms = [(c, s) for c, s in merged.values()]
+        cfg = TimeVectorConfig(base_model=self.config.base_model, base_fingerprint=self.config.base_fingerprint,
+                               period=period, relation=relation, formula=formula)  # fmt: skip
+        return TimeVector(terms, cfg, copy_from=self.copy_from)
+
+    def add(self, other: TimeVector, *, force: bool = False) -> TimeVector:
+        self._check_same_base(other, force)
+        return self._derived(self.terms + other.terms, f"{_label(self)} + {_label(other)}")
+
+    def scale(self, factor: float) -> TimeVector:
+        return self._derived([(factor * c, s) for c, s in self.terms], f"{factor:g}·({_label(self)})", self.config.relation, self.config.period)
+
+    def __add__(self, other: TimeVector) -> TimeVector:
+        if not isinstance(other, TimeVector):
+            return NotImplemented
+        return self.add(other)
+
+    def __sub__(self, other: TimeVector) -> TimeVector:
+        if not isinstance(other, TimeVector):
+            return NotImplemented
+        self._check_same_base(other)
+        return self._derived(self.terms + [(-c, s) for c, s in other.terms], f"{_label(self)} − {_label(other)}")
+
+    def __neg__(self) -> TimeVector:
+        return self.scale(-1.0)
+
+    def __mul__(self, factor: float) -> TimeVector:
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+            return NotImplemented
+        return self.scale(float(factor))
+
+    __rmul__ = __mul__
+
+    # ---- using it --------------------------------------------------------------------------------
+
+    def check_base(self, base: WeightSource, force: bool = False) -> None:
+        """Raise unless `base` has the fingerprint of the model this vector was taken against."""
+        if self.config.base_fingerprint is None or force:
+            return
+        found = fingerprint(base)
+        if found != self.config.base_fingerprint:
+            raise InputError(
+                f"This time vector was taken against {self.config.base_model!r} (fingerprint {self.config.base_fingerprint[:12]}), "
+                f"but {base.name!r} has fingerprint {found[:12]}: it is a different model, and θ + τ would be meaningless. "
+                "Apply it to its own base, or pass force=True if you really mean to."
+            )
+
+    def apply_to(self, model: Source, scale: float = 1.0, *, force: bool = False, output_dir: str | os.PathLike | None = None,
+                 max_shard_size: int | str = "5GB", hub_id: str | None = None) -> Any:
+        """θ = θ_base + scale · τ.
+
+        With an ``nn.Module``, its weights are updated in place and it is returned. With a folder or
+        Hub id and ``output_dir``, the result is streamed tensor by tensor into ``output_dir`` (config
+        and tokenizer copied, a card written) and the folder is returned.
+
+        Raises:
+            InputError: the model is not this vector's base (fingerprint; ``force=True`` skips the
+                check) or its tensors do not match τ's names and shapes.
+        """
+        if isinstance(model, torch.nn.Module):
+            base = WeightSource(model)
+            self.check_base(base, force)
+            params = dict(model.state_dict(keep_vars=True))
+            self._check_shapes({k: tuple(v.shape) for k, v in params.items()}, base.name)
+            with torch.no_grad():
+                for key in self._keys:
+                    target = params[key]
+                    value = self.get(key)
+                    if not value.is_floating_point():
+                        target.copy_(value)
+                    else:
+                        target.copy_((target.double() + scale * value).to(target.dtype))
+            return model
+        if output_dir is None:
+            raise InputError("apply_to(folder or Hub id) streams into a new folder: pass output_dir=... (or pass a loaded model).")
+        base = _source(model, hub_id)
+        self.check_base(base, force)
+        self._check_shapes({k: base.shape(k) for k in base.keys()}, base.name)
+        return self._stream(base, scale, Path(output_dir), max_shard_size)
+
+    def _check_shapes(self, shapes: dict[str, tuple[int, ...]], name: str) -> None:
+        for key in self._keys:
+            if key not in shapes:
+                raise InputError(f"Tensor {key!r} of the time vector is missing from {name!r}: another architecture.")
+            if tuple(self._first_with(key).shape(key)) != tuple(shapes[key]):
+                raise InputError(f"Tensor {key!r} has shape {list(self._first_with(key).shape(key))} in the time vector but "
+                                 f"{list(shapes[key])} in {name!r}: another architecture or size.")  # fmt: skip
+
+    def _stream(self, base: WeightSource, scale: float, output_dir: Path, max_shard_size: int | str) -> Path:
+        from ...merge.merge import parse_size
+
+        layout = [(k, base.shape(k), base.dtype(k)) for k in base.keys()]
+        with SafetensorsWriter(output_dir, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
+            for key in base.keys():
+                value = base.get(key)
+                if key in self._keys:
+                    tau = self.get(key)
+                    value = tau.to(value.dtype) if not value.is_floating_point() else (value.double() + scale * tau).to(value.dtype)
+                check_finite(value, key, "the result")
+                writer.write(key, value)
+        if base.folder is not None:
+            import shutil
+
+            for name in CONFIG_FILES:
+                if (base.folder / name).is_file():
+                    shutil.copyfile(base.folder / name, output_dir / name)
+        self._write_model_card(output_dir, scale)
+        return output_dir
+
+    def _write_model_card(self, output_dir: Path, scale: float) -> None:
+        from ...hub.cards import render_model_card
+
+        base = self.config.base_model if self.config.base_model and not Path(self.config.base_model).exists() else None
+        card = render_model_card(
+            "time_vector_model.md.j2",
+            {"base_model": [base] if base else None, "base_model_relation": "finetune" if base else None,
+             "tags": ["hf-ext", "time-vector"] + ([f"period-{self.config.period}"] if self.config.period else [])},
+            title=f"{self.config.base_model or 'base'} + {scale:g}·{_label(self)}", config=self.config, scale=scale,
+            base_model=base,
+        )  # fmt: skip
+        card.save(str(output_dir / "README.md"))
+
+    def merged_model(self, base: Source | None = None, scale: float = 1.0, *, force: bool = False):
+        """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ."""
+        from transformers import AutoModelForCausalLM
+
+        from ...models import resolve_model
+
+        if base is None:
+            if not self.config.base_model:
+                raise InputError("This time vector does not name its base model; pass base=... (a model, folder or Hub id).")
+            base = self.config.base_model
+        model = base if isinstance(base, torch.nn.Module) else AutoModelForCausalLM.from_pretrained(resolve_model(str(base)))
+        return self.apply_to(model, scale, force=force)
+
+    # ---- saving --------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype | None = None,
+                        max_shard_size: int | str = "5GB") -> Path:
+        """Write ``time_vector_config.json``, ``time_vector.safetensors`` (or shards + index) and a card.
+
+        Args:
+            dtype: storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
+                ``torch.float64`` keeps θ_base + τ bit-exact after a round trip).
+        """
+        from ...merge.merge import parse_size
+
+        folder = Path(save_directory)
+        layout = []
+        for key in self._keys:
+            src_dtype = self._first_with(key).dtype(key)
+            layout.append((key, self._first_with(key).shape(key), (dtype or src_dtype) if src_dtype.is_floating_point else src_dtype))
+        with SafetensorsWriter(folder, layout, max_shard_bytes=parse_size(max_shard_size), prefix=WEIGHTS_PREFIX) as writer:
+            for key, _, out_dtype in layout:
+                writer.write(key, self.get(key).to(out_dtype))
+        self.config.save(folder)
+        self._write_card(folder)
+        return folder
+
+    def _write_card(self, folder: Path) -> None:
+        from ...hub.cards import render_model_card
+
+        base = self.config.base_model if self.config.base_model and not Path(self.config.base_model).exists() else None
+        card = render_model_card(
+            "time_vector.md.j2",
+            {"base_model": [base] if base else None, "base_model_relation": "adapter" if base else None, "library_name": "hf-ext",
+             "tags": ["hf-ext", "time-vector", f"relation-{self.config.relation}"] + ([f"period-{self.config.period}"] if self.config.period else [])},
+            title=f"Time vector {_label(self)}", config=self.config, base_model=base,
+        )  # fmt: skip
+        card.save(str(folder / "README.md"))
+
+    def push_to_hub(self, repo_id: str, *, endpoint: str | None = None, token: str | None = None, private: bool = False,
+                    commit_message: str | None = None, dtype: torch.dtype | None = None) -> Any:
+        """Save to a temporary folder and upload it as one commit of a model repo; returns the CommitInfo."""
+        from ...hub import push_folder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, dtype=dtype)
+            return push_folder(tmp, repo_id, repo_type="model", endpoint=endpoint, token=token, private=private,
+                               commit_message=commit_message or f"hf_ext: time vector {_label(self)}")  # fmt: skip
+
+    def to_lora(self, output_dir: str | os.PathLike, rank: int, *, base_model: Any = None, target_modules: Sequence[str] | None = None) -> dict[str, Any]:
+        """Export as a PEFT LoRA adapter by truncated SVD (plain ``PeftModel.from_pretrained`` loads it).
+
+        Every ``nn.Linear`` weight delta Δ (or those named in `target_modules`) becomes B = U_r·S_r,
+        A = V_rᵀ with ``lora_alpha = r`` (scale 1). Deltas LoRA cannot hold (embeddings, norms,
+        biases) are left out and counted in the error. Returns (and writes to ``svd_report.json``)
+        ``relative_error`` = ‖τ − τ_LoRA‖ / ‖τ‖ over all float tensors, ``relative_error_linear`` over
+        the exported ones, per-tensor errors and the unrepresented tensors.
+        """
+        from .lora import export_lora
+
+        return export_lora(self, output_dir, rank, base_model=base_model, target_modules=target_modules)
+
+    def __repr__(self) -> str:
+        return f"TimeVector({_label(self)}, base={self.config.base_model!r}, {len(self._keys)} tensors, {len(self.terms)} terms)"
+
+
+def interpolate(a: TimeVector, b: TimeVector, alpha: float, *, force: bool = False) -> TimeVector:
+    """α·τ_a + (1 − α)·τ_b; applied to θ_pre it gives the paper's interpolation θ_pre + α·τ_t1 + (1 − α)·τ_t2
+    (α = 1 recovers model a, α = 0 model b)."""
+    a._check_same_base(b, force)
+    period = f"{alpha:g}·{a.config.period}+{1 - alpha:g}·{b.config.period}" if a.config.period and b.config.period else None
+    return a._derived([(alpha * c, s) for c, s in a.terms] + [((1 - alpha) * c, s) for c, s in b.terms],
+                      f"{alpha:g}·{_label(a)} + {1 - alpha:g}·{_label(b)}", "interpolation", period)  # fmt: skip
+
+
+def analogy(task_t0: TimeVector, lm_t: TimeVector, lm_t0: TimeVector, *, lambda_c: float = 1.0, lambda_b: float = 1.0,
+            lambda_a: float = 1.0, force: bool = False) -> TimeVector:
+    """Task analogy: λ_C·τ_task(t0) + λ_B·τ_LM(t) − λ_A·τ_LM(t0), to update a task model to period t with
+    unlabeled text of t only. With t = t0 and λ_A = λ_B it reduces to λ_C·τ_task(t0)."""
+    task_t0._check_same_base(lm_t, force)
+    task_t0._check_same_base(lm_t0, force)
+    terms = [(lambda_c * c, s) for c, s in task_t0.terms] + [(lambda_b * c, s) for c, s in lm_t.terms] + [(-lambda_a * c, s) for c, s in lm_t0.terms]
+    formula = f"{lambda_c:g}·{_label(task_t0)} + {lambda_b:g}·{_label(lm_t)} − {lambda_a:g}·{_label(lm_t0)}"
+    return task_t0._derived(terms, formula, "analogy", lm_t.config.period)

@@ -1,0 +1,78 @@
+"""Load merged models, time vectors and interpolation points straight from Hub ids (or folders).
+
+Also reachable as ``hf_ext.hub.load_merged_model`` / ``load_time_vector`` / ``load_interpolation``.
+Downloads go through :func:`hf_ext.hub.pull` (HF_ENDPOINT, tokens, cache and offline mode as usual).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["load_merged_model", "load_time_vector", "load_interpolation"]
+
+
+def _folder(repo_or_path: str | os.PathLike, revision: str | None, endpoint: str | None) -> Path:
+    path = Path(repo_or_path)
+    if path.is_dir():
+        return path
+    from ..hub import pull
+
+    return pull(str(repo_or_path), repo_type="model", revision=revision, endpoint=endpoint)
+
+
+def load_merged_model(repo_id: str | os.PathLike, *, revision: str | None = None, endpoint: str | None = None, **kwargs: Any):
+    """A merged model (any causal LM repo) as ``AutoModelForCausalLM``; its card's merge metadata is
+    checked so a plain model is not mistaken for a merge. Extra kwargs go to ``from_pretrained``."""
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM
+
+    folder = _folder(repo_id, revision, endpoint)
+    readme = folder / "README.md"
+    if readme.is_file():
+        data = ModelCard.load(readme).data
+        if data.get("base_model_relation") != "merge":
+            raise InputError(f"{str(repo_id)!r} is not a merged model (its card's base_model_relation is "
+                             f"{data.get('base_model_relation')!r}); load it with AutoModelForCausalLM.from_pretrained.")  # fmt: skip
+    return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+
+
+def load_time_vector(repo_id: str | os.PathLike, *, revision: str | None = None, endpoint: str | None = None):
+    """A :class:`~hf_ext.adapters.time_vector.TimeVector` from a Hub id or folder."""
+    from ..adapters.time_vector import TimeVector
+
+    return TimeVector.from_pretrained(_folder(repo_id, revision, endpoint))
+
+
+def load_interpolation(a: str | os.PathLike, b: str | os.PathLike, alpha: float, *, base: Any = None,
+                       revision: str | None = None, endpoint: str | None = None, output_dir: str | os.PathLike | None = None):
+    """The interpolation point α·a + (1 − α)·b of two Hub repos, as a model.
+
+    `a` and `b` are either two time vectors (result: θ_base + α·τ_a + (1 − α)·τ_b, the base taken from
+    `base` or the vectors' config) or two models (result: α·θ_a + (1 − α)·θ_b, which is the same point).
+    With ``output_dir`` the result is streamed into that folder (returned) instead of loaded.
+    """
+    from ..adapters.time_vector import CONFIG_NAME, TimeVector, interpolate
+
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1] for an interpolation (got {alpha}); use TimeVector arithmetic to extrapolate.")
+    fa, fb = _folder(a, revision, endpoint), _folder(b, revision, endpoint)
+    is_tv = [(f / CONFIG_NAME).is_file() for f in (fa, fb)]
+    if all(is_tv):
+        point = interpolate(TimeVector.from_pretrained(fa), TimeVector.from_pretrained(fb), alpha)
+        if output_dir is not None:
+            base = base or point.config.base_model
+            if base is None:
+                raise InputError("The time vectors do not name their base; pass base=....")
+            return point.apply_to(base, output_dir=output_dir)
+        return point.merged_model(base)
+    if any(is_tv):
+        raise InputError(f"Interpolate two time vectors or two models, not one of each ({str(a)!r}, {str(b)!r}).")
+    from .merge import average_models, merge_models
+
+    if output_dir is not None:
+        return merge_models([fa, fb], "linear", output_dir=output_dir, weights=[alpha, 1 - alpha], hub_ids=[str(a), str(b)])
+    return average_models([fa, fb], weights=[alpha, 1 - alpha])
