@@ -1,2 +1,8 @@
 """Trainer subclasses and their configs. Imports hf_ext; hf_ext never imports this package
 (except `hf_ext.cli`, lazily, by name)."""
+
+from .critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, load_critic_lm
+from .ranking_rm import RankingRewardConfig, RankingRewardTrainer
+
+__all__ = ["CriticRMConfig", "CriticRMTrainer", "CriticRewardModel", "load_critic_lm",
+           "RankingRewardConfig", "RankingRewardTrainer"]

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import HfExtError, InputError
 
 Conversation = list[dict[str, str]]
+ResultCallback = Callable[[int, str], None]
 
 
 class BackendError(HfExtError, RuntimeError):
@@ -76,7 +78,9 @@ class TransformersBackend:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._model = load_model(self.model, auto_class=AutoModelForCausalLM, revision=self.revision).to(device).eval()
 
-    def generate(self, conversations: list[Conversation]) -> list[str]:
+    def generate(self, conversations: list[Conversation], on_result: ResultCallback | None = None) -> list[str]:
+        """Answer every conversation; `on_result(index, text)` is called as each batch finishes
+        (critique generation uses it to write results to disk before the next batch)."""
         import torch
 
         self._load()
@@ -95,7 +99,11 @@ class TransformersBackend:
             with torch.inference_mode():
                 out = model.generate(**enc, **generator_kwargs)
             new_tokens = out[:, enc["input_ids"].shape[1] :]
-            outputs.extend(tok.batch_decode(new_tokens, skip_special_tokens=True))
+            texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
+            if on_result is not None:
+                for offset, text in enumerate(texts):
+                    on_result(start + offset, text)
+            outputs.extend(texts)
         return outputs
 
 
@@ -159,14 +167,36 @@ class OpenAIBackend:
             "Check that the server is up and the model name is right; raise `timeout` or `max_retries` for slow servers."
         )
 
-    def generate(self, conversations: list[Conversation]) -> list[str]:
+    def generate(self, conversations: list[Conversation], on_result: ResultCallback | None = None) -> list[str]:
+        """Answer every conversation with at most `concurrency` requests in flight.
+
+        `on_result(index, text)` is called (from this thread) as each request succeeds, so
+        finished results can be kept even when another request fails. A request that still
+        fails after its retries raises :class:`BackendError` naming its index, once every
+        other request has finished."""
         import httpx
 
         key = os.environ.get(self.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        outputs: list[str | None] = [None] * len(conversations)
+        errors: dict[int, BackendError] = {}
         with httpx.Client(timeout=self.timeout, headers=headers) as client:
             with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-                return list(pool.map(lambda c: self._request(client, c), conversations))
+                futures = {pool.submit(self._request, client, c): i for i, c in enumerate(conversations)}
+                for future in as_completed(futures):
+                    index = futures[future]
+                    try:
+                        outputs[index] = future.result()
+                    except BackendError as exc:
+                        errors[index] = exc
+                        continue
+                    if on_result is not None:
+                        on_result(index, outputs[index])
+        if errors:
+            first = min(errors)
+            raise BackendError(f"Request #{first} of {len(conversations)} failed ({len(errors)} failed in all; "
+                               f"{len(conversations) - len(errors)} finished): {errors[first]}") from errors[first]
+        return outputs  # type: ignore[return-value]
 
 
 BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend}

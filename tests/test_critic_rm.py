@@ -1,0 +1,264 @@
+"""CriticRMTrainer: parity with TRL's RewardTrainer, the critique loss, reward position,
+λ schedules, PEFT, resume, inference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from trl import RewardConfig, RewardTrainer
+
+from hf_ext.errors import InputError
+from hf_ext.testing import tiny_llama, tiny_sequence_classifier, tiny_tokenizer
+from trainers.critic_rm import (
+    CriticRewardModel,
+    CriticRMConfig,
+    CriticRMTrainer,
+    attach_reward_head,
+    critique_weight,
+    forward_rewards,
+    load_critic_lm,
+)
+
+PROMPTS = ["What is the capital of France?", "Name a prime number.", "How many legs has a spider?", "Spell cat."]
+CHOSEN = ["Paris is the capital of France.", "Seven is prime.", "A spider has eight legs.", "c a t"]
+REJECTED = ["London.", "Nine is prime.", "Six legs.", "k a t"]
+CRIT_C = ["The answer is correct and direct. Score: 9", "Correct, 7 is prime. Score: 8",
+          "Right, eight legs. Score: 9", "Correct spelling. Score: 8"]
+CRIT_R = ["Wrong city. Score: 2", "Nine is 3 times 3. Score: 1", "Insects have six legs. Score: 2", "Misspelled. Score: 2"]
+
+
+def text_dataset(n: int = 8, margin: bool = False) -> Dataset:
+    rows = {"prompt": [], "chosen": [], "rejected": [], "chosen_critique": [], "rejected_critique": []}
+    for i in range(n):
+        j = i % 4
+        for key, values in zip(rows, (PROMPTS, CHOSEN, REJECTED, CRIT_C, CRIT_R)):
+            rows[key].append(values[j])
+    if margin:
+        rows["margin"] = [0.5 * (i % 3) for i in range(n)]
+    return Dataset.from_dict(rows)
+
+
+def config(tmp_path, **kw) -> CriticRMConfig:
+    defaults = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+                    report_to="none", bf16=False, gradient_checkpointing=False, use_cpu=True, logging_steps=1,
+                    save_strategy="no", seed=0, max_length=512)
+    defaults.update(kw)
+    return CriticRMConfig(**defaults)
+
+
+def twin_models(seed: int = 0):
+    """A LlamaForSequenceClassification and a causal LM + reward head with identical weights."""
+    tok = tiny_tokenizer()
+    seq = tiny_sequence_classifier(tokenizer=tok, seed=seed)
+    causal = tiny_llama(tokenizer=tok, seed=seed + 1)
+    causal.model.load_state_dict(seq.model.state_dict())
+    attach_reward_head(causal)
+    causal.score.weight.data.copy_(seq.score.weight.data)
+    return seq, causal, tok
+
+
+def test_lambda_zero_equals_trl_reward_loss_with_margin_and_centering(tmp_path):
+    seq, causal, tok = twin_models()
+    ids = Dataset.from_dict({
+        "chosen_ids": [tok(p + c)["input_ids"] + [tok.eos_token_id] for p, c in zip(PROMPTS, CHOSEN)],
+        "rejected_ids": [tok(p + r)["input_ids"] + [tok.eos_token_id] for p, r in zip(PROMPTS, REJECTED)],
+        "margin": [0.0, 0.5, 1.0, 2.0],
+    })
+    common = dict(output_dir=str(tmp_path / "o"), report_to="none", bf16=False, gradient_checkpointing=False,
+                  use_cpu=True, center_rewards_coefficient=0.01, per_device_train_batch_size=4)
+    trl_trainer = RewardTrainer(seq, RewardConfig(**common), train_dataset=ids, processing_class=tok)
+    ours = CriticRMTrainer(causal, CriticRMConfig(**common, critique_weight_start=0.0, critique_weight_end=0.0),
+                           train_dataset=ids, processing_class=tok)
+    rows = [ids[i] for i in range(4)]
+    ref = trl_trainer.compute_loss(trl_trainer.model, trl_trainer.data_collator(rows))
+    got = ours.compute_loss(ours.model, ours.data_collator(rows))
+    assert ours.critique_weight() == 0.0
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    assert ours._metrics["train"]["accuracy"][-1] == pytest.approx(trl_trainer._metrics["train"]["accuracy"][-1])
+
+
+def test_bradley_terry_at_equal_rewards_is_ln2(tmp_path):
+    tok = tiny_tokenizer()
+    model = attach_reward_head(tiny_llama(tokenizer=tok))
+    model.score.weight.data.zero_()  # every reward is 0
+    args = config(tmp_path, critique_weight_start=0.0, critique_weight_end=0.0, center_rewards_coefficient=0.1)
+    trainer = CriticRMTrainer(model, args, train_dataset=text_dataset(4), processing_class=tok)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_critique_loss_counts_only_critique_tokens(tmp_path):
+    tok = tiny_tokenizer()
+    args = config(tmp_path, critique_weight_schedule="constant", critique_weight_start=1.0)
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), args, train_dataset=text_dataset(4), processing_class=tok)
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator(rows)
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    # Reference: full logits, cross-entropy on exactly the positions whose NEXT token is a critique token.
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["input_ids"][:, 1:].masked_fill(batch["critique_mask"][:, 1:] == 0, -100)
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    n_critique = sum(len(r["chosen_ids"]) - sum(1 - m for m in r["chosen_critique_mask"]) for r in rows)
+    assert int(batch["critique_mask"][:4].sum()) == n_critique  # mask covers critique + EOS of chosen rows only
+    for r in rows:  # the mask is a suffix: prompt/response tokens never count
+        mask = r["chosen_critique_mask"]
+        first = mask.index(1)
+        assert set(mask[:first]) == {0} and set(mask[first:]) == {1}
+        assert r["chosen_ids"][-1] == tok.eos_token_id
+
+
+def test_reward_is_read_at_last_non_pad_token():
+    tok = tiny_tokenizer()
+    model = attach_reward_head(tiny_llama(tokenizer=tok)).eval()
+    rm = CriticRewardModel(model, tok)
+    seqs = [tok("a short one")["input_ids"], tok("a much longer sequence of several more words")["input_ids"]]
+    batched = rm.rewards(seqs)
+    alone = [rm.rewards([s])[0] for s in seqs]
+    assert batched == pytest.approx(alone, abs=1e-5)
+    with torch.no_grad():  # reference: the head on the last hidden state of the unpadded sequence
+        hidden = model.model(input_ids=torch.tensor([seqs[0]])).last_hidden_state[0, -1]
+        assert model.score(hidden).item() == pytest.approx(alone[0], abs=1e-5)
+
+
+def test_lambda_schedules():
+    assert critique_weight("constant", 0.7, 0.1, 0.5) == 0.7
+    assert critique_weight("linear", 0.9, 0.1, 0.5) == pytest.approx(0.5)
+    assert critique_weight("cosine", 0.9, 0.1, 0.0) == pytest.approx(0.9)
+    assert critique_weight("cosine", 0.9, 0.1, 0.5) == pytest.approx(0.5)
+    assert critique_weight("cosine", 0.9, 0.1, 1.0) == pytest.approx(0.1)
+    assert critique_weight("cosine", 0.9, 0.1, 0.25) > critique_weight("linear", 0.9, 0.1, 0.25)
+    with pytest.raises(InputError, match="critique_weight_start"):
+        CriticRMConfig("/tmp/x", critique_weight_start=1.5, report_to="none", use_cpu=True, bf16=False)
+
+
+def test_training_logs_both_losses_accuracy_and_lambda(tmp_path):
+    tok = tiny_tokenizer()
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), config(tmp_path, max_steps=3, critique_weight_schedule="linear"),
+                              train_dataset=text_dataset(12, margin=True), eval_dataset=text_dataset(4), processing_class=tok)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 3
+    for key in ("reward_loss", "critique_loss", "accuracy", "critique_weight", "margin"):
+        assert key in logs[0]
+    lams = [h["critique_weight"] for h in logs]
+    assert lams == pytest.approx([0.9, 0.9 - 0.8 / 3, 0.9 - 1.6 / 3])  # linear, t = step / max_steps
+    for h in logs:  # logged loss is exactly λ·critique + (1 − λ)·BT
+        lam = h["critique_weight"]
+        assert h["loss"] == pytest.approx(lam * h["critique_loss"] + (1 - lam) * h["reward_loss"], rel=1e-3, abs=1e-4)
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["eval_critique_loss"] > 0
+
+
+def test_m_critique_score_is_mean_of_per_critique_rewards():
+    tok = tiny_tokenizer()
+    rm = CriticRewardModel(attach_reward_head(tiny_llama(tokenizer=tok)).eval(), tok, max_new_tokens=6)
+    critiques = rm.critique(PROMPTS[0], CHOSEN[0], num_critiques=3, seed=1)
+    per_critique = rm.reward_with_critiques(PROMPTS[0], CHOSEN[0], critiques)
+    assert len(critiques) == 3 and len(set(per_critique)) > 1
+    assert rm.score(PROMPTS[0], CHOSEN[0], num_critiques=3, seed=1) == pytest.approx(sum(per_critique) / 3, abs=1e-5)
+    fast = rm.score(PROMPTS[0], CHOSEN[0], num_critiques=0)
+    from trainers.critic_rm import critique_context
+    assert fast == pytest.approx(rm.rewards([critique_context(tok, PROMPTS[0], CHOSEN[0])])[0])
+
+
+def test_bad_inputs(tmp_path):
+    tok = tiny_tokenizer()
+    with pytest.raises(InputError, match="rejected_critique"):
+        CriticRMTrainer(tiny_llama(tokenizer=tok), config(tmp_path), processing_class=tok,
+                        train_dataset=text_dataset(4).remove_columns("rejected_critique"))
+    with pytest.raises(InputError, match="chosen"):
+        CriticRMTrainer(tiny_llama(tokenizer=tok), config(tmp_path), processing_class=tok,
+                        train_dataset=text_dataset(4).remove_columns("chosen"))
+    with pytest.raises(InputError, match="num_labels=1"):
+        model = tiny_llama(tokenizer=tok)
+        model.add_module("score", torch.nn.Linear(32, 2, bias=False))
+        CriticRMTrainer(model, config(tmp_path), train_dataset=text_dataset(4), processing_class=tok)
+    with pytest.raises(InputError, match="causal LM"):
+        CriticRMTrainer(tiny_sequence_classifier(tokenizer=tok), config(tmp_path), train_dataset=text_dataset(4), processing_class=tok)
+
+
+def test_tokenizer_without_pad_token_uses_eos(tmp_path):
+    tok = tiny_tokenizer()
+    tok.pad_token = None
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), config(tmp_path, max_steps=1), train_dataset=text_dataset(4), processing_class=tok)
+    assert tok.pad_token == tok.eos_token and trainer.data_collator.pad_token_id == tok.eos_token_id
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
+
+
+def test_peft_trains_and_saves_reward_head(tmp_path):
+    from peft import LoraConfig
+
+    tok = tiny_tokenizer()
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    args = config(tmp_path, max_steps=2, gradient_checkpointing=True, learning_rate=5e-2)
+    model = tiny_llama(tokenizer=tok)
+    model.config._name_or_path = str(tmp_path / "base")
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    trainer = CriticRMTrainer(model, args, train_dataset=text_dataset(8), processing_class=tok, peft_config=lora)
+    assert lora.modules_to_save is None  # the user's config is not mutated
+    head_before = trainer.model.base_model.model.score.modules_to_save["default"].weight.detach().clone()
+    trainer.train()
+    head_after = trainer.model.base_model.model.score.modules_to_save["default"].weight.detach()
+    assert not torch.equal(head_before, head_after)  # the head trained (not frozen at its init)
+    trainer.save_model(str(tmp_path / "adapter"))
+    from safetensors import safe_open
+    with safe_open(str(tmp_path / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert any("score" in k for k in f.keys())
+    reloaded = CriticRewardModel(load_critic_lm(str(tmp_path / "adapter")).eval(), tok)
+    live = CriticRewardModel(trainer.model.eval(), tok)
+    seq = [tok("check this reward")["input_ids"]]
+    assert reloaded.rewards(seq)[0] == pytest.approx(live.rewards(seq)[0], abs=1e-5)
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(tmp_path):
+    tok = tiny_tokenizer()
+    data = text_dataset(16)
+
+    def run(out, max_steps, resume=None):
+        args = config(tmp_path, output_dir=str(out), max_steps=2, save_strategy="steps", save_steps=1, per_device_train_batch_size=2)
+        trainer = CriticRMTrainer(tiny_llama(tokenizer=tok, seed=3), args, train_dataset=data, processing_class=tok)
+        if max_steps < 2:
+            trainer.add_callback(_StopAt(max_steps))
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "full", 2)
+    run(tmp_path / "cut", 1)
+    resumed = run(tmp_path / "cut", 2, resume=str(tmp_path / "cut" / "checkpoint-1"))
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    reloaded = load_critic_lm(str(tmp_path / "cut" / "checkpoint-2"))
+    assert torch.allclose(reloaded.score.weight, full.model.score.weight, atol=1e-6)
+
+
+class _StopAt:
+    def __init__(self, step):
+        self.step = step
+
+    def __getattr__(self, name):  # every other callback event is a no-op
+        return lambda *a, **k: None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+def test_forward_rewards_skip_vocabulary_head_without_critique():
+    tok = tiny_tokenizer()
+    model = attach_reward_head(tiny_llama(tokenizer=tok))
+    from trainers.critic_rm import _HiddenTap
+    tap = _HiddenTap()
+    model.model.register_forward_hook(tap)
+    ids = torch.tensor([tok("hello there")["input_ids"]])
+    _, out = forward_rewards(model, tap, ids, torch.ones_like(ids), logits_to_keep=1)
+    assert out.logits.shape[1] == 1

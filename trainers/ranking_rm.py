@@ -1,0 +1,156 @@
+"""Ranking reward model (Llama 3, arXiv 2407.21783 §4.1.2): rows may rank more than two
+responses (edited > chosen > rejected); the loss is the Bradley–Terry loss without margin,
+averaged over all ordered pairs (i better than j) of every row. All responses of a row go
+through the model once, so a row of k responses costs k forward passes for k(k−1)/2 pairs.
+With two responses per row it is exactly TRL's RewardTrainer loss.
+
+Dataset: ``prompt`` plus either ``responses`` (a list, best first) or the columns named by
+``RankingRewardConfig.ranked_columns`` (default ``["edited", "chosen", "rejected"]``; missing
+ones are skipped, so plain chosen/rejected data works unchanged). Tokenized rows use
+``ranked_ids`` (a list of token lists, best first).
+
+Example:
+    >>> from datasets import Dataset
+    >>> from hf_ext.testing import tiny_sequence_classifier, tiny_tokenizer
+    >>> ds = Dataset.from_dict({"prompt": ["Hi."], "edited": [" Hello, how can I help?"],
+    ...                         "chosen": [" Hello."], "rejected": [" Go away."]})
+    >>> args = RankingRewardConfig("/tmp/rank-rm-doc", report_to="none", bf16=False, use_cpu=True)
+    >>> trainer = RankingRewardTrainer(tiny_sequence_classifier(), args, train_dataset=ds,
+    ...                                processing_class=tiny_tokenizer())
+    >>> len(trainer.train_dataset[0]["ranked_ids"])
+    3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers.data.data_collator import DataCollatorMixin
+from trl import RewardConfig, RewardTrainer
+from trl.trainer.utils import pad
+
+from hf_ext.errors import InputError
+
+
+@dataclass
+class RankingRewardConfig(RewardConfig):
+    """TRL's RewardConfig plus where the ranked responses live."""
+
+    ranked_columns: list[str] = field(
+        default_factory=lambda: ["edited", "chosen", "rejected"],
+        metadata={"help": "Response columns from best to worst; missing columns are skipped (a `responses` list "
+                          "column, best first, is used instead when present)."},
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompt text (prepended to each response)."})
+
+
+def ranked_pairs(num_responses: int) -> list[tuple[int, int]]:
+    """All ordered pairs (better, worse) of a best-first ranking."""
+    return [(i, j) for i in range(num_responses) for j in range(i + 1, num_responses)]
+
+
+@dataclass
+class DataCollatorForRanking(DataCollatorMixin):
+    """Flattens every row's ranked responses into one right-padded batch and records, per
+    pair, the batch indices of the better and the worse response."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        sequences, better, worse = [], [], []
+        for example in examples:
+            offset = len(sequences)
+            sequences.extend(torch.tensor(ids) for ids in example["ranked_ids"])
+            for i, j in ranked_pairs(len(example["ranked_ids"])):
+                better.append(offset + i)
+                worse.append(offset + j)
+        return {
+            "input_ids": pad(sequences, padding_value=self.pad_token_id, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of),
+            "attention_mask": pad([torch.ones_like(s) for s in sequences], padding_value=0, padding_side="right",
+                                  pad_to_multiple_of=self.pad_to_multiple_of),
+            "better_index": torch.tensor(better, dtype=torch.long),
+            "worse_index": torch.tensor(worse, dtype=torch.long),
+        }
+
+
+class RankingRewardTrainer(RewardTrainer):
+    """TRL's RewardTrainer over ranked rows (Llama 3): all ordered pairs, no margin."""
+
+    _tag_names = ["trl", "reward-trainer", "ranking-rm", "hf_ext"]
+
+    def __init__(self, model: Any, args: RankingRewardConfig | None = None, data_collator: Any = None,
+                 train_dataset: Any = None, eval_dataset: Any = None, processing_class: Any = None, **kwargs: Any) -> None:
+        args = args if args is not None else RankingRewardConfig("ranking-rm")
+        if not isinstance(args, RankingRewardConfig):
+            raise InputError(f"RankingRewardTrainer needs a RankingRewardConfig, got {type(args).__name__}.")
+        if data_collator is None and processing_class is not None:
+            pad_token = args.pad_token or processing_class.pad_token or processing_class.eos_token
+            processing_class.pad_token = pad_token
+            data_collator = DataCollatorForRanking(processing_class.pad_token_id, args.pad_to_multiple_of)
+        super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                         processing_class=processing_class, **kwargs)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["ranked_ids"]
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: RankingRewardConfig, dataset_name: str) -> Any:
+        columns = list(dataset.column_names or [])
+        if "margin" in columns:
+            raise InputError(f"The {dataset_name} dataset has a `margin` column, but the Llama 3 ranking loss uses no margin. "
+                             "Drop the column, or train pairs with RewardTrainer / CriticRMTrainer to use margins.")
+        if "ranked_ids" not in columns:
+            if "responses" in columns:
+                get = lambda ex: list(ex["responses"])  # noqa: E731
+            else:
+                present = [c for c in args.ranked_columns if c in columns]
+                if len(present) < 2:
+                    raise InputError(
+                        f"The {dataset_name} dataset needs at least two ranked response columns out of {args.ranked_columns} "
+                        f"(or a `responses` list column), but it has {columns}. Set `ranked_columns` to your column names, best first."
+                    )
+                get = lambda ex: [ex[c] for c in present if ex[c] is not None]  # noqa: E731
+            if args.prompt_column not in columns:
+                raise InputError(f"The {dataset_name} dataset has no prompt column {args.prompt_column!r}; it has {columns}.")
+            if isinstance(dataset[0][args.prompt_column], list):
+                raise InputError("RankingRewardTrainer takes plain-text prompts; apply the chat template first "
+                                 "(tokenizer.apply_chat_template(..., tokenize=False)).")
+            eos = processing_class.eos_token
+
+            def tokenize(example: dict[str, Any]) -> dict[str, Any]:
+                texts = [example[args.prompt_column] + r + ("" if r.endswith(eos) else eos) for r in get(example)]
+                return {"ranked_ids": [processing_class(t)["input_ids"] for t in texts]}
+
+            dataset = dataset.map(tokenize, remove_columns=columns, desc=f"Tokenizing {dataset_name} rankings")
+        if args.max_length is not None:
+            dataset = dataset.filter(lambda ids: all(len(x) <= args.max_length for x in ids), input_columns="ranked_ids",
+                                     desc=f"Filtering {dataset_name} >{args.max_length} tokens")
+        dataset = dataset.filter(lambda ids: len(ids) >= 2, input_columns="ranked_ids")
+        return dataset
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        rewards = outputs.logits.squeeze(-1)
+        better, worse = rewards[inputs["better_index"]], rewards[inputs["worse_index"]]
+        loss = -F.logsigmoid(better - worse).mean()  # no margin (Llama 3)
+        if self.args.center_rewards_coefficient is not None:
+            loss = loss + self.args.center_rewards_coefficient * torch.mean((better + worse) ** 2)
+        if mode == "train":
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens // self._tp_size
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        with torch.no_grad():
+            gather = lambda t: self.accelerator.gather_for_metrics(t.detach().float().reshape(1)).mean().item()  # noqa: E731
+            self._metrics[mode]["mean_reward"].append(gather(rewards.mean()))
+            self._metrics[mode]["accuracy"].append(gather((better > worse).float().mean()))
+            self._metrics[mode]["margin"].append(gather((better - worse).mean()))
+            self._metrics[mode]["pairs"].append(float(better.numel()))
+        if return_outputs:
+            return loss, {"logits": torch.stack([better, worse], dim=1)}
+        return loss
