@@ -104,7 +104,7 @@ class GradientFeaturizer:
         response_column: str = "output",
         template: str = TULU_TEMPLATE,
         max_length: int = 512,
-        cache_mb: int = 1024,
+        cache_mb: int = 2048,
     ):
         if kind not in ("adam", "sgd"):
             raise InputError(f"kind must be 'adam' (train examples) or 'sgd' (target examples), got {kind!r}.")
@@ -186,21 +186,25 @@ class GradientFeaturizer:
         return self._load()["projector"].input_dim
 
     # -- the computation -------------------------------------------------------------------------
-    def _grad_fn(self):
+    def _grad_fn(self, keep: int):
         from torch.func import functional_call, grad, vmap
 
         model = self._load()["model"]
 
         def loss(params, input_ids, labels):
-            logits = functional_call(model, params, (input_ids.unsqueeze(0),)).logits[0]
-            return response_token_loss(logits, labels)
+            # Logits only for the last `keep` positions: prompt positions have no loss.
+            logits = functional_call(model, params, (input_ids.unsqueeze(0),), {"logits_to_keep": keep}).logits[0]
+            return response_token_loss(logits, labels[-keep:])
 
         return vmap(grad(loss), in_dims=(None, 0, 0))
 
     def per_example_grads(self, input_ids: torch.Tensor, labels: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Flattened per-example LoRA gradients ``[batch, num_lora_params]`` for right-padded inputs."""
         names = self._load()["names"]
-        grads = self._grad_fn()(dict(params), input_ids, labels)
+        labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        first = int(labelled[0]) if len(labelled) else input_ids.shape[1] - 1
+        keep = max(input_ids.shape[1] - first + 1, 2)  # logits from the position before the first label
+        grads = self._grad_fn(keep)(dict(params), input_ids, labels)
         return torch.cat([grads[n].reshape(input_ids.shape[0], -1) for n in names], dim=1)
 
     def features(self, rows: list[dict[str, list[int]]]) -> tuple[np.ndarray, np.ndarray]:

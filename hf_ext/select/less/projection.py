@@ -32,12 +32,12 @@ class RademacherProjector:
         seed: Seed of the matrix; train and target features must use the same one.
         block_rows: Rows of R drawn at a time. Part of the matrix's identity (it fixes how
             the seeded generator is consumed), so keep the default to reuse features.
-        cache_mb: Keep drawn blocks (as int8 signs) up to this many MiB, so repeated batches
+        cache_mb: Keep drawn blocks (scaled float32) up to this many MiB, so later batches
             skip the draw; the rest are redrawn each call. Memory stays below
-            ``cache_mb + block_rows * proj_dim * 4`` bytes.
+            ``cache_mb`` MiB ``+ block_rows * proj_dim * 4`` bytes.
     """
 
-    def __init__(self, input_dim: int, proj_dim: int = 8192, seed: int = 0, block_rows: int = 1024, cache_mb: int = 1024):
+    def __init__(self, input_dim: int, proj_dim: int = 8192, seed: int = 0, block_rows: int = 1024, cache_mb: int = 2048):
         if input_dim <= 0 or proj_dim <= 0 or block_rows <= 0:
             raise InputError(f"input_dim, proj_dim and block_rows must be positive, got {input_dim}, {proj_dim}, {block_rows}.")
         self.input_dim, self.proj_dim, self.seed, self.block_rows = int(input_dim), int(proj_dim), int(seed), int(block_rows)
@@ -55,21 +55,21 @@ class RademacherProjector:
         return f"rademacher-in{self.input_dim}-d{self.proj_dim}-seed{self.seed}-block{self.block_rows}"
 
     def _signs(self, k: int) -> torch.Tensor:
-        """Block k of R as int8 ±1."""
-        if k in self._cache:
-            return self._cache[k]
+        """Block k of R as int8 ±1, drawn from its own seeded generator."""
         rows = min(self.block_rows, self.input_dim - k * self.block_rows)
         # One generator per block, seeded from (seed, k): blocks are independent of visiting order.
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
-        signs = torch.randint(0, 2, (rows, self.proj_dim), generator=gen, dtype=torch.int8).mul_(2).sub_(1)
-        if self._cached_bytes + signs.numel() <= self.cache_mb * 2**20:
-            self._cache[k] = signs
-            self._cached_bytes += signs.numel()
-        return signs
+        return torch.randint(0, 2, (rows, self.proj_dim), generator=gen, dtype=torch.int8).mul_(2).sub_(1)
 
-    def block(self, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Block k of R, scaled, as a float matrix."""
-        return self._signs(k).to(dtype).mul_(self.scale)
+    def block(self, k: int) -> torch.Tensor:
+        """Block k of R, scaled, as a float32 matrix (cached while the cache has room)."""
+        if k in self._cache:
+            return self._cache[k]
+        block = self._signs(k).to(torch.float32).mul_(self.scale)
+        if self._cached_bytes + block.numel() * 4 <= self.cache_mb * 2**20:
+            self._cache[k] = block
+            self._cached_bytes += block.numel() * 4
+        return block
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.input_dim:
