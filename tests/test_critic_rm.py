@@ -151,8 +151,13 @@ def test_training_logs_both_losses_accuracy_and_lambda(tmp_path):
     for h in logs:  # logged loss is exactly λ·critique + (1 − λ)·BT
         lam = h["critique_weight"]
         assert h["loss"] == pytest.approx(lam * h["critique_loss"] + (1 - lam) * h["reward_loss"], rel=1e-3, abs=1e-4)
+    from trainers.critic_rm import compute_reward_accuracy
+    trainer.compute_metrics = compute_reward_accuracy
     metrics = trainer.evaluate()
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and metrics["eval_critique_loss"] > 0
+    assert metrics["eval_critique_loss"] > 0
+    preds = trainer.predict(trainer.eval_dataset).predictions
+    assert preds.shape == (4, 2)
+    assert metrics["eval_accuracy"] == pytest.approx(float((preds[:, 0] > preds[:, 1]).mean()))
 
 
 def test_m_critique_score_is_mean_of_per_critique_rewards():
@@ -262,3 +267,16 @@ def test_forward_rewards_skip_vocabulary_head_without_critique():
     ids = torch.tensor([tok("hello there")["input_ids"]])
     _, out = forward_rewards(model, tap, ids, torch.ones_like(ids), logits_to_keep=1)
     assert out.logits.shape[1] == 1
+
+
+def test_fast_path_weight_trains_the_reward_before_the_critique(tmp_path):
+    tok = tiny_tokenizer()
+    args = config(tmp_path, critique_weight_start=0.0, critique_weight_end=0.0, fast_path_weight=1.0)
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), args, train_dataset=text_dataset(4), processing_class=tok)
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    loss = trainer.compute_loss(trainer.model, trainer.data_collator(rows))
+    rm = CriticRewardModel(trainer.model, tok)
+    contexts = [r[f"{side}_ids"][: r[f"{side}_critique_mask"].index(1)] for side in ("chosen", "rejected") for r in rows]
+    fast = torch.tensor(rm.rewards(contexts))
+    ref = -F.logsigmoid(fast[:4] - fast[4:]).mean()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)

@@ -80,13 +80,19 @@ class CriticRMConfig(RewardConfig):
     prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompt text."})
     chosen_critique_column: str = field(default="chosen_critique", metadata={"help": "Column with the critique of the chosen response."})
     rejected_critique_column: str = field(default="rejected_critique", metadata={"help": "Column with the critique of the rejected response."})
+    fast_path_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight w of a second Bradley–Terry term on the reward read right after the critique prompt "
+                          "(before the critique), which trains the no-generation fast path: L_BT = (1 − w)·BT(after critique) "
+                          "+ w·BT(before critique). 0 is the paper's loss; rows without critiques are unaffected."},
+    )
     max_critique_length: int | None = field(
         default=256, metadata={"help": "Critiques are cut to this many tokens before EOS (None: no cut)."}
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("critique_weight_start", "critique_weight_end"):
+        for name in ("critique_weight_start", "critique_weight_end", "fast_path_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise InputError(f"{name} must be in [0, 1] (it weighs the critique loss against the reward loss), got {value}.")
@@ -152,6 +158,7 @@ class _HiddenTap:
 
     def __init__(self) -> None:
         self.hidden: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None  # the previous forward's states, for a second read-out
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
         self.hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
@@ -163,7 +170,7 @@ def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attent
     last `logits_to_keep` positions only, so reward-only batches skip the vocabulary head)."""
     outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=logits_to_keep)
     hidden = tap.hidden
-    tap.hidden = None
+    tap.hidden, tap.last = None, hidden
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     last = hidden[rows, last_token_index(attention_mask)]
     head = getattr(_base(model), REWARD_HEAD)
@@ -174,7 +181,9 @@ def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attent
 def critique_context(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> list[int]:
     """Token ids of the critique prompt for (prompt, response), ready for the critique."""
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(critique_messages(prompt, response), tokenize=True, add_generation_prompt=True)
+        # No worked examples: the trained model has learnt the format, and they would cost tokens on every row.
+        messages = critique_messages(prompt, response, examples=False)
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
     text = CRITIQUE_SYSTEM + "\n\n" + CRITIQUE_USER.format(prompt=prompt, response=response) + "\n\n"
     return tokenizer(text, add_special_tokens=True)["input_ids"]
@@ -321,15 +330,18 @@ class CriticRMTrainer(RewardTrainer):
             first = int(critique_mask.float().argmax(-1)[critique_mask.any(-1)].min())
             keep = input_ids.shape[1] - first + 1
         rewards, outputs = forward_rewards(model, self._tap, input_ids, attention_mask, logits_to_keep=keep)
+        hidden = self._tap.last
         rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)
-
-        # Bradley–Terry exactly as trl.RewardTrainer.compute_loss
-        if "margin" in inputs:
-            bt_loss = -F.logsigmoid(rewards_chosen - rewards_rejected - inputs["margin"]).mean()
-        else:
-            bt_loss = -F.logsigmoid(rewards_chosen - rewards_rejected).mean()
-        if self.args.center_rewards_coefficient is not None:
-            bt_loss = bt_loss + self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
+        bt_loss = self._bradley_terry(rewards_chosen, rewards_rejected, inputs.get("margin"))
+        if self.args.fast_path_weight > 0 and has_critique:
+            # Reward at the last token before the critique (the last token itself for rows without one).
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            first = torch.where(critique_mask.any(-1), critique_mask.float().argmax(-1), last_token_index(attention_mask) + 1)
+            head = getattr(_base(model), REWARD_HEAD)
+            fast = head(hidden[rows, first - 1]).squeeze(-1).float()
+            w = self.args.fast_path_weight
+            bt_loss = (1 - w) * bt_loss + w * self._bradley_terry(*torch.chunk(fast, chunks=2), inputs.get("margin"))
+        self._tap.last = None
 
         if has_critique:
             logits = outputs.logits[:, :-1].float()  # position p predicts token p + 1
@@ -357,6 +369,16 @@ class CriticRMTrainer(RewardTrainer):
             self._metrics[mode]["critique_weight"].append(lam)
         if return_outputs:
             return loss, {"logits": torch.stack([rewards_chosen, rewards_rejected], dim=1)}
+        return loss
+
+    def _bradley_terry(self, rewards_chosen: torch.Tensor, rewards_rejected: torch.Tensor, margin: torch.Tensor | None) -> torch.Tensor:
+        """Exactly trl.RewardTrainer.compute_loss: −log σ(r_c − r_r − margin) + centering."""
+        if margin is not None:
+            loss = -F.logsigmoid(rewards_chosen - rewards_rejected - margin).mean()
+        else:
+            loss = -F.logsigmoid(rewards_chosen - rewards_rejected).mean()
+        if self.args.center_rewards_coefficient is not None:
+            loss = loss + self.args.center_rewards_coefficient * torch.mean((rewards_chosen + rewards_rejected) ** 2)
         return loss
 
     # ---- inference
@@ -424,6 +446,21 @@ def load_critic_lm(path: str, **model_kwargs: Any) -> Any:
         with safe_open(str(head_file), framework="pt") as f:
             getattr(model, REWARD_HEAD).weight.data.copy_(f.get_tensor(f"{REWARD_HEAD}.weight"))
     return model
+
+
+def compute_reward_accuracy(eval_pred: Any) -> dict[str, float]:
+    """``compute_metrics`` for reward trainers whose predictions are (pairs, 2) = (chosen,
+    rejected) rewards; uses the ``reward_accuracy`` evaluate module (loaded by local path)."""
+    import numpy as np
+
+    from hf_ext.metrics import load_metric
+
+    predictions = eval_pred.predictions if hasattr(eval_pred, "predictions") else eval_pred[0]
+    predictions = np.asarray(predictions[0] if isinstance(predictions, tuple) else predictions, dtype=np.float64)
+    if predictions.ndim != 2 or predictions.shape[1] != 2:
+        raise InputError(f"compute_reward_accuracy expects (pairs, 2) rewards (chosen, rejected), got shape {predictions.shape}.")
+    metric = load_metric("reward_accuracy")
+    return metric.compute(chosen_rewards=predictions[:, 0].tolist(), rejected_rewards=predictions[:, 1].tolist())
 
 
 # --------------------------------------------------------------------------- inference
