@@ -36,6 +36,9 @@ JOBS: dict[str, tuple[str, str]] = {
     "select": ("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection"),
     "less_warmup": ("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup"),
     "less_select": ("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select"),
+    "merge": ("hf_ext.merge.job:MergeConfig", "hf_ext.merge.job:run_merge"),
+    "time_vectors": ("hf_ext.adapters.time_vector.experiment:TimeVectorExperimentConfig", "hf_ext.adapters.time_vector.experiment:run_time_vectors"),
+    "xelm": ("hf_ext.merge.xelm:XELMConfig", "hf_ext.merge.xelm:run_xelm"),
 }
 
 

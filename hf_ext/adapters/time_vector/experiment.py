@@ -1,0 +1,199 @@
+"""The ``time_vectors`` job: a CPU-sized replication of Nylund et al. (2023) on WMT news by year.
+
+1. Train a byte-level BPE tokenizer and a small Llama base on general English (θ_pre), or load one.
+2. Finetune one copy per year on that year's news sentences; τ_year = θ_year − θ_pre.
+3. Held-out loss of every year's model on every year, and of the interpolations
+   θ_pre + α·τ_first + (1 − α)·τ_last for α ∈ {0, 0.1, …, 1}.
+4. Report, for the intermediate years, the best interpolation against the better end-year model
+   (``interp_best_loss_mid`` vs ``endpoint_best_loss_mid``), save the time vectors with cards,
+   a plot and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...errors import InputError
+
+__all__ = ["TimeVectorExperimentConfig", "run_time_vectors", "read_jsonl", "small_llama"]
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Data file {str(path)!r} does not exist; point the recipe's data file field at a copy of the staged data.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def small_llama(tokenizer, hidden_size: int, num_layers: int, seed: int, max_positions: int = 512):
+    """A small randomly initialised Llama for CPU experiments (4 heads, 2 KV heads, 4× MLP)."""
+    from hf_ext.testing import tiny_llama
+
+    return tiny_llama(hidden_size=hidden_size, num_layers=num_layers, num_heads=4, num_kv_heads=2,
+                      intermediate_size=4 * hidden_size, max_position_embeddings=max_positions, seed=seed,
+                      tokenizer=tokenizer)  # fmt: skip
+
+
+def _train_args(output_dir: Path, steps: int, batch_size: int, lr: float, seed: int) -> dict[str, Any]:
+    return {"output_dir": str(output_dir), "max_steps": steps, "per_device_train_batch_size": batch_size,
+            "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "weight_decay": 0.0,
+            "logging_steps": max(1, steps // 5), "seed": seed, "save_strategy": "no", "report_to": "none",
+            "disable_tqdm": True, "dataloader_num_workers": 0}  # fmt: skip
+
+
+@dataclass
+class TimeVectorExperimentConfig:
+    """Time vectors on news by year; every field is a recipe key."""
+
+    data_file: str = field(default="../shared/data/time/wmt_newstest_en_by_year.jsonl.gz", metadata={"help": "JSON Lines with `year` and `text` (WMT newstest English by year)."})
+    dataset_id: str = field(default="Helsinki-NLP/OPUS-MT-testsets", metadata={"help": "Hub id the cards name as the data source."})
+    years: list[int] = field(default_factory=lambda: [2012, 2013, 2014, 2015, 2016], metadata={"help": "Years, in order; the first and last are the interpolation ends."})
+    train_sentences: int = field(default=2500, metadata={"help": "Training sentences per year."})
+    eval_sentences: int = field(default=400, metadata={"help": "Held-out sentences per year (taken after the training ones, disjoint)."})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id or folder of θ_pre; empty trains a small base on pretrain_file."})
+    pretrain_file: str = field(default="../shared/data/lm_corpus/gutenberg_books.jsonl.gz", metadata={"help": "General English for the small base (JSON Lines with `text`)."})
+    pretrain_chars: int = field(default=3_000_000, metadata={"help": "Characters of pretrain_file used for the base and the tokenizer."})
+    vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary of the small base."})
+    hidden_size: int = field(default=192, metadata={"help": "Width of the small base."})
+    num_layers: int = field(default=4, metadata={"help": "Layers of the small base."})
+    pretrain_steps: int = field(default=600, metadata={"help": "Optimizer steps of base pretraining."})
+    finetune_steps: int = field(default=200, metadata={"help": "Optimizer steps of each year's finetune."})
+    batch_size: int = field(default=16, metadata={"help": "Blocks per step."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per block."})
+    pretrain_lr: float = field(default=2e-3, metadata={"help": "Peak learning rate of base pretraining."})
+    finetune_lr: float = field(default=5e-4, metadata={"help": "Peak learning rate of the finetunes."})
+    alphas: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)], metadata={"help": "Interpolation weights α of the first year."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling, initialisation and training."})
+    output_dir: str = field(default="outputs/time_vectors", metadata={"help": "Where time vectors, metrics.json and the plot go."})
+    save_vectors: bool = field(default=True, metadata={"help": "Save each year's time vector (safetensors + card)."})
+    base_hub_id: str | None = field(default=None, metadata={"help": "Hub id the cards name for the base (e.g. where you push it)."})
+
+    def __post_init__(self) -> None:
+        if len(self.years) < 3:
+            raise InputError(f"years needs at least 3 entries (two ends and one in between), got {self.years}.")
+
+
+def _year_texts(config: TimeVectorExperimentConfig) -> dict[int, tuple[list[str], list[str]]]:
+    rows = read_jsonl(config.data_file)
+    by_year: dict[int, list[str]] = {}
+    for r in rows:
+        by_year.setdefault(int(r["year"]), []).append(r["text"])
+    out = {}
+    for year in config.years:
+        texts = by_year.get(year, [])
+        need = config.train_sentences + config.eval_sentences
+        if len(texts) < need:
+            raise InputError(f"Year {year} has {len(texts)} sentences in {config.data_file}; train_sentences + eval_sentences = {need}.")
+        texts = texts[:]
+        random.Random(config.seed + year).shuffle(texts)
+        out[year] = (texts[: config.train_sentences], texts[config.train_sentences : need])
+    return out
+
+
+def _pretrain_texts(config: TimeVectorExperimentConfig) -> list[str]:
+    rows = read_jsonl(config.pretrain_file)
+    texts, total = [], 0
+    for r in rows:
+        for para in r["text"].split("\n\n"):
+            para = " ".join(para.split())
+            if len(para) > 40:
+                texts.append(para)
+                total += len(para)
+                if total >= config.pretrain_chars:
+                    return texts
+    return texts
+
+
+def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
+    """Run the experiment; returns (and writes) the metrics."""
+    import torch
+
+    from ...lm import eval_loss, train_bpe_tokenizer, train_causal_lm
+    from .model import TimeVector, interpolate
+
+    start = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _year_texts(config)
+    if config.base_model:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from ...models import resolve_model
+
+        path = resolve_model(config.base_model)
+        base, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    else:
+        pretrain = _pretrain_texts(config)
+        tokenizer = train_bpe_tokenizer(pretrain + [t for tr, _ in data.values() for t in tr], config.vocab_size)
+        base = small_llama(tokenizer, config.hidden_size, config.num_layers, config.seed)
+        train_causal_lm(base, tokenizer, pretrain, _train_args(out / ".ckpt" / "base", config.pretrain_steps, config.batch_size,
+                                                               config.pretrain_lr, config.seed), block_size=config.block_size)  # fmt: skip
+    base.eval()
+    losses = lambda model: {y: eval_loss(model, tokenizer, data[y][1], block_size=config.block_size) for y in config.years}  # noqa: E731
+    base_loss = losses(base)
+    vectors, year_loss = {}, {}
+    for year in config.years:
+        model = copy.deepcopy(base)
+        train_causal_lm(model, tokenizer, data[year][0], _train_args(out / ".ckpt" / str(year), config.finetune_steps,
+                                                                   config.batch_size, config.finetune_lr, config.seed))  # fmt: skip
+        model.eval()
+        year_loss[year] = losses(model)
+        vectors[year] = TimeVector.from_models(base, model, period=str(year), base_hub_id=config.base_hub_id)
+        vectors[year].config.extra = {"dataset": config.dataset_id, "train_sentences": config.train_sentences,
+                                      "finetune_steps": config.finetune_steps}  # fmt: skip
+        if config.save_vectors:
+            vectors[year].save_pretrained(out / "time_vectors" / str(year))
+    first, last = config.years[0], config.years[-1]
+    interp_loss = {}
+    for alpha in config.alphas:
+        model = interpolate(vectors[first], vectors[last], alpha).apply_to(copy.deepcopy(base))
+        interp_loss[alpha] = losses(model.eval())
+    mid = config.years[1:-1]
+    best_alpha = {y: min(config.alphas, key=lambda a: interp_loss[a][y]) for y in mid}
+    interior = [a for a in config.alphas if 0 < a < 1]
+    metrics = {
+        "years": config.years,
+        "base_loss": base_loss,
+        "year_model_loss": {str(m): {str(y): v for y, v in row.items()} for m, row in year_loss.items()},
+        "interpolation_loss": {f"{a:g}": {str(y): v for y, v in row.items()} for a, row in interp_loss.items()},
+        "interp_best_alpha_mid": {str(y): best_alpha[y] for y in mid},
+        "interp_best_loss_mid": sum(interp_loss[best_alpha[y]][y] for y in mid) / len(mid),
+        "interp_best_interior_loss_mid": (sum(min(interp_loss[a][y] for a in interior) for y in mid) / len(mid)) if interior else None,
+        "endpoint_best_loss_mid": sum(min(year_loss[first][y], year_loss[last][y]) for y in mid) / len(mid),
+        "own_year_loss_mid": sum(year_loss[y][y] for y in mid) / len(mid),
+        "config": asdict(config),
+        "elapsed_seconds": round(time.perf_counter() - start, 1),
+        "params": sum(p.numel() for p in base.parameters()),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    _plot(metrics, config, out / "time_vectors.png")
+    del torch
+    return metrics
+
+
+def _plot(metrics: dict[str, Any], config: TimeVectorExperimentConfig, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    alphas = [float(a) for a in metrics["interpolation_loss"]]
+    for year in config.years:
+        ax.plot(alphas, [metrics["interpolation_loss"][f"{a:g}"][str(year)] for a in alphas], marker="o", label=f"eval {year}")
+    ax.set_xlabel(f"α (weight of τ_{config.years[0]}; 1 − α on τ_{config.years[-1]})")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title("Interpolating time vectors")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

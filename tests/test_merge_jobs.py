@@ -1,0 +1,75 @@
+"""The merge CLI and the two replication jobs (time vectors, X-ELM), at toy sizes on committed real data."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from hf_ext.cli import main
+from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
+
+DATA = Path(__file__).parent / "data" / "merge"
+
+
+def test_hf_ext_merge_recipe_with_flag_override(tmp_path, capsys):
+    tok = tiny_tokenizer()
+    base, a, b = (save_tiny(tmp_path / n, tiny_llama(seed=s, tokenizer=tok), tok) for n, s in (("base", 0), ("a", 1), ("b", 2)))
+    recipe = tmp_path / "ties.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "job": "merge", "method": "ties", "models": [str(a), str(b)], "base_model": str(base), "density": 0.5,
+        "input_hub_ids": ["org/a", "org/b"], "base_hub_id": "org/base", "output_dir": str(tmp_path / "out"),
+    }))  # fmt: skip
+    assert main(["merge", str(recipe), "--density", "1.0"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["method"] == "ties"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- org/base\n- org/a\n- org/b" in card and "| density | 1.0 |" in card
+    # density 1 → no trimming: TIES of two task vectors with elected signs, checked on one tensor
+    merged = load_file(str(tmp_path / "out" / "model.safetensors"))["model.norm.weight"]
+    sb, sa, s2 = (load_file(str(p / "model.safetensors"))["model.norm.weight"] for p in (base, a, b))
+    assert torch.equal(merged, sb)  # norms are all ones in every tiny model: zero task vectors
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"job": "merge", "models": [str(a)], "method": "linear", "densty": 0.2}))
+    assert main(["merge", str(bad)]) == 2
+    assert "Unknown key 'densty'" in capsys.readouterr().err
+
+
+def test_time_vector_job_endpoints_match_year_models(tmp_path):
+    from hf_ext.adapters.time_vector.experiment import TimeVectorExperimentConfig, run_time_vectors
+
+    data = str(DATA / "wmt_newstest_en_2012_2014_2016_150.jsonl.gz")
+    m = run_time_vectors(TimeVectorExperimentConfig(
+        data_file=data, pretrain_file=data, pretrain_chars=20_000, years=[2012, 2014, 2016], train_sentences=100,
+        eval_sentences=50, vocab_size=400, hidden_size=32, num_layers=1, pretrain_steps=4, finetune_steps=3,
+        batch_size=4, block_size=32, alphas=[0.0, 0.5, 1.0], output_dir=str(tmp_path / "tv"), base_hub_id="org/tiny-base",
+    ))  # fmt: skip
+    for year in ("2012", "2014", "2016"):  # α = 1 is the 2012 model, α = 0 the 2016 model
+        assert m["interpolation_loss"]["1"][year] == pytest.approx(m["year_model_loss"]["2012"][year], abs=1e-5)
+        assert m["interpolation_loss"]["0"][year] == pytest.approx(m["year_model_loss"]["2016"][year], abs=1e-5)
+    assert m["interp_best_loss_mid"] <= m["endpoint_best_loss_mid"] + 1e-6  # the α grid includes both ends
+    assert m["interp_best_interior_loss_mid"] == pytest.approx(m["interpolation_loss"]["0.5"]["2014"])
+    assert (tmp_path / "tv" / "time_vectors.png").is_file()
+    card = (tmp_path / "tv" / "time_vectors" / "2014" / "README.md").read_text()
+    assert "base_model: org/tiny-base" in card and "period-2014" in card
+
+
+def test_xelm_job_single_expert_and_balanced_clusters(tmp_path):
+    from hf_ext.merge.xelm import XELMConfig, run_xelm
+
+    m = run_xelm(XELMConfig(
+        data_file=str(DATA / "flores200_devtest_5lang_80.jsonl.gz"), languages=["eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl"],
+        train_sentences=50, eval_sentences=20, experts=[1, 2], vocab_size=400, hidden_size=32, num_layers=1,
+        seed_steps=3, expert_steps=4, batch_size=4, block_size=32, output_dir=str(tmp_path / "x"),
+    ))  # fmt: skip
+    one = m["by_k"]["1"]
+    for lang, value in one["bayesian_ppl"].items():  # one expert: the ensemble is that expert
+        assert value == pytest.approx(one["expert_ppl"][0][lang], rel=1e-5)
+    two = m["by_k"]["2"]
+    assert [sum(c.values()) for c in two["cluster_composition"]] == [100, 100]  # balanced: 200 sentences / 2
+    assert set(m["xelm_ppl"]) == set(m["dense_ppl"]) == {"eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl"}
+    assert all(math.isfinite(v) and v > 1 for v in m["xelm_ppl"].values())
+    assert m["xelm_k"] == 2 and (tmp_path / "x" / "xelm.png").is_file()
