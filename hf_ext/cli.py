@@ -146,6 +146,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
     "select": (_job_command("select"), "Select instruction data: score with datasets.map, pick a budget, write a card."),
     "push": (cmd_push, "Upload a folder to the Hub in one commit."),
     "pull": (cmd_pull, "Download a repo from the Hub (or a local Hub endpoint)."),
+    "curate": ("hf_ext.curate.job:cmd_curate", "Curate pretraining text: DCLM/Llama 3 heuristics, dedup, quality classifier, drop counts, card."),
     "merge": ("hf_ext.merge.job:cmd_merge", "Merge models from a recipe: soup, task arithmetic, TIES, DARE (streamed, card with base_model list)."),
     "scaling": ("hf_ext.scaling.cli:main", "Scaling laws: reproduce arXiv 2403.08540, fit L(N, M)/Err(L)/Chinchilla to runs, plan compute."),
 }

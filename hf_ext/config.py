@@ -34,8 +34,12 @@ T = TypeVar("T")
 # `run()` method (or the job a `runner`).
 JOBS: dict[str, tuple[str, str]] = {
     "select": ("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection"),
+    "critic_rm": ("trainers.critic_rm_job:CriticRMJobConfig", "trainers.critic_rm_job:run_critic_rm"),
+    "curate": ("hf_ext.curate.job:CurateConfig", "hf_ext.curate.job:run_curate"),
+    "audit": ("hf_ext.curate.job:AuditConfig", "hf_ext.curate.job:run_audit"),
     "less_warmup": ("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup"),
     "less_select": ("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select"),
+    "bts": ("trainers.bts:BTSConfig", "trainers.bts:run_bts"),
     "merge": ("hf_ext.merge.job:MergeConfig", "hf_ext.merge.job:run_merge"),
     "time_vectors": ("hf_ext.adapters.time_vector.experiment:TimeVectorExperimentConfig", "hf_ext.adapters.time_vector.experiment:run_time_vectors"),
     "xelm": ("hf_ext.merge.xelm:XELMConfig", "hf_ext.merge.xelm:run_xelm"),

@@ -1,0 +1,262 @@
+"""DCLM-Baseline's heuristic rules (RefinedWeb / Gopher), with DCLM's exact semantics.
+
+Each rule keeps a document unless its statistic crosses the threshold; the comparison
+(``>`` or ``<``) is DCLM's and is tested at the boundary. Where DCLM and datatrove differ
+(documented on each class), DCLM's behaviour is implemented; `hf_ext.curate.datatrove_steps`
+wraps datatrove's own filters for the rules they share.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .base import Doc, Filter
+from .text import ngram_keys, word_ids
+
+_NO_ASCII_LETTER = re.compile(r"(?<!\S)[^A-Za-z\s]+(?!\S)")  # whitespace tokens without an ASCII letter
+DCLM_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
+DCLM_BULLETS = ("●", "•", "*", "-")
+DCLM_ELLIPSES = ("...", ". . .", "\u2026")
+
+
+class PageLengthFilter(Filter):
+    """Keep ``min_words <= words <= max_words`` (punctuation-free words).
+
+    datatrove's Gopher filter counts spaCy tokens that are not pure punctuation: the same
+    rule on a different tokenizer.
+    """
+
+    name = "page_length"
+
+    def __init__(self, min_words: int = 50, max_words: int = 100_000):
+        self.min_words, self.max_words = min_words, max_words
+
+    def check(self, doc: Doc):
+        n = len(doc.words)
+        return (True, None) if self.min_words <= n <= self.max_words else (False, self.name)
+
+
+class WordLengthFilter(Filter):
+    """Keep mean ``str.split()`` word length in ``[min_length, max_length]``; drop empty documents."""
+
+    name = "word_length"
+
+    def __init__(self, min_length: float = 3, max_length: float = 10):
+        self.min_length, self.max_length = min_length, max_length
+
+    def check(self, doc: Doc):
+        ws = doc.ws_words
+        if not ws:
+            return False, self.name
+        mean = sum(map(len, ws)) / len(ws)
+        return (True, None) if self.min_length <= mean <= self.max_length else (False, self.name)
+
+
+class SymbolRatioFilter(Filter):
+    """Drop if (#, "...", ". . .", "…" occurrences) / words > ``max_ratio``.
+
+    DCLM counts hashes and ellipses together and also counts ". . ."; datatrove checks hashes
+    and ellipses separately and divides by its token count (punctuation included).
+    """
+
+    name = "symbol_ratio"
+
+    def __init__(self, max_ratio: float = 0.1):
+        self.max_ratio = max_ratio
+
+    def check(self, doc: Doc):
+        n = len(doc.ws_words)
+        symbols = sum(doc.text.count(s) for s in ("#", *DCLM_ELLIPSES))
+        return (False, self.name) if n == 0 or symbols / n > self.max_ratio else (True, None)
+
+
+class BulletLinesFilter(Filter):
+    """Drop if more than ``max_ratio`` of non-empty lines start with a bullet (● • * -).
+
+    Differs from datatrove: DCLM's bullets include ● and *, lines are not left-stripped, and
+    empty lines do not count in the denominator.
+    """
+
+    name = "bullet_lines"
+
+    def __init__(self, max_ratio: float = 0.9, bullets: tuple[str, ...] = DCLM_BULLETS):
+        self.max_ratio, self.bullets = max_ratio, tuple(bullets)
+
+    def check(self, doc: Doc):
+        lines = doc.lines
+        count = sum(line.startswith(self.bullets) for line in lines)
+        return (False, self.name) if count > self.max_ratio * len(lines) else (True, None)
+
+
+class EllipsisLinesFilter(Filter):
+    """Drop if more than ``max_ratio`` of non-empty lines end with "...", ". . ." or "…"."""
+
+    name = "ellipsis_lines"
+
+    def __init__(self, max_ratio: float = 0.3):
+        self.max_ratio = max_ratio
+
+    def check(self, doc: Doc):
+        lines = doc.lines
+        count = sum(line.endswith(DCLM_ELLIPSES) for line in lines)
+        return (False, self.name) if count > self.max_ratio * len(lines) else (True, None)
+
+
+class AlphabeticWordsFilter(Filter):
+    """Drop if the fraction of ``str.split()`` words without any letter is > ``max_ratio``."""
+
+    name = "alphabetic_words"
+
+    def __init__(self, max_ratio: float = 0.2):
+        self.max_ratio = max_ratio
+
+    def check(self, doc: Doc):
+        ws = doc.ws_words
+        if not ws:
+            return False, self.name
+        # exact str.isalpha semantics; the regex only narrows to tokens without ASCII letters
+        non_alpha = sum(1 for w in _NO_ASCII_LETTER.findall(doc.text) if not any(c.isalpha() for c in w))
+        return (True, None) if non_alpha / len(ws) <= self.max_ratio else (False, self.name)
+
+
+class StopWordsFilter(Filter):
+    """Keep documents with at least ``min_stop_words`` stop words.
+
+    DCLM counts every occurrence (``count_unique=False``: "the the" counts 2) of lower-cased
+    ``str.split()`` words; datatrove (Gopher) counts distinct stop words among its tokens.
+    """
+
+    name = "stop_words"
+
+    def __init__(self, min_stop_words: int = 2, count_unique: bool = False, stop_words: tuple[str, ...] = DCLM_STOP_WORDS):
+        self.min_stop_words, self.count_unique, self.stop_words = min_stop_words, count_unique, frozenset(stop_words)
+
+    def check(self, doc: Doc):
+        hits = [w for w in (x.lower() for x in doc.ws_words) if w in self.stop_words]
+        count = len(set(hits)) if self.count_unique else len(hits)
+        return (True, None) if count >= self.min_stop_words else (False, self.name)
+
+
+def _segment_fractions(segs: list[str]) -> tuple[float, float]:
+    """DCLM: (share of segments that occur more than once, counting every occurrence; share of
+    their characters). datatrove counts only the repeats after the first occurrence."""
+    counts: dict[str, int] = {}
+    for s in segs:
+        counts[s] = counts.get(s, 0) + 1
+    total_chars = sum(len(s) for s in segs)
+    dup = sum(c for c in counts.values() if c > 1)
+    dup_chars = sum(len(s) * c for s, c in counts.items() if c > 1)
+    return dup / len(segs), (dup_chars / total_chars if total_chars else 0.0)
+
+
+def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
+    """Characters of the most frequent n-gram (longest among ties) times its count / all word characters."""
+    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    top = counts.max()
+    if top <= 1:
+        return 0.0
+    window = np.lib.stride_tricks.sliding_window_view(lengths, n).sum(axis=1)
+    longest = window[counts[inverse] == top].max()
+    return float(longest * top) / total_chars
+
+
+def dup_ngram_char_fraction(lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
+    """Characters of words covered by any n-gram occurring more than once / all word characters."""
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    starts = np.flatnonzero(counts[inverse] > 1)
+    if len(starts) == 0:
+        return 0.0
+    cover = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, starts + n, -1)
+    covered = np.cumsum(cover[:-1]) > 0
+    return float(lengths[covered].sum()) / total_chars
+
+
+GOPHER_TOP_NGRAMS = ((2, 0.20), (3, 0.18), (4, 0.16))
+GOPHER_DUP_NGRAMS = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+
+
+class GopherRepetitionFilter(Filter):
+    """Gopher repetition rules in DCLM's order and semantics (``massive_web_repetition_filters``).
+
+    Drop when: duplicate-line fraction > 0.3, duplicate-paragraph fraction > 0.3, duplicate-line
+    char fraction > 0.2, duplicate-paragraph char fraction > 0.2, top 2/3/4-gram char fraction >
+    0.20/0.18/0.16, duplicate 5..10-gram char fraction > 0.15 .. 0.10. Differences from datatrove:
+    DCLM counts every occurrence of a repeated line (datatrove only the repeats), divides by
+    the characters of the segments/words (datatrove by the whole text), and marks all words of
+    repeated n-grams (datatrove skips ahead greedily). n-grams are hashed and counted with numpy.
+    """
+
+    name = "gopher_repetition"
+
+    def __init__(
+        self,
+        dup_line_frac: float = 0.3,
+        dup_para_frac: float = 0.3,
+        dup_line_char_frac: float = 0.2,
+        dup_para_char_frac: float = 0.2,
+        top_ngrams: tuple = GOPHER_TOP_NGRAMS,
+        dup_ngrams: tuple = GOPHER_DUP_NGRAMS,
+        skip_paragraph: bool = False,
+    ):
+        self.dup_line_frac, self.dup_para_frac = dup_line_frac, dup_para_frac
+        self.dup_line_char_frac, self.dup_para_char_frac = dup_line_char_frac, dup_para_char_frac
+        self.top_ngrams = tuple(tuple(x) for x in top_ngrams)
+        self.dup_ngrams = tuple(tuple(x) for x in dup_ngrams)
+        self.skip_paragraph = skip_paragraph
+
+    def statistics(self, doc: Doc) -> dict[str, float]:
+        """Every repetition statistic of `doc` (no early exit), for audits and tests."""
+        out = {}
+        for unit, segs in (("line", doc.lines), ("para", doc.paragraphs)):
+            frac, chars = _segment_fractions(segs) if len(segs) > 1 else (0.0, 0.0)
+            out[f"dup_{unit}_frac"], out[f"dup_{unit}_char_frac"] = frac, chars
+        out.update(self._ngram_stats(doc, early=None))
+        return out
+
+    def _ngram_stats(self, doc: Doc, early):
+        tokens = doc.words
+        out = {}
+        if not tokens:
+            return out
+        ids = word_ids(tokens)
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        total = int(lengths.sum())
+        limits = dict(self.top_ngrams), dict(self.dup_ngrams)
+        keys = None
+        for n in range(1, max([1, *limits[0], *limits[1]]) + 1):
+            keys = ngram_keys(ids, n, keys if n > 1 else None)
+            if len(keys) == 0:
+                break
+            if n in limits[0]:
+                value = out[f"top_{n}_gram_char_frac"] = top_ngram_char_fraction(ids, lengths, n, keys, total)
+            elif n in limits[1]:
+                value = out[f"dup_{n}_gram_char_frac"] = dup_ngram_char_fraction(lengths, n, keys, total)
+            else:
+                continue
+            if early is not None and value > (limits[0].get(n) or limits[1].get(n)):
+                return f"{'top' if n in limits[0] else 'dup'}_{n}_gram"
+        return out if early is None else None
+
+    def check(self, doc: Doc):
+        if not doc.text:
+            return False, self.name
+        checks = [("line", doc.lines, self.dup_line_frac, self.dup_line_char_frac)]
+        if not self.skip_paragraph:
+            checks.append(("para", doc.paragraphs, self.dup_para_frac, self.dup_para_char_frac))
+        fracs = {}
+        for unit, segs, _, _ in checks:
+            if len(segs) == 0:
+                return False, f"{self.name}:empty"
+            fracs[unit] = _segment_fractions(segs) if len(segs) > 1 else (0.0, 0.0)
+        for unit, _, max_frac, _ in checks:  # DCLM checks both counts before both char fractions
+            if fracs[unit][0] > max_frac:
+                return False, f"{self.name}:dup_{unit}_frac"
+        for unit, _, _, max_chars in checks:
+            if fracs[unit][1] > max_chars:
+                return False, f"{self.name}:dup_{unit}_char_frac"
+        reason = self._ngram_stats(doc, early=True)
+        return (False, f"{self.name}:{reason}") if reason else (True, None)

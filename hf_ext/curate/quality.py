@@ -1,0 +1,189 @@
+"""Model-based quality scores: DCLM's fastText bigram classifier (train and score) and a
+Hugging Face sequence-classification model as the scorer (Llama 3 style), both as
+``ds.map(scorer, batched=True)`` functions adding a ``quality_score`` column, plus keep-top-p /
+threshold selection.
+
+DCLM's rule: predict on the text with newlines joined by spaces; the score is p(hq), i.e.
+the top probability when the top label is the positive one and 1 - p otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from .langid import load_fasttext_model
+
+# DCLM baselines/train_fasttext_classifier.py defaults, with wordNgrams=2 (the bigram model).
+DCLM_FASTTEXT_DEFAULTS = {"lr": 0.1, "dim": 100, "ws": 5, "epoch": 5, "minCount": 1, "wordNgrams": 2}
+
+
+def _one_line(text: str) -> str:
+    return " ".join((text or "").split("\n")).strip()
+
+
+def train_fasttext_classifier(
+    positives: Sequence[str],
+    negatives: Sequence[str],
+    output_path: str | os.PathLike,
+    positive_label: str = "hq",
+    negative_label: str = "cc",
+    seed: int = 42,
+    threads: int = 1,
+    **hyperparameters,
+) -> "FastTextQualityScorer":
+    """Train DCLM's fastText quality classifier and save it to `output_path`.
+
+    Args:
+        positives / negatives: texts (e.g. ``ds["text"]``) of the two classes.
+        hyperparameters: fastText ``train_supervised`` options overriding `DCLM_FASTTEXT_DEFAULTS`.
+        threads: fastText threads (1 makes training reproducible).
+    """
+    try:
+        import fasttext
+    except ImportError:
+        raise InputError("fastText training needs the curate extra: pip install 'hf-ext[curate]'.") from None
+    if not hasattr(fasttext, "train_supervised"):
+        raise InputError(
+            "The installed `fasttext` module can only predict (fasttext-predict). Reinstall the training build: "
+            "pip install --force-reinstall --no-deps fasttext-numpy2-wheel"
+        )
+    if not positives or not negatives:
+        raise InputError(f"Training needs positives and negatives; got {len(positives)} and {len(negatives)}.")
+    rows = [f"__label__{positive_label} {_one_line(t)}" for t in positives if _one_line(t)]
+    rows += [f"__label__{negative_label} {_one_line(t)}" for t in negatives if _one_line(t)]
+    random.Random(seed).shuffle(rows)
+    params = {**DCLM_FASTTEXT_DEFAULTS, **hyperparameters}
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = Path(tmp, "train.txt")
+        train_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        model = fasttext.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    model.save_model(str(output_path))
+    return FastTextQualityScorer(str(output_path), positive_label=positive_label)
+
+
+class FastTextQualityScorer:
+    """``ds.map(scorer, batched=True)``: adds ``quality_score`` = p(positive label).
+
+    Args:
+        model: a local .bin path, or ``"repo_id/filename.bin"`` / ``"repo_id"`` + ``filename``
+            on the Hub (e.g. the released DCLM classifier
+            ``mlfoundations/fasttext-oh-eli5`` / ``openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin``).
+        positive_label: the label whose probability is the score (DCLM: ``hq``).
+    """
+
+    def __init__(self, model: str, positive_label: str = "hq", filename: str | None = None,
+                 text_column: str = "text", score_column: str = "quality_score"):
+        self.model, self.filename, self.positive_label = model, filename, positive_label
+        self.text_column, self.score_column = text_column, score_column
+        self._model = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+    def _path(self) -> str:
+        if os.path.exists(self.model):
+            return self.model
+        repo, filename = self.model, self.filename
+        if filename is None and self.model.endswith((".bin", ".ftz")) and self.model.count("/") >= 2:
+            repo, _, filename = self.model.rpartition("/")
+        if filename is None:
+            raise InputError(f"fastText model {self.model!r} is not a file; for a Hub repo also pass filename=.")
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return hf_hub_download(repo, filename)
+        except Exception as exc:
+            raise InputError(f"Could not fetch fastText model {filename!r} from Hub repo {repo!r}: {type(exc).__name__}: {exc}") from None
+
+    @property
+    def fasttext_model(self):
+        if self._model is None:
+            self._model = load_fasttext_model(self._path(), "quality model")
+            labels = [label.removeprefix("__label__") for label in self._model.get_labels()]
+            if self.positive_label not in labels:
+                raise InputError(f"Label {self.positive_label!r} is not one of the model's labels {labels}; set positive_label.")
+        return self._model
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        labels, probs = self.fasttext_model.predict([_one_line(t) for t in texts], k=1)
+        target = f"__label__{self.positive_label}"
+        return [float(min(1.0, p[0])) if lab[0] == target else float(1.0 - min(1.0, p[0])) for lab, p in zip(labels, probs)]
+
+    def __call__(self, batch: dict) -> dict:
+        if self.text_column not in batch:
+            raise InputError(f"The dataset has no column {self.text_column!r}; columns: {sorted(batch)}. Set text_column.")
+        return {self.score_column: self.score(batch[self.text_column])}
+
+
+class HFQualityScorer:
+    """A transformers sequence-classification model as the quality scorer (Llama 3 used
+    small transformer classifiers trained on labels from a stronger model). The score is
+    the softmax probability of ``positive_index`` (or the raw logit of a 1-output model).
+    Loads lazily; the fingerprint is the model id, not the weights."""
+
+    def __init__(self, model: str, positive_index: int = 1, text_column: str = "text", score_column: str = "quality_score",
+                 max_length: int = 512, batch_size: int = 16, device: str = "cpu"):
+        self.model_id, self.positive_index, self.text_column, self.score_column = model, positive_index, text_column, score_column
+        self.max_length, self.batch_size, self.device = max_length, batch_size, device
+        self._model = self._tokenizer = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None, "_tokenizer": None}
+
+    def _load(self):
+        if self._model is None:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+            self._model = AutoModelForSequenceClassification.from_pretrained(self.model_id).to(self.device).eval()
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        import torch
+
+        self._load()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            enc = self._tokenizer(list(texts[start : start + self.batch_size]), truncation=True, max_length=self.max_length,
+                                  padding=True, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                logits = self._model(**enc).logits
+            if logits.shape[-1] == 1:
+                out.extend(logits[:, 0].tolist())
+            else:
+                out.extend(logits.softmax(-1)[:, self.positive_index].tolist())
+        return out
+
+    def __call__(self, batch: dict) -> dict:
+        if self.text_column not in batch:
+            raise InputError(f"The dataset has no column {self.text_column!r}; columns: {sorted(batch)}. Set text_column.")
+        return {self.score_column: self.score(batch[self.text_column])}
+
+
+def select_by_score(scores: Sequence[float], top_fraction: float | None = None, threshold: float | None = None) -> list[int]:
+    """Indices kept by score: the top ``top_fraction`` (DCLM: 0.1) or those ``>= threshold``
+    (DCLM's released classifier: 0.018112). Exactly one of the two must be given."""
+    if (top_fraction is None) == (threshold is None):
+        raise InputError("Pass exactly one of top_fraction (e.g. 0.1) or threshold (e.g. 0.018112).")
+    scores = np.asarray(scores, dtype=float)
+    if threshold is not None:
+        return np.flatnonzero(scores >= threshold).tolist()
+    if not 0 < top_fraction <= 1:
+        raise InputError(f"top_fraction must be in (0, 1], got {top_fraction}.")
+    k = max(1, int(round(top_fraction * len(scores))))
+    return sorted(np.argsort(-scores, kind="stable")[:k].tolist())
+
+
+def heldout_auc(scorer, positives: Sequence[str], negatives: Sequence[str]) -> float:
+    """ROC AUC of the scorer on held-out positives vs negatives."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = scorer.score(list(positives) + list(negatives))
+    return float(roc_auc_score([1] * len(positives) + [0] * len(negatives), scores))
