@@ -29,7 +29,7 @@ STREAMING = """
 import json, resource, sys, time
 from hf_ext.hub import load_interpolation
 start = time.perf_counter()
-load_interpolation(sys.argv[1], sys.argv[2], 0.3, output_dir=sys.argv[3])
+load_interpolation(sys.argv[1], sys.argv[2], 0.3, output_dir=sys.argv[3], hub_ids=("bench/random-llama-a", "bench/random-llama-b"))
 print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 

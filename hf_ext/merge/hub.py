@@ -48,12 +48,14 @@ def load_time_vector(repo_id: str | os.PathLike, *, revision: str | None = None,
 
 
 def load_interpolation(a: str | os.PathLike, b: str | os.PathLike, alpha: float, *, base: Any = None,
-                       revision: str | None = None, endpoint: str | None = None, output_dir: str | os.PathLike | None = None):
+                       revision: str | None = None, endpoint: str | None = None, output_dir: str | os.PathLike | None = None,
+                       hub_ids: tuple[str, str] | None = None):
     """The interpolation point α·a + (1 − α)·b of two Hub repos, as a model.
 
     `a` and `b` are either two time vectors (result: θ_base + α·τ_a + (1 − α)·τ_b, the base taken from
     `base` or the vectors' config) or two models (result: α·θ_a + (1 − α)·θ_b, which is the same point).
-    With ``output_dir`` the result is streamed into that folder (returned) instead of loaded.
+    With ``output_dir`` the result is streamed into that folder (returned) instead of loaded; its card
+    names `a` and `b` (or ``hub_ids`` when they are local folders).
     """
     from ..adapters.time_vector import CONFIG_NAME, TimeVector, interpolate
 
@@ -74,5 +76,6 @@ def load_interpolation(a: str | os.PathLike, b: str | os.PathLike, alpha: float,
     from .merge import average_models, merge_models
 
     if output_dir is not None:
-        return merge_models([fa, fb], "linear", output_dir=output_dir, weights=[alpha, 1 - alpha], hub_ids=[str(a), str(b)])
+        ids = list(hub_ids) if hub_ids is not None else [None if Path(x).is_dir() else str(x) for x in (a, b)]
+        return merge_models([fa, fb], "linear", output_dir=output_dir, weights=[alpha, 1 - alpha], hub_ids=ids)
     return average_models([fa, fb], weights=[alpha, 1 - alpha])
