@@ -91,6 +91,10 @@ class CriticRMConfig(RewardConfig):
     )
 
     def __post_init__(self) -> None:
+        if self.bf16 is None and not self.fp16:
+            # TRL turns an unset bf16 on, which fails on machines without bf16 support (CPU):
+            # unset means "bf16 where the GPU supports it", so one recipe parses everywhere.
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.use_cpu
         super().__post_init__()
         for name in ("critique_weight_start", "critique_weight_end", "fast_path_weight"):
             value = getattr(self, name)
