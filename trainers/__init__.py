@@ -3,6 +3,7 @@
 
 from .critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, load_critic_lm
 from .ranking_rm import RankingRewardConfig, RankingRewardTrainer
+from .stitch import StitchTrainer, StitchTrainingConfig
 
 __all__ = ["CriticRMConfig", "CriticRMTrainer", "CriticRewardModel", "load_critic_lm",
-           "RankingRewardConfig", "RankingRewardTrainer"]
+           "RankingRewardConfig", "RankingRewardTrainer", "StitchTrainer", "StitchTrainingConfig"]

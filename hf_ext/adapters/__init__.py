@@ -1,0 +1,1 @@
+"""PEFT-style adapters: a config saved as JSON, weights as safetensors, save/load/push."""

@@ -1,0 +1,289 @@
+"""The ``bts`` job: Branch-Train-Stitch end to end (arXiv 2502.00075).
+
+1. a seed: a Hub model (``seed_model``) or a small Llama trained here on general text;
+2. one expert per domain, branched from the seed by continued pretraining (`hf_ext.lm.branch_experts`);
+3. stitch layers trained with `StitchTrainer` on a mix of the domains and general text
+   (``mix_ratios``; the paper's 15/15/15/55 by default);
+4. held-out loss per domain and on the mix for the seed, every expert, a model soup (uniform
+   average of the experts' weights), a BTM-style ensemble (seed + experts mixed by their
+   Bayesian posterior) and the stitched model — written to ``results.json`` and the card.
+
+Run with ``hf-ext run recipes/bts_tiny.yaml``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_ext.errors import InputError
+
+__all__ = ["BTSConfig", "run_bts", "load_domain_texts", "mixed_blocks"]
+
+
+@dataclass
+class BTSConfig:
+    """Settings of the ``bts`` job. Data specs are JSON Lines files (``.jsonl`` / ``.jsonl.gz``)
+    relative to ``data_dir`` (or absolute), turned into texts by a ``str.format`` template."""
+
+    output_dir: str = field(default="outputs/bts", metadata={"help": "Where the seed, experts, stitch layers and results.json go."})
+    data_dir: str = field(default="../shared/data", metadata={"help": "Folder the data files are relative to."})
+    general_data: str = field(default="lm_corpus/gutenberg_books.jsonl.gz", metadata={"help": "General text (the seed's data and the general share of the stitch mix)."})
+    general_template: str = field(default="{text}", metadata={"help": "Template turning a general row into text."})
+    general_chunk_chars: int = field(default=1500, metadata={"help": "General documents longer than this are cut at paragraph breaks into chunks of about this size (0: keep whole)."})
+    expert_data: dict[str, str] = field(default_factory=lambda: {"math": "eval/gsm8k_train.jsonl.gz", "code": "eval/humaneval.jsonl.gz", "german": "multilingual/wmt_newstest_monolingual.jsonl.gz"}, metadata={"help": "Domain name -> data file of that expert."})
+    expert_templates: dict[str, str] = field(default_factory=lambda: {"math": "Question: {question}\nAnswer: {answer}", "code": "{prompt}{canonical_solution}", "german": "{text}"}, metadata={"help": "Domain name -> template turning a row into text."})
+    expert_filters: dict[str, str] = field(default_factory=lambda: {"german": "lang=de"}, metadata={"help": "Domain name -> 'field=value' row filter."})
+    group_rows: dict[str, int] = field(default_factory=lambda: {"german": 8}, metadata={"help": "Domain name -> join this many consecutive rows into one text (sentence-level corpora)."})
+    dataset_ids: list[str] = field(default_factory=lambda: ["openai/gsm8k", "openai/openai_humaneval", "wmt/wmt19"], metadata={"help": "Hub ids of the datasets, for the cards."})
+    max_texts: int = field(default=4000, metadata={"help": "At most this many texts per domain (after shuffling)."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Held-out fraction of every domain (at most eval_max_texts texts)."})
+    eval_max_texts: int = field(default=200, metadata={"help": "At most this many held-out texts per domain."})
+    mix_ratios: dict[str, float] = field(default_factory=lambda: {"math": 0.15, "code": 0.15, "german": 0.15, "general": 0.55}, metadata={"help": "Share of each domain (and 'general') in the stitch-training mix and in the 'mixed' loss."})
+    seed_model: str | None = field(default=None, metadata={"help": "Hub id of a pretrained seed; None trains a small Llama from scratch on general_data."})
+    seed_hub_id: str = field(default="hf-ext/bts-tiny-seed", metadata={"help": "Hub id the seed is (or would be) published under, for the cards."})
+    vocab_size: int = field(default=8192, metadata={"help": "BPE vocabulary trained on all domains (scratch seed only)."})
+    hidden_size: int = field(default=96, metadata={"help": "Scratch seed: hidden size."})
+    num_layers: int = field(default=12, metadata={"help": "Scratch seed: layers."})
+    num_heads: int = field(default=4, metadata={"help": "Scratch seed: attention heads."})
+    intermediate_size: int = field(default=256, metadata={"help": "Scratch seed: MLP width."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per training / evaluation block."})
+    batch_size: int = field(default=16, metadata={"help": "Blocks per training step (all stages)."})
+    seed_steps: int = field(default=600, metadata={"help": "Steps of seed pretraining (scratch seed only)."})
+    seed_lr: float = field(default=3e-3, metadata={"help": "Seed pretraining learning rate."})
+    expert_steps: int = field(default=150, metadata={"help": "Continued-pretraining steps per expert."})
+    expert_lr: float = field(default=1e-3, metadata={"help": "Expert continued-pretraining learning rate."})
+    stitch_steps: int = field(default=200, metadata={"help": "Stitch-training steps."})
+    stitch_lr: float = field(default=3e-3, metadata={"help": "Stitch-training learning rate."})
+    num_stitch_layers: int = field(default=2, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
+    gate_offset: float = field(default=16.0, metadata={"help": "Hub gate-logit offset beta (identity init)."})
+    baselines: list[str] = field(default_factory=lambda: ["soup", "ensemble"], metadata={"help": "Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior mixture of seed + experts)."})
+    seed: int = field(default=0, metadata={"help": "Seed for data splits, initialisation and training."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the stitch layers (with their card) to."})
+
+    def __post_init__(self) -> None:
+        domains = set(self.expert_data)
+        if not domains:
+            raise InputError("BTSConfig.expert_data is empty; give at least one domain -> data file.")
+        missing = sorted(domains - set(self.expert_templates))
+        if missing:
+            raise InputError(f"BTSConfig.expert_templates has no template for {missing}; add one per domain of expert_data.")
+        wanted = domains | {"general"}
+        if set(self.mix_ratios) != wanted:
+            raise InputError(f"BTSConfig.mix_ratios must have exactly the keys {sorted(wanted)}, got {sorted(self.mix_ratios)}.")
+        if any(v < 0 for v in self.mix_ratios.values()) or abs(sum(self.mix_ratios.values()) - 1.0) > 1e-6:
+            raise InputError(f"BTSConfig.mix_ratios must be non-negative and sum to 1, got {self.mix_ratios}.")
+        bad = [b for b in self.baselines if b not in ("soup", "ensemble")]
+        if bad:
+            raise InputError(f"BTSConfig.baselines has unknown entries {bad}; use 'soup' and/or 'ensemble'.")
+
+
+# -- data ---------------------------------------------------------------------------------------
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise InputError(f"Data file {str(path)!r} does not exist; check data_dir and the domain's file name.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    # Gutenberg books: drop the licence header/footer, then cut at paragraph breaks.
+    start, end = text.find("*** START OF"), text.find("*** END OF")
+    if start != -1:
+        text = text[text.find("\n", start) + 1 : end if end > start else None]
+    out, current = [], ""
+    for para in text.replace("\r\n", "\n").split("\n\n"):
+        para = para.strip()
+        if not para:
+            continue
+        current = f"{current}\n\n{para}" if current else para
+        if len(current) >= size:
+            out.append(current)
+            current = ""
+    return out + ([current] if current else [])
+
+
+def load_domain_texts(path: Path, template: str, *, row_filter: str | None = None, group: int = 1,
+                      chunk_chars: int = 0) -> list[str]:
+    """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots)."""
+    rows = _read_jsonl(path)
+    if row_filter:
+        key, _, value = row_filter.partition("=")
+        rows = [r for r in rows if str(r.get(key)) == value]
+        if not rows:
+            raise InputError(f"No rows of {str(path)!r} match the filter {row_filter!r}.")
+    try:
+        texts = [template.format_map(r) for r in rows]
+    except KeyError as exc:
+        raise InputError(f"Template {template!r} names the field {exc} that rows of {str(path)!r} lack; fields: {sorted(rows[0])}.") from None
+    if group > 1:
+        texts = [" ".join(texts[i : i + group]) for i in range(0, len(texts), group)]
+    if chunk_chars:
+        texts = [c for t in texts for c in _chunks(t, chunk_chars)]
+    return [t for t in texts if t.strip()]
+
+
+def _split(texts: list[str], config: BTSConfig, rng: random.Random) -> tuple[list[str], list[str]]:
+    texts = list(texts)
+    rng.shuffle(texts)
+    texts = texts[: config.max_texts]
+    n_eval = min(config.eval_max_texts, max(1, int(len(texts) * config.eval_fraction)))
+    return texts[n_eval:], texts[:n_eval]
+
+
+def mixed_blocks(blocks: dict[str, Any], ratios: dict[str, float], total: int, seed: int = 0):
+    """A shuffled dataset of `total` blocks drawn from each domain's packed blocks in `ratios`
+    (with replacement where a domain has fewer blocks than its share)."""
+    import datasets
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for name, ratio in ratios.items():
+        count = int(round(ratio * total))
+        if count == 0:
+            continue
+        n = len(blocks[name])
+        idx = rng.choice(n, size=count, replace=count > n)
+        parts.append(blocks[name].select(idx.tolist()))
+    return datasets.concatenate_datasets(parts).shuffle(seed=seed)
+
+
+# -- the job ------------------------------------------------------------------------------------
+def _args(output_dir: Path, steps: int, lr: float, config: BTSConfig, **extra: Any) -> dict[str, Any]:
+    return {"output_dir": str(output_dir), "max_steps": steps, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
+            "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 20), "weight_decay": 0.0, "logging_steps": 25,
+            "save_strategy": "no", "report_to": "none", "seed": config.seed, "use_cpu": not torch.cuda.is_available(),
+            "dataloader_num_workers": 0, **extra}
+
+
+def _scratch_seed(config: BTSConfig, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                        num_attention_heads=config.num_heads, num_key_value_heads=config.num_heads,
+                        intermediate_size=config.intermediate_size, max_position_embeddings=max(256, config.block_size),
+                        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(config.seed)
+    return LlamaForCausalLM(llama)
+
+
+def run_bts(config: BTSConfig) -> dict[str, Any]:
+    """Run the whole pipeline; returns (and writes to ``output_dir/results.json``) the losses."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_ext.adapters.stitch import StitchConfig, StitchedModel
+    from hf_ext.lm import branch_experts, eval_loss, pack_texts, train_bpe_tokenizer, train_causal_lm
+
+    from .stitch import StitchTrainer, StitchTrainingConfig
+
+    start = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(config.data_dir)
+    rng = random.Random(config.seed)
+    timings: dict[str, float] = {}
+
+    train, held_out = {}, {}
+    general = load_domain_texts(data_dir / config.general_data, config.general_template, chunk_chars=config.general_chunk_chars)
+    train["general"], held_out["general"] = _split(general, config, rng)
+    for name, file in config.expert_data.items():
+        texts = load_domain_texts(data_dir / file, config.expert_templates[name], row_filter=config.expert_filters.get(name),
+                                  group=config.group_rows.get(name, 1))
+        train[name], held_out[name] = _split(texts, config, rng)
+
+    # 1. the seed
+    t = time.perf_counter()
+    if config.seed_model:
+        from hf_ext.models import resolve_model
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.seed_model))
+        seed = AutoModelForCausalLM.from_pretrained(resolve_model(config.seed_model))
+        seed_hub_id = config.seed_model
+    else:
+        corpus = [t for texts in train.values() for t in texts]
+        tokenizer = train_bpe_tokenizer(corpus, vocab_size=config.vocab_size)
+        seed = _scratch_seed(config, tokenizer)
+        train_causal_lm(seed, tokenizer, train["general"], _args(out / ".checkpoints" / "seed", config.seed_steps, config.seed_lr, config),
+                        block_size=config.block_size)
+        seed.save_pretrained(out / "seed")
+        tokenizer.save_pretrained(out / "seed")
+        seed_hub_id = config.seed_hub_id
+    timings["seed_seconds"] = time.perf_counter() - t
+
+    # 2. the experts
+    t = time.perf_counter()
+    paths = branch_experts(seed, {n: train[n] for n in config.expert_data}, tokenizer=tokenizer, output_dir=out / "experts",
+                           args=_args(out / "experts", config.expert_steps, config.expert_lr, config),
+                           block_size=config.block_size, seed_hub_id=seed_hub_id)
+    experts = {n: AutoModelForCausalLM.from_pretrained(p) for n, p in paths.items()}
+    timings["experts_seconds"] = time.perf_counter() - t
+
+    # 3. the stitch layers
+    t = time.perf_counter()
+    blocks = {n: pack_texts(tokenizer, texts, config.block_size) for n, texts in train.items()}
+    mix = mixed_blocks(blocks, config.mix_ratios, config.stitch_steps * config.batch_size, seed=config.seed)
+    stitch_args = StitchTrainingConfig(**_args(out / ".checkpoints" / "stitch", config.stitch_steps, config.stitch_lr, config,
+                                              num_stitch_layers=config.num_stitch_layers, gate_offset=config.gate_offset))
+    stitch_config = stitch_args.stitch_config(list(experts))
+    stitch_config.seed_model = seed_hub_id
+    stitch_config.expert_models = [f"{seed_hub_id}-{n}-expert" for n in experts]
+    model = StitchedModel(seed, experts, stitch_config, tokenizer=tokenizer)
+    trainer = StitchTrainer(model=model, args=stitch_args, train_dataset=mix, processing_class=tokenizer)
+    trainer.train()
+    model.save_pretrained(out / "stitch")
+    timings["stitch_seconds"] = time.perf_counter() - t
+
+    # 4. evaluation
+    t = time.perf_counter()
+    candidates: dict[str, Any] = {"seed": seed, **{f"expert_{n}": e for n, e in experts.items()}}
+    if "soup" in config.baselines:
+        from hf_ext.merge import average_models
+
+        candidates["soup"] = average_models(list(experts.values()))
+    if "ensemble" in config.baselines:
+        from hf_ext.merge import BayesianRouter, ExpertEnsemble
+
+        candidates["ensemble"] = ExpertEnsemble([seed, *experts.values()], BayesianRouter(), names=["seed", *experts])
+    candidates["stitched"] = model
+    loss = {name: evaluate_domains(m, tokenizer, held_out, config.mix_ratios, config.block_size) for name, m in candidates.items()}
+    timings["eval_seconds"] = time.perf_counter() - t
+
+    results = {"loss": loss, "stitch_trainable_params": model.num_trainable_parameters(),
+               "expected_trainable_params": model.expected_trainable_parameters(),
+               "stitch_after": model.stitch_after, "mix_ratios": config.mix_ratios,
+               "held_out_texts": {n: len(v) for n, v in held_out.items()}, **timings,
+               "elapsed_seconds": time.perf_counter() - start, "config": asdict(config)}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    card = model.model_card(summary=_summary(loss), datasets=config.dataset_ids, training={"steps": config.stitch_steps, "mix_ratios": config.mix_ratios},
+                            eval_results=[{"task_type": "text-generation", "dataset_type": "mixed", "dataset_name": f"held-out {d}",
+                                           "metric_type": "loss", "metric_value": v} for d, v in loss["stitched"].items()])
+    card.save(str(out / "stitch" / "README.md"))
+    if config.push_to_hub:
+        model.push_to_hub(config.push_to_hub, card_kwargs={"summary": _summary(loss), "datasets": config.dataset_ids})
+    return results
+
+
+def evaluate_domains(model, tokenizer, held_out: dict[str, list[str]], ratios: dict[str, float], block_size: int) -> dict[str, float]:
+    """Held-out loss per domain and ``mixed`` = the ratio-weighted mean of the domain losses."""
+    from hf_ext.lm import eval_loss
+
+    losses = {d: eval_loss(model, tokenizer, texts, block_size=block_size) for d, texts in held_out.items()}
+    losses["mixed"] = sum(ratios[d] * losses[d] for d in ratios)
+    return losses
+
+
+def _summary(loss: dict[str, dict[str, float]]) -> str:
+    domains = list(next(iter(loss.values())))
+    head = "| model | " + " | ".join(domains) + " |\n|---|" + "---|" * len(domains) + "\n"
+    rows = "".join(f"| {m} | " + " | ".join(f"{v[d]:.3f}" for d in domains) + " |\n" for m, v in loss.items())
+    return "Held-out loss (nats/token) per domain; `mixed` weights the domains by the stitch mix.\n\n" + head + rows

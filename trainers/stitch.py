@@ -1,0 +1,107 @@
+"""`StitchTrainer`: train only the stitch layers of Branch-Train-Stitch (arXiv 2502.00075).
+
+The seed and the experts are frozen (``requires_grad=False``, eval mode, no optimizer state);
+the part of every forward before the first stitch layer runs without an autograd graph.
+Checkpoints and the final save hold only the stitch weights and config (``_save`` is
+overridden: a checkpoint of the whole stack would be the size of every model), and resuming
+loads them back (``_load_from_checkpoint``).
+
+Example::
+
+    from trainers.stitch import StitchTrainer, StitchTrainingConfig
+    args = StitchTrainingConfig(output_dir="out", num_stitch_layers=4, max_steps=200)
+    trainer = StitchTrainer(model=seed, experts={"math": m, "code": c}, args=args,
+                            train_dataset=packed_blocks, processing_class=tokenizer)
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers.trainer import TRAINING_ARGS_NAME
+
+from hf_ext.adapters.stitch import StitchConfig, StitchedModel
+from hf_ext.errors import InputError
+
+__all__ = ["StitchTrainer", "StitchTrainingConfig"]
+
+
+@dataclass
+class StitchTrainingConfig(TrainingArguments):
+    """`TrainingArguments` for `StitchTrainer`, plus the stitch-layer settings used when the
+    trainer builds the stitched model from a seed and experts.
+
+    Defaults differ from `TrainingArguments` where stitch training needs it: a larger learning
+    rate (only ~K·(2n+1)·d² new parameters are trained) and ``adam_epsilon=1e-16``: at identity
+    init the experts' gate share is e^(−β), so stitch gradients start ~e^(−β) small and Adam's
+    ε must sit below them for its scale-free step to open the gates.
+    """
+
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the stitch layers."})
+    adam_epsilon: float = field(default=1e-16, metadata={"help": "Adam epsilon; must be below the e^-beta-scaled gradients at identity init."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    report_to: Any = field(default="none", metadata={"help": "Integrations to report to ('none', 'wandb', 'tensorboard', ...)."})
+    num_stitch_layers: int = field(default=4, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
+    stitch_after: list[int] | None = field(default=None, metadata={"help": "Explicit 1-based layer indices for the stitch layers (overrides num_stitch_layers)."})
+    stitch_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the stitch layers."})
+    stitch_init: Literal["identity", "random"] = field(default="identity", metadata={"help": "'identity': the stitched model equals the seed at step 0."})
+    gate_offset: float = field(default=16.0, metadata={"help": "Fixed hub gate-logit offset beta (identity init)."})
+
+    def stitch_config(self, expert_names: list[str] | None = None) -> StitchConfig:
+        return StitchConfig(expert_names=list(expert_names or []), num_stitch_layers=self.num_stitch_layers,
+                            stitch_after=self.stitch_after, dropout=self.stitch_dropout, init=self.stitch_init,
+                            gate_offset=self.gate_offset)
+
+
+class StitchTrainer(Trainer):
+    """A `Trainer` whose optimizer holds only stitch parameters and whose saves hold only them.
+
+    Args:
+        model: a `StitchedModel`, or the seed (instance, Hub id or path) together with `experts`.
+        experts: ``{name: model or id}`` when `model` is the seed.
+        args: a `StitchTrainingConfig` (a plain `TrainingArguments` works with stitch defaults).
+        stitch_config: overrides the stitch settings taken from `args`.
+        Other arguments are `Trainer`'s; `data_collator` defaults to stacking packed blocks.
+    """
+
+    def __init__(self, model: Any = None, args: TrainingArguments | None = None, *, experts: dict[str, Any] | None = None,
+                 stitch_config: StitchConfig | None = None, data_collator: Any = None, **kwargs: Any) -> None:
+        args = args if args is not None else StitchTrainingConfig(output_dir="stitch_out")
+        if not isinstance(model, StitchedModel):
+            if model is None or not experts:
+                raise InputError("StitchTrainer needs a StitchedModel, or the seed as `model` plus `experts={name: model}`.")
+            if stitch_config is None:
+                stitch_config = args.stitch_config(list(experts)) if isinstance(args, StitchTrainingConfig) else StitchConfig(expert_names=list(experts))
+            model = StitchedModel(model, experts, stitch_config)
+        elif experts is not None:
+            raise InputError("Pass `experts` only with a seed model; this StitchedModel already has its experts.")
+        super().__init__(model=model, args=args, data_collator=data_collator or default_data_collator, **kwargs)
+        frozen_trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("stitch.")]
+        if frozen_trainable:  # someone unfroze a seed/expert weight: it would silently train
+            raise InputError(f"Only stitch parameters may train, but {frozen_trainable[:3]} require grad; call requires_grad_(False) on them.")
+
+    def _stitched(self) -> StitchedModel:
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        self._stitched().save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        import torch
+
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        stitched = self.accelerator.unwrap_model(model, keep_torch_compile=False) if model is not None else self._stitched()
+        stitched.load_stitch_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        self._stitched().load_stitch_weights(self.state.best_model_checkpoint)
