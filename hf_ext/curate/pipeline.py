@@ -117,7 +117,10 @@ def clean_text(value: Any, column: str, row: int) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        value = value.encode("utf-8", errors="replace").decode("utf-8")
+        try:  # surrogateescape'd bytes back to bytes, then decoded with U+FFFD
+            value = value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+        except UnicodeEncodeError:
+            value = value.encode("utf-16", errors="surrogatepass").decode("utf-16", errors="replace")
     return value
 
 

@@ -1,0 +1,132 @@
+"""Curation as datasets.map / ds.filter functions, inside a datatrove LocalPipelineExecutor,
+the curate and audit jobs (recipes, cards, drop counts), and bad inputs."""
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from hf_ext.curate.pipeline import CurationPipeline
+from hf_ext.errors import InputError
+
+WEB = Path(__file__).parent / "data" / "web"
+C4_PATH = WEB / "c4_en_train_first150.jsonl.gz"
+C4 = [json.loads(line) for line in gzip.open(C4_PATH, "rt")]
+
+
+def test_map_filter_and_process_agree_and_count_drops():
+    import datasets
+
+    ds = datasets.Dataset.from_list(C4[:80])
+    pipe = CurationPipeline.from_name("dclm_heuristics")
+    mapped = ds.map(pipe.map_fn(), batched=True, batch_size=40)
+    filtered = ds.filter(CurationPipeline.from_name("dclm_heuristics").filter_fn(), batched=True, batch_size=40)
+    ref = CurationPipeline.from_name("dclm_heuristics")
+    _, keep, reasons = ref.process([r["text"] for r in C4[:80]])
+    assert mapped["keep"] == keep and len(filtered) == sum(keep)
+    assert sum(ref.drop_counts.values()) == len(keep) - sum(keep) and ref.drop_counts["page_length"] > 0
+    assert all((r == "") == k for r, k in zip(mapped["drop_reason"], keep))
+
+
+def test_datatrove_local_executor_matches_datasets(tmp_path):
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.writers import JsonlWriter
+
+    from hf_ext.curate.datatrove_steps import datatrove_steps
+
+    docs = [Document(text=r["text"], id=str(i), metadata={"url": r["url"]}) for i, r in enumerate(C4)]
+    LocalPipelineExecutor(
+        pipeline=[docs, *datatrove_steps("dclm_heuristics"), JsonlWriter(str(tmp_path / "out"))],
+        tasks=1, workers=1, logging_dir=str(tmp_path / "logs"),
+    ).run()
+    out = [json.loads(line) for f in sorted((tmp_path / "out").glob("*.jsonl.gz")) for line in gzip.open(f, "rt")]
+    texts, keep, _ = CurationPipeline.from_name("dclm_heuristics").process([r["text"] for r in C4])
+    assert [int(o["id"]) for o in out] == [i for i, k in enumerate(keep) if k]
+    assert [o["text"] for o in out] == [t for t, k in zip(texts, keep) if k]  # line edits applied too
+    stats = json.loads(next((tmp_path / "logs" / "stats").glob("*.json")).read_text())
+    assert any("dropped_page_length" in json.dumps(s) for s in stats)
+
+
+def test_url_blocklist_wraps_datatrove(tmp_path):
+    from datatrove.data import Document
+
+    from hf_ext.curate.urls import URLBlocklistFilter
+
+    f = URLBlocklistFilter(extra_domains=["blocked-example.com"])
+    assert f("text", "https://blocked-example.com/page") == (False, "url_blocklist:domain")
+    urls = [r["url"] for r in C4[:50]] + ["http://www.xxx-porn-videos.com/", "https://sub.blocked-example.com/x"]
+    dt = f.datatrove_filter
+    for url in urls:
+        theirs = dt.filter(Document(text="", id="0", metadata={"url": url}))
+        assert f("text", url)[0] == (theirs is True)
+    with pytest.raises(InputError, match="url_column"):
+        f("text", None)
+
+
+def test_bad_inputs():
+    pipe = CurationPipeline.from_name("gopher_quality")
+    good = " ".join(["The quick brown fox jumps over the lazy dog and the cat."] * 8)
+    texts, keep, reasons = pipe.process(["", None, good.encode("utf-8") + b"\xff\xfe bad bytes", good + "\udcff"])
+    assert reasons[:2] == ["empty", "empty"] and keep[2] and keep[3]
+    assert "\ufffd" in texts[2] and "\ufffd" in texts[3]  # invalid bytes / lone surrogates -> U+FFFD
+    with pytest.raises(InputError, match="row 0 is a int"):
+        pipe.process([42])
+    with pytest.raises(InputError, match="no column 'text'"):
+        pipe.map_fn()({"content": ["x"]})
+    with pytest.raises(InputError, match="url_column"):
+        CurationPipeline.from_name("dclm_baseline").map_fn(url_column="url")({"text": ["x"]})
+    with pytest.raises(InputError, match="Unknown curation step"):
+        CurationPipeline(["no_such_step"])
+
+
+def test_ten_megabyte_document_is_handled():
+    big = ("The committee met on Tuesday and agreed the budget for the new library. " * 140_000)[:10_000_000]
+    start = time.perf_counter()
+    _, keep, reasons = CurationPipeline.from_name("dclm_heuristics").process([big, C4[0]["text"]])
+    assert reasons[0] == "page_length" and keep[1] is True  # > 100,000 words
+    assert time.perf_counter() - start < 60
+
+
+def test_html_flagged_or_extracted():
+    html = ("<!DOCTYPE html><html><head><title>T</title></head><body><div><p>"
+            + "The committee met on Tuesday and agreed the budget for the new library building. " * 12
+            + "</p></div><script>var x = 1;</script></body></html>")
+    flag = CurationPipeline(["html_flag"])
+    assert flag.process([html, "plain text with <b> one tag"])[2] == ["html", None]
+    extracted = CurationPipeline(["html_extract"]).process([html])[0][0]
+    assert "committee met on Tuesday" in extracted and "<p>" not in extracted and "var x" not in extracted
+
+
+def test_curate_job_writes_data_counts_and_card(tmp_path):
+    from hf_ext.config import load_recipe, parse_config
+    from hf_ext.curate.job import CurateConfig, run_curate
+
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "dclm_baseline.yaml")
+    recipe.pop("job")
+    recipe.update(dataset=str(C4_PATH), pipeline="dclm_heuristics", output_dir=str(tmp_path / "out"), dedup=["exact", "minhash", "bff"],
+                  bff_expected_ngrams=200_000, max_docs=60)
+    config = parse_config(CurateConfig, recipe)
+    metrics = run_curate(config)
+    assert metrics["total"] == 60 and metrics["kept"] == 60 - sum(metrics["drop_counts"].values()) - sum(metrics["dedup"].values())
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| `page_length` |" in card and "dclm_heuristics" in card
+    import datasets
+
+    kept = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"), split="train")
+    assert len(kept) == metrics["kept"]
+
+
+def test_audit_job(tmp_path):
+    from hf_ext.curate.job import AuditConfig, run_audit
+
+    metrics = run_audit(AuditConfig(dataset=str(C4_PATH), url_column="url", derived_groups=["url_site_type"], filters=["gopher_quality"],
+                                    n_boot=200, min_group_size=3, output_dir=str(tmp_path / "audit")))
+    report = metrics["reports"]["gopher_quality/url_site_type"]
+    assert sum(g["n"] for g in report["groups"]) <= 150 and 0 < report["overall"] < 1
+    assert (tmp_path / "audit" / "retention_gopher_quality_url_site_type.png").is_file()
+    assert "Audit: gopher_quality by url_site_type" in (tmp_path / "audit" / "README.md").read_text()
+    with pytest.raises(InputError, match="derived group"):
+        AuditConfig(dataset="x", derived_groups=["planet"])
