@@ -118,11 +118,11 @@ def memory_benchmark(quick: bool) -> dict:
 def time_vector_benchmark(args) -> dict:
     from hf_ext.adapters.time_vector.experiment import TimeVectorExperimentConfig, run_time_vectors
 
-    size = (dict(train_sentences=600, eval_sentences=150, pretrain_chars=300_000, pretrain_steps=120, finetune_steps=40,
-                 hidden_size=64, num_layers=2, vocab_size=2048, batch_size=8, block_size=64, alphas=[0, 0.25, 0.5, 0.75, 1])
+    size = (dict(train_sentences=400, eval_sentences=100, pretrain_chars=200_000, pretrain_steps=60, finetune_steps=20,
+                 hidden_size=64, num_layers=2, vocab_size=1024, batch_size=8, block_size=64, alphas=[0, 0.25, 0.5, 0.75, 1])
             if args.quick else
-            dict(train_sentences=2000, eval_sentences=300, pretrain_chars=1_000_000, pretrain_steps=300, finetune_steps=100,
-                 hidden_size=128, num_layers=3, vocab_size=4096, batch_size=16, block_size=64))  # fmt: skip
+            dict(train_sentences=1000, eval_sentences=150, pretrain_chars=400_000, pretrain_steps=200, finetune_steps=60,
+                 hidden_size=96, num_layers=2, vocab_size=2048, batch_size=8, block_size=64))  # fmt: skip
     config = TimeVectorExperimentConfig(
         data_file=str(args.data_dir / "time" / "wmt_newstest_en_by_year.jsonl.gz"),
         pretrain_file=str(args.data_dir / "lm_corpus" / "gutenberg_books.jsonl.gz"),
@@ -140,11 +140,11 @@ def time_vector_benchmark(args) -> dict:
 def xelm_benchmark(args) -> dict:
     from hf_ext.merge.xelm import XELMConfig, run_xelm
 
-    size = (dict(languages=["de", "fr", "cs", "ru"], train_sentences=800, eval_sentences=100, seed_steps=120, expert_steps=120,
-                 hidden_size=64, num_layers=2, vocab_size=2048, batch_size=8, block_size=64)
+    size = (dict(languages=["de", "fr", "cs", "ru"], train_sentences=300, eval_sentences=50, seed_steps=40, expert_steps=40,
+                 hidden_size=64, num_layers=2, vocab_size=1024, batch_size=8, block_size=64)
             if args.quick else
-            dict(languages=["de", "fr", "es", "cs", "ru", "fi"], train_sentences=2000, eval_sentences=200, seed_steps=300,
-                 expert_steps=400, hidden_size=128, num_layers=3, vocab_size=4096, batch_size=16, block_size=64))  # fmt: skip
+            dict(languages=["de", "fr", "cs", "ru", "fi"], train_sentences=1000, eval_sentences=100, seed_steps=200,
+                 expert_steps=200, hidden_size=96, num_layers=2, vocab_size=4096, batch_size=8, block_size=64))  # fmt: skip
     config = XELMConfig(data_file=str(args.data_dir / "multilingual" / "wmt_newstest_monolingual.jsonl.gz"), experts=[1, 2, 4],
                         seed=args.seed, output_dir=str(Path(tempfile.gettempdir()) / "hf_ext_bench_xelm"), **size)  # fmt: skip
     m = run_xelm(config)
@@ -159,9 +159,15 @@ def xelm_benchmark(args) -> dict:
 def main() -> None:
     args = benchmark_args(__doc__.splitlines()[0], extra=lambda p: [
         p.add_argument("--skip-memory", action="store_true"), p.add_argument("--skip-time-vectors", action="store_true"),
-        p.add_argument("--skip-xelm", action="store_true")])  # fmt: skip
+        p.add_argument("--skip-xelm", action="store_true"),
+        p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on an oversubscribed machine).")])  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    results: dict = {"quick": args.quick, "seed": args.seed}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory subprocesses too
+    results: dict = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     start = time.perf_counter()
     if not args.skip_memory:
         results.update(memory_benchmark(args.quick))

@@ -21,12 +21,12 @@ from .ensemble import (
 )
 from .merge import as_sources, average_checkpoints, average_models, merge_models, merged_tensors
 from .methods import MERGE_METHODS, DareMerge, LinearMerge, MergeMethod, TaskArithmetic, TiesMerge, get_merge_method
-from .weights import SafetensorsWriter, WeightSource
+from .weights import SafetensorsWriter, WeightSource, fingerprint
 
 __all__ = [
     "MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "MERGE_METHODS", "get_merge_method",
     "merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources",
-    "WeightSource", "SafetensorsWriter",
+    "WeightSource", "SafetensorsWriter", "fingerprint",
     "ExpertEnsemble", "ExpertEnsembleConfig", "BayesianRouter", "ClusterRouter", "UniformRouter",
     "TfidfClusters", "balanced_tfidf_kmeans", "typology_clusters",
 ]

@@ -59,8 +59,12 @@ class LinearMerge(MergeMethod):
     normalize: bool = field(default=True, metadata={"help": "Divide by the sum of the weights."})
 
     def merge(self, tensors, weights, base, *, key):
-        out = merge_utils.task_arithmetic(tensors, weights)  # Σ w_i θ_i
-        return out / weights.sum() if self.normalize else out
+        # Σ w_i θ_i accumulated in place (one output buffer, no stacked copies: the streaming
+        # merge's peak memory is set by its largest tensor); equal to PEFT's task_arithmetic.
+        out = tensors[0] * weights[0]
+        for tensor, w in zip(tensors[1:], weights[1:]):
+            out.add_(tensor, alpha=float(w))
+        return out.div_(weights.sum()) if self.normalize else out
 
 
 @dataclass

@@ -145,15 +145,15 @@ class WeightSource:
             return self._tensors[key]
         path, start, entry = self._files[key]
         begin, end = entry["data_offsets"]
-        buffer = bytearray(end - begin)
-        with open(path, "rb") as f:
-            f.seek(start + begin)
-            if f.readinto(buffer) != len(buffer):
-                raise InputError(f"{str(path)!r} is truncated: tensor {key!r} runs past the end of the file.")
         dtype = DTYPES[entry["dtype"]]
-        if not buffer:
-            return torch.empty(entry["shape"], dtype=dtype)
-        return torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"])
+        out = torch.empty(entry["shape"], dtype=dtype)
+        if end == begin:
+            return out
+        with open(path, "rb") as f:  # read straight into the tensor's memory (no map, no extra copy)
+            f.seek(start + begin)
+            if f.readinto(memoryview(out.reshape(-1).view(torch.uint8).numpy())) != end - begin:
+                raise InputError(f"{str(path)!r} is truncated: tensor {key!r} runs past the end of the file.")
+        return out
 
     def head_bytes(self, key: str, n_values: int) -> bytes:
         """Raw bytes of the first `n_values` values of ``key`` (reads only those from a file)."""
