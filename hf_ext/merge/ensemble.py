@@ -392,7 +392,6 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
     base_model_prefix = "ensemble"
     main_input_name = "input_ids"
     _supports_cache_class = False
-    _is_stateful = True  # no KV cache: generate re-runs the full context each step
 
     def __init__(self, experts: Sequence[Any], router: Router | None = None, *, mixing: Literal["probability", "logit"] = "probability",
                  top_k: int | None = None, names: Sequence[str] | None = None, tokenizer: Any = None):
