@@ -157,9 +157,9 @@ def test_adam_feature_equals_the_formula(warm):
 
 
 def test_projection_preserves_cosines_within_the_paper_bound():
-    proj = RademacherProjector(input_dim=6000, proj_dim=8192, seed=3, block_rows=1024)
+    proj = RademacherProjector(input_dim=3000, proj_dim=8192, seed=3, block_rows=1024)
     gen = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.normalize(torch.randn(24, 6000, generator=gen), dim=1)
+    x = torch.nn.functional.normalize(torch.randn(24, 3000, generator=gen), dim=1)
     x[12:] = torch.nn.functional.normalize(x[:12] + 0.8 * x[12:], dim=1)  # some correlated pairs too
     y = torch.nn.functional.normalize(proj(x), dim=1)
     iu = np.triu_indices(24, 1)
@@ -167,9 +167,9 @@ def test_projection_preserves_cosines_within_the_paper_bound():
     # JL at d = 8192: |Δcos| ≈ sqrt(2/π)·(1 − cos²)/sqrt(d) ≈ 0.009 at most; the paper measured mean 0.008, max 0.04.
     assert dcos.mean() < 0.011 and dcos.max() < 0.05
     # The matrix is fixed by its seed: blocks drawn in any order, dense or chunked, give the same result.
-    again = RademacherProjector(input_dim=6000, proj_dim=8192, seed=3, block_rows=1024, cache_mb=0)
+    again = RademacherProjector(input_dim=3000, proj_dim=8192, seed=3, block_rows=1024, cache_mb=0)
     assert torch.allclose(again(x), x @ proj.dense_matrix(), atol=1e-5)
-    assert not torch.allclose(RademacherProjector(6000, 8192, seed=4)(x[:2]), proj(x[:2]))
+    assert not torch.allclose(RademacherProjector(3000, 8192, seed=4)(x[:2]), proj(x[:2]))
     assert set(torch.unique(proj.dense_matrix() * np.sqrt(8192)).round().tolist()) == {-1.0, 1.0}
 
 
@@ -323,3 +323,29 @@ def test_two_process_datastore_equals_one_process(warm, pool, tmp_path):
     # Indices map back across shards: the same picks from either datastore, pointing at the same rows.
     scores = lambda feats: less_scores(feats, one[:3], [0.5, 0.5])
     assert select_top(scores(two[0]), k=5) == select_top(scores(one), k=5)
+
+
+def test_less_select_job_writes_selection_card_and_metrics(warm, pool, target, tmp_path):
+    from hf_ext.config import JOBS, import_path, parse_config
+
+    small = tmp_path / "pool.jsonl"
+    pool.select(range(60)).to_json(str(small))
+    tgt = tmp_path / "target.jsonl"
+    target.select([0, 1, 2, 3, 4]).add_column("task", ["a", "a", "b", "b", "b"]).to_json(str(tgt))
+    config = parse_config(import_path(JOBS["less_select"][0]), {
+        "model_name_or_path": warm["base"], "warmup_dir": str(Path(warm["checkpoints"][0]).parent),
+        "dataset": str(small), "dataset_license": "other", "source_column": "source", "target_dataset": str(tgt),
+        "target_split": "train", "target_instruction_column": "instruction", "target_input_column": "input",
+        "target_response_column": "output", "target_subtask_column": "task", "max_length": 96, "proj_dim": 128,
+        "percent": 5.0, "output_dir": str(tmp_path / "out"),
+    })
+    metrics = import_path(JOBS["less_select"][1])(config)
+    assert metrics["selected_size"] == 3 and metrics["checkpoint_weights"] == pytest.approx(
+        list(checkpoint_weights(warm["checkpoints"])), abs=1e-6)
+    picked = load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"), split="train")
+    # Rows map back to the pool (pool_index) and come best first.
+    assert picked["instruction"] == [pool[i]["instruction"] for i in picked["pool_index"]]
+    assert picked["less_score"] == sorted(picked["less_score"], reverse=True)
+    assert sum(metrics["selected_source_counts"].values()) == 3
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "selection-less" in card and str(tmp_path) not in card and (tmp_path / "out" / "scores.png").is_file()

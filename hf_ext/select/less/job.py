@@ -64,7 +64,8 @@ class LessSelectConfig:
     float16: bool = field(default=True, metadata={"help": "Store features as float16 (LESS stores 2 bytes per dim)."})
     percent: Optional[float] = field(default=5.0, metadata={"help": "Keep the top percent of the pool (LESS: 5). Null to use budget."})
     budget: Optional[int] = field(default=None, metadata={"help": "Keep this many examples instead of a percent."})
-    output_dir: str = field(default="outputs/less/select", metadata={"help": "Folder for datastores, selection, card, metrics."})
+    output_dir: str = field(default="outputs/less/select", metadata={
+        "help": "Folder for the selection, card and metrics; the resumable datastores go to <output_dir>-datastores."})
     overwrite: bool = field(default=False, metadata={"help": "Rebuild datastores made with other settings in output_dir."})
     push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the selection to."})
     hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
