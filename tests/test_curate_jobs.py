@@ -50,14 +50,18 @@ def test_datatrove_local_executor_matches_datasets(tmp_path):
     assert any("dropped_page_length" in json.dumps(s) for s in stats)
 
 
-def test_url_blocklist_wraps_datatrove(tmp_path):
+def test_url_blocklist_wraps_datatrove():
     from datatrove.data import Document
 
     from hf_ext.curate.urls import URLBlocklistFilter
 
-    f = URLBlocklistFilter(extra_domains=["blocked-example.com"])
+    # the integrated UT1 lists take a minute to parse; configured lists exercise the same rules
+    f = URLBlocklistFilter(extra_domains=["blocked-example.com"], banned_words=["casino"], use_integrated_lists=False)
     assert f("text", "https://blocked-example.com/page") == (False, "url_blocklist:domain")
-    urls = [r["url"] for r in C4[:50]] + ["http://www.xxx-porn-videos.com/", "https://sub.blocked-example.com/x"]
+    assert f("text", "https://sub.blocked-example.com/x") == (False, "url_blocklist:domain")
+    assert f("text", "https://example.org/best-casino-games") == (False, "url_blocklist:hard_blacklisted")
+    assert f("text", "https://example.org/casinos") == (True, None)  # whole words only
+    urls = [r["url"] for r in C4[:50]] + ["https://blocked-example.com/", "https://x.org/casino"]
     dt = f.datatrove_filter
     for url in urls:
         theirs = dt.filter(Document(text="", id="0", metadata={"url": url}))
