@@ -83,6 +83,13 @@ def _load(c) -> tuple[Any, Any]:
     return ds, source
 
 
+def _fingerprint(*parts) -> str:
+    """A stable datasets fingerprint from the step configuration (never the model weights)."""
+    import hashlib
+
+    return "hf_ext-" + hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:16]
+
+
 def _require(ds, column: str | None, what: str) -> None:
     if column is not None and column not in ds.column_names:
         raise InputError(f"The dataset has no column {column!r} ({what}); columns: {ds.column_names}. Set {what} to the right column.")
@@ -113,7 +120,7 @@ def run_curate(c: CurateConfig) -> dict:
         url_column = c.url_column
     total = len(ds)
     ds = ds.map(pipe.map_fn(c.text_column, url_column), batched=True, batch_size=c.batch_size, num_proc=c.num_proc,
-                desc=f"Curating ({pipe.name})", new_fingerprint=f"hf_ext-curate-{abs(hash(repr(pipe)))}")
+                desc=f"Curating ({pipe.name})", new_fingerprint=_fingerprint(ds._fingerprint, repr(pipe), c.text_column, url_column))
     drop_counts = dict(Counter(r.split(":")[0] for r in ds["drop_reason"] if r).most_common())
     kept_ds = ds.filter(lambda k: k, input_columns="keep").remove_columns(["keep", "drop_reason"])
     dedup_stats: dict[str, int] = {}
@@ -128,7 +135,7 @@ def run_curate(c: CurateConfig) -> dict:
         scorer = FastTextQualityScorer(c.quality_model, positive_label=c.quality_positive_label, filename=c.quality_model_filename,
                                        text_column=c.text_column)
         kept_ds = kept_ds.map(scorer, batched=True, batch_size=c.batch_size, desc="Quality scores",
-                              new_fingerprint=f"hf_ext-quality-{abs(hash((c.quality_model, c.quality_positive_label)))}")
+                              new_fingerprint=_fingerprint(kept_ds._fingerprint, c.quality_model, c.quality_positive_label, c.text_column))
         picks = select_by_score(kept_ds["quality_score"], c.quality_top_fraction, c.quality_threshold)
         quality = {"scored": len(kept_ds), "kept": len(picks), "positive_label": c.quality_positive_label,
                    "top_fraction": c.quality_top_fraction, "threshold": c.quality_threshold}
