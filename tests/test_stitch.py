@@ -156,3 +156,23 @@ def test_generate_matches_the_seed_at_step0_with_and_without_cache(models, tok):
     reference = seed.generate(**prompt, max_new_tokens=6, do_sample=False)
     assert torch.equal(model.generate(**prompt, max_new_tokens=6, do_sample=False), reference)
     assert torch.equal(model.generate(**prompt, max_new_tokens=6, do_sample=False, use_cache=False), reference)
+
+
+def test_push_to_hub_writes_a_card_and_loads_back_by_repo_id(models, batch, local_hub):
+    import yaml
+
+    from hf_ext.hub import pull
+
+    seed, experts = models
+    config = StitchConfig(num_stitch_layers=2, seed_model="org/seed", expert_models=["org/math", "org/code", "org/de"])
+    model = StitchedModel(seed, experts, config)
+    _perturb(model, seed=3)
+    model.push_to_hub("user/bts-stitch", card_kwargs={"summary": "tiny test"})
+    folder = pull("user/bts-stitch", repo_type="model")
+    assert {p.name for p in folder.iterdir() if p.is_file()} - {".gitattributes"} == {"README.md", CONFIG_NAME, WEIGHTS_NAME}
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == ["org/seed", "org/math", "org/code", "org/de"] and front["base_model_relation"] == "adapter"
+    loaded = StitchedModel.from_pretrained(seed, experts, "user/bts-stitch")
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)

@@ -1,6 +1,7 @@
 """StitchTrainer: only stitch parameters train and are saved; frozen models stay bit-identical;
 resuming from a checkpoint continues the same loss sequence; two processes under torchrun."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,13 +66,16 @@ def test_only_stitch_parameters_train_and_are_saved(setup, tmp_path):
 
 def test_resume_from_checkpoint_continues_the_same_loss_sequence(setup, tmp_path):
     tok, seed, experts, blocks = setup
-    full = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "full"), train_dataset=blocks, processing_class=tok)
+    anneal = dict(gate_offset=6.0, gate_offset_final=1.0, gate_offset_anneal_steps=4)  # the β schedule resumes too
+    full = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "full", **anneal), train_dataset=blocks, processing_class=tok)
     full.train()
     reference = _losses(full)
-    resumed = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "resumed"), train_dataset=blocks, processing_class=tok)
+    resumed = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "resumed", **anneal), train_dataset=blocks, processing_class=tok)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     assert len(reference) == 6 and reference[0] != reference[-1]
     assert _losses(resumed)[-3:] == pytest.approx(reference[3:], rel=1e-5, abs=1e-6)
+    assert full.model.gate_offset == resumed.model.gate_offset == 1.0
+    assert json.loads((tmp_path / "full" / "checkpoint-6" / CONFIG_NAME).read_text())["gate_offset"] == 1.0
 
 
 def test_two_processes_under_torchrun(tmp_path):

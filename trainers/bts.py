@@ -63,7 +63,9 @@ class BTSConfig:
     stitch_steps: int = field(default=200, metadata={"help": "Stitch-training steps."})
     stitch_lr: float = field(default=3e-3, metadata={"help": "Stitch-training learning rate."})
     num_stitch_layers: int = field(default=2, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
-    gate_offset: float = field(default=16.0, metadata={"help": "Hub gate-logit offset beta (identity init)."})
+    gate_offset: float = field(default=16.0, metadata={"help": "Hub gate-logit offset beta at step 0 (identity init)."})
+    gate_offset_final: float | None = field(default=2.0, metadata={"help": "Anneal beta to this value over the first gate_anneal_fraction of stitch training (None: keep beta)."})
+    gate_anneal_fraction: float = field(default=0.3, metadata={"help": "Fraction of stitch steps over which beta is annealed."})
     baselines: list[str] = field(default_factory=lambda: ["soup", "ensemble"], metadata={"help": "Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior mixture of seed + experts)."})
     seed: int = field(default=0, metadata={"help": "Seed for data splits, initialisation and training."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the stitch layers (with their card) to."})
@@ -233,7 +235,9 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
     blocks = {n: pack_texts(tokenizer, texts, config.block_size) for n, texts in train.items()}
     mix = mixed_blocks(blocks, config.mix_ratios, config.stitch_steps * config.batch_size, seed=config.seed)
     stitch_args = StitchTrainingConfig(**_args(out / ".checkpoints" / "stitch", config.stitch_steps, config.stitch_lr, config,
-                                              num_stitch_layers=config.num_stitch_layers, gate_offset=config.gate_offset))
+                                              num_stitch_layers=config.num_stitch_layers, gate_offset=config.gate_offset,
+                                              gate_offset_final=config.gate_offset_final,
+                                              gate_offset_anneal_steps=int(config.gate_anneal_fraction * config.stitch_steps)))
     stitch_config = stitch_args.stitch_config(list(experts))
     stitch_config.seed_model = seed_hub_id
     stitch_config.expert_models = [f"{seed_hub_id}-{n}-expert" for n in experts]

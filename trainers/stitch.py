@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from transformers import Trainer, TrainingArguments, default_data_collator
+from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.trainer import TRAINING_ARGS_NAME
 
 from hf_ext.adapters.stitch import StitchConfig, StitchedModel
@@ -38,7 +38,9 @@ class StitchTrainingConfig(TrainingArguments):
     Defaults differ from `TrainingArguments` where stitch training needs it: a larger learning
     rate (only ~K·(2n+1)·d² new parameters are trained) and ``adam_epsilon=1e-16``: at identity
     init the experts' gate share is e^(−β), so stitch gradients start ~e^(−β) small and Adam's
-    ε must sit below them for its scale-free step to open the gates.
+    ε must sit below them for its scale-free step to move the gates. Gate logits move by about
+    lr·d per step at best, so over short runs anneal β (``gate_offset_final``) rather than wait
+    for the gates to climb over it; the saved config holds the β in use at the end.
     """
 
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of the stitch layers."})
@@ -50,11 +52,29 @@ class StitchTrainingConfig(TrainingArguments):
     stitch_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the stitch layers."})
     stitch_init: Literal["identity", "random"] = field(default="identity", metadata={"help": "'identity': the stitched model equals the seed at step 0."})
     gate_offset: float = field(default=16.0, metadata={"help": "Fixed hub gate-logit offset beta (identity init)."})
+    gate_offset_final: float | None = field(default=None, metadata={"help": "Anneal beta linearly to this value over gate_offset_anneal_steps (None: keep beta)."})
+    gate_offset_anneal_steps: int = field(default=0, metadata={"help": "Steps over which beta goes from gate_offset to gate_offset_final."})
 
     def stitch_config(self, expert_names: list[str] | None = None) -> StitchConfig:
         return StitchConfig(expert_names=list(expert_names or []), num_stitch_layers=self.num_stitch_layers,
                             stitch_after=self.stitch_after, dropout=self.stitch_dropout, init=self.stitch_init,
                             gate_offset=self.gate_offset)
+
+
+class GateOffsetAnneal(TrainerCallback):
+    """β(step) = β_0 + (β_final − β_0)·min(1, step / steps): the stitched model equals the seed
+    at step 0 (large β_0), and the gates need not climb over β_0 by gradient steps alone.
+    Derived from the global step, so resuming from a checkpoint gives the same schedule."""
+
+    def __init__(self, model: StitchedModel, start: float, final: float, steps: int) -> None:
+        self.model, self.start, self.final, self.steps = model, start, final, max(1, steps)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        fraction = min(1.0, state.global_step / self.steps)
+        self.model.set_gate_offset(self.start + (self.final - self.start) * fraction)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.on_step_begin(args, state, control)
 
 
 class StitchTrainer(Trainer):
@@ -80,6 +100,9 @@ class StitchTrainer(Trainer):
         elif experts is not None:
             raise InputError("Pass `experts` only with a seed model; this StitchedModel already has its experts.")
         super().__init__(model=model, args=args, data_collator=data_collator or default_data_collator, **kwargs)
+        final = getattr(args, "gate_offset_final", None)
+        if final is not None:
+            self.add_callback(GateOffsetAnneal(model, model.gate_offset, final, args.gate_offset_anneal_steps))
         frozen_trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("stitch.")]
         if frozen_trainable:  # someone unfroze a seed/expert weight: it would silently train
             raise InputError(f"Only stitch parameters may train, but {frozen_trainable[:3]} require grad; call requires_grad_(False) on them.")

@@ -252,6 +252,16 @@ class StitchedModel(nn.Module, GenerationMixin):
         self.stitch.train(mode)
         return self
 
+    @property
+    def gate_offset(self) -> float:
+        return self.stitch_config.gate_offset
+
+    def set_gate_offset(self, value: float) -> None:
+        """Set the hub's fixed gate-logit offset β in every stitch layer (and the saved config)."""
+        self.stitch_config.gate_offset = float(value)
+        for layer in self.stitch:
+            layer.gate_offset = float(value)
+
     def stitch_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"stitch.{k}": v.detach().contiguous() for k, v in self.stitch.state_dict().items()}
 
