@@ -85,6 +85,9 @@ def test_parameter_count_is_k_times_2n_plus_1_times_d_squared(models, tok):
     mixed = StitchedModel(seed, {"math": experts["math"], "wide": wide}, StitchConfig(num_stitch_layers=2))
     assert tuple(mixed.stitch[1].proj["wide"].weight.shape) == (D, 48)  # E2H: expert width -> hub width
     assert tuple(mixed.stitch[0].proj["wide"].weight.shape) == (48, D)  # H2E: hub width -> expert width
+    batch = tok(["experts of another width"], return_tensors="pt")
+    with torch.no_grad():
+        assert (mixed(**batch).logits - seed(**batch).logits).abs().max().item() <= 1e-5
     assert mixed.num_trainable_parameters() == count_stitch_parameters(D, [D, 48], 2) == (D * D + 2 * D * D + 2 * D * 48) + (D * D + 2 * D * D + D * 48 + D * D)
 
 

@@ -105,3 +105,20 @@ def test_two_processes_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
     assert results and all(r.endswith('{"world": 2, "equal_ranks": true, "frozen": true}') for r in results)
+
+
+def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail():
+    import datasets
+
+    from hf_ext.errors import InputError
+    from trainers.bts import BTSConfig, mixed_blocks
+
+    blocks = {name: datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(size)], "domain": [name] * size})
+              for name, size in {"math": 5, "code": 50, "german": 50, "general": 500}.items()}
+    mix = mixed_blocks(blocks, {"math": 0.15, "code": 0.15, "german": 0.15, "general": 0.55}, 200, seed=0)
+    counts = {name: mix["domain"].count(name) for name in blocks}
+    assert counts == {"math": 30, "code": 30, "german": 30, "general": 110}  # math: 5 blocks, drawn with replacement
+    with pytest.raises(InputError, match="sum to 1"):
+        BTSConfig(mix_ratios={"math": 0.5, "code": 0.5, "german": 0.5, "general": 0.5})
+    with pytest.raises(InputError, match="exactly the keys"):
+        BTSConfig(mix_ratios={"math": 1.0})
