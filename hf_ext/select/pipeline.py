@@ -10,6 +10,7 @@ This is what ``hf-ext run recipes/quickstart.yaml`` runs. From Python:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -79,6 +80,34 @@ class SelectionConfig:
     judge_max_new_tokens: int = field(default=32, metadata={"help": "Tokens the judge may generate per example."})
     judge_batch_size: int = field(default=8, metadata={"help": "Examples per judge generate call / request batch."})
     judge_threshold: float = field(default=4.5, metadata={"help": "AlpaGasus keeps examples scored at or above this (0-5)."})
+    sae_model: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Model whose residual stream the SAE reads (sae_* methods, kcenter): Hub id or path."},
+    )
+    sae_model_revision: Optional[str] = field(default=None, metadata={"help": "Revision of sae_model (None: default branch)."})
+    sae_layer: int = field(default=-1, metadata={"help": "Block whose output the SAE reads (0-based; -1 = last). The forward stops there."})
+    sae_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "SAE folder or Hub repo (sparsify or sae-lens layout). None: train a TopK SAE on the pool's activations."},
+    )
+    sae_hookpoint: Optional[str] = field(
+        default=None, metadata={"help": "Subfolder of sae_path holding the SAE, e.g. layers.15 or blocks.15.hook_resid_post."}
+    )
+    sae_format: Literal["auto", "sparsify", "sae_lens"] = field(default="auto", metadata={"help": "Layout of the SAE files."})
+    sae_threshold: float = field(default=0.0, metadata={"help": "A latent counts as activated when above this (paper: 10 on its SAE)."})
+    sae_max_length: int = field(default=512, metadata={"help": "Tokens per example at most; longer ones are truncated and counted."})
+    sae_batch_tokens: int = field(default=8192, metadata={"help": "Padded tokens per forward micro-batch of the featurizer."})
+    sae_chat_template: bool = field(
+        default=True, metadata={"help": "Format instruction + response with the model's chat template when it has one."}
+    )
+    sae_num_latents: int = field(default=4096, metadata={"help": "Width of the SAE trained on the pool (when sae_path is None)."})
+    sae_k: int = field(default=32, metadata={"help": "k of the TopK SAE trained on the pool."})
+    sae_train_examples: int = field(default=1000, metadata={"help": "Pool examples whose activations train the SAE."})
+    sae_train_tokens: int = field(default=200_000, metadata={"help": "Activation tokens used for SAE training at most."})
+    sae_train_epochs: int = field(default=2, metadata={"help": "Passes over the training activations."})
+    simscale_similarity: Literal["jaccard", "cosine"] = field(
+        default="jaccard", metadata={"help": "sae_simscale: Jaccard on feature ids or cosine on max-pooled values."}
+    )
     output_dir: str = field(default="outputs/quickstart", metadata={"help": "Folder for the dataset, card and metrics."})
     map_batch_size: int = field(default=1000, metadata={"help": "Batch size of the datasets.map scoring passes."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for datasets.map (None: one)."})
@@ -114,9 +143,20 @@ FEATURIZERS: dict[str, Callable[[SelectionConfig], Callable]] = {
     ),
 }
 
+
+def _sae_featurizer(c: SelectionConfig, ds):
+    from .sae.job import build_featurizer
+
+    return build_featurizer(c, ds)
+
+
+# One map pass adds all SAE columns; builders that take (config, pool) get the pool.
+FEATURIZERS.update({name: _sae_featurizer for name in ("sae_ids", "sae_values", "sae_count", "sae_embedding")})
+
 # Method -> builder of extra keyword arguments for its selector.
 SELECTOR_OPTIONS: dict[str, Callable[[SelectionConfig], dict[str, Any]]] = {
     "alpagasus": lambda c: {"threshold": c.judge_threshold},
+    "sae_simscale": lambda c: {"similarity": c.simscale_similarity},
 }
 
 
@@ -140,8 +180,14 @@ def featurize(ds, config: SelectionConfig, columns: list[str]):
             continue
         if column not in FEATURIZERS:
             raise InputError(f"No featurizer produces column {column!r}; registered: {sorted(FEATURIZERS)}.")
-        fn = FEATURIZERS[column](config)
-        ds = ds.map(fn, batched=True, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Scoring {column}")
+        builder = FEATURIZERS[column]
+        fn = builder(config, ds) if len(inspect.signature(builder).parameters) == 2 else builder(config)
+        if hasattr(fn, "features"):  # typed columns; sharded by rank under accelerate launch / torchrun
+            from .sae.featurizer import map_features
+
+            ds = map_features(ds, fn, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Featurizing {column}")
+        else:
+            ds = ds.map(fn, batched=True, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Scoring {column}")
     return ds
 
 
@@ -265,12 +311,30 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
         "tokenizer": c.tokenizer,
     }
 
+    sae_info = None
+    if "sae_ids" in ds.column_names:  # SAE features were computed: report the coverage of every method
+        from .sae.job import sae_summary
+
+        sae_info = sae_summary(c, ds)
+        metrics["sae"] = {k: v for k, v in sae_info.items() if not k.startswith("_")}
+
     selected = ds.select(picks[c.method])
     selected = selected.add_column("pool_index", picks[c.method])
     with atomic_output_dir(c.output_dir) as tmp:
         (tmp / "data").mkdir()
         selected.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
         _plot(tmp / "selection.png", tokens, picks, categories)
+        if sae_info is not None:
+            from .sae.job import coverage_report
+
+            report = coverage_report(ds, picks, c, c.seed, tmp / "coverage.png")
+            metrics["feature_coverage"] = {name: r["coverage"] for name, r in report["at_budget"].items()}
+            metrics["diversity"] = report["at_budget"]
+            metrics["coverage_curves"] = {"budgets": report["budgets"], **report["curves"]}
+            metrics["pool_feature_coverage"] = report["pool_coverage"]
+            metrics["length_feature_corr"] = report["length_feature_corr"]
+            if sae_info["_trained"]:
+                shutil.copytree(sae_info["_folder"], tmp / "sae")
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
         from .. import __version__
 
@@ -305,6 +369,8 @@ def _card(c: SelectionConfig, source: DatasetSource, metrics: dict[str, Any], li
     if source.source_datasets:
         card_data["source_datasets"] = list(source.source_datasets)
     settings = {k: v for k, v in asdict(c).items() if k not in {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}}
+    if "sae" not in metrics:  # SAE settings matter only when SAE features were computed
+        settings = {k: v for k, v in settings.items() if not k.startswith(("sae_", "simscale_"))}
     return render_dataset_card(
         "dataset_selection.md.j2",
         card_data,
@@ -323,5 +389,10 @@ def _card(c: SelectionConfig, source: DatasetSource, metrics: dict[str, Any], li
         pool_category_counts=metrics["pool_category_counts"],
         plot="selection.png",
         repo_id=c.push_to_hub,
+        sae=metrics.get("sae"),
+        diversity=metrics.get("diversity"),
+        pool_feature_coverage=metrics.get("pool_feature_coverage"),
+        length_feature_corr=metrics.get("length_feature_corr"),
+        coverage_plot="coverage.png" if "diversity" in metrics else None,
     )
 

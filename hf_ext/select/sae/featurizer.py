@@ -1,0 +1,390 @@
+"""`SAEFeaturizer`: sparse SAE feature ids per example, as a ``datasets.map`` function.
+
+For each example it runs the model **only up to the hooked layer** (the layers above are
+dropped when the model loads and a forward hook stops the pass right after the layer, so no
+compute is spent above it, nor on an LM head), encodes that layer's residual stream with a
+sparse autoencoder, and adds per-example columns:
+
+- ``sae_ids``: the latents activated (value > ``threshold``) at any non-padding, non-BOS token;
+- ``sae_values``: their max-pooled values (same order);
+- ``sae_count``: how many (the example's "richness" |F(x)|);
+- ``sae_embedding``: the mean-pooled hidden state (for k-center and diversity), optional;
+- ``sae_truncated``: whether the text was cut at ``max_length`` (counted, never an error).
+
+Nothing dense over the latents is stored. Examples are sorted by length inside each map batch
+and cut into micro-batches under a token budget (little padding), then put back in order.
+Instruction + response go through the model's chat template when it has one (the paper's
+setting), else they are joined with a blank line.
+
+The callable pickles to its settings only (the model and SAE load lazily in each worker), so
+``datasets`` fingerprints it from model id + revision + layer + SAE id + threshold (+ the
+SAE file's size and mtime for a local SAE), never from weights; ``num_proc`` works, and
+:func:`map_sharded` shards by rank under ``accelerate launch`` / ``torchrun`` and gathers.
+
+>>> from hf_ext.select.sae import SAEFeaturizer
+>>> fn = SAEFeaturizer(model="HuggingFaceTB/SmolLM2-135M-Instruct", sae="org/sae-repo", sae_subfolder="layers.15", layer=15)
+>>> fn.output_columns()
+['sae_ids', 'sae_values', 'sae_count', 'sae_embedding', 'sae_truncated']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ..columns import join_prompt, require_columns, require_strings
+
+logger = logging.getLogger(__name__)
+_IMPORT_PID = os.getpid()  # a different pid in load() means a forked worker (datasets num_proc)
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the target layer: carries its output and ends the forward pass."""
+
+    def __init__(self, hidden):
+        self.hidden = hidden
+
+
+def decoder_layers(model) -> tuple[Any, str, Any]:
+    """(parent module, attribute name, ModuleList) of the model's transformer blocks."""
+    import torch
+
+    n = getattr(model.config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
+            parent_name, _, attr = name.rpartition(".")
+            return model.get_submodule(parent_name) if parent_name else model, attr, module
+    raise InputError(f"Could not find the {n} transformer layers of {type(model).__name__}; SAEFeaturizer supports "
+                     "models whose blocks are one nn.ModuleList (Llama, Mistral, Qwen, GPT-2, BERT families).")
+
+
+def resolve_layer(layer: int, num_layers: int, model_name: str) -> int:
+    if not -num_layers <= layer < num_layers:
+        raise InputError(f"Unknown layer index {layer}: {model_name} has {num_layers} layers (0..{num_layers - 1}, "
+                         "or negative to count from the end, -1 = last).")
+    return layer % num_layers
+
+
+@dataclass
+class SAEFeaturizer:
+    """``ds.map(SAEFeaturizer(...), batched=True)``: SAE feature ids per example.
+
+    Args:
+        model: Hub id or folder of a transformers model (decoder or encoder); packaged copies
+            resolve offline through `hf_ext.models`.
+        sae: Hub repo or folder of the SAE (sparsify or sae-lens layout); ``None`` only to read
+            hidden states (what the SAE trainer does).
+        layer: block whose output the SAE reads (0-based; -1 = last). Same convention as
+            sparsify's ``layers.N`` and sae-lens' ``blocks.N.hook_resid_post``.
+        sae_subfolder: the SAE's folder inside ``sae`` (``layers.15``), if it holds several.
+        threshold: a latent counts as activated when its value is above this (paper: 10 on its SAE).
+        max_length: tokens per example at most (also capped by the model's context); longer texts
+            are truncated and flagged in ``sae_truncated``.
+        max_batch_tokens: padded tokens per forward micro-batch; ``batch_size`` caps its rows.
+    """
+
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    sae: str | None = None
+    layer: int = -1
+    sae_subfolder: str | None = None
+    sae_format: str = "auto"
+    threshold: float = 0.0
+    revision: str | None = None
+    instruction_column: str | None = "instruction"
+    input_column: str | None = "input"
+    response_column: str | None = "output"
+    text_column: str | None = None
+    use_chat_template: bool = True
+    max_length: int = 512
+    batch_size: int = 32
+    max_batch_tokens: int = 8192
+    store_embedding: bool = True
+    prefix: str = "sae"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self._model = self._tok = self._sae = None
+        if self.text_column is None and not (self.instruction_column or self.response_column):
+            raise InputError("SAEFeaturizer needs text_column, or instruction_column and/or response_column.")
+        if self.max_length < 2:
+            raise InputError(f"max_length must be at least 2 tokens, got {self.max_length}.")
+
+    # -- pickling / fingerprint --------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = asdict(self)
+        state["_sae_stamp"] = _sae_stamp(self.sae, self.sae_subfolder)  # a changed local SAE is a new fingerprint
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**{f.name: state[f.name] for f in fields(self)})
+
+    def output_columns(self) -> list[str]:
+        cols = ["ids", "values", "count"] + (["embedding"] if self.store_embedding else []) + ["truncated"]
+        return [f"{self.prefix}_{c}" for c in cols]
+
+    # -- lazy loading ------------------------------------------------------------------------
+    def _device(self):
+        import torch
+
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def load(self) -> SAEFeaturizer:
+        """Load tokenizer, model (cut after `layer`) and SAE; called on first use in each worker."""
+        if self._model is not None:
+            return self
+        import torch
+
+        from ...models import load_model, load_tokenizer
+
+        if os.getpid() != _IMPORT_PID:
+            # A forked datasets worker: OpenMP's pool does not survive fork (the first parallel op
+            # would hang), and num_proc workers already share the cores. One thread each.
+            torch.set_num_threads(1)
+
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the base model loads from a *ForCausalLM checkpoint: its head is unused
+        try:
+            tok = load_tokenizer(self.model, revision=self.revision)
+            model = load_model(self.model, revision=self.revision, dtype=torch.float32).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        parent, attr, layers = decoder_layers(model)
+        self.layer_index = resolve_layer(self.layer, len(layers), self.model)
+        # Drop the blocks above the hooked one (memory) and stop right after it (compute).
+        setattr(parent, attr, torch.nn.ModuleList(list(layers)[: self.layer_index + 1]))
+        getattr(parent, attr)[self.layer_index].register_forward_hook(_stop_hook)
+        self.hidden_size = int(model.config.hidden_size)
+        context = getattr(model.config, "max_position_embeddings", None) or self.max_length
+        self.max_tokens = min(self.max_length, int(context))
+        self.special_ids = set(tok.all_special_ids)
+        if self.sae is not None:
+            from .model import TopKSAE
+
+            sae = TopKSAE.from_pretrained(self.sae, self.sae_subfolder, format=self.sae_format)
+            if sae.d_in != self.hidden_size:
+                raise InputError(f"SAE width mismatch: the SAE reads {sae.d_in}-dimensional activations, but {self.model} "
+                                 f"has hidden size {self.hidden_size}. Use an SAE trained on this model.")
+            self._sae = sae.to(self._device()).eval()
+        self._tok, self._model = tok, model.to(self._device())
+        return self
+
+    # -- text -> token ids -------------------------------------------------------------------
+    def texts(self, batch: dict[str, list]) -> list[str]:
+        if self.text_column:
+            require_columns(batch.keys(), [self.text_column], what="SAEFeaturizer")
+            texts = batch[self.text_column]
+            require_strings(texts, self.text_column)
+            prompts, responses = texts, [None] * len(texts)
+        else:
+            require_columns(batch.keys(), [self.instruction_column, self.input_column, self.response_column], what="SAEFeaturizer")
+            n = len(next(iter(batch.values())))
+            col = lambda name: batch[name] if name else [None] * n  # noqa: E731
+            for name in (self.instruction_column, self.response_column):
+                if name:
+                    require_strings(batch[name], name)
+            if self.input_column:
+                require_strings(batch[self.input_column], self.input_column, allow_none=True)
+            prompts = [join_prompt(i or "", x) for i, x in zip(col(self.instruction_column), col(self.input_column))]
+            responses = list(col(self.response_column))
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            if not (p or "").strip() and not (r or "").strip():
+                raise InputError(f"Row {i} of this map batch has empty text (no instruction, input or response). "
+                                 "Drop such rows first, e.g. ds.filter(lambda x: x['output'].strip() != '').")
+        chat = self.use_chat_template and getattr(self._tok, "chat_template", None) and not self.text_column
+        if chat:
+            return [self._tok.apply_chat_template(_messages(p, r), tokenize=False) for p, r in zip(prompts, responses)]
+        return [p if r is None else (f"{p}\n\n{r}" if p else r) for p, r in zip(prompts, responses)]
+
+    def token_ids(self, batch: dict[str, list]) -> tuple[list[list[int]], list[bool]]:
+        texts = self.texts(batch)
+        chat = self.use_chat_template and getattr(self._tok, "chat_template", None) and not self.text_column
+        ids = self._tok(texts, add_special_tokens=not chat, verbose=False)["input_ids"]
+        truncated = [len(x) > self.max_tokens for x in ids]
+        if any(truncated):
+            logger.info("SAEFeaturizer: truncated %d of %d examples to %d tokens.", sum(truncated), len(ids), self.max_tokens)
+        return [x[: self.max_tokens] for x in ids], truncated
+
+    # -- forward -----------------------------------------------------------------------------
+    def micro_batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Row indices grouped by similar length under the padded-token budget (longest first)."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        start = 0
+        while start < len(order):
+            longest = lengths[order[start]]
+            rows = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+            yield order[start:start + rows]
+            start += rows
+
+    def hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[list[int], Any, Any]]:
+        """For each micro-batch: (row indices, hidden states [n_tok, d] of kept tokens, row of each token).
+
+        Kept tokens are real (not padding) and not a special token in position 0 (BOS/CLS).
+        """
+        import torch
+
+        self.load()
+        device, pad = self._device(), self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
+        for rows in self.micro_batches([len(x) for x in ids]):
+            width = max(len(ids[r]) for r in rows)
+            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, r in enumerate(rows):
+                input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
+                attention[j, : len(ids[r])] = 1
+            keep = attention.bool()
+            first_special = torch.tensor([bool(ids[r]) and ids[r][0] in self.special_ids for r in rows])
+            keep[:, 0] &= ~first_special
+            if len(ids[rows[-1]]) == width:  # no padding in this micro-batch: skip the mask
+                attention = None
+            with torch.inference_mode():
+                hidden = self._forward(input_ids.to(device), None if attention is None else attention.to(device))
+                keep = keep.to(device)
+                token_rows = torch.arange(len(rows), device=device)[:, None].expand_as(keep)[keep]
+                yield rows, hidden[keep], token_rows
+
+    def _forward(self, input_ids, attention_mask):
+        try:
+            out = self._model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False) if _is_decoder(self._model) \
+                else self._model(input_ids=input_ids, attention_mask=attention_mask)
+        except _StopForward as stop:
+            return stop.hidden
+        raise RuntimeError("The forward pass did not reach the hooked layer.")  # pragma: no cover
+
+    # -- SAE encoding ------------------------------------------------------------------------
+    def encode(self, hidden, token_rows, num_rows: int):
+        """Max-pool the SAE latents above threshold per row: (row, latent id, value) triples, sorted."""
+        import torch
+
+        sae, chunk = self._sae, max(1, (1 << 25) // self._sae.num_latents)  # bound the dense pre-activations
+        keys, vals = [], []
+        for s in range(0, hidden.shape[0], chunk):
+            h, r = hidden[s:s + chunk], token_rows[s:s + chunk]
+            if sae.k:
+                ids, values = sae.encode_topk(h)
+                rr = r[:, None].expand_as(ids)
+            else:
+                z = sae.pre_acts(h)
+                nz = (z > self.threshold).nonzero(as_tuple=True)
+                ids, values, rr = nz[1], z[nz], r[nz[0]]
+            hit = values > self.threshold
+            keys.append(rr[hit].long() * sae.num_latents + ids[hit].long())
+            vals.append(values[hit])
+        keys, vals = torch.cat(keys), torch.cat(vals)
+        uniq, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        pooled = torch.full((uniq.numel(),), float("-inf"), device=vals.device).scatter_reduce(0, inverse, vals, "amax")
+        rows = uniq // sae.num_latents
+        counts = torch.bincount(rows, minlength=num_rows)
+        return (uniq % sae.num_latents).int().cpu().numpy(), pooled.float().cpu().numpy(), counts.cpu().numpy()
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        import torch
+
+        self.load()
+        if self._sae is None:
+            raise InputError("SAEFeaturizer has no SAE: pass sae= (a folder or Hub repo), or train one with train_sae().")
+        ids, truncated = self.token_ids(batch)
+        n = len(ids)
+        out_ids: list = [None] * n
+        out_vals: list = [None] * n
+        embeddings: list = [None] * n
+        for rows, hidden, token_rows in self.hidden_states(ids):
+            latent, value, counts = self.encode(hidden, token_rows, len(rows))
+            bounds = np.concatenate([[0], np.cumsum(counts)])
+            if self.store_embedding:
+                sums = torch.zeros(len(rows), hidden.shape[1], device=hidden.device).index_add_(0, token_rows, hidden)
+                tokens = torch.bincount(token_rows, minlength=len(rows)).clamp_min(1)
+                mean = (sums / tokens[:, None]).float().cpu().numpy()
+            for j, r in enumerate(rows):
+                out_ids[r] = latent[bounds[j]:bounds[j + 1]]
+                out_vals[r] = value[bounds[j]:bounds[j + 1]]
+                if self.store_embedding:
+                    embeddings[r] = mean[j]
+        p = self.prefix
+        out = {f"{p}_ids": out_ids, f"{p}_values": out_vals, f"{p}_count": [len(x) for x in out_ids]}
+        if self.store_embedding:
+            out[f"{p}_embedding"] = embeddings
+        out[f"{p}_truncated"] = truncated
+        return out
+
+    def features(self):
+        """`datasets.Features` of the added columns (fixed types even for empty id lists)."""
+        from datasets import Features, List, Value
+
+        p = self.prefix
+        feats = {f"{p}_ids": List(Value("int32")), f"{p}_values": List(Value("float32")), f"{p}_count": Value("int64")}
+        if self.store_embedding:
+            feats[f"{p}_embedding"] = List(Value("float32"))
+        feats[f"{p}_truncated"] = Value("bool")
+        return Features(feats)
+
+
+def _messages(prompt: str, response: str | None) -> list[dict[str, str]]:
+    msgs = [{"role": "user", "content": prompt}]
+    if response is not None:
+        msgs.append({"role": "assistant", "content": response})
+    return msgs
+
+
+def _is_decoder(model) -> bool:
+    return not getattr(model.config, "is_encoder_decoder", False) and getattr(model.config, "model_type", "") not in (
+        "bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2", "mpnet")
+
+
+def _stop_hook(module, args, output):
+    raise _StopForward(output[0] if isinstance(output, tuple) else output)
+
+
+def _sae_stamp(sae: str | None, subfolder: str | None) -> list:
+    """Cheap identity of a local SAE: its cfg.json and the weight files' size + mtime (never their bytes)."""
+    if sae is None or not Path(sae).expanduser().exists():
+        return []
+    folder = Path(sae).expanduser() / (subfolder or "")
+    stamp = []
+    for name in ("cfg.json", "sae.safetensors", "sae_weights.safetensors"):
+        f = folder / name
+        if f.is_file():
+            st = f.stat()
+            stamp.append((name, st.st_size, st.st_mtime_ns, f.read_text() if name == "cfg.json" else ""))
+    return stamp
+
+
+def map_features(ds, fn, *, batch_size: int = 1000, num_proc: int | None = None, desc: str | None = None, **map_kwargs):
+    """``ds.map(fn, batched=True)``, sharded by rank and gathered under ``accelerate launch`` / ``torchrun``.
+
+    With one process this is exactly ``ds.map``. With ``WORLD_SIZE`` > 1 each rank maps its
+    contiguous shard, the new columns are gathered in rank order, and every rank returns the
+    full dataset with them (identical to a single-process run).
+    """
+    features = fn.features() if hasattr(fn, "features") else None
+    if features is not None:
+        from datasets import Features
+
+        features = Features({**ds.features, **features})
+    kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, features=features, **map_kwargs)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return ds.map(fn, **kwargs)
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from datasets import Dataset, concatenate_datasets
+
+    state = PartialState()
+    shard = ds.shard(state.num_processes, state.process_index, contiguous=True)
+    mapped = shard.map(fn, **kwargs)
+    new = [c for c in mapped.column_names if c not in ds.column_names]
+    parts = gather_object([mapped.select_columns(new).to_dict()])
+    merged = {c: [v for part in parts for v in part[c]] for c in new}
+    added = Dataset.from_dict(merged, features=mapped.select_columns(new).features)
+    return concatenate_datasets([ds.remove_columns([c for c in new if c in ds.column_names]), added], axis=1)
+
+
+__all__ = ["SAEFeaturizer", "map_features", "decoder_layers", "resolve_layer"]

@@ -1,0 +1,124 @@
+"""SAEFeaturizer: ids equal a direct full forward + SAE, the early stop, batching invariance,
+truncation, fingerprint reuse, num_proc, and the bad inputs the issue lists."""
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_ext.errors import InputError
+from hf_ext.select.sae import SAEFeaturizer, TopKSAE, map_features
+from hf_ext.testing import save_tiny, tiny_bert, tiny_llama, tiny_tokenizer
+
+ROWS = {
+    "instruction": ["Say hi", "Explain the model data", "x", "Name a colour", "What is a token?", "Write a long answer"],
+    "input": ["", "in two words", "", "", "", ""],
+    "output": ["Hi there", "The model reads data and learns a lot of things from the data it reads.", "y", "Blue.",
+               "A token is a piece of text.", " ".join(["the model selects data"] * 12)],
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sae_models")
+    tok = tiny_tokenizer()
+    save_tiny(root / "llama", tiny_llama(tokenizer=tok, num_layers=3, seed=1), tok)
+    save_tiny(root / "bert", tiny_bert(tokenizer=tok, num_layers=3, seed=2), tok)
+    TopKSAE(32, 96, k=6, seed=3).save_pretrained(root / "sae")
+    TopKSAE(48, 96, k=6, seed=3).save_pretrained(root / "sae48")
+    return root
+
+
+def reference(root, kind, layer, threshold, max_length=64):
+    """Full forward (all layers, all hidden states), one example at a time, then the SAE densely."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(root / kind)
+    model = (AutoModelForCausalLM if kind == "llama" else AutoModel).from_pretrained(root / kind).eval()
+    sae = TopKSAE.from_pretrained(root / "sae")
+    out = []
+    for ins, inp, resp in zip(ROWS["instruction"], ROWS["input"], ROWS["output"]):
+        prompt = f"{ins}\n\n{inp}" if inp else ins
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": resp}], tokenize=False)
+        ids = tok(text, add_special_tokens=False)["input_ids"][:max_length]
+        with torch.no_grad():
+            h = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[layer + 1][0]
+            z = sae.pre_acts(h)
+            top = torch.zeros_like(z).scatter(1, z.topk(sae.k, dim=1).indices, z.topk(sae.k, dim=1).values)
+        if ids[0] in tok.all_special_ids:
+            top = top[1:]
+        pooled = top.max(0).values
+        active = (pooled > threshold).nonzero().ravel()
+        out.append((active.tolist(), pooled[active].tolist()))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_ids_equal_a_direct_full_forward_plus_sae(models, kind):
+    threshold = 0.05
+    fn = SAEFeaturizer(model=str(models / kind), sae=str(models / "sae"), layer=1, threshold=threshold,
+                       max_length=64, batch_size=4, max_batch_tokens=96)  # several padded micro-batches
+    ds = map_features(Dataset.from_dict(ROWS), fn, batch_size=4)
+    expected = reference(models, kind, layer=1, threshold=threshold)
+    assert ds["sae_ids"] == [e[0] for e in expected]
+    for got, (_, want) in zip(ds["sae_values"], expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert ds["sae_count"] == [len(e[0]) for e in expected]
+    assert min(ds["sae_count"]) > 0
+    # The model was cut after the hooked layer: nothing above it exists to run.
+    parent_layers = fn._model.layers if kind == "llama" else fn._model.encoder.layer
+    assert len(parent_layers) == 2
+
+
+def test_last_layer_and_truncation_are_reported(models):
+    fn = SAEFeaturizer(model=str(models / "llama"), sae=str(models / "sae"), layer=-1, max_length=20)
+    ds = map_features(Dataset.from_dict(ROWS), fn)
+    lengths = [len(ids) for ids in fn._tok([fn.texts({k: [v[i]] for k, v in ROWS.items()})[0] for i in range(6)],
+                                           add_special_tokens=False)["input_ids"]]
+    assert ds["sae_truncated"] == [n > 20 for n in lengths] and any(ds["sae_truncated"])
+    assert fn.layer_index == 2 and len(ds["sae_embedding"][0]) == 32
+
+
+def test_second_map_is_a_cache_hit_and_the_fingerprint_is_settings_only(models, tmp_path):
+    Dataset.from_dict(ROWS).to_json(str(tmp_path / "pool.jsonl"))
+    from datasets import load_dataset
+
+    ds = load_dataset("json", data_files=str(tmp_path / "pool.jsonl"), split="train", cache_dir=str(tmp_path / "cache"))
+    first = SAEFeaturizer(model=str(models / "llama"), sae=str(models / "sae"), layer=1)
+    a = map_features(ds, first)
+    second = SAEFeaturizer(model=str(models / "llama"), sae=str(models / "sae"), layer=1)
+    b = map_features(ds, second)
+    assert second._model is None  # served from the cache: the model never loaded
+    assert a.cache_files == b.cache_files and a["sae_ids"] == b["sae_ids"]
+    # Pickled state is settings (no weights), and a different threshold is a different fingerprint.
+    from datasets.fingerprint import Hasher
+
+    assert len(Hasher.hash(first)) == 16 and len(__import__("pickle").dumps(first)) < 4000
+    assert Hasher.hash(first) != Hasher.hash(SAEFeaturizer(model=str(models / "llama"), sae=str(models / "sae"), layer=1, threshold=1.0))
+
+
+def test_num_proc_gives_the_single_process_output(models):
+    ds = Dataset.from_dict(ROWS)
+    fn = SAEFeaturizer(model=str(models / "bert"), sae=str(models / "sae"), layer=0)
+    one = map_features(ds, fn, batch_size=2)
+    two = map_features(ds, SAEFeaturizer(model=str(models / "bert"), sae=str(models / "sae"), layer=0), batch_size=2, num_proc=2)
+    assert one["sae_ids"] == two["sae_ids"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, rows, fragment",
+    [
+        ({"layer": 3}, ROWS, "Unknown layer index 3"),
+        ({"layer": -4}, ROWS, "Unknown layer index -4"),
+        ({"sae": "sae48"}, ROWS, "SAE width mismatch: the SAE reads 48-dimensional activations"),
+        ({}, {**ROWS, "instruction": ["ok", "", "a", "b", "c", "d"], "input": [""] * 6, "output": ["fine", "  ", "a", "b", "c", "d"]},
+         "Row 1 of this map batch has empty text"),
+    ],
+    ids=["layer-too-high", "layer-too-low", "sae-width", "empty-text"],
+)
+def test_bad_input(models, kwargs, rows, fragment):
+    sae = str(models / kwargs.pop("sae", "sae"))
+    fn = SAEFeaturizer(model=str(models / "llama"), sae=sae, **{"layer": 1, **kwargs})
+    with pytest.raises(InputError) as err:
+        fn(Dataset.from_dict(rows)[:])
+    assert fragment in str(err.value)
