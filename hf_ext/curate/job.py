@@ -23,7 +23,7 @@ _HUB_KEYS = {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}
 class CurateConfig:
     """Settings of the curation job (`job: curate` in a recipe)."""
 
-    dataset: str = field(metadata={"help": "Documents: a local JSONL/Parquet file or folder, or a Hub dataset id."})
+    dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
     split: str = field(default="train", metadata={"help": "Split to curate."})
     dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the data, for the card (e.g. odc-by)."})
     text_column: str = field(default="text", metadata={"help": "Column with the document text."})
@@ -57,6 +57,7 @@ class CurateConfig:
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
+        _require_dataset(self)
         bad = [d for d in self.dedup if d not in ("exact", "url", "minhash", "bff")]
         if bad:
             raise InputError(f"Unknown dedup method(s) {bad}; choose from exact, url, minhash, bff.")
@@ -72,6 +73,11 @@ class CurateConfig:
         if self.html != "off":
             steps.insert(0, "html_extract" if self.html == "extract" else "html_flag")
         return CurationPipeline(steps, step_options=self.step_options, name=self.pipeline if not self.steps else "custom")
+
+
+def _require_dataset(c) -> None:
+    if not c.dataset:
+        raise InputError(f"{type(c).__name__} needs `dataset`: a JSONL/Parquet file or folder of documents, or a Hub dataset id.")
 
 
 def _load(c) -> tuple[Any, Any]:
@@ -210,7 +216,7 @@ def _curate_card(c: CurateConfig, source, metrics: dict):
 class AuditConfig:
     """Settings of the filter-audit job (`job: audit` in a recipe)."""
 
-    dataset: str = field(metadata={"help": "Documents: a local JSONL/Parquet file or folder, or a Hub dataset id."})
+    dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
     split: str = field(default="train", metadata={"help": "Split to audit."})
     dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the data, for the card."})
     text_column: str = field(default="text", metadata={"help": "Column with the document text."})
@@ -237,6 +243,7 @@ class AuditConfig:
     def __post_init__(self):
         from .audit import GROUP_DERIVERS
 
+        _require_dataset(self)
         bad = [g for g in self.derived_groups if g not in GROUP_DERIVERS]
         if bad:
             raise InputError(f"Unknown derived group(s) {bad}; available: {sorted(GROUP_DERIVERS)}.")
