@@ -112,15 +112,13 @@ def test_gopher_repetition_hand_computed():
 
 
 def test_gopher_repetition_boundaries():
-    # 10 distinct lines, 3 of them duplicated once each -> 6/13 > 0.3; with 30% exactly kept
-    uniq = [f"line number {w} here" for w in "abcdefghijklmnopqrstuvwxyz"]
-    three_of_ten = uniq[:7] + [uniq[0]] * 0 + ["dup one x", "dup one x"] + [uniq[8]]  # 2/10 duplicated
-    g = GopherRepetitionFilter(top_ngrams=(), dup_ngrams=(), dup_line_char_frac=1, dup_para_char_frac=1)
-    assert g.statistics(Doc("\n".join(three_of_ten)))["dup_line_frac"] == 0.2
-    g3 = GopherRepetitionFilter(dup_line_frac=0.2, top_ngrams=(), dup_ngrams=(), dup_line_char_frac=1, dup_para_char_frac=1)
-    assert g3.check(Doc("\n".join(three_of_ten)))[0]  # 0.2 is not > 0.2
-    assert not GopherRepetitionFilter(dup_line_frac=0.19, top_ngrams=(), dup_ngrams=(), dup_line_char_frac=1,
-                                      dup_para_char_frac=1).check(Doc("\n".join(three_of_ten)))[0]
+    # 8 distinct lines + one line twice: DCLM's duplicate-line fraction is 2/10 = 0.2
+    lines = [f"line number {w} here" for w in "abcdefgh"] + ["dup one x", "dup one x"]
+    text = "\n".join(lines)
+    only_lines = dict(top_ngrams=(), dup_ngrams=(), dup_line_char_frac=1, dup_para_char_frac=1)
+    assert GopherRepetitionFilter(**only_lines).statistics(Doc(text))["dup_line_frac"] == 0.2
+    assert GopherRepetitionFilter(dup_line_frac=0.2, **only_lines).check(Doc(text))[0]  # 0.2 is not > 0.2
+    assert not GopherRepetitionFilter(dup_line_frac=0.19, **only_lines).check(Doc(text))[0]
 
 
 def test_gopher_ngram_stats_match_a_plain_python_reference():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hf_ext.curate.audit import card_section, plot_retention, retention_by_group, url_site_type, url_tld, weighted_log_odds
+from hf_ext.curate.base import Doc
 from hf_ext.curate.langid import LanguageIDFilter
 from hf_ext.curate.quality import FastTextQualityScorer, HFQualityScorer, heldout_auc, select_by_score, train_fasttext_classifier
 from hf_ext.errors import InputError
@@ -123,7 +124,7 @@ def test_url_groups():
 
 def test_flores_language_id_retention():
     rows = _read("flores200_devtest_10per_lang.jsonl.gz")
-    keep = LanguageIDFilter("en", 0.65).check_batch([__import__("hf_ext.curate.base", fromlist=["Doc"]).Doc(r["text"]) for r in rows])
+    keep = LanguageIDFilter("en", 0.65).check_batch([Doc(r["text"]) for r in rows])
     report = retention_by_group([k for k, _ in keep], [r["lang"] for r in rows], n_boot=200)
     by = {r["group"]: r["retention"] for r in report["groups"]}
     assert by["eng_Latn"] >= 0.9
