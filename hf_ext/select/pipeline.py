@@ -95,6 +95,11 @@ class SelectionConfig:
     )
     sae_format: Literal["auto", "sparsify", "sae_lens"] = field(default="auto", metadata={"help": "Layout of the SAE files."})
     sae_threshold: float = field(default=0.0, metadata={"help": "A latent counts as activated when above this (paper: 10 on its SAE)."})
+    sae_threshold_quantile: Optional[float] = field(
+        default=None,
+        metadata={"help": "Instead of an absolute threshold, keep latents above this quantile (0-1) of the pool's max-pooled "
+                          "values; portable across SAEs whose activation scale differs (e.g. ones trained here)."},
+    )
     sae_max_length: int = field(default=512, metadata={"help": "Tokens per example at most; longer ones are truncated and counted."})
     sae_batch_tokens: int = field(default=8192, metadata={"help": "Padded tokens per forward micro-batch of the featurizer."})
     sae_chat_template: bool = field(
@@ -122,6 +127,8 @@ class SelectionConfig:
             get_selector(name)  # fails early, naming the registered methods
         if self.budget <= 0:
             raise InputError(f"budget must be a positive integer, got {self.budget}.")
+        if self.sae_threshold_quantile is not None and not 0 <= self.sae_threshold_quantile < 1:
+            raise InputError(f"sae_threshold_quantile must be in [0, 1), got {self.sae_threshold_quantile}.")
         if self.judge_backend == "openai" and not self.judge_base_url:
             raise InputError("judge_backend='openai' needs judge_base_url (e.g. http://localhost:8000/v1).")
 
@@ -276,6 +283,11 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
 
     needed = ["response_tokens"] + [col for m in c.methods for col in get_selector(m).requires]
     ds = featurize(ds, c, list(dict.fromkeys(needed)))
+    effective_threshold = None
+    if "sae_ids" in ds.column_names and c.sae_threshold_quantile is not None:
+        from .sae.job import apply_threshold_quantile
+
+        ds, effective_threshold = apply_threshold_quantile(ds, c.sae_threshold_quantile)
 
     tokens = ds["response_tokens"]
     categories = ds[c.category_column] if c.category_column else None
@@ -317,6 +329,9 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
 
         sae_info = sae_summary(c, ds)
         metrics["sae"] = {k: v for k, v in sae_info.items() if not k.startswith("_")}
+        if effective_threshold is not None:
+            metrics["sae"]["threshold"] = round(effective_threshold, 4)
+            metrics["sae"]["threshold_quantile"] = c.sae_threshold_quantile
 
     selected = ds.select(picks[c.method])
     selected = selected.add_column("pool_index", picks[c.method])

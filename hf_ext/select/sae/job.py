@@ -10,8 +10,11 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .featurizer import SAEFeaturizer
 from .metrics import budget_grid, coverage_curves, feature_coverage, length_feature_corr, plot_coverage
@@ -73,6 +76,31 @@ def prepare_sae(c, ds) -> tuple[str, str | None, bool]:
     return str(folder), None, True
 
 
+@dataclass
+class _KeepAbove:
+    """Map function: keep the ids whose max-pooled value is above `threshold` (sparse, per batch)."""
+
+    threshold: float
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        ids, values = [], []
+        for i, v in zip(batch["sae_ids"], batch["sae_values"]):
+            v = np.asarray(v, dtype=np.float32)
+            keep = v > self.threshold
+            ids.append(np.asarray(i, dtype=np.int32)[keep])
+            values.append(v[keep])
+        return {"sae_ids": ids, "sae_values": values, "sae_count": [len(x) for x in ids]}
+
+
+def apply_threshold_quantile(ds, quantile: float):
+    """(dataset, threshold): drop activations at or below the `quantile` of all max-pooled values."""
+    from .selection import _arrow
+
+    values = _arrow(ds["sae_values"]).flatten().to_numpy(zero_copy_only=False)
+    threshold = float(np.quantile(values, quantile)) if values.size else 0.0
+    return ds.map(_KeepAbove(threshold), batched=True, features=ds.features, desc="Thresholding SAE features"), threshold
+
+
 def build_featurizer(c, ds) -> SAEFeaturizer:
     """The `FEATURIZERS` entry for the SAE columns (trains an SAE first when none is given)."""
     sae, subfolder, _ = prepare_sae(c, ds)
@@ -120,4 +148,4 @@ def coverage_report(ds, picks: dict[str, list[int]], c, seed: int, plot_path: Pa
             "length_feature_corr": None if corr is None else round(corr, 4)}
 
 
-__all__ = ["SAE_COLUMNS", "build_featurizer", "coverage_report", "prepare_sae", "sae_summary", "training_config"]
+__all__ = ["SAE_COLUMNS", "apply_threshold_quantile", "build_featurizer", "coverage_report", "prepare_sae", "sae_summary", "training_config"]
