@@ -349,3 +349,17 @@ def test_less_select_job_writes_selection_card_and_metrics(warm, pool, target, t
     assert sum(metrics["selected_source_counts"].values()) == 3
     card = (tmp_path / "out" / "README.md").read_text()
     assert "selection-less" in card and str(tmp_path) not in card and (tmp_path / "out" / "scores.png").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["less_warmup.yaml", "less_cpu_warmup.yaml", "less_cpu_select.yaml", "less_llama2_mmlu.yaml"])
+def test_recipes_take_flag_overrides(recipe):
+    from hf_ext.config import JOBS, import_path, load_recipe, parse_config
+
+    values = load_recipe(Path(__file__).parents[1] / "recipes" / recipe)
+    config = parse_config(import_path(JOBS[values.pop("job")][0]), values, ["--seed", "7", "--max_length", "64"])
+    assert (config.seed, config.max_length) == (7, 64)
+    if recipe == "less_warmup.yaml":  # the paper's warmup settings
+        assert (config.lora_r, config.lora_alpha, config.lora_dropout, config.learning_rate) == (128, 512, 0.1, 2e-5)
+        assert (config.num_train_epochs, config.warmup_steps, config.save_strategy) == (4, 0.03, "epoch")
+    if recipe == "less_llama2_mmlu.yaml":
+        assert (config.proj_dim, config.percent, config.target_subtask_column) == (8192, 5.0, "subject")

@@ -59,7 +59,6 @@ class LessWarmupConfig(TrainingArguments):
     logging_steps: float = field(default=1, metadata={"help": "Log every step: matching weights epochs by their mean LR."})
     per_device_train_batch_size: int = field(default=1, metadata={"help": "Batch size per device."})
     gradient_accumulation_steps: int = field(default=32, metadata={"help": "Gradient accumulation (LESS: 32 → batch 128 on 4 GPUs)."})
-    report_to: Any = field(default="none", metadata={"help": "Loggers to report to (none, tensorboard, wandb, ...)."})
 
     def __post_init__(self) -> None:
         if not 0 < self.warmup_fraction <= 1:
