@@ -167,6 +167,11 @@ def test_m_critique_score_is_mean_of_per_critique_rewards():
     per_critique = rm.reward_with_critiques(PROMPTS[0], CHOSEN[0], critiques)
     assert len(critiques) == 3 and len(set(per_critique)) > 1
     assert rm.score(PROMPTS[0], CHOSEN[0], num_critiques=3, seed=1) == pytest.approx(sum(per_critique) / 3, abs=1e-5)
+    # batched scoring (left-padded generation) gives each pair the mean of its own critiques' rewards
+    batch = rm.score_batch(PROMPTS[:2], CHOSEN[:2], num_critiques=1)
+    for p, c, got in zip(PROMPTS[:2], CHOSEN[:2], batch):
+        (crit,) = rm.critique(p, c, num_critiques=1)
+        assert got == pytest.approx(rm.reward_with_critiques(p, c, [crit])[0], abs=1e-4)
     fast = rm.score(PROMPTS[0], CHOSEN[0], num_critiques=0)
     from trainers.critic_rm import critique_context
     assert fast == pytest.approx(rm.rewards([critique_context(tok, PROMPTS[0], CHOSEN[0])])[0])
@@ -262,7 +267,7 @@ def test_forward_rewards_skip_vocabulary_head_without_critique():
     tok = tiny_tokenizer()
     model = attach_reward_head(tiny_llama(tokenizer=tok))
     from trainers.critic_rm import _HiddenTap
-    tap = _HiddenTap()
+    tap = _HiddenTap(model)
     model.model.register_forward_hook(tap)
     ids = torch.tensor([tok("hello there")["input_ids"]])
     _, out = forward_rewards(model, tap, ids, torch.ones_like(ids), logits_to_keep=1)

@@ -91,6 +91,11 @@ class CriticRMConfig(RewardConfig):
     )
 
     def __post_init__(self) -> None:
+        if self.ddp_find_unused_parameters is None:
+            # Every trainable parameter gets a gradient (the LM head through the critique loss or a
+            # zero-weighted term), and the reward head runs in a hook that DDP's search for unused
+            # parameters cannot see from the model outputs: that search would mark it ready twice.
+            self.ddp_find_unused_parameters = False
         if self.bf16 is None and not self.fp16:
             # TRL turns an unset bf16 on, which fails on machines without bf16 support (CPU):
             # unset means "bf16 where the GPU supports it", so one recipe parses everywhere.
@@ -158,14 +163,21 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class _HiddenTap:
-    """Forward hook on the decoder: keeps its final (normed) hidden states for the reward head."""
+    """Forward hook on the decoder: applies the reward head to its final (normed) hidden states.
 
-    def __init__(self) -> None:
-        self.hidden: torch.Tensor | None = None
-        self.last: torch.Tensor | None = None  # the previous forward's states, for a second read-out
+    Running the head inside the model's forward keeps DDP's bookkeeping right (a parameter used
+    outside ``forward`` is "marked ready twice"); the head costs one dot product per position."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.rewards: torch.Tensor | None = None  # (batch, length) reward at every position
+        self.last: torch.Tensor | None = None  # the previous forward's, for a second read-out
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        self.hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        head = getattr(_base(self.model), REWARD_HEAD)
+        weight = head.weight if hasattr(head, "weight") else next(head.parameters())
+        self.rewards = head(hidden.to(weight.dtype)).squeeze(-1).float()
 
 
 def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -173,13 +185,10 @@ def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attent
     """One forward pass: rewards at the last non-pad token, and the LM outputs (logits of the
     last `logits_to_keep` positions only, so reward-only batches skip the vocabulary head)."""
     outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=logits_to_keep)
-    hidden = tap.hidden
-    tap.hidden, tap.last = None, hidden
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    last = hidden[rows, last_token_index(attention_mask)]
-    head = getattr(_base(model), REWARD_HEAD)
-    rewards = head(last.to(head.weight.dtype if hasattr(head, "weight") else last.dtype)).squeeze(-1).float()
-    return rewards, outputs
+    all_rewards = tap.rewards
+    tap.rewards, tap.last = None, all_rewards
+    rows = torch.arange(all_rewards.shape[0], device=all_rewards.device)
+    return all_rewards[rows, last_token_index(attention_mask)], outputs
 
 
 def critique_context(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> list[int]:
@@ -266,7 +275,7 @@ class CriticRMTrainer(RewardTrainer):
             )
         super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, peft_config=peft_config, **kwargs)
-        self._tap = _HiddenTap()
+        self._tap = _HiddenTap(self.model)
         _base(self.model).get_decoder().register_forward_hook(self._tap)
         if is_peft_model(self.model):  # a model built from a config saves base_model_name_or_path=None
             name = getattr(_base(self.model).config, "_name_or_path", None) or None
@@ -334,15 +343,14 @@ class CriticRMTrainer(RewardTrainer):
             first = int(critique_mask.float().argmax(-1)[critique_mask.any(-1)].min())
             keep = input_ids.shape[1] - first + 1
         rewards, outputs = forward_rewards(model, self._tap, input_ids, attention_mask, logits_to_keep=keep)
-        hidden = self._tap.last
+        all_rewards = self._tap.last
         rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)
         bt_loss = self._bradley_terry(rewards_chosen, rewards_rejected, inputs.get("margin"))
         if self.args.fast_path_weight > 0 and has_critique:
             # Reward at the last token before the critique (the last token itself for rows without one).
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            rows = torch.arange(all_rewards.shape[0], device=all_rewards.device)
             first = torch.where(critique_mask.any(-1), critique_mask.float().argmax(-1), last_token_index(attention_mask) + 1)
-            head = getattr(_base(model), REWARD_HEAD)
-            fast = head(hidden[rows, first - 1]).squeeze(-1).float()
+            fast = all_rewards[rows, first - 1]
             w = self.args.fast_path_weight
             bt_loss = (1 - w) * bt_loss + w * self._bradley_terry(*torch.chunk(fast, chunks=2), inputs.get("margin"))
         self._tap.last = None
@@ -351,8 +359,8 @@ class CriticRMTrainer(RewardTrainer):
             logits = outputs.logits[:, :-1].float()  # position p predicts token p + 1
             labels = input_ids[:, -keep + 1 :].masked_fill(critique_mask[:, -keep + 1 :] == 0, -100)
             critique_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        else:
-            critique_loss = rewards.new_zeros(())
+        else:  # keep the LM head in the graph (DDP waits for a gradient of every trainable parameter)
+            critique_loss = 0.0 * outputs.logits.sum()
         loss = lam * critique_loss + (1.0 - lam) * bt_loss if lam > 0 else bt_loss
 
         if mode == "train":
@@ -485,7 +493,7 @@ class CriticRewardModel:
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._tap = _HiddenTap()
+        self._tap = _HiddenTap(model)
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> CriticRewardModel:
@@ -519,6 +527,37 @@ class CriticRewardModel:
                                   do_sample=sample, temperature=self.temperature if sample else None,
                                   top_p=self.top_p if sample else None, pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out[:, len(context):], skip_special_tokens=True)
+
+    @torch.no_grad()
+    def score_batch(self, prompts: list[str], responses: list[str], num_critiques: int = 1, *, batch_size: int = 8,
+                    seed: int | None = 0) -> list[float]:
+        """:meth:`score` for many (prompt, response) pairs, generating in left-padded batches."""
+        contexts = [critique_context(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
+        if num_critiques == 0:
+            return [x for i in range(0, len(contexts), batch_size) for x in self.rewards(contexts[i : i + batch_size])]
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        if seed is not None:
+            torch.manual_seed(seed)
+        sample = num_critiques > 1 and self.temperature > 0
+        pad_id = self.tokenizer.pad_token_id
+        scores: list[float] = []
+        try:
+            for start in range(0, len(contexts), batch_size):
+                chunk = [c for c in contexts[start : start + batch_size] for _ in range(num_critiques)]
+                width = max(len(c) for c in chunk)
+                ids = torch.tensor([[pad_id] * (width - len(c)) + c for c in chunk], device=device)
+                mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk], device=device)
+                out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens, do_sample=sample,
+                                          temperature=self.temperature if sample else None, top_p=self.top_p if sample else None,
+                                          pad_token_id=pad_id)
+                critiques = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                rewards = self.rewards([c + critique_tokens(self.tokenizer, t) for c, t in zip(chunk, critiques)])
+                scores += [sum(rewards[i : i + num_critiques]) / num_critiques for i in range(0, len(rewards), num_critiques)]
+        finally:
+            self.model.train(was_training)
+        return scores
 
     def reward_with_critiques(self, prompt: str, response: str, critiques: list[str]) -> list[float]:
         """Reward after each given critique of (prompt, response)."""

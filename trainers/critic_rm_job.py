@@ -111,15 +111,10 @@ def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
 
 def heldout_accuracy(model: Any, tokenizer: Any, pairs: Any, num_critiques: int) -> float:
     """Share of held-out pairs whose chosen response scores higher (critique-then-score)."""
-    from tqdm.auto import tqdm
-
     rm = CriticRewardModel(model, tokenizer, max_new_tokens=64)
-    wins = 0
-    for row in tqdm(pairs, desc="Held-out pairs"):
-        chosen = rm.score(row["prompt"], row["chosen"], num_critiques=num_critiques)
-        rejected = rm.score(row["prompt"], row["rejected"], num_critiques=num_critiques)
-        wins += chosen > rejected
-    return wins / max(1, len(pairs))
+    chosen = rm.score_batch(pairs["prompt"], pairs["chosen"], num_critiques)
+    rejected = rm.score_batch(pairs["prompt"], pairs["rejected"], num_critiques)
+    return sum(c > r for c, r in zip(chosen, rejected)) / max(1, len(pairs))
 
 
 def run_critic_rm(c: CriticRMJobConfig) -> dict[str, Any]:

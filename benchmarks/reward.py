@@ -1,0 +1,144 @@
+"""Critic-RM vs a plain TRL RewardTrainer: same model, data and steps, in one run.
+
+Both reward models start from the same causal LM (SmolLM2-135M-Instruct; a tiny Llama with
+--quick) and read the same encoding of each (prompt, response): the critique prompt of
+hf_ext.critique.prompts. The plain RM is TRL's RewardTrainer on a sequence classifier with the
+same backbone; Critic-RM also trains on the stage-1 critiques (SmolLM2 critiques of AlpacaEval
+pairs kept by the consistency filter). Reported:
+
+- step_seconds_rm / step_seconds_critic_rm: median seconds per optimizer step (first step
+  excluded), measured in this run;
+- response_tokens_per_step: prompt + response tokens (incl. the prompt template) the plain RM
+  processes per step; critique_tokens_per_step: the extra critique tokens Critic-RM trains on;
+- target: step_seconds_critic_rm <= 1.25 * step_seconds_rm * (1 + critique/response tokens);
+- acc_heldout_rm / acc_heldout_critic_rm: accuracy on held-out hh-rlhf harmless pairs (human
+  labels, a different source than training); Critic-RM with critique-then-score (1 critique)
+  and, as acc_heldout_critic_rm_fast, with the no-generation fast path.
+
+    python benchmarks/reward.py [--quick] --out results/reward.json
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from _common import benchmark_args, peak_rss_bytes, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class StepTimer:
+    """Trainer callback: wall seconds of every optimizer step."""
+
+    def __init__(self):
+        self.seconds, self._start = [], None
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+    def on_step_begin(self, args, state, control, **kw):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def main() -> None:
+    args = benchmark_args(__doc__.splitlines()[0], extra=lambda p: (
+        p.add_argument("--critiques", default=str(REPO / "tests/data/preference/alpaca_eval_smollm2_critiques.jsonl.gz"),
+                       help="Stage-1 output (benchmarks/reward_critiques.py)."),
+        p.add_argument("--steps", type=int, default=12, help="Optimizer steps for each trainer."),
+        p.add_argument("--eval-pairs", type=int, default=40, help="Held-out hh-rlhf pairs."),
+    ))
+    import torch
+    from datasets import Dataset, load_dataset
+    from transformers import AutoModelForCausalLM, LlamaForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    from hf_ext.critique import consistency_filter, to_training_pairs
+    from hf_ext.critique.data import hh_rlhf_pairs
+    from hf_ext.models import load_model, load_tokenizer
+    from hf_ext.testing import tiny_llama, tiny_tokenizer
+    from trainers.critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, critique_context
+
+    torch.manual_seed(args.seed)
+    steps, eval_pairs = (3, 8) if args.quick else (args.steps, args.eval_pairs)
+    kept, filter_stats = consistency_filter(load_dataset("json", data_files=args.critiques, split="train"))
+    rows = to_training_pairs(kept, per_row=1)
+    hh = hh_rlhf_pairs(load_dataset("json", data_files=str(args.data_dir / "preference/hh_rlhf_harmless_base_test.jsonl.gz"), split="train"))
+    hh = hh.filter(lambda p, c, r: len(p) + max(len(c), len(r)) < 600, input_columns=["prompt", "chosen", "rejected"])
+    held_out = hh.shuffle(seed=args.seed).select(range(eval_pairs))
+
+    if args.quick:
+        tok = tiny_tokenizer()
+        make_lm = lambda: tiny_llama(tokenizer=tok, hidden_size=64, max_position_embeddings=4096, seed=args.seed)  # noqa: E731
+        model_name = "tiny-llama"
+    else:
+        model_name = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        tok = load_tokenizer(model_name)
+        make_lm = lambda: load_model(model_name, auto_class=AutoModelForCausalLM, dtype=torch.float32)  # noqa: E731
+    tok.pad_token = tok.pad_token or tok.eos_token
+
+    # The plain RM reads the same encoding of (prompt, response) as Critic-RM, minus the critique.
+    def encode(example):
+        return {side + "_ids": critique_context(tok, example["prompt"], example[side]) + [tok.eos_token_id] for side in ("chosen", "rejected")}
+
+    plain_rows = rows.map(encode, remove_columns=rows.column_names)
+    common = dict(max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-5 if not args.quick else 1e-3,
+                  logging_steps=1, save_strategy="no", report_to="none", bf16=False, gradient_checkpointing=False,
+                  use_cpu=True, seed=args.seed, max_length=1024, dataloader_drop_last=True)
+
+    results = {"model": model_name, "steps": steps, "train_rows": len(rows), "consistency_filter": filter_stats,
+               "eval_pairs": len(held_out), "eval_set": "Anthropic/hh-rlhf harmless-base test (held out)", "torch_threads": torch.get_num_threads()}
+
+    # ---- plain TRL RewardTrainer
+    lm = make_lm()
+    rm_model = LlamaForSequenceClassification(lm.config.__class__(**{**lm.config.to_dict(), "num_labels": 1}))
+    rm_model.model.load_state_dict(lm.model.state_dict())
+    rm_model.config.pad_token_id = tok.pad_token_id
+    del lm
+    timer = StepTimer()
+    rm = RewardTrainer(rm_model, RewardConfig(str(REPO / "outputs/bench_reward_rm"), **common), train_dataset=plain_rows,
+                       processing_class=tok, callbacks=[timer])
+    rm.train()
+    results["step_seconds_rm"] = statistics.median(timer.seconds[1:] or timer.seconds)
+    results["response_tokens_per_step"] = [h for h in rm.state.log_history if "num_tokens" in h][-1]["num_tokens"] / steps
+    rm_model.eval()
+    with torch.no_grad():
+        def plain_reward(prompt, response):
+            ids = torch.tensor([critique_context(tok, prompt, response) + [tok.eos_token_id]])
+            return rm_model(input_ids=ids).logits.item()
+        results["acc_heldout_rm"] = sum(plain_reward(r["prompt"], r["chosen"]) > plain_reward(r["prompt"], r["rejected"])
+                                        for r in held_out) / len(held_out)
+    del rm, rm_model
+
+    # ---- CriticRMTrainer
+    timer = StepTimer()
+    crm = CriticRMTrainer(make_lm(), CriticRMConfig(str(REPO / "outputs/bench_reward_critic_rm"), fast_path_weight=0.5, **common),
+                          train_dataset=rows, processing_class=tok, callbacks=[timer])
+    crm.train()
+    results["step_seconds_critic_rm"] = statistics.median(timer.seconds[1:] or timer.seconds)
+    logs = [h for h in crm.state.log_history if "critique_tokens" in h]
+    results["critique_tokens_per_step"] = sum(h["critique_tokens"] for h in logs) / len(logs)  # chosen + rejected rows
+    results["critic_rm_tokens_per_step"] = logs[-1]["num_tokens"] / steps
+    results["final_reward_loss_critic_rm"] = logs[-1]["reward_loss"]
+    results["final_critique_loss_critic_rm"] = logs[-1]["critique_loss"]
+    scorer = CriticRewardModel(crm.model, tok, max_new_tokens=48)
+    for key, m in (("acc_heldout_critic_rm", 1), ("acc_heldout_critic_rm_fast", 0)):
+        start = time.perf_counter()
+        chosen = scorer.score_batch(held_out["prompt"], held_out["chosen"], m)
+        rejected = scorer.score_batch(held_out["prompt"], held_out["rejected"], m)
+        results[key] = sum(c > r for c, r in zip(chosen, rejected)) / len(held_out)
+        results[key + "_seconds"] = time.perf_counter() - start
+
+    ratio = results["step_seconds_critic_rm"] / results["step_seconds_rm"]
+    allowed = 1.25 * (1 + results["critique_tokens_per_step"] / results["response_tokens_per_step"])
+    results.update(step_time_ratio=ratio, step_time_ratio_allowed=allowed, step_time_target_met=ratio <= allowed,
+                   peak_rss_bytes=peak_rss_bytes())
+    write_results(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
