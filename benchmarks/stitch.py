@@ -16,6 +16,7 @@ geometry) and measures, in the same run:
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +36,11 @@ def _folder_bytes(folder: Path, names: set[str] | None = None) -> int:
 
 
 def main() -> None:
-    args = benchmark_args(__doc__.splitlines()[0])
+    def extra(parser):
+        parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
+                            help="Override BTSConfig fields of the recipe, e.g. --set num_layers=4 stitch_steps=60.")
+
+    args = benchmark_args(__doc__.splitlines()[0], extra)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_ext.adapters.stitch import CONFIG_NAME, WEIGHTS_NAME, StitchedModel
@@ -49,6 +54,7 @@ def main() -> None:
     values.pop("job")
     work = Path(tempfile.mkdtemp(prefix="bts_bench_"))
     values.update(output_dir=str(work / "run"), data_dir=str(args.data_dir), seed=args.seed, **(QUICK if args.quick else {}))
+    values.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     config = parse_config(BTSConfig, values)
     run = run_bts(config)
 
@@ -98,6 +104,7 @@ def main() -> None:
     loss = run["loss"]
     results = {
         "quick": args.quick,
+        "overrides": args.set,
         "loss": loss,
         "step0_max_abs_logit_diff": step0,
         "trainable_params": fresh.num_trainable_parameters(),

@@ -292,9 +292,10 @@ class StitchedModel(nn.Module, GenerationMixin):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name.startswith("__") or name in ("seed", "experts", "stitch"):
+            seed = self.__dict__.get("_modules", {}).get("seed")
+            if name.startswith("__") or name in ("seed", "experts", "stitch") or seed is None:
                 raise
-            return getattr(self._modules["seed"], name)
+            return getattr(seed, name)
 
     def get_input_embeddings(self) -> nn.Module:
         return self._hub_trunk.embed_tokens
