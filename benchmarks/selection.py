@@ -1,0 +1,202 @@
+"""SAE diversity selection (arXiv 2502.14050): coverage of every method, featurizer vs a naive
+path, lazy vs naive greedy, length-feature correlation, SmolLM2 throughput, achieved FLOP/s.
+
+    python benchmarks/selection.py [--quick] --out FILE.json
+
+Every speed is compared with its baseline in the same run (the machine is shared):
+
+- coverage: features covered at the budget by sae_greedy / sae_simscale / longest / random /
+  kcenter on a real Alpaca pool (all-MiniLM-L6-v2, last layer, a TopK SAE trained on the pool,
+  quantile threshold as in recipes/quickstart.yaml);
+- featurize_tokens_per_s vs featurize_naive_tokens_per_s: SmolLM2-135M-Instruct, SAE at layer 15,
+  the same Dolly rows; naive = full forward (all 30 layers + LM head) with all hidden states
+  returned, the dense SAE output, unsorted batches of 8;
+- select_seconds vs select_naive_seconds: lazy vs naive greedy on synthetic ids (131,072 latents,
+  ~500 ids per example, heavy-tailed; full: 5,000 of 50,000), picks checked identical;
+- smollm2_examples_per_s: the featurizer over the first 200 bundled Dolly rows (chat template,
+  SAE at layer 15); featurize_gflops counts the model's matmul FLOPs (+ the SAE encoder) for the
+  tokens actually processed, matmul_gflops is a plain fp32 4096² torch matmul.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import benchmark_args, best_of, peak_rss_bytes, write_results  # noqa: E402
+
+SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def matmul_gflops() -> float:
+    import torch
+
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    a @ b
+    return 2 * 4096**3 / best_of(lambda: a @ b, 3) / 1e9
+
+
+def coverage_part(args, results):
+    from hf_ext.data import load_pool
+    from hf_ext.select import get_selector
+    from hf_ext.select.pipeline import SelectionConfig, featurize
+    from hf_ext.select.sae import coverage, feature_matrix, length_feature_corr
+    from hf_ext.select.sae.job import apply_threshold_quantile
+
+    n, budget = (2000, 200) if args.quick else (6000, 500)
+    pool, _ = load_pool(str(args.data_dir / "instruction" / "alpaca_subsets_union.jsonl.gz"), license="cc-by-nc-4.0")
+    pool = pool.select(range(n))
+    c = SelectionConfig(dataset="alpaca_subsets_union", budget=budget, method="sae_greedy", output_dir="unused", category_column=None,
+                        sae_max_length=256, sae_train_examples=500, sae_threshold_quantile=0.97, seed=args.seed)
+    start = time.perf_counter()
+    ds = featurize(pool, c, ["response_tokens", "sae_ids"])
+    results["coverage_featurize_seconds"] = round(time.perf_counter() - start, 2)
+    results["length_feature_corr_unthresholded"] = round(length_feature_corr(ds["response_tokens"], ds["sae_count"]), 4)
+    ds, threshold = apply_threshold_quantile(ds, c.sae_threshold_quantile)
+    m = feature_matrix(ds["sae_ids"])
+    cov = {}
+    for name in ("sae_greedy", "sae_simscale", "longest", "random", "kcenter"):
+        picks = get_selector(name).select(ds, budget, seed=args.seed)
+        cov[name] = coverage(m, picks)
+    results["coverage"] = cov
+    results["coverage_pool"] = {"examples": n, "budget": budget, "pool_features": coverage(m, range(n)), "threshold": threshold}
+    results["length_feature_corr"] = round(length_feature_corr(ds["response_tokens"], ds["sae_count"]), 4)
+    results["greedy_over_random"] = round(cov["sae_greedy"] / max(cov["random"], 1), 3)
+
+
+def synthetic_ids(n, latents, mean_ids, seed):
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, latents + 1) ** 0.8
+    p /= p.sum()
+    sizes = rng.integers(mean_ids // 2, 3 * mean_ids // 2 + 1, size=n)
+    flat = rng.choice(latents, size=int(sizes.sum()), p=p).astype(np.int32)
+    import scipy.sparse as sp
+
+    indptr = np.concatenate([[0], np.cumsum(sizes)])
+    m = sp.csr_matrix((np.ones(flat.size, np.uint8), flat, indptr), shape=(n, latents))
+    m.sum_duplicates()
+    m.data[:] = 1
+    return m
+
+
+def select_part(args, results):
+    from hf_ext.select.sae import greedy_max_coverage, greedy_max_coverage_naive
+
+    n, budget = (10_000, 1_000) if args.quick else (50_000, 5_000)
+    m = synthetic_ids(n, 131_072, 500, args.seed)
+    start = time.perf_counter()
+    lazy = greedy_max_coverage(m, budget)
+    results["select_seconds"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    naive = greedy_max_coverage_naive(m, budget)
+    results["select_naive_seconds"] = round(time.perf_counter() - start, 3)
+    results["select_identical_picks"] = lazy == naive
+    results["select_speedup"] = round(results["select_naive_seconds"] / results["select_seconds"], 1)
+    results["select_setting"] = {"examples": n, "budget": budget, "latents": 131_072, "mean_ids": round(m.nnz / n, 1)}
+
+
+def linear_flops_per_token(model_config, layers: int) -> float:
+    d, i = model_config.hidden_size, model_config.intermediate_size
+    heads, kv = model_config.num_attention_heads, model_config.num_key_value_heads
+    head = d // heads
+    per_layer = d * d + 2 * d * kv * head + d * d + 3 * d * i  # q, k+v, o, gate/up/down
+    return 2.0 * per_layer * layers
+
+
+def featurize_part(args, results):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hf_ext.data import load_pool
+    from hf_ext.models import load_tokenizer, resolve_model
+    from hf_ext.select.sae import SAEFeaturizer, TopKSAE
+
+    layer, width = 15, 16384
+    rows, _ = load_pool("dolly_alpagasus_3k")
+    first = rows.select(range(200))[:]
+    tmp = Path(tempfile.mkdtemp())
+    cfg = AutoConfig.from_pretrained(resolve_model(SMOL))
+    TopKSAE(cfg.hidden_size, width, k=32, seed=0).save_pretrained(tmp / "sae", card=False)
+
+    fn = SAEFeaturizer(model=SMOL, sae=str(tmp / "sae"), layer=layer, max_length=2048, max_batch_tokens=4096, batch_size=32).load()
+    ids, _ = fn.token_ids(first)
+    tokens = [len(x) for x in ids]
+    kept = sum(t - (1 if x and x[0] in fn.special_ids else 0) for t, x in zip(tokens, ids))
+    start = time.perf_counter()
+    out = fn(first)
+    ours = time.perf_counter() - start
+    results["smollm2_examples_per_s"] = round(200 / ours, 3)
+    results["smollm2_tokens"] = int(sum(tokens))
+    flops = linear_flops_per_token(cfg, layer + 1) * sum(tokens)
+    flops += sum(4.0 * cfg.hidden_size * t * (t + 1) / 2 * (layer + 1) for t in tokens)  # causal QKᵀ and AV
+    flops += 2.0 * cfg.hidden_size * width * kept  # SAE encoder
+    results["featurize_gflops"] = round(flops / ours / 1e9, 2)
+    results["matmul_gflops"] = round(matmul_gflops(), 2)
+    results["featurize_fraction_of_matmul"] = round(results["featurize_gflops"] / results["matmul_gflops"], 3)
+
+    # Naive path on the same model and rows: full forward, all hidden states, dense SAE output, unsorted batches.
+    n_cmp = 48 if args.quick else 200
+    subset = {k: v[:n_cmp] for k, v in first.items()}
+    tok = load_tokenizer(SMOL)
+    tok.padding_side = "right"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(SMOL), dtype=torch.float32).eval()
+    sae = fn._sae
+    texts = fn.texts(subset)
+    naive_ids = []
+    start = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, n_cmp, 8):
+            enc = tok(texts[s:s + 8], add_special_tokens=False, padding=True, truncation=True, max_length=2048, return_tensors="pt")
+            h = model(**enc, output_hidden_states=True).hidden_states[layer + 1]
+            z = sae.pre_acts(h)
+            top = z.topk(sae.k, dim=-1)
+            dense = torch.zeros_like(z).scatter(-1, top.indices, top.values)
+            dense = dense * enc["attention_mask"][..., None]
+            dense[:, 0] = 0  # BOS
+            pooled = dense.max(1).values
+            naive_ids.extend((row > fn.threshold).nonzero().ravel().tolist() for row in pooled)
+    naive = time.perf_counter() - start
+    cmp_tokens = sum(tokens[:n_cmp])
+    start = time.perf_counter()
+    fn(subset)
+    ours_cmp = time.perf_counter() - start
+    results["featurize_tokens_per_s"] = round(cmp_tokens / ours_cmp, 1)
+    results["featurize_naive_tokens_per_s"] = round(cmp_tokens / naive, 1)
+    results["featurize_speedup"] = round(naive / ours_cmp, 2)
+    same = sum(a == list(map(int, b)) for a, b in zip(naive_ids, out["sae_ids"][:n_cmp]))
+    results["featurize_naive_agreement"] = round(same / n_cmp, 3)  # float noise may flip a borderline latent
+
+
+def main():
+    args = benchmark_args(__doc__.split("\n")[0])
+    import torch
+
+    results = {"quick": args.quick, "torch_threads": torch.get_num_threads()}
+    select_part(args, results)
+    featurize_part(args, results)
+    coverage_part(args, results)
+    results["targets"] = {
+        "greedy_ge_1.3x_random": results["coverage"]["sae_greedy"] >= 1.3 * results["coverage"]["random"],
+        "greedy_gt_longest": results["coverage"]["sae_greedy"] > results["coverage"]["longest"],
+        "featurizer_ge_3x_naive": results["featurize_speedup"] >= 3,
+        "lazy_ge_20x_naive_identical": results["select_speedup"] >= 20 and results["select_identical_picks"],
+        "smollm2_ge_3.9_examples_per_s": results["smollm2_examples_per_s"] >= 3.9,
+        "featurize_ge_0.7_matmul": results["featurize_fraction_of_matmul"] >= 0.7,
+    }
+    results["peak_rss_gb"] = round(peak_rss_bytes() / 1e9, 2)
+    print(f"{'metric':36s} value")
+    for key in ("coverage", "featurize_tokens_per_s", "featurize_naive_tokens_per_s", "select_seconds", "select_naive_seconds",
+                "length_feature_corr", "smollm2_examples_per_s", "featurize_gflops", "matmul_gflops"):
+        print(f"{key:36s} {results[key]}")
+    write_results(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
