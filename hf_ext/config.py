@@ -39,6 +39,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "audit": ("hf_ext.curate.job:AuditConfig", "hf_ext.curate.job:run_audit"),
     "less_warmup": ("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup"),
     "less_select": ("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select"),
+    "scaling_tiny": ("hf_ext.scaling.testbed:ScalingTestbedConfig", "hf_ext.scaling.testbed:run_scaling_testbed"),
     "bts": ("trainers.bts:BTSConfig", "trainers.bts:run_bts"),
     "merge": ("hf_ext.merge.job:MergeConfig", "hf_ext.merge.job:run_merge"),
     "time_vectors": ("hf_ext.adapters.time_vector.experiment:TimeVectorExperimentConfig", "hf_ext.adapters.time_vector.experiment:run_time_vectors"),
