@@ -47,13 +47,15 @@ def plot_loss_vs_compute(law: ScalingLaw, runs: Runs, path: str | os.PathLike, *
 
     fig, ax = _figure()
     flops = 6 * runs["N"] * runs["D"]
-    mults = sorted(set(runs["M"].tolist()))
+    # Runs aim at round multipliers; D rounded to whole batches gives M = 5.0005 and the like.
+    m_group = np.array([float(f"{m:.2g}") for m in runs["M"]])
+    mults = sorted(set(m_group.tolist()))
     cmap = colormaps["viridis"]
     colours = {m: cmap(i / max(1, len(mults) - 1)) for i, m in enumerate(mults)}
     fit_mask = _is_fit(runs, fit_runs)
     grid = np.logspace(np.log10(flops.min()) - 0.2, np.log10(flops.max()) + 0.2, 200)
     for m in mults:
-        sel = runs["M"] == m
+        sel = m_group == m
         ax.plot(grid, loss_at_compute(law, grid, m), color=colours[m], lw=1, alpha=0.8, label=f"M = {m:g}")
         for mask, face in ((sel & fit_mask, colours[m]), (sel & ~fit_mask, "none")):
             if mask.any():
