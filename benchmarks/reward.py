@@ -53,7 +53,7 @@ def main() -> None:
         p.add_argument("--eval-pairs", type=int, default=40, help="Held-out hh-rlhf pairs."),
     ))
     import torch
-    from datasets import Dataset, load_dataset
+    from datasets import load_dataset
     from transformers import AutoModelForCausalLM, LlamaForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
@@ -112,7 +112,7 @@ def main() -> None:
             return rm_model(input_ids=ids).logits.item()
         results["acc_heldout_rm"] = sum(plain_reward(r["prompt"], r["chosen"]) > plain_reward(r["prompt"], r["rejected"])
                                         for r in held_out) / len(held_out)
-    del rm, rm_model
+    del rm
 
     # ---- CriticRMTrainer
     timer = StepTimer()

@@ -56,7 +56,6 @@ from hf_ext.errors import InputError
 
 REWARD_HEAD = "score"  # same name as transformers' sequence-classification heads
 HEAD_FILE = "reward_head.safetensors"
-CRITIQUE_COLUMNS = ("chosen_critique", "rejected_critique")
 
 
 @dataclass
