@@ -348,7 +348,8 @@ def test_less_select_job_writes_selection_card_and_metrics(warm, pool, target, t
     assert picked["less_score"] == sorted(picked["less_score"], reverse=True)
     assert sum(metrics["selected_source_counts"].values()) == 3
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "selection-less" in card and str(tmp_path) not in card and (tmp_path / "out" / "scores.png").is_file()
+    assert "selection-less" in card and "Licence: `other`" in card and str(tmp_path) not in card
+    assert (tmp_path / "out" / "scores.png").is_file()
 
 
 @pytest.mark.parametrize("recipe", ["less_warmup.yaml", "less_cpu_warmup.yaml", "less_cpu_select.yaml", "less_llama2_mmlu.yaml"])

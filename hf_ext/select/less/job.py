@@ -206,4 +206,5 @@ def _card(c: LessSelectConfig, source, metrics: dict[str, Any]):
         except InputError:
             settings[key] = "(local file)"
     return render_dataset_card("dataset_less.md.j2", card_data, source=source, metrics=metrics, settings=settings,
-                               plot="scores.png", repo_id=c.push_to_hub)
+                               plot="scores.png", repo_id=c.push_to_hub,
+                               license=card_data["license"])
