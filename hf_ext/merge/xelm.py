@@ -97,7 +97,9 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
 def run_xelm(config: XELMConfig) -> dict[str, Any]:
     """Run the replication; returns (and writes) the metrics."""
     from ..adapters.time_vector.experiment import _train_args, small_llama
-    from ..lm import eval_loss, train_bpe_tokenizer, train_causal_lm
+    from transformers import AutoModelForCausalLM
+
+    from ..lm import branch_experts, eval_loss, train_bpe_tokenizer, train_causal_lm
     from .ensemble import BayesianRouter, ExpertEnsemble
 
     start = time.perf_counter()
@@ -109,7 +111,7 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
     texts, langs = [t for t, _ in train], [lang for _, lang in train]
     args = lambda name, steps, lr: _train_args(out / ".ckpt" / name, steps, config.batch_size, lr, config.seed)  # noqa: E731
     if config.seed_model:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from ..models import resolve_model
 
@@ -133,17 +135,19 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
     by_k: dict[str, Any] = {}
     for k in config.experts:
         labels, cluster_router = _clusters(config, k, texts, langs)
-        experts, composition = [], []
+        # One expert per cluster, branched from the seed with the shared hf_ext.lm.branch_experts
+        # (each saved with its card); expert_steps / k steps each keeps the total compute of dense.
+        domains = {f"cluster{j}": [texts[i] for i, lab in enumerate(labels) if lab == j] for j in range(k)}
+        paths = branch_experts(seed_model, domains, tokenizer=tokenizer, output_dir=out / f"experts_k{k}",
+                               args=args(f"k{k}", max(1, config.expert_steps // k), config.branch_learning_rate),
+                               block_size=config.block_size)  # fmt: skip
+        experts = [AutoModelForCausalLM.from_pretrained(paths[name]).eval() for name in domains]
+        composition = []
         for j in range(k):
-            members = [i for i, lab in enumerate(labels) if lab == j]
-            expert = copy.deepcopy(seed_model)
-            steps = max(1, config.expert_steps // k)
-            train_causal_lm(expert, tokenizer, [texts[i] for i in members], args(f"k{k}_e{j}", steps, config.branch_learning_rate),
-                            block_size=config.block_size)  # fmt: skip
-            experts.append(expert.eval())
             counts: dict[str, int] = {}
-            for i in members:
-                counts[langs[i]] = counts.get(langs[i], 0) + 1
+            for i, lab in enumerate(labels):
+                if lab == j:
+                    counts[langs[i]] = counts.get(langs[i], 0) + 1
             composition.append(counts)
         bayes = ExpertEnsemble(experts, BayesianRouter(), top_k=config.top_k, tokenizer=tokenizer).eval()
         entry = {"bayesian_ppl": ppl(bayes), "cluster_composition": composition}
