@@ -20,6 +20,7 @@ Every speed is compared with its baseline in the same run (the machine is shared
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -179,9 +180,9 @@ def main():
     import torch
 
     results = {"quick": args.quick, "torch_threads": torch.get_num_threads()}
-    select_part(args, results)
-    featurize_part(args, results)
-    coverage_part(args, results)
+    for part in (select_part, featurize_part, coverage_part):
+        part(args, results)
+        print(f"[{part.__name__}] " + json.dumps({k: v for k, v in results.items() if k not in ("quick", "torch_threads")}), flush=True)
     results["targets"] = {
         "greedy_ge_1.3x_random": results["coverage"]["sae_greedy"] >= 1.3 * results["coverage"]["random"],
         "greedy_gt_longest": results["coverage"]["sae_greedy"] > results["coverage"]["longest"],
