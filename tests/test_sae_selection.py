@@ -42,7 +42,9 @@ def test_lazy_greedy_picks_exactly_what_naive_greedy_picks(seed):
     rows = random_ids(300, 60 if seed % 2 else 2000, 8, seed, zipf=seed % 3 == 0)
     m = feature_matrix(rows)
     for budget in (1, 25, 150, 300):
-        assert greedy_max_coverage(m, budget) == greedy_max_coverage_naive(m, budget)
+        naive = greedy_max_coverage_naive(m, budget)
+        assert greedy_max_coverage(m, budget) == naive
+        assert greedy_max_coverage(m, budget, strategy="lazy") == naive
 
 
 def test_greedy_is_within_one_minus_one_over_e_of_the_brute_force_optimum():
