@@ -4,10 +4,11 @@ All work on sparse structures: feature ids become one CSR matrix (examples × la
 byte per non-zero beside the ids) read straight from Arrow, never a dense N × F matrix, so
 1M-example pools with 131,072 latents fit in memory.
 
-- ``sae_greedy``: greedy max-coverage of feature ids (|∪ F(x)| over the selection) with lazy
-  evaluation (Minoux 1978): a max-heap of stale gains, re-evaluating only the top. Gains only
-  shrink as coverage grows, so stale gains are upper bounds and the picks are exactly those of
-  naive greedy (ties → lowest pool index), with the (1 − 1/e) guarantee.
+- ``sae_greedy``: greedy max-coverage of feature ids (|∪ F(x)| over the selection), the
+  (1 − 1/e) approximation, with exactly naive greedy's picks (ties → lowest pool index) at a
+  fraction of its cost: gains are updated incrementally through an inverted index (only the
+  examples holding a newly covered feature change), or with Minoux's lazy evaluation (a heap
+  of stale upper bounds; ``strategy="lazy"``).
 - ``sae_greedy_sorted``: the paper-style variant: walk examples by richness |F(x)| (ties in
   pool order), keep one if it adds a new feature; when the walk ends short of the budget, the
   richest of the rest fill it (documented choice).
@@ -282,7 +283,7 @@ def kcenter(embeddings: np.ndarray, budget: int, seed: int = 0) -> list[int]:
 # -- registry ------------------------------------------------------------------------------------
 @register_selector("sae_greedy", requires=(IDS,))
 def select_sae_greedy(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """SAE-GreedSelect: greedy max-coverage of SAE features (lazy evaluation, (1 − 1/e) guarantee)."""
+    """SAE-GreedSelect: greedy max-coverage of SAE features (incremental gains, (1 − 1/e) guarantee)."""
     return greedy_max_coverage(feature_matrix(columns[IDS]), budget)
 
 
