@@ -29,7 +29,7 @@ __all__ = ["XELMConfig", "run_xelm"]
 class XELMConfig:
     """X-ELM on multilingual news; every field is a recipe key."""
 
-    data_file: str = field(default="../shared/data/multilingual/wmt_newstest_monolingual.jsonl.gz", metadata={"help": "JSON Lines with `lang` and `text`."})
+    data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `lang` and `text` (e.g. multilingual/wmt_newstest_monolingual.jsonl.gz of the staged datasets)."})
     dataset_id: str = field(default="Helsinki-NLP/OPUS-MT-testsets", metadata={"help": "Hub id the cards name as the data source."})
     languages: list[str] = field(default_factory=lambda: ["de", "fr", "es", "cs", "ru", "fi"], metadata={"help": "Languages (values of `lang`); at least 4."})
     train_sentences: int = field(default=3000, metadata={"help": "Training sentences per language."})
@@ -96,6 +96,8 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
 
 def run_xelm(config: XELMConfig) -> dict[str, Any]:
     """Run the replication; returns (and writes) the metrics."""
+    if not config.data_file:
+        raise InputError("data_file is not set: point it at a JSON Lines file with `lang` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
     from ..adapters.time_vector.experiment import _train_args, small_llama
     from transformers import AutoModelForCausalLM
 

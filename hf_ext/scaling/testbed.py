@@ -30,7 +30,7 @@ LM_CORPUS = ["lm_corpus/gutenberg_books.jsonl.gz", "lm_corpus/tinyshakespeare.tx
 class ScalingTestbedConfig:
     """Tiny-Llama scaling testbed (recipe job ``scaling_tiny``)."""
 
-    data_dir: str = field(default="../shared/data", metadata={"help": "Folder the corpus_files paths are relative to (a copy of the staged datasets)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder the corpus_files paths are relative to (a copy of the staged datasets); required."})
     corpus_files: list[str] = field(default_factory=lambda: list(LM_CORPUS), metadata={
         "help": "Text files under data_dir: .txt(.gz) (one text) or .jsonl(.gz) with a 'text' field (one text per line)."})
     output_dir: str = field(default="outputs/scaling_tiny", metadata={"help": "Where runs, the fit, plots and the card go."})
@@ -112,6 +112,8 @@ def _param_count(model, count_embeddings: bool) -> int:
 
 def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
     """Train the grid of tiny models, fit on all but the largest size, predict the largest."""
+    if not config.data_dir:
+        raise InputError("data_dir is not set: point it at the folder holding the corpus_files (the recipes use a copy of the staged datasets, e.g. --data_dir /path/to/data/...).")
     import numpy as np
     import torch
     from tqdm.auto import tqdm

@@ -54,13 +54,13 @@ def _train_args(output_dir: Path, steps: int, batch_size: int, lr: float, seed: 
 class TimeVectorExperimentConfig:
     """Time vectors on news by year; every field is a recipe key."""
 
-    data_file: str = field(default="../shared/data/time/wmt_newstest_en_by_year.jsonl.gz", metadata={"help": "JSON Lines with `year` and `text` (WMT newstest English by year)."})
+    data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `year` and `text` (e.g. time/wmt_newstest_en_by_year.jsonl.gz of the staged datasets)."})
     dataset_id: str = field(default="Helsinki-NLP/OPUS-MT-testsets", metadata={"help": "Hub id the cards name as the data source."})
     years: list[int] = field(default_factory=lambda: [2012, 2013, 2014, 2015, 2016], metadata={"help": "Years, in order; the first and last are the interpolation ends."})
     train_sentences: int = field(default=2500, metadata={"help": "Training sentences per year."})
     eval_sentences: int = field(default=400, metadata={"help": "Held-out sentences per year (taken after the training ones, disjoint)."})
     base_model: str | None = field(default=None, metadata={"help": "Hub id or folder of θ_pre; empty trains a small base on pretrain_file."})
-    pretrain_file: str = field(default="../shared/data/lm_corpus/gutenberg_books.jsonl.gz", metadata={"help": "General English for the small base (JSON Lines with `text`)."})
+    pretrain_file: str | None = field(default=None, metadata={"help": "General English for the small base (JSON Lines with `text`, e.g. lm_corpus/gutenberg_books.jsonl.gz)."})
     pretrain_chars: int = field(default=3_000_000, metadata={"help": "Characters of pretrain_file used for the base and the tokenizer."})
     vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary of the small base."})
     hidden_size: int = field(default=192, metadata={"help": "Width of the small base."})
@@ -115,6 +115,10 @@ def _pretrain_texts(config: TimeVectorExperimentConfig) -> list[str]:
 
 def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
     """Run the experiment; returns (and writes) the metrics."""
+    if not config.data_file:
+        raise InputError("data_file is not set: point it at a JSON Lines file with `year` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
+    if not config.pretrain_file and not config.base_model:
+        raise InputError("pretrain_file is not set and there is no base_model: point pretrain_file at English text (JSON Lines with `text`) or give base_model.")
     import torch
 
     from ...lm import eval_loss, train_bpe_tokenizer, train_causal_lm
