@@ -70,6 +70,17 @@ def test_ids_equal_a_direct_full_forward_plus_sae(models, kind):
     assert len(parent_layers) == 2
 
 
+def test_bfloat16_featurizer_agrees_with_float32(models):
+    kwargs = dict(model=str(models / "llama"), sae=str(models / "sae"), layer=1, threshold=0.05, max_length=64)
+    full = SAEFeaturizer(**kwargs)(Dataset.from_dict(ROWS)[:])
+    half = SAEFeaturizer(**kwargs, dtype="bfloat16")(Dataset.from_dict(ROWS)[:])
+    assert half["sae_values"][0].dtype == np.float32 and np.asarray(half["sae_embedding"][0]).dtype == np.float32
+    jaccard = [len(set(a) & set(b)) / len(set(a) | set(b)) for a, b in zip(full["sae_ids"], half["sae_ids"])]
+    assert np.mean(jaccard) > 0.8  # only latents near the threshold may flip
+    with pytest.raises(InputError, match="dtype must be one of"):
+        SAEFeaturizer(**kwargs, dtype="fp8")
+
+
 def test_last_layer_and_truncation_are_reported(models):
     fn = SAEFeaturizer(model=str(models / "llama"), sae=str(models / "sae"), layer=-1, max_length=20)
     ds = map_features(Dataset.from_dict(ROWS), fn)

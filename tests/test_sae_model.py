@@ -52,6 +52,19 @@ def test_sparsify_layout_loads_and_matches_the_formula(tmp_path):
         TopKSAE.from_pretrained(tmp_path / "repo")
 
 
+def test_topk_fast_path_and_per_latent_thresholds_match_the_formula():
+    # encode_topk takes the top k of the raw pre-activations (ReLU keeps the order); with per-latent
+    # JumpReLU thresholds the order can change, and it must activate densely first.
+    w = weights(2)
+    h = torch.randn(11, D)
+    threshold = torch.rand(F) * 3
+    for thr in (None, threshold):
+        sae = TopKSAE(D, F, K, threshold=thr)
+        sae.load_state_dict({"encoder.weight": w["W_enc"].T, "encoder.bias": w["b_enc"], "W_dec": w["W_dec"], "b_dec": w["b_dec"],
+                             **({"threshold": thr} if thr is not None else {})})
+        torch.testing.assert_close(dense(sae, h), formula(h, w, K, thr))
+
+
 @pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
 def test_sae_lens_layout_loads_and_matches_the_formula(tmp_path, architecture):
     w = weights(1)

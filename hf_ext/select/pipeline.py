@@ -102,6 +102,10 @@ class SelectionConfig:
     )
     sae_max_length: int = field(default=512, metadata={"help": "Tokens per example at most; longer ones are truncated and counted."})
     sae_batch_tokens: int = field(default=8192, metadata={"help": "Padded tokens per forward micro-batch of the featurizer."})
+    sae_dtype: Literal["float32", "bfloat16", "float16"] = field(
+        default="float32",
+        metadata={"help": "Precision of the featurizer's model and SAE: bfloat16 is ~2x faster on GPUs and AMX CPUs (the paper's)."},
+    )
     sae_chat_template: bool = field(
         default=True, metadata={"help": "Format instruction + response with the model's chat template when it has one."}
     )

@@ -36,7 +36,7 @@ def _featurizer(c, sae: str | None, subfolder: str | None) -> SAEFeaturizer:
         model=c.sae_model, sae=sae, layer=c.sae_layer, sae_subfolder=subfolder, sae_format=c.sae_format,
         threshold=c.sae_threshold, revision=c.sae_model_revision, instruction_column=c.instruction_column,
         input_column=c.input_column, response_column=c.response_column, use_chat_template=c.sae_chat_template,
-        max_length=c.sae_max_length, max_batch_tokens=c.sae_batch_tokens,
+        max_length=c.sae_max_length, max_batch_tokens=c.sae_batch_tokens, dtype=c.sae_dtype,
     )
 
 

@@ -85,8 +85,14 @@ class TopKSAE(nn.Module):
         k = k or self.k
         if k is None:
             raise InputError("encode_topk needs k for a ReLU/JumpReLU SAE; pass k= or use pre_acts().")
-        values, ids = self.pre_acts(h).topk(k, dim=-1, sorted=False)
-        return ids, values
+        if self.threshold is not None:  # per-latent thresholds can reorder latents: activate densely first
+            values, ids = self.pre_acts(h).topk(k, dim=-1, sorted=False)
+            return ids, values
+        # ReLU is monotone, so the top k of ReLU(z) are the top k of z: activate only those k
+        # values instead of the dense row (one pass less over [tokens, latents]).
+        x = h - self.b_dec if self.apply_b_dec_to_input else h
+        values, ids = self.encoder(x).topk(k, dim=-1, sorted=False)
+        return ids, torch.relu(values)
 
     def decode(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Σ_j values_j · W_dec[ids_j] + b_dec, touching only the k decoder rows used."""
