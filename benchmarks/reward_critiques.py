@@ -23,6 +23,8 @@ def main() -> None:
         p.add_argument("--max-chars", type=int, default=500, help="Keep pairs whose prompt + longest response is shorter."),
         p.add_argument("--cache", default="outputs/reward_critiques_cache.jsonl", help="Resumable generation cache."),
         p.add_argument("--critiques-out", default=None, help="Write the critiqued pairs here (JSONL)."),
+        p.add_argument("--batch-size", type=int, default=16, help="Conversations per generate call."),
+        p.add_argument("--dtype", default=None, help="Generation precision, e.g. bfloat16 (default: the checkpoint's)."),
     ))
     from datasets import load_dataset
 
@@ -35,7 +37,7 @@ def main() -> None:
     short = train.filter(lambda p, c, r: len(p) + max(len(c), len(r)) < args.max_chars, input_columns=["prompt", "chosen", "rejected"])
     subset = short.shuffle(seed=args.seed).select(range(min(pairs, len(short))))
     backend = TransformersBackend("HuggingFaceTB/SmolLM2-135M-Instruct", max_new_tokens=64, temperature=0.8,
-                                  top_p=0.95, batch_size=16, seed=args.seed)
+                                  top_p=0.95, batch_size=args.batch_size, seed=args.seed, dtype=args.dtype)
     start = time.perf_counter()
     critiqued, gen_stats = generate_critiques(subset, backend, num_critiques=args.num_critiques, cache_path=args.cache)
     seconds = time.perf_counter() - start

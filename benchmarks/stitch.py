@@ -64,7 +64,7 @@ def main() -> None:
     experts = {n: AutoModelForCausalLM.from_pretrained(out / "experts" / n) for n in config.expert_data}
     stitch_args = StitchTrainingConfig(output_dir=str(work / "ckpt"), max_steps=2, save_steps=2, per_device_train_batch_size=config.batch_size,
                                        learning_rate=config.stitch_lr, num_stitch_layers=config.num_stitch_layers,
-                                       gate_offset=config.gate_offset, use_cpu=True, seed=args.seed)
+                                       gate_offset=config.gate_offset, optim=config.stitch_optim, use_cpu=True, seed=args.seed)
     fresh = StitchedModel(seed, experts, stitch_args.stitch_config(list(experts)))
     texts = load_domain_texts(Path(config.data_dir) / config.expert_data["math"], config.expert_templates["math"])[-200:]
     blocks = pack_texts(tokenizer, texts, config.block_size)

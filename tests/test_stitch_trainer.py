@@ -57,7 +57,13 @@ def test_only_stitch_parameters_train_and_are_saved(setup, tmp_path):
     weights = (checkpoint / WEIGHTS_NAME).stat().st_size
     seed_bytes = 4 * sum(p.numel() for p in seed.parameters())
     assert weights < 4 * model.num_trainable_parameters() + 4096 < seed_bytes
+    # Adafactor (the default) keeps a row and a column per matrix: its state is a fraction of the
+    # weights (AdamW's would be twice them). The seed's tokenizer goes only into the final save.
+    assert trainer.args.optim == "adafactor"
+    assert (checkpoint / "optimizer.pt").stat().st_size < 0.5 * weights
+    assert not any(n.startswith("tokenizer") for n in names)
     trainer.save_model(str(tmp_path / "final"))
+    assert (tmp_path / "final" / "tokenizer_config.json").is_file()
     loaded = StitchedModel.from_pretrained(seed, experts, tmp_path / "final")
     batch = torch.tensor(blocks[:2]["input_ids"])
     with torch.no_grad():

@@ -34,7 +34,7 @@ class BTSConfig:
     relative to ``data_dir`` (or absolute), turned into texts by a ``str.format`` template."""
 
     output_dir: str = field(default="outputs/bts", metadata={"help": "Where the seed, experts, stitch layers and results.json go."})
-    data_dir: str = field(default="../shared/data", metadata={"help": "Folder the data files are relative to."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder the data files are relative to (a copy of the staged datasets); required."})
     general_data: str = field(default="lm_corpus/gutenberg_books.jsonl.gz", metadata={"help": "General text (the seed's data and the general share of the stitch mix)."})
     general_template: str = field(default="{text}", metadata={"help": "Template turning a general row into text."})
     general_chunk_chars: int = field(default=1500, metadata={"help": "General documents longer than this are cut at paragraph breaks into chunks of about this size (0: keep whole)."})
@@ -62,6 +62,7 @@ class BTSConfig:
     expert_lr: float = field(default=1e-3, metadata={"help": "Expert continued-pretraining learning rate."})
     stitch_steps: int = field(default=200, metadata={"help": "Stitch-training steps."})
     stitch_lr: float = field(default=3e-3, metadata={"help": "Stitch-training learning rate."})
+    stitch_optim: str = field(default="adafactor", metadata={"help": "Stitch-training optimizer ('adafactor': checkpoints ~ the stitch weights; 'adamw_torch')."})
     num_stitch_layers: int = field(default=2, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
     gate_offset: float = field(default=16.0, metadata={"help": "Hub gate-logit offset beta at step 0 (identity init)."})
     gate_offset_final: float | None = field(default=2.0, metadata={"help": "Anneal beta to this value over the first gate_anneal_fraction of stitch training (None: keep beta)."})
@@ -191,6 +192,9 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
     start = time.perf_counter()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not config.data_dir:
+        raise InputError("BTSConfig.data_dir is not set: point it at the folder holding the domain files "
+                         "(recipes/bts_tiny.yaml uses a copy of the staged datasets, e.g. --data_dir /path/to/data).")
     data_dir = Path(config.data_dir)
     rng = random.Random(config.seed)
     timings: dict[str, float] = {}
@@ -237,7 +241,8 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
     stitch_args = StitchTrainingConfig(**_args(out / ".checkpoints" / "stitch", config.stitch_steps, config.stitch_lr, config,
                                               num_stitch_layers=config.num_stitch_layers, gate_offset=config.gate_offset,
                                               gate_offset_final=config.gate_offset_final,
-                                              gate_offset_anneal_steps=int(config.gate_anneal_fraction * config.stitch_steps)))
+                                              gate_offset_anneal_steps=int(config.gate_anneal_fraction * config.stitch_steps),
+                                              optim=config.stitch_optim))
     stitch_config = stitch_args.stitch_config(list(experts))
     stitch_config.seed_model = seed_hub_id
     stitch_config.expert_models = [f"{seed_hub_id}-{n}-expert" for n in experts]
