@@ -113,11 +113,11 @@ def test_two_processes_under_torchrun(tmp_path):
     assert results and all(r.endswith('{"world": 2, "equal_ranks": true, "frozen": true}') for r in results)
 
 
-def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail():
+def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
     import datasets
 
     from hf_ext.errors import InputError
-    from trainers.bts import BTSConfig, mixed_blocks
+    from trainers.bts import BTSConfig, mixed_blocks, run_bts
 
     blocks = {name: datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(size)], "domain": [name] * size})
               for name, size in {"math": 5, "code": 50, "german": 50, "general": 500}.items()}
@@ -128,3 +128,5 @@ def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail():
         BTSConfig(mix_ratios={"math": 0.5, "code": 0.5, "german": 0.5, "general": 0.5})
     with pytest.raises(InputError, match="exactly the keys"):
         BTSConfig(mix_ratios={"math": 1.0})
+    with pytest.raises(InputError, match="data_dir is not set"):
+        run_bts(BTSConfig(output_dir=str(tmp_path)))  # no default folder: the staged data lives outside the repo

@@ -189,12 +189,12 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
 
     from .stitch import StitchTrainer, StitchTrainingConfig
 
-    start = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not config.data_dir:
         raise InputError("BTSConfig.data_dir is not set: point it at the folder holding the domain files "
                          "(recipes/bts_tiny.yaml uses a copy of the staged datasets, e.g. --data_dir /path/to/data).")
+    start = time.perf_counter()
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir)
     rng = random.Random(config.seed)
     timings: dict[str, float] = {}
