@@ -102,13 +102,17 @@ def test_transformers_backend_batched_equals_one_by_one(tmp_path):
     model = tiny_llama(tokenizer=tok, seed=3)
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    convs = [
-        [{"role": "user", "content": "Rate this answer."}],
+    convs = [  # longest first: the backend batches by length and must answer in this order
+        [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": "Rate this much longer answer now, please."}],
         [{"role": "system", "content": "You are a judge."}, {"role": "user", "content": "Rate this much longer answer now."}],
+        [{"role": "user", "content": "Rate this answer."}],
     ]
-    batched = TransformersBackend(model=str(tmp_path), max_new_tokens=6, batch_size=2, device="cpu").generate(convs)
+    seen = {}
+    batched = TransformersBackend(model=str(tmp_path), max_new_tokens=6, batch_size=2, device="cpu").generate(
+        convs, on_result=lambda i, text: seen.setdefault(i, text))
     single = TransformersBackend(model=str(tmp_path), max_new_tokens=6, batch_size=1, device="cpu").generate(convs)
     assert batched == single
+    assert seen == dict(enumerate(batched))
     # Reference: plain greedy generate on the unpadded prompt.
     prompt = tok.apply_chat_template(convs[1], tokenize=False, add_generation_prompt=True)
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)

@@ -47,6 +47,8 @@ class CriticRMJobConfig(CriticRMConfig):
     critique_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (openai backend)."})
     num_critiques: int = field(default=2, metadata={"help": "Critiques sampled per response in stage 1."})
     critique_max_new_tokens: int = field(default=64, metadata={"help": "Tokens per generated critique."})
+    critique_batch_size: int = field(default=16, metadata={"help": "Conversations per generate call (transformers backend)."})
+    critique_dtype: str | None = field(default=None, metadata={"help": "Precision of the transformers critique model, e.g. bfloat16 (None: the checkpoint's)."})
     critique_variant: Literal["none", "summ", "rank"] = field(default="none", metadata={"help": "After the consistency filter: merge (summ) or rank (rank) the kept critiques."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning); the reward head is always trained and saved."})
     push_to: str | None = field(default=None, metadata={"help": "Hub repo id to push the model and its card to."})
@@ -91,6 +93,8 @@ def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
             if not c.critique_base_url:
                 raise InputError("critique_backend: openai needs critique_base_url (e.g. http://localhost:8000/v1).")
             settings["base_url"] = c.critique_base_url
+        else:
+            settings.update(batch_size=c.critique_batch_size, dtype=c.critique_dtype)
         backend = make_backend(c.critique_backend, **settings)
         critiqued, stats["generation"] = generate_critiques(pairs, backend, num_critiques=c.num_critiques,
                                                             cache_path=Path(c.output_dir) / "critiques_cache.jsonl")

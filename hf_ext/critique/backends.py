@@ -59,6 +59,8 @@ class TransformersBackend:
     def __post_init__(self) -> None:
         self._model = None
         self._tokenizer = None
+        if self.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise InputError(f"TransformersBackend.dtype must be None, 'float32', 'bfloat16' or 'float16', got {self.dtype!r}.")
 
     def __getstate__(self) -> dict[str, Any]:
         return asdict(self)  # settings only: cheap fingerprints, no weights pickled
