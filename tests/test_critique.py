@@ -195,14 +195,26 @@ def test_data_converters_on_committed_real_slices():
         assert row["prompt"].endswith("Assistant:") and row["chosen"] != row["rejected"]
 
 
-def test_real_smollm2_critiques_parse_and_filter():
+@pytest.mark.parametrize("name", ["alpaca_eval_smollm2_critiques", "alpaca_eval_smollm2_critiques_300"])
+def test_real_smollm2_critiques_parse_and_filter(name):
     """Critiques written by SmolLM2-135M-Instruct (benchmarks/reward_critiques.py), committed."""
-    ds = load_dataset("json", data_files=str(DATA / "alpaca_eval_smollm2_critiques.jsonl.gz"), split="train")
+    ds = load_dataset("json", data_files=str(DATA / f"{name}.jsonl.gz"), split="train")
     for side in ("chosen", "rejected"):  # stored scores are what the parser reads from the stored text
         for texts, scores in zip(ds[f"{side}_critiques"], ds[f"{side}_scores"]):
             assert [parse_score(t) for t in texts] == scores
     kept, stats = consistency_filter(ds)
     assert stats["rows_in"] == len(ds) and 0 < stats["rows_kept"] < len(ds)
-    assert all(min(c) > max(r) for c, r in zip(kept["chosen_scores"], kept["rejected_scores"]))
-    info = json.loads((DATA / "alpaca_eval_smollm2_critiques.stats.json").read_text())
-    assert info["consistency_filter"]["rows_kept"] == stats["rows_kept"]
+    # Reference: a chosen critique agrees when it scores above the mean of the parsable rejected
+    # scores, a rejected one when below the chosen mean; rows keep both sides or go.
+    expected = []
+    for row in ds:
+        ch = [s for s in row["chosen_scores"] if s is not None]
+        rj = [s for s in row["rejected_scores"] if s is not None]
+        if ch and rj:
+            keep_ch = [s for s in ch if s > sum(rj) / len(rj)]
+            keep_rj = [s for s in rj if s < sum(ch) / len(ch)]
+            if keep_ch and keep_rj:
+                expected.append((keep_ch, keep_rj))
+    assert list(zip(kept["chosen_scores"], kept["rejected_scores"])) == expected
+    info = json.loads((DATA / f"{name}.stats.json").read_text())
+    assert info["consistency_filter"] == stats
