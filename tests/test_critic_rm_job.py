@@ -37,6 +37,8 @@ def test_critic_rm_job_trains_cards_and_pushes(tmp_path, local_hub, monkeypatch)
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert card.data.datasets == ["tatsu-lab/alpaca_eval"]
     assert "cosine 0.9 → 0.1" in card.text and "critiques file" in card.text
+    assert "| held-out data | [Anthropic/hh-rlhf]" in card.text  # evaluation data is not listed as training data
+    assert "| critiques per response (stage 1) | 1 " in card.text and metrics["stage_one"]["critiques_per_response"] == 1
     accs = {r.dataset_type: r.metric_value for r in card.data.eval_results}
     assert accs["Anthropic/hh-rlhf"] == pytest.approx(round(metrics["heldout"][1]["accuracy"], 4))
     assert json.loads((out / "metrics.json").read_text())["critique_weight"]["schedule"] == "cosine"

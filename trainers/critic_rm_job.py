@@ -45,7 +45,7 @@ class CriticRMJobConfig(CriticRMConfig):
     critique_backend: Literal["transformers", "openai"] = field(default="transformers", metadata={"help": "Who writes stage-1 critiques."})
     critique_model: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Model id (transformers) or served model name (openai)."})
     critique_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (openai backend)."})
-    num_critiques: int = field(default=2, metadata={"help": "Critiques sampled per response in stage 1."})
+    num_critiques: int = field(default=2, metadata={"help": "Critiques sampled per response in stage 1; also the most (chosen, rejected) critique pairs one row gives training."})
     critique_max_new_tokens: int = field(default=64, metadata={"help": "Tokens per generated critique."})
     critique_batch_size: int = field(default=16, metadata={"help": "Conversations per generate call (transformers backend)."})
     critique_dtype: str | None = field(default=None, metadata={"help": "Precision of the transformers critique model, e.g. bfloat16 (None: the checkpoint's)."})
@@ -87,6 +87,7 @@ def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
     if c.critiques_file:
         critiqued = load_dataset("json", data_files=c.critiques_file, split="train")
         stats["critiques_file"] = Path(c.critiques_file).name
+        stats["critiques_per_response"] = max((len(x) for x in critiqued["chosen_critiques"]), default=0)
     else:
         settings: dict[str, Any] = {"model": c.critique_model, "max_new_tokens": c.critique_max_new_tokens, "temperature": 0.8, "top_p": 0.95}
         if c.critique_backend == "openai":
@@ -168,7 +169,6 @@ def render_card(c: CriticRMJobConfig, base_model: str | None, stats: dict[str, A
     """The model card: base model, data, λ schedule, critique backend, held-out accuracy."""
     from hf_ext.hub.cards import render_model_card
 
-    datasets = [c.train_dataset_id] + ([c.eval_dataset_id] if c.eval_file else [])
     schedule = (f"{c.critique_weight_schedule} {c.critique_weight_start} → {c.critique_weight_end}"
                 if c.critique_weight_schedule != "constant" else f"constant {c.critique_weight_start}")
     backend = "critiques file" if c.critiques_file else f"{c.critique_backend}: {c.critique_model}"
@@ -184,8 +184,9 @@ def render_card(c: CriticRMJobConfig, base_model: str | None, stats: dict[str, A
         eval_results=eval_results, model_name=Path(c.output_dir).name,
         title=f"Critic-RM reward model on {base_model}",
         summary="A reward model that writes a critique and then scores the response (Critic-RM, Yu et al. 2024).",
-        base_model=base_model, method="Critic-RM (λ·critique NLL + (1 − λ)·Bradley–Terry)", datasets=datasets,
-        train_pairs=stats.get("training_rows"), critique_backend=backend, num_critiques=c.num_critiques,
+        base_model=base_model, method="Critic-RM (λ·critique NLL + (1 − λ)·Bradley–Terry)", datasets=[c.train_dataset_id],
+        eval_datasets=[c.eval_dataset_id] if c.eval_file else [], train_pairs=stats.get("training_rows"),
+        critique_backend=backend, num_critiques=stats.get("critiques_per_response", c.num_critiques), pairs_per_row=c.num_critiques,
         critique_variant=c.critique_variant, schedule=schedule, steps=steps,
         adapter=f"LoRA r={c.lora_r}" if c.lora_r else "none (full fine-tuning)", critique_stats=flat,
         results=results, repo_id=c.push_to or "your-name/critic-rm",
