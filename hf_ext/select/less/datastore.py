@@ -51,12 +51,12 @@ class Datastore:
 
 def _dist() -> tuple[int, int, Any]:
     """(rank, world size, barrier) under accelerate/torchrun; (0, 1, no-op) otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+    from ...dist import partial_state
 
-        state = PartialState()
-        return state.process_index, state.num_processes, state.wait_for_everyone
-    return 0, 1, lambda: None
+    state = partial_state()
+    if state is None:
+        return 0, 1, lambda: None
+    return state.process_index, state.num_processes, state.wait_for_everyone
 
 
 def _chunks(start: int, stop: int, size: int) -> list[tuple[int, int]]:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ...dist import partial_state
 from ...errors import InputError
 from ..columns import join_prompt, require_columns, require_strings
 
@@ -382,14 +383,12 @@ def map_features(ds, fn, *, batch_size: int = 1000, num_proc: int | None = None,
 
         features = Features({**ds.features, **features})
     kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, features=features, **map_kwargs)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    state = partial_state()
+    if state is None:
         return ds.map(fn, **kwargs)
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from datasets import Dataset, concatenate_datasets
 
-    state = PartialState()
     shard = ds.shard(state.num_processes, state.process_index, contiguous=True)
     mapped = shard.map(fn, **kwargs)
     new = [c for c in mapped.column_names if c not in ds.column_names]
