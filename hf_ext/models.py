@@ -201,6 +201,16 @@ def hub_id_for(path_or_id: str | os.PathLike) -> str | None:
     return None
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_dtype(name: str | None, field: str) -> str | None:
+    """Validate a precision given by name (None: the checkpoint's); the error names `field`."""
+    if name is not None and name not in DTYPES:
+        raise InputError(f"{field} must be one of {list(DTYPES)} (or None for the checkpoint's), got {name!r}.")
+    return name
+
+
 def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision: str | None = None, **kwargs: Any):
     """``auto_class.from_pretrained(resolve_model(model_id), **kwargs)``; ``auto_class`` defaults to ``AutoModel``.
 

@@ -31,7 +31,7 @@ class CriticRMJobConfig(CriticRMConfig):
 
     model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Causal LM to train (Hub id or path)."})
     base_model_id: str | None = field(default=None, metadata={"help": "Hub id of the base model for the card when model_name_or_path is a local folder."})
-    train_file: str = field(default="", metadata={"help": "Preference pairs: AlpacaEval annotations (instruction, output_1, output_2, "
+    train_file: str | None = field(default=None, metadata={"help": "Preference pairs: AlpacaEval annotations (instruction, output_1, output_2, "
                                                            "preference) or rows with prompt, chosen, rejected (JSON Lines, may be gzipped)."})
     train_dataset_id: str = field(default="tatsu-lab/alpaca_eval", metadata={"help": "Hub id of the training data, for the card."})
     train_pairs: int = field(default=64, metadata={"help": "Training pairs to critique and train on (0: all)."})
@@ -60,7 +60,10 @@ def _load_pairs(path: str, what: str) -> Any:
 
     from hf_ext.critique.data import alpaca_eval_pairs, hh_rlhf_pairs
 
-    if not path or not Path(path).is_file():
+    if not path:
+        raise InputError(f"{what} is not set: point it at a JSON Lines file of preference pairs (recipes/critic_rm_cpu.yaml "
+                         "uses the staged AlpacaEval annotations, e.g. --train_file /path/to/data/preference/...).")
+    if not Path(path).is_file():
         raise InputError(f"{what} {path!r} does not exist. Point it at a JSON Lines file of preference pairs.")
     ds = load_dataset("json", data_files=path, split="train")
     if "preference" in ds.column_names:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import HfExtError, InputError
+from ..models import check_dtype
 
 Conversation = list[dict[str, str]]
 ResultCallback = Callable[[int, str], None]
@@ -59,8 +60,7 @@ class TransformersBackend:
     def __post_init__(self) -> None:
         self._model = None
         self._tokenizer = None
-        if self.dtype not in (None, "float32", "bfloat16", "float16"):
-            raise InputError(f"TransformersBackend.dtype must be None, 'float32', 'bfloat16' or 'float16', got {self.dtype!r}.")
+        check_dtype(self.dtype, "TransformersBackend.dtype")
 
     def __getstate__(self) -> dict[str, Any]:
         return asdict(self)  # settings only: cheap fingerprints, no weights pickled
@@ -98,12 +98,13 @@ class TransformersBackend:
         else:
             generator_kwargs.update(do_sample=False)
         prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        ids = tok(prompts, add_special_tokens=False)["input_ids"]
         # Batch conversations of similar length (less left padding), answer in the caller's order.
-        order = sorted(range(len(prompts)), key=lambda i: len(tok(prompts[i], add_special_tokens=False)["input_ids"]))
-        outputs: list[str] = [""] * len(prompts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        outputs: list[str] = [""] * len(ids)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            enc = tok([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            enc = tok.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(model.device)
             with torch.inference_mode():
                 out = model.generate(**enc, **generator_kwargs)
             new_tokens = out[:, enc["input_ids"].shape[1] :]

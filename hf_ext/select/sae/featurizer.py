@@ -40,13 +40,11 @@ import numpy as np
 
 from ...dist import partial_state
 from ...errors import InputError
+from ...models import check_dtype
 from ..columns import join_prompt, require_columns, require_strings
 
 logger = logging.getLogger(__name__)
 _IMPORT_PID = os.getpid()  # a different pid in load() means a forked worker (datasets num_proc)
-
-
-_DTYPES = {"float32", "bfloat16", "float16"}
 
 
 class _StopForward(Exception):
@@ -124,8 +122,7 @@ class SAEFeaturizer:
             raise InputError("SAEFeaturizer needs text_column, or instruction_column and/or response_column.")
         if self.max_length < 2:
             raise InputError(f"max_length must be at least 2 tokens, got {self.max_length}.")
-        if self.dtype not in _DTYPES:
-            raise InputError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
+        check_dtype(self.dtype, "SAEFeaturizer.dtype")
 
     # -- pickling / fingerprint --------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
