@@ -1,7 +1,7 @@
 """The ``hf-ext`` command.
 
     hf-ext run RECIPE.yaml [--field value ...]   run a recipe; flags override its fields
-    hf-ext select [--recipe R] [--field value]   the selection job as a single step
+    hf-ext JOB [RECIPE.yaml] [--field value ...] one job (select, curate, merge, ...) from flags
     hf-ext push FOLDER --repo_id ID              upload a folder to the Hub in one commit
     hf-ext pull ID [--local_dir DIR]             download a Hub repo (honours HF_ENDPOINT/offline)
 
@@ -37,23 +37,10 @@ def _fields_help(config_cls: type, indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
-def _jobs_help() -> str:
-    parts = []
-    for job, (config_path, _) in JOBS.items():
-        try:
-            config_cls = import_path(config_path)
-        except ImportError as exc:  # an optional extra is missing: still list the job
-            parts.append(f"job: {job}  (unavailable: {exc})")
-            continue
-        parts.append(f"job: {job}  ({config_cls.__name__})\n{_fields_help(config_cls)}")
-    return "Recipe fields, by job (every field is also a --flag):\n\n" + "\n\n".join(parts)
-
-
 def _run_job(job: str, values: dict, overrides: list[str]) -> int:
     if job not in JOBS:
         raise RecipeError(f"Unknown job {job!r} in the recipe. Valid jobs: {', '.join(sorted(JOBS))}.")
-    config_path, runner_path = JOBS[job]
-    config_cls, runner = import_path(config_path), import_path(runner_path)
+    config_cls, runner = import_path(JOBS[job].config), import_path(JOBS[job].runner)
     config = parse_config(config_cls, values, overrides)
     result = runner(config)
     if isinstance(result, dict):
@@ -67,42 +54,57 @@ def _summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in keep if k in metrics} or metrics
 
 
-def cmd_run(argv: list[str]) -> int:
+def _job_parser(job: str, prog: str, recipe_help: str) -> argparse.ArgumentParser:
+    config_cls = import_path(JOBS[job].config)
     parser = argparse.ArgumentParser(
-        prog="hf-ext run",
-        description="Run a recipe. Flags after the recipe override its fields (--budget 100).",
-        epilog=_jobs_help(),
+        prog=prog,
+        description=f"{JOBS[job].help} Flags override the recipe's fields.".strip(),
+        epilog=f"Fields of {config_cls.__name__} (job: {job}); each is also a --flag:\n{_fields_help(config_cls)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("recipe", help="Path of a YAML recipe, e.g. recipes/quickstart.yaml.")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
+    parser.add_argument("recipe", nargs="?", default=None, help=recipe_help)
+    return parser
+
+
+def cmd_run(argv: list[str]) -> int:
+    """``hf-ext run RECIPE [--field value ...]``; ``hf-ext run RECIPE --help`` lists that job's fields."""
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    if not argv or argv[0].startswith("-"):
+        print("usage: hf-ext run RECIPE.yaml [--field value ...]\n\n"
+              "Run a recipe: a YAML mapping of one job's config fields plus `job` (default: select).\n"
+              "Flags after the recipe override its fields. `hf-ext run RECIPE --help` lists the fields of\n"
+              f"the recipe's job; jobs: {', '.join(JOBS)}.")  # fmt: skip
         return 0
-    args, overrides = parser.parse_known_args(argv)
-    values = load_recipe(args.recipe)
+    values = load_recipe(argv[0])
     job = values.pop("job", "select")
-    return _run_job(job, values, overrides)
+    if not isinstance(job, str) or job not in JOBS:
+        raise RecipeError(f"Unknown job {job!r} in the recipe. Valid jobs: {', '.join(sorted(JOBS))}.")
+    if wants_help:
+        _job_parser(job, "hf-ext run", "Path of the YAML recipe.").print_help()
+        return 0
+    return _run_job(job, values, argv[1:])
 
 
 def _job_command(job: str) -> Callable[[list[str]], int]:
     def command(argv: list[str]) -> int:
-        config_cls = import_path(JOBS[job][0])
-        parser = argparse.ArgumentParser(
-            prog=f"hf-ext {job}",
-            description=f"Run the {job} job from flags (and optionally a recipe).",
-            epilog=f"Fields of {config_cls.__name__}:\n{_fields_help(config_cls)}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        parser.add_argument("--recipe", default=None, help="Optional YAML recipe; flags override its fields.")
-        if argv and argv[0] in ("-h", "--help"):
+        parser = _job_parser(job, f"hf-ext {job}", f"Optional YAML recipe for job {job!r}; flags override its fields.")
+        parser.add_argument("--recipe", dest="recipe_flag", default=None, help="The recipe, given as a flag.")
+        if any(a in ("-h", "--help") for a in argv):
             parser.print_help()
             return 0
-        args, overrides = parser.parse_known_args(argv)
-        values = load_recipe(args.recipe) if args.recipe else {}
+        recipe = None
+        if argv and not argv[0].startswith("-"):
+            recipe, argv = argv[0], argv[1:]
+        if "--recipe" in argv:
+            i = argv.index("--recipe")
+            if i + 1 >= len(argv):
+                raise RecipeError("--recipe needs a path, e.g. --recipe recipes/quickstart.yaml.")
+            recipe, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+        values = load_recipe(recipe) if recipe else {}
         recipe_job = values.pop("job", job)
         if recipe_job != job:
-            raise RecipeError(f"Recipe {args.recipe!r} is for job {recipe_job!r}, not {job!r}; run it with `hf-ext run`.")
-        return _run_job(job, values, overrides)
+            raise RecipeError(f"Recipe {recipe!r} is for job {recipe_job!r}, not {job!r}; run it with `hf-ext run`.")
+        return _run_job(job, values, argv)
 
     return command
 
@@ -140,22 +142,31 @@ def cmd_pull(argv: list[str]) -> int:
     return 0
 
 
-# Subcommand -> (function or "module:function", one-line description). Later components add theirs.
+# Commands that are not jobs: (function or "module:function", one-line description).
 COMMANDS: dict[str, tuple[Callable[[list[str]], int] | str, str]] = {
-    "run": (cmd_run, "Run a YAML recipe (flags override its fields)."),
-    "select": (_job_command("select"), "Select instruction data: score with datasets.map, pick a budget, write a card."),
+    "run": (cmd_run, "Run a YAML recipe of any job (flags override its fields)."),
     "push": (cmd_push, "Upload a folder to the Hub in one commit."),
     "pull": (cmd_pull, "Download a repo from the Hub (or a local Hub endpoint)."),
-    "curate": ("hf_ext.curate.job:cmd_curate", "Curate pretraining text: DCLM/Llama 3 heuristics, dedup, quality classifier, drop counts, card."),
-    "merge": ("hf_ext.merge.job:cmd_merge", "Merge models from a recipe: soup, task arithmetic, TIES, DARE (streamed, card with base_model list)."),
-    "scaling": ("hf_ext.scaling.cli:main", "Scaling laws: reproduce arXiv 2403.08540, fit L(N, M)/Err(L)/Chinchilla to runs, plan compute."),
+    "scaling": ("hf_ext.scaling.cli:main", "Scaling laws: reproduce arXiv 2403.08540, fit L(N, M) / Err(L) to runs, plan compute."),
 }
+
+
+def _command(name: str) -> Callable[[list[str]], int] | None:
+    if name in COMMANDS:
+        command = COMMANDS[name][0]
+        return import_path(command) if isinstance(command, str) else command
+    if name in JOBS:
+        return _job_command(name)
+    return None
 
 
 def _top_help() -> str:
     lines = ["usage: hf-ext COMMAND [options]", "", "Commands:"]
-    lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines += ["", "Run `hf-ext COMMAND --help` for a command's options.", "", _jobs_help()]
+    lines += [f"  {name:<13} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Jobs (`hf-ext JOB [RECIPE] [--field value ...]`, or a recipe with `job: JOB`):"]
+    lines += [f"  {name:<13} {job.help}" for name, job in JOBS.items()]
+    lines += ["", "`hf-ext COMMAND --help` shows a command's options and a job's fields;",
+              "`hf-ext run RECIPE --help` the fields of the recipe's job."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -170,13 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hf-ext {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"hf-ext: unknown command {name!r}. Commands: {', '.join(COMMANDS)}.", file=sys.stderr)
-        return 2
-    command = COMMANDS[name][0]
-    if isinstance(command, str):
-        command = import_path(command)
     try:
+        command = _command(name)
+        if command is None:
+            print(f"hf-ext: unknown command {name!r}. Commands: {', '.join([*COMMANDS, *JOBS])}.", file=sys.stderr)
+            return 2
         return command(rest)
     except HfExtError as exc:
         print(f"hf-ext {name}: error: {exc}", file=sys.stderr)

@@ -29,27 +29,54 @@ from .errors import RecipeError
 
 T = TypeVar("T")
 
-# Jobs that `hf-ext run` knows, by the value of the recipe's `job` key: "module:ConfigClass".
-# Later components register theirs with `register_job`; each config class must define a
-# `run()` method (or the job a `runner`).
-JOBS: dict[str, tuple[str, str]] = {
-    "select": ("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection"),
-    "critic_rm": ("trainers.critic_rm_job:CriticRMJobConfig", "trainers.critic_rm_job:run_critic_rm"),
-    "curate": ("hf_ext.curate.job:CurateConfig", "hf_ext.curate.job:run_curate"),
-    "audit": ("hf_ext.curate.job:AuditConfig", "hf_ext.curate.job:run_audit"),
-    "less_warmup": ("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup"),
-    "less_select": ("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select"),
-    "scaling_tiny": ("hf_ext.scaling.testbed:ScalingTestbedConfig", "hf_ext.scaling.testbed:run_scaling_testbed"),
-    "bts": ("trainers.bts:BTSConfig", "trainers.bts:run_bts"),
-    "merge": ("hf_ext.merge.job:MergeConfig", "hf_ext.merge.job:run_merge"),
-    "time_vectors": ("hf_ext.adapters.time_vector.experiment:TimeVectorExperimentConfig", "hf_ext.adapters.time_vector.experiment:run_time_vectors"),
-    "xelm": ("hf_ext.merge.xelm:XELMConfig", "hf_ext.merge.xelm:run_xelm"),
+class Job(typing.NamedTuple):
+    """A runnable job: its config dataclass and run function ("module:attribute" paths, imported
+    lazily so ``hf-ext --help`` stays fast) and the one line ``hf-ext --help`` shows for it."""
+
+    config: str
+    runner: str
+    help: str = ""
+
+
+# Jobs that `hf-ext run` knows, by the value of the recipe's `job` key; each is also a
+# subcommand (`hf-ext JOB [RECIPE] [--field value ...]`). Register more with `register_job`.
+JOBS: dict[str, Job] = {
+    "select": Job("hf_ext.select.pipeline:SelectionConfig", "hf_ext.select.pipeline:run_selection",
+                  "Select instruction data (SAE-GreedSelect, longest, AlpaGasus, k-center, random) with a card."),
+    "less_warmup": Job("hf_ext.select.less.warmup:LessWarmupConfig", "hf_ext.select.less.warmup:run_less_warmup",
+                       "LESS step 1: LoRA warmup on a random slice of the pool, a checkpoint per epoch."),
+    "less_select": Job("hf_ext.select.less.job:LessSelectConfig", "hf_ext.select.less.job:run_less_select",
+                       "LESS steps 2-3: gradient datastore and target matching; writes the top examples."),
+    "curate": Job("hf_ext.curate.job:CurateConfig", "hf_ext.curate.job:run_curate",
+                  "Curate pretraining text: DCLM / Llama 3 heuristics, dedup, quality scores, drop counts."),
+    "audit": Job("hf_ext.curate.job:AuditConfig", "hf_ext.curate.job:run_audit",
+                 "Audit a filter (AboutMe): retention by group with bootstrap CIs, plots, card."),
+    "merge": Job("hf_ext.merge.job:MergeConfig", "hf_ext.merge.job:run_merge",
+                 "Merge models, streamed: soup, task arithmetic, TIES, DARE; card with the base_model list."),
+    "critic_rm": Job("trainers.critic_rm_job:CriticRMJobConfig", "trainers.critic_rm_job:run_critic_rm",
+                     "Critic-RM: generate and filter critiques, train the critique-then-score reward model."),
+    "bts": Job("trainers.bts:BTSConfig", "trainers.bts:run_bts",
+               "Branch-Train-Stitch replication: seed, experts, stitch layers, loss table vs baselines."),
+    "time_vectors": Job("hf_ext.adapters.time_vector.experiment:TimeVectorExperimentConfig",
+                        "hf_ext.adapters.time_vector.experiment:run_time_vectors",
+                        "Time vectors replication: yearly models, interpolation and analogy vs end-year models."),
+    "xelm": Job("hf_ext.merge.xelm:XELMConfig", "hf_ext.merge.xelm:run_xelm",
+                "X-ELM replication: experts per cluster vs a compute-matched dense model."),
+    "scaling_tiny": Job("hf_ext.scaling.testbed:ScalingTestbedConfig", "hf_ext.scaling.testbed:run_scaling_testbed",
+                        "Scaling-law testbed: tiny Llamas at several sizes, fit L(N, M), predict the largest."),
 }
 
 
-def register_job(name: str, config_path: str, runner_path: str) -> None:
-    """Make `hf-ext run` accept recipes with `job: name` (paths are "module:attribute")."""
-    JOBS[name] = (config_path, runner_path)
+def register_job(name: str, config_path: str, runner_path: str, help: str = "") -> None:
+    """Make `hf-ext run` accept recipes with `job: name` and add the `hf-ext name` subcommand.
+
+    Args:
+        name (`str`): the recipe's `job` value and the subcommand.
+        config_path (`str`): "module:ConfigClass" of the job's config dataclass.
+        runner_path (`str`): "module:function" that takes the config and returns the metrics.
+        help (`str`, defaults to `""`): the one line `hf-ext --help` shows.
+    """
+    JOBS[name] = Job(config_path, runner_path, help)
 
 
 def import_path(path: str) -> Any:

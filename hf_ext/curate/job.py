@@ -317,10 +317,3 @@ def _audit_card(c: AuditConfig, source, metrics: dict, sections: list[dict]):
         "curate_audit.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], sections=sections, n=metrics["n"],
         n_boot=c.n_boot, confidence_percent=int(round(100 * c.confidence)), settings=settings,
     )
-
-
-def cmd_curate(argv: list[str]) -> int:
-    """``hf-ext curate [--recipe R] [--field value ...]``: the curate job as a single step."""
-    from ..cli import _job_command
-
-    return _job_command("curate")(argv)

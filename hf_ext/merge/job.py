@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["MergeConfig", "run_merge", "cmd_merge"]
+__all__ = ["MergeConfig", "run_merge"]
 
 _METHOD_FIELDS = ("normalize", "scale", "density", "majority_sign_method", "ties")
 
@@ -64,25 +63,3 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
                "elapsed_seconds": round(time.perf_counter() - start, 3), "pushed_to": config.push_to_hub}  # fmt: skip
     Path(out, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
-
-
-def cmd_merge(argv: list[str]) -> int:
-    """``hf-ext merge RECIPE.yaml [--field value ...]``."""
-    from ..cli import _fields_help, _run_job
-    from ..config import load_recipe
-    from ..errors import RecipeError
-
-    parser = argparse.ArgumentParser(
-        prog="hf-ext merge", description="Merge models from a recipe (job: merge); flags override its fields.",
-        epilog=f"Fields of MergeConfig:\n{_fields_help(MergeConfig)}", formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    parser.add_argument("recipe", nargs="?", default=None, help="YAML recipe, e.g. recipes/merge_soup.yaml.")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        return 0
-    args, overrides = parser.parse_known_args(argv)
-    values = load_recipe(args.recipe) if args.recipe else {}
-    job = values.pop("job", "merge")
-    if job != "merge":
-        raise RecipeError(f"Recipe {args.recipe!r} is for job {job!r}, not 'merge'; run it with `hf-ext run`.")
-    return _run_job("merge", values, overrides)
