@@ -19,8 +19,8 @@ import sys
 import textwrap
 from collections.abc import Callable
 
-from .config import JOBS, import_path, load_recipe, parse_config
-from .errors import HfExtError, RecipeError
+from .config import JOBS, import_path, load_recipe, parse_config, recipe_job
+from .errors import HfExtError, RecipeError, redact
 
 
 def _fields_help(config_cls: type, indent: str = "  ") -> str:
@@ -76,9 +76,7 @@ def cmd_run(argv: list[str]) -> int:
               f"the recipe's job; jobs: {', '.join(JOBS)}.")  # fmt: skip
         return 0
     values = load_recipe(argv[0])
-    job = values.pop("job", "select")
-    if not isinstance(job, str) or job not in JOBS:
-        raise RecipeError(f"Unknown job {job!r} in the recipe. Valid jobs: {', '.join(sorted(JOBS))}.")
+    job = recipe_job(values, source=f"recipe {argv[0]!r}")
     if wants_help:
         _job_parser(job, "hf-ext run", "Path of the YAML recipe.").print_help()
         return 0
@@ -101,9 +99,9 @@ def _job_command(job: str) -> Callable[[list[str]], int]:
                 raise RecipeError("--recipe needs a path, e.g. --recipe recipes/quickstart.yaml.")
             recipe, argv = argv[i + 1], argv[:i] + argv[i + 2:]
         values = load_recipe(recipe) if recipe else {}
-        recipe_job = values.pop("job", job)
-        if recipe_job != job:
-            raise RecipeError(f"Recipe {recipe!r} is for job {recipe_job!r}, not {job!r}; run it with `hf-ext run`.")
+        named = recipe_job(values, job, source=f"recipe {recipe!r}")
+        if named != job:
+            raise RecipeError(f"Recipe {recipe!r} is for job {named!r}, not {job!r}; run it with `hf-ext run`.")
         return _run_job(job, values, argv)
 
     return command
@@ -188,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return command(rest)
     except HfExtError as exc:
-        print(f"hf-ext {name}: error: {exc}", file=sys.stderr)
+        print(f"hf-ext {name}: error: {redact(exc)}", file=sys.stderr)
         return 2
 
 

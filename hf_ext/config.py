@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -86,13 +87,51 @@ def import_path(path: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _mapping_without_duplicates(loader: RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            break
+    return loader.construct_mapping(node, deep=deep)
+
+
+RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load``; it must be a mapping of field names."""
+    """Read a recipe file with a ``yaml.SafeLoader``; it must be a UTF-8 mapping of field names,
+    each given once."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"Recipe {str(path)!r} is not UTF-8 text (byte {exc.start}, line {line}: {raw[exc.start:exc.start + 1]!r}). "
+                          "Save it as UTF-8.") from None
+    try:
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as dup:
+        raise RecipeError(f"Recipe {str(path)!r} sets {dup.key!r} twice (lines {dup.first} and {dup.second}); "
+                          "keep one of them.") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"Recipe {str(path)!r} is not valid YAML: {exc}") from None
     if data is None:
@@ -100,6 +139,15 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(f"Recipe {str(path)!r} must be a YAML mapping of config fields, got a {type(data).__name__}.")
     return data
+
+
+def recipe_job(values: dict[str, Any], default: str = "select", source: str = "the recipe") -> str:
+    """Pop ``job`` from recipe values and check it names a registered job."""
+    job = values.pop("job", default)
+    if not isinstance(job, str) or job not in JOBS:
+        raise RecipeError(f"Unknown job {job!r} in {source}: `job` must be one name, one of {', '.join(sorted(JOBS))} "
+                          "(e.g. `job: select`).")
+    return job
 
 
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
@@ -117,6 +165,18 @@ def check_keys(config_cls: type, values: dict[str, Any], source: str = "recipe")
                 f"Unknown key {key!r} in the {source} for {config_cls.__name__}.{hint} "
                 f"Valid keys: {', '.join(sorted(valid))}."
             )
+
+
+_YAML_BOOL_WORDS = {True: ("yes", "on", "true", "y"), False: ("no", "off", "false", "n")}
+
+
+def _quote_hint(value: Any, name: str, words: tuple = ()) -> str:
+    """For a bool where a string was expected: YAML 1.1 reads unquoted yes/no/on/off as booleans."""
+    if not isinstance(value, bool):
+        return ""
+    word = next((w for w in words if isinstance(w, str) and w.lower() in _YAML_BOOL_WORDS[value]), None)
+    example = f'{name}: "{word}"' if word else f'{name}: "{str(value).lower()}"'
+    return (f" YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it ({example}).")
 
 
 def _type_name(tp: Any) -> str:
@@ -141,10 +201,13 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
                 return coerce(value, arg, name)
             except RecipeError as exc:
                 errors.append(exc)
-        raise RecipeError(f"Field {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+        literal_words = tuple(w for a in args if get_origin(a) is Literal for w in get_args(a))
+        hint = _quote_hint(value, name, literal_words) if str in args or literal_words else ""
+        raise RecipeError(f"Field {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__}).{hint}")
     if origin is Literal:
-        if value not in get_args(tp):
-            raise RecipeError(f"Field {name!r} must be one of {list(get_args(tp))}, got {value!r}.")
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in get_args(tp)) or value not in get_args(tp):
+            raise RecipeError(f"Field {name!r} must be one of {list(get_args(tp))}, got {value!r}."
+                              + _quote_hint(value, name, get_args(tp)))
         return value
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -172,9 +235,61 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise RecipeError(f"Field {name!r} must be a string, got {value!r} ({type(value).__name__}); quote it in YAML.")
+            hint = _quote_hint(value, name) or " Quote it in YAML."
+            raise RecipeError(f"Field {name!r} must be a string, got {value!r} ({type(value).__name__}).{hint}")
         return value
     return value
+
+
+def _is_seed(name: str) -> bool:
+    return name == "seed" or name.endswith("_seed")
+
+
+def _is_dtype(name: str) -> bool:
+    return name == "dtype" or name.endswith("_dtype")
+
+
+def check_config(config: Any) -> Any:
+    """Rules every job shares, checked once after parsing (recipe values and flags alike):
+    no NaN numbers, seeds in numpy's range [0, 2**32), and precisions that hf_ext writes."""
+    _check_values({f.name: getattr(config, f.name, None) for f in dataclasses.fields(config) if f.init})
+    return config
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    from .models import DTYPES
+
+    for name, value in values.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise RecipeError(f"Field {name!r} is NaN; give a number.")
+        if _is_seed(name) and isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 2**32:
+            raise RecipeError(f"Field {name!r} must be in [0, 2**32 - 1] (numpy and torch seeds), got {value}.")
+        if _is_dtype(name) and isinstance(value, str) and value not in DTYPES:
+            raise RecipeError(f"Field {name!r} must be one of {list(DTYPES)} (or null for the checkpoint's), got {value!r}.")
+        if name == "output_dir" and isinstance(value, str) and value:
+            check_writable_dir(value, name)
+
+
+def check_writable_dir(path: str | os.PathLike, field: str = "output_dir") -> None:
+    """Fail now, before any work, when ``path`` cannot become a folder we can write in: probe the
+    nearest existing ancestor with a temporary file (works for root and read-only mounts too)."""
+    import tempfile
+
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise RecipeError(f"{field} {str(path)!r} is a file, not a folder; choose a folder path.")
+    ancestor = target
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RecipeError(f"{field} {str(path)!r} cannot be created: {str(ancestor)!r} is a file, not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".hf_ext-write-probe-", dir=ancestor)
+    except OSError as exc:
+        raise RecipeError(f"{field} {str(path)!r} is not writable ({str(ancestor)!r}: {exc.strerror or exc}); "
+                          "choose a folder you can write to.") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv: list[str] | None = None) -> T:
@@ -189,6 +304,7 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
     check_keys(config_cls, values)
     hints = typing.get_type_hints(config_cls)
     checked = {k: coerce(v, hints[k], k) for k, v in values.items()}
+    _check_values(checked)
     if argv:
         from transformers import HfArgumentParser
 
@@ -201,10 +317,11 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
                 raise
             valid = ", ".join(f"--{name}" for name in sorted(config_fields(config_cls)))
             raise RecipeError(f"{exc}. Valid flags for {config_cls.__name__}: {valid}.") from None
-        return config
+        return check_config(config)
     try:
-        return config_cls(**checked)
+        config = config_cls(**checked)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, RecipeError):
             raise
         raise RecipeError(f"Invalid {config_cls.__name__}: {exc}") from None
+    return check_config(config)
