@@ -27,7 +27,7 @@ from ..errors import InputError
 from .methods import LinearMerge, MergeMethod, get_merge_method
 from .weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite
 
-__all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources", "parse_size"]
+__all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources", "parse_size", "write_merged"]
 
 
 def as_sources(models: Sequence[Any], hub_ids: Sequence[str | None] | None = None) -> list[WeightSource]:
@@ -81,7 +81,34 @@ def merged_tensors(
             continue
         out_dtype = dtype or tensors[0].dtype
         merged = method.merge([t.float() for t in tensors], weights, None if base_t is None else base_t.float(), key=key)
-        yield key, merged.to(out_dtype)
+        yield key, checked_output(merged.to(out_dtype), key, method)
+
+
+def checked_output(tensor: torch.Tensor, key: str, method: MergeMethod) -> torch.Tensor:
+    """`tensor` if every value is finite; else InputError naming the tensor (nothing NaN/inf is ever written)."""
+    try:
+        check_finite(tensor, key, "the merge")
+    except InputError:
+        raise InputError(
+            f"The {method.name!r} merge produced NaN/inf in tensor {key!r} (inputs are finite): the weights or "
+            "settings blow up (e.g. an output dtype too narrow for the values, or weights that cancel). "
+            "Nothing was kept; change the weights/settings or the output dtype."
+        ) from None
+    return tensor
+
+
+def output_dtype(dtype: torch.dtype | str | None, field: str = "dtype") -> torch.dtype | None:
+    """A floating-point torch dtype from its name (None: each tensor's own); integer dtypes are refused."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        from ..models import check_dtype
+
+        dtype = getattr(torch, check_dtype(dtype.removeprefix("torch."), field))
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"{field} must be a floating-point dtype (float32, bfloat16, float16), got {dtype!r}: "
+                         "merged weights cast to an integer type are zeros.")
+    return dtype
 
 
 def parse_size(size: int | str) -> int:
@@ -180,24 +207,44 @@ def merge_models(
     base_src = None if base is None else (base if isinstance(base, WeightSource) else WeightSource(base, hub_id=base_hub_id))
     w = _weights(weights, len(sources))
     card_ids = _card_ids(sources, base_src)  # fail before any work
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = output_dtype(dtype)
     check_compatible(sources + ([base_src] if base_src else []))
-    output_dir = Path(output_dir)
+    method.check_weights(w)
     ref = sources[0]
     layout = [(k, ref.shape(k), (dtype if dtype is not None and ref.dtype(k).is_floating_point else ref.dtype(k)))
               for k in ref.keys()]  # fmt: skip
     start = time.perf_counter()
+    tensors = merged_tensors(sources, method, w, base_src, dtype=dtype, check_values=check_values)
+
+    def card(output_dir: Path) -> None:
+        write_merge_card(output_dir, card_ids, method, w, sources, base_src, title=card_title,
+                         extra={"seconds": round(time.perf_counter() - start, 3)})
+
+    return write_merged(output_dir, layout, tensors, side_files=base_src or ref, card=card,
+                        max_shard_size=max_shard_size, push_to_hub=push_to_hub, hub_endpoint=hub_endpoint,
+                        commit_message=f"hf_ext: {method.name} merge")  # fmt: skip
+
+
+def write_merged(output_dir: str | os.PathLike, layout: Sequence[tuple[str, Sequence[int], torch.dtype]],
+                 tensors: Iterator[tuple[str, torch.Tensor]], *, side_files: WeightSource,
+                 card: Any, max_shard_size: int | str = "5GB", config_update: dict[str, Any] | None = None,
+                 push_to_hub: str | None = None, hub_endpoint: str | None = None, commit_message: str = "hf_ext: merge") -> Path:
+    """Write a merged model: the tensors (in `layout` order), config/tokenizer from `side_files` (the config
+    updated with `config_update`), the card (``card(output_dir)``), then push. The one writer of every merge."""
+    output_dir = Path(output_dir)
     with SafetensorsWriter(output_dir, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
-        for key, tensor in merged_tensors(sources, method, w, base_src, dtype=dtype, check_values=check_values):
+        for key, tensor in tensors:
             writer.write(key, tensor)
-    _copy_side_files(base_src or ref, output_dir)
-    write_merge_card(output_dir, card_ids, method, w, sources, base_src, title=card_title,
-                     extra={"seconds": round(time.perf_counter() - start, 3)})
+    _copy_side_files(side_files, output_dir)
+    if config_update and (output_dir / "config.json").is_file():
+        config = json.loads((output_dir / "config.json").read_text())
+        config.update(config_update)
+        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    card(output_dir)
     if push_to_hub:
         from ..hub import push_folder
 
-        push_folder(output_dir, push_to_hub, repo_type="model", endpoint=hub_endpoint, commit_message=f"hf_ext: {method.name} merge")
+        push_folder(output_dir, push_to_hub, repo_type="model", endpoint=hub_endpoint, commit_message=commit_message)
     return output_dir
 
 
@@ -227,6 +274,7 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
     merge_method = get_merge_method(method or LinearMerge(), **method_params)
     base_src = None if base is None else WeightSource(base if not isinstance(base, (str, os.PathLike)) else _load_causal_lm(base))
     sources = [WeightSource(m) for m in modules]
+    merge_method.check_weights(_weights(weights, len(sources)))
     state = dict(merged_tensors(sources, merge_method, _weights(weights, len(sources)), base_src))
     merged = copy.deepcopy(modules[0])
     missing, unexpected = merged.load_state_dict(state, strict=False)

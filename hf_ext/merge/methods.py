@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -27,7 +28,8 @@ from peft.utils import merge_utils
 
 from ..errors import InputError
 
-__all__ = ["MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "MERGE_METHODS", "get_merge_method"]
+__all__ = ["MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "DellaMerge", "BreadcrumbsMerge",
+           "SlerpMerge", "NuSlerpMerge", "ModelStockMerge", "PassthroughMerge", "MERGE_METHODS", "get_merge_method"]
 
 
 @dataclass
@@ -39,6 +41,14 @@ class MergeMethod:
 
     def merge(self, tensors: list[torch.Tensor], weights: torch.Tensor, base: torch.Tensor | None, *, key: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def check_weights(self, weights: torch.Tensor) -> None:
+        """Refuse weights this method cannot use (before any tensor is read)."""
+
+    def _check_sum(self, weights: torch.Tensor) -> None:
+        if abs(float(weights.sum())) < 1e-8:
+            raise InputError(f"The {self.name!r} merge divides by the sum of the weights, and {weights.tolist()} sums to 0: "
+                             "the result would be NaN/inf. Give weights with a non-zero sum, or normalize=False.")
 
     def params(self) -> dict[str, Any]:
         """The settings, for cards and metrics."""
@@ -58,6 +68,10 @@ class LinearMerge(MergeMethod):
     name: ClassVar[str] = "linear"
     normalize: bool = field(default=True, metadata={"help": "Divide by the sum of the weights."})
 
+    def check_weights(self, weights):
+        if self.normalize:
+            self._check_sum(weights)
+
     def merge(self, tensors, weights, base, *, key):
         # Σ w_i θ_i accumulated in place (one output buffer, no stacked copies: the streaming
         # merge's peak memory is set by its largest tensor); equal to PEFT's task_arithmetic.
@@ -74,9 +88,23 @@ class TaskArithmetic(MergeMethod):
     name: ClassVar[str] = "task_arithmetic"
     needs_base: ClassVar[bool] = True
     scale: float = field(default=1.0, metadata={"help": "λ multiplying the summed task vectors."})
+    normalize: bool = field(default=False, metadata={"help": "Divide the summed task vectors by Σ w_i (mergekit's `normalize`)."})
+
+    def check_weights(self, weights):
+        if self.normalize:
+            self._check_sum(weights)
 
     def merge(self, tensors, weights, base, *, key):
+        if self.normalize:
+            return _task_vector_merge(self._deltas(tensors, base, key), weights, base, consensus=None, normalize=True, scale=self.scale)
         return base + self.scale * merge_utils.task_arithmetic(self._deltas(tensors, base, key), weights)
+
+
+Convention = Literal["peft", "mergekit"]
+_CONVENTION_HELP = ("Arithmetic of the sign election and normalisation. 'peft' (hf_ext recipes): PEFT's merge_utils: signs "
+                    "elected on the unweighted trimmed task vectors, the agreeing sum divided by the **count** of agreeing "
+                    "models. 'mergekit' (mergekit configs): signs elected on the weighted task vectors, divided by the **sum "
+                    "of the agreeing weights** when `normalize`; per-model densities allowed.")
 
 
 @dataclass
@@ -85,12 +113,22 @@ class TiesMerge(MergeMethod):
 
     name: ClassVar[str] = "ties"
     needs_base: ClassVar[bool] = True
-    density: float = field(default=0.2, metadata={"help": "Fraction of each task vector's entries kept (by magnitude)."})
+    density: float | list[float] = field(default=0.2, metadata={"help": "Fraction of each task vector's entries kept (by magnitude); one per model with convention='mergekit'."})
     majority_sign_method: Literal["total", "frequency"] = field(default="total", metadata={"help": "Sign election: by summed value or by count."})
     scale: float = field(default=1.0, metadata={"help": "λ multiplying the merged task vector."})
+    convention: Convention = field(default="peft", metadata={"help": _CONVENTION_HELP})
+    normalize: bool = field(default=True, metadata={"help": "convention='mergekit': divide by the summed weights of the agreeing models."})
+    rescale: bool = field(default=False, metadata={"help": "convention='mergekit': rescale each trimmed task vector to its L1 norm."})
 
     def merge(self, tensors, weights, base, *, key):
         deltas = self._deltas(tensors, base, key)
+        if self.convention == "mergekit":
+            density = _per_model(self.density, len(deltas), "density")
+            deltas = [magnitude_prune(d, density[i], self.rescale) for i, d in enumerate(deltas)]
+            return _task_vector_merge(deltas, weights, base, consensus=_consensus(self.majority_sign_method),
+                                      normalize=self.normalize, scale=self.scale)  # fmt: skip
+        if isinstance(self.density, list):
+            raise InputError("TIES with convention='peft' takes one density; per-model densities need convention='mergekit'.")
         return base + self.scale * merge_utils.ties(deltas, weights, self.density, self.majority_sign_method)
 
 
@@ -100,16 +138,25 @@ class DareMerge(MergeMethod):
 
     name: ClassVar[str] = "dare"
     needs_base: ClassVar[bool] = True
-    density: float = field(default=0.5, metadata={"help": "Fraction of entries kept; kept entries are rescaled by 1/density."})
+    density: float | list[float] = field(default=0.5, metadata={"help": "Fraction of entries kept; one per model with convention='mergekit'."})
     ties: bool = field(default=False, metadata={"help": "Use TIES sign election and disjoint mean after dropping."})
     majority_sign_method: Literal["total", "frequency"] = field(default="total", metadata={"help": "Sign election (ties=True)."})
     scale: float = field(default=1.0, metadata={"help": "λ multiplying the merged task vector."})
-    seed: int = field(default=0, metadata={"help": "Seed of the drop masks (combined with each tensor's name)."})
+    seed: int | None = field(default=0, metadata={"help": "Seed of the drop masks (combined with each tensor's name); None: draw from torch's global generator in merge order, as mergekit does after --random-seed."})
+    convention: Convention = field(default="peft", metadata={"help": _CONVENTION_HELP + " With 'mergekit', kept entries are rescaled to the task vector's L1 norm (`rescale`) instead of by 1/density."})
+    normalize: bool = field(default=False, metadata={"help": "convention='mergekit': divide by the summed (agreeing) weights."})
+    rescale: bool = field(default=True, metadata={"help": "convention='mergekit': rescale the kept entries to the task vector's L1 norm."})
 
     def merge(self, tensors, weights, base, *, key):
         deltas = self._deltas(tensors, base, key)
-        with torch.random.fork_rng(devices=[]):  # PEFT draws from the global RNG: seed it per tensor
-            torch.manual_seed(self.seed * 1_000_003 + zlib.crc32(key.encode()))
+        with _rng(self.seed, key):
+            if self.convention == "mergekit":
+                density = _per_model(self.density, len(deltas), "density")
+                deltas = [random_prune(d, density[i], self.rescale) for i, d in enumerate(deltas)]
+                consensus = _consensus(self.majority_sign_method) if self.ties else None
+                return _task_vector_merge(deltas, weights, base, consensus=consensus, normalize=self.normalize, scale=self.scale)
+            if isinstance(self.density, list):
+                raise InputError("DARE with convention='peft' takes one density; per-model densities need convention='mergekit'.")
             if self.ties:
                 merged = merge_utils.dare_ties(deltas, weights, self.density, self.majority_sign_method)
             else:
@@ -117,8 +164,301 @@ class DareMerge(MergeMethod):
         return base + self.scale * merged
 
 
+@dataclass
+class DellaMerge(MergeMethod):
+    """DELLA (Deep et al. 2024, arXiv 2406.11617): MagPrune — drop each task-vector entry with a probability
+    that falls linearly with its magnitude rank (keep probability in density ± epsilon, per row), rescale the
+    survivors to the task vector's L1 norm, then TIES' sign election (``ties=True``, "della") or a plain
+    weighted sum (``ties=False``, "della_linear"). mergekit's arithmetic."""
+
+    name: ClassVar[str] = "della"
+    needs_base: ClassVar[bool] = True
+    density: float | list[float] = field(default=0.5, metadata={"help": "Mean fraction of entries kept (one value or one per model)."})
+    epsilon: float | list[float] = field(default=0.15, metadata={"help": "Half-width of the keep probabilities around density; density ± epsilon must lie in (0, 1)."})
+    ties: bool = field(default=True, metadata={"help": "TIES sign election after pruning (della); False: weighted sum (della_linear)."})
+    normalize: bool = field(default=True, metadata={"help": "Divide by the summed (agreeing) weights."})
+    rescale: bool = field(default=True, metadata={"help": "Rescale the kept entries to the task vector's L1 norm."})
+    scale: float = field(default=1.0, metadata={"help": "λ multiplying the merged task vector."})
+    seed: int | None = field(default=0, metadata={"help": "Seed of the drop masks (with each tensor's name); None: torch's global generator (mergekit's)."})
+
+    def __post_init__(self) -> None:
+        for d, e in zip(_as_list(self.density), _as_list(self.epsilon) * len(_as_list(self.density))):
+            if 0 < d < 1 and not (0 < d - e and d + e < 1):
+                raise InputError(f"DELLA needs density ± epsilon inside (0, 1); got density={d}, epsilon={e}. Lower epsilon.")
+
+    def merge(self, tensors, weights, base, *, key):
+        deltas = self._deltas(tensors, base, key)
+        density, epsilon = _per_model(self.density, len(deltas), "density"), _per_model(self.epsilon, len(deltas), "epsilon")
+        with _rng(self.seed, key):
+            deltas = [magprune(d, density[i], epsilon[i], self.rescale) for i, d in enumerate(deltas)]
+        return _task_vector_merge(deltas, weights, base, consensus="sum" if self.ties else None,
+                                  normalize=self.normalize, scale=self.scale)  # fmt: skip
+
+
+@dataclass
+class BreadcrumbsMerge(MergeMethod):
+    """Model Breadcrumbs (Davari & Belilovsky 2023, arXiv 2312.06795): drop the largest `gamma` and the smallest
+    entries of each task vector so `density` remain, then a weighted sum, optionally with TIES' sign election
+    (mergekit's ``breadcrumbs`` / ``breadcrumbs_ties``)."""
+
+    name: ClassVar[str] = "breadcrumbs"
+    needs_base: ClassVar[bool] = True
+    density: float | list[float] = field(default=0.9, metadata={"help": "Fraction of entries kept (one value or one per model)."})
+    gamma: float | list[float] = field(default=0.01, metadata={"help": "Fraction of the largest-magnitude entries removed as outliers."})
+    ties: bool = field(default=False, metadata={"help": "TIES sign election after pruning (breadcrumbs_ties)."})
+    normalize: bool = field(default=False, metadata={"help": "Divide by the summed (agreeing) weights."})
+    rescale: bool = field(default=False, metadata={"help": "Rescale the kept entries to the task vector's L1 norm."})
+    scale: float = field(default=1.0, metadata={"help": "λ multiplying the merged task vector."})
+
+    def merge(self, tensors, weights, base, *, key):
+        deltas = self._deltas(tensors, base, key)
+        density, gamma = _per_model(self.density, len(deltas), "density"), _per_model(self.gamma, len(deltas), "gamma")
+        deltas = [outlier_prune(d, density[i], gamma[i], self.rescale) for i, d in enumerate(deltas)]
+        return _task_vector_merge(deltas, weights, base, consensus="sum" if self.ties else None,
+                                  normalize=self.normalize, scale=self.scale)  # fmt: skip
+
+
+@dataclass
+class SlerpMerge(MergeMethod):
+    """Spherical interpolation of two models' weights, per tensor (mergekit's SLERP, the Hub's most common merge):
+    both tensors are flattened and normalised, ``θ = acos(v0·v1)``, the result is ``sin((1−t)θ)/sin θ · v0 +
+    sin(tθ)/sin θ · v1`` on the unnormalised tensors; nearly colinear pairs (|cos θ| > `dot_threshold`) fall back
+    to linear interpolation. ``t=0`` gives the first model (mergekit: the base), ``t=1`` the second."""
+
+    name: ClassVar[str] = "slerp"
+    t: float = field(default=0.5, metadata={"help": "Interpolation factor from the first model (0) to the second (1)."})
+    dot_threshold: float = field(default=0.9995, metadata={"help": "Above this |cos θ| interpolate linearly."})
+
+    def merge(self, tensors, weights, base, *, key):
+        if len(tensors) != 2:
+            raise InputError(f"SLERP interpolates exactly two models; got {len(tensors)} for {key!r}.")
+        return slerp(self.t, tensors[0], tensors[1], self.dot_threshold)
+
+
+@dataclass
+class NuSlerpMerge(MergeMethod):
+    """mergekit's NuSLERP: SLERP of two models (or of their task vectors when a base is given) with
+    ``t = w_2 / (w_1 + w_2)`` from the two weights, over the flattened tensor or row/column-wise."""
+
+    name: ClassVar[str] = "nuslerp"
+    row_wise: bool = field(default=False, metadata={"help": "Interpolate rows (dim 0) instead of columns (flatten=False)."})
+    flatten: bool = field(default=True, metadata={"help": "Treat each tensor as one vector."})
+
+    def merge(self, tensors, weights, base, *, key):
+        if len(tensors) != 2:
+            raise InputError(f"NuSLERP interpolates exactly two models; got {len(tensors)} for {key!r}.")
+        total = float(weights.sum())
+        t = 0.5 if abs(total) < 1e-6 else float(weights[1]) / total
+        dim = 0 if self.row_wise else -1
+        if base is not None:
+            return base + nuslerp(t, tensors[0] - base, tensors[1] - base, dim=dim, flatten=self.flatten)
+        return nuslerp(t, tensors[0], tensors[1], dim=dim, flatten=self.flatten)
+
+
+@dataclass
+class ModelStockMerge(MergeMethod):
+    """Model Stock (Jang et al. 2024, arXiv 2403.19522): average the finetunes, then pull the average towards the
+    base by ``t = k·cos θ / (1 + (k−1)·cos θ)``, θ the mean angle between their task vectors (k models)."""
+
+    name: ClassVar[str] = "model_stock"
+    needs_base: ClassVar[bool] = True
+    filter_wise: bool = field(default=False, metadata={"help": "One angle per row (filter) instead of per tensor."})
+
+    def merge(self, tensors, weights, base, *, key):
+        if base is None or len(tensors) < 2:
+            raise InputError(f"model_stock needs a base and at least two finetuned models; got {len(tensors)} for {key!r}.")
+        shape = base.shape
+        if self.filter_wise:
+            w0, ws = (base.unsqueeze(0), [w.unsqueeze(0) for w in tensors]) if base.dim() == 1 else (base, tensors)
+        else:
+            w0, ws = base.reshape(-1), [w.reshape(-1) for w in tensors]
+        offsets = [w - w0 for w in ws]
+        cos = []
+        for i, a in enumerate(offsets):
+            for b in offsets[i + 1:]:
+                norms = torch.norm(a, dim=-1) * torch.norm(b, dim=-1)
+                cos.append(((a * b).sum(dim=-1) / norms.clamp(min=1e-6)).clamp(-1, 1))
+        cos_theta = torch.stack(cos).mean(dim=0).unsqueeze(-1)
+        k = len(ws)
+        denominator = 1 + (k - 1) * cos_theta
+        singular = denominator.abs() < 1e-6  # opposing updates: keep the base for that filter
+        t = torch.where(singular, torch.zeros_like(cos_theta), k * cos_theta / torch.where(singular, 1, denominator))
+        return (t * (sum(ws) / k) + (1 - t) * w0).reshape(shape)
+
+
+@dataclass
+class PassthroughMerge(MergeMethod):
+    """Copy one model's tensor (optionally scaled): with layer slices it stacks layers of several models into a
+    deeper one (a "frankenmerge")."""
+
+    name: ClassVar[str] = "passthrough"
+    scale: float | None = field(default=None, metadata={"help": "Multiply the tensor by this (None: copy)."})
+
+    def merge(self, tensors, weights, base, *, key):
+        if len(tensors) != 1:
+            raise InputError(f"passthrough copies one model's tensor; {len(tensors)} models were given for {key!r}. "
+                             "Give one source per slice.")
+        return tensors[0] if self.scale is None else tensors[0] * self.scale
+
+
+# --- shared arithmetic (mergekit's generalized task arithmetic and sparsifiers) ---------------------------------
+
+
+def _as_list(value: float | list[float]) -> list[float]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _per_model(value: float | list[float], n: int, name: str) -> list[float]:
+    values = _as_list(value)
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise InputError(f"{name} has {len(values)} values for {n} models; give one value or one per model.")
+    return values
+
+
+def _consensus(majority_sign_method: str) -> str:
+    return {"total": "sum", "frequency": "count"}[majority_sign_method]
+
+
+@contextmanager
+def _rng(seed: int | None, key: str):
+    if seed is None:  # mergekit: one global stream, seeded once, drawn in merge order
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+        yield
+
+
+def _task_vector_merge(deltas: list[torch.Tensor], weights: torch.Tensor, base: torch.Tensor, *, consensus: str | None,
+                       normalize: bool, scale: float) -> torch.Tensor:
+    """base + λ · (Σ w_i δ_i [· sign mask]) / (Σ w_i [· sign mask]) — mergekit's generalized task arithmetic."""
+    stacked = torch.stack(deltas)
+    w = weights.to(stacked.dtype).reshape(-1, *([1] * base.dim()))
+    stacked.mul_(w)
+    if consensus is not None:
+        sign = stacked.sign()
+        vote = stacked.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
+        mask = sign == (vote >= 0).to(stacked.dtype) * 2 - 1
+        mixed = (stacked * mask).sum(dim=0)
+        divisor = (w * mask).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = stacked.sum(dim=0)
+        divisor = w.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    if normalize:
+        mixed /= divisor
+    if scale != 1:
+        mixed *= scale
+    return base + mixed
+
+
+def _rescaled(tensor: torch.Tensor, mask: torch.Tensor, rescale: bool, eps: float = 1e-7) -> torch.Tensor:
+    masked = tensor * mask
+    if not rescale:
+        return masked
+    before, after = tensor.abs().sum(), masked.abs().sum()
+    return masked if before < eps or after < eps else masked * (before / after)
+
+
+def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """Keep the ``max(1, ⌊density·n⌋)`` largest-magnitude entries (TIES' trim)."""
+    if density >= 1:
+        return tensor
+    if density <= 0 or tensor.numel() == 0:
+        return torch.zeros_like(tensor)
+    k = max(1, int(density * tensor.numel()))
+    mask = torch.zeros(tensor.numel(), dtype=tensor.dtype)
+    mask[torch.argsort(tensor.abs().reshape(-1).float(), descending=True)[:k]] = 1
+    return _rescaled(tensor, mask.reshape_as(tensor), rescale)
+
+
+def random_prune(tensor: torch.Tensor, density: float, rescale: bool = True) -> torch.Tensor:
+    """Keep each entry with probability `density` (DARE's drop), from torch's current generator."""
+    if density >= 1:
+        return tensor
+    mask = torch.bernoulli(torch.full_like(tensor, density, dtype=torch.float32))
+    return _rescaled(tensor.float(), mask, rescale).to(tensor.dtype)
+
+
+def outlier_prune(tensor: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
+    """Breadcrumbs: drop the top `gamma` fraction by magnitude and enough of the smallest to keep `density`."""
+    if density >= 1:
+        return tensor
+    n = tensor.numel()
+    keep, top = int(density * n), int(gamma * n)
+    bottom = max(0, n - keep - top)
+    order = torch.sort(tensor.abs().reshape(-1).float(), descending=False).indices
+    mask = torch.zeros(n, dtype=tensor.dtype)
+    mask[order[bottom:bottom + keep]] = 1
+    return _rescaled(tensor, mask.reshape_as(tensor), rescale)
+
+
+def magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale: bool = True) -> torch.Tensor:
+    """DELLA's MagPrune: keep probabilities rise linearly with magnitude rank, from density − ε to density + ε."""
+    if density >= 1:
+        return tensor
+    if density <= 0:
+        return torch.zeros_like(tensor)
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise InputError(f"DELLA needs density ± epsilon inside (0, 1); got density={density}, epsilon={epsilon}.")
+    shape = tensor.shape
+    rows = tensor.unsqueeze(0) if tensor.dim() < 2 else tensor
+    ranks = torch.argsort(rows.abs(), dim=1, descending=False).argsort(dim=1).to(torch.float32) + 1
+    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    probs = (density - epsilon) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * epsilon
+    mask = torch.bernoulli(probs).to(torch.float32)
+    return _rescaled(rows.float(), mask, rescale).to(tensor.dtype).reshape(shape)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995, eps: float = 1e-8,
+          chunk: int = 1024 * 1024) -> torch.Tensor:
+    """mergekit's SLERP of two tensors (flattened; norms accumulated in chunks of `chunk` entries)."""
+    a, b = v0.reshape(1, -1), v1.reshape(1, -1)
+    if not a.shape[1]:
+        return ((1 - t) * a + t * b).reshape(v0.shape)
+    spans = range(0, a.shape[1], chunk)
+    norm_a = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(a[:, s:s + chunk], dim=1, keepdim=True) for s in spans]), dim=0)
+    norm_b = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(b[:, s:s + chunk], dim=1, keepdim=True) for s in spans]), dim=0)
+    norm_a, norm_b = torch.where(norm_a > eps, norm_a, 1), torch.where(norm_b > eps, norm_b, 1)
+    dot = torch.stack([((a[:, s:s + chunk] / norm_a) * (b[:, s:s + chunk] / norm_b)).sum(dim=1, keepdim=True)
+                       for s in spans]).sum(dim=0).clamp(-1, 1)  # fmt: skip
+    tt = torch.tensor([[t]], dtype=a.dtype)
+    linear = dot.abs() > dot_threshold
+    theta = torch.acos(torch.where(linear, 0, dot))
+    sin_theta = torch.sin(theta)
+    coef_a = torch.where(linear, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
+    coef_b = torch.where(linear, tt, torch.sin(tt * theta) / sin_theta)
+    out = torch.empty_like(a)
+    for s in spans:
+        out[:, s:s + chunk] = coef_a * a[:, s:s + chunk] + coef_b * b[:, s:s + chunk]
+    return out.reshape(v0.shape)
+
+
+def nuslerp(t: float, v0: torch.Tensor, v1: torch.Tensor, *, dim: int = -1, flatten: bool = False, eps: float = 1e-8) -> torch.Tensor:
+    """mergekit's NuSLERP kernel: SLERP along `dim` (or of the flattened tensors), linear where colinear."""
+    shape = v0.shape
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif dim != -1:
+        v0, v1 = v0.transpose(dim, -1), v1.transpose(dim, -1)
+    u0 = v0 / torch.norm(v0, dim=-1, keepdim=True).clamp(min=1e-7)
+    u1 = v1 / torch.norm(v1, dim=-1, keepdim=True).clamp(min=1e-7)
+    cos = torch.sum(u0 * u1, dim=-1, keepdim=True).clamp(-1, 1)
+    colinear = (1 - cos.square()) <= eps**2
+    theta = torch.acos(torch.where(colinear, 0, cos))
+    out = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / torch.sin(theta)
+    out = torch.where(colinear, (1 - t) * v0 + t * v1, out)
+    if dim != -1 and not flatten:
+        out = out.transpose(dim, -1)
+    return out.reshape(shape)
+
+
 MERGE_METHODS: dict[str, type[MergeMethod]] = {
-    cls.name: cls for cls in (LinearMerge, TaskArithmetic, TiesMerge, DareMerge)
+    cls.name: cls for cls in (LinearMerge, TaskArithmetic, TiesMerge, DareMerge, DellaMerge, BreadcrumbsMerge,
+                              SlerpMerge, NuSlerpMerge, ModelStockMerge, PassthroughMerge)
 }
 
 
