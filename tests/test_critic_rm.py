@@ -285,3 +285,85 @@ def test_fast_path_weight_trains_the_reward_before_the_critique(tmp_path):
     fast = torch.tensor(rm.rewards(contexts))
     ref = -F.logsigmoid(fast[:4] - fast[4:]).mean()
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+# ---- issue 13.7: the reward head survives every usual save/load, or loading refuses
+
+
+def _trained(tmp_path, tok, **kw):
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok, seed=5), config(tmp_path, max_steps=1, learning_rate=5e-2),
+                              train_dataset=text_dataset(4), processing_class=tok, **kw)
+    trainer.train()
+    return trainer
+
+
+def _live_rewards(model, tok):
+    rm = CriticRewardModel(model.eval(), tok)
+    return [rm.score(p, c, num_critiques=0) for p, c in zip(PROMPTS, CHOSEN)]
+
+
+@pytest.mark.parametrize("max_shard_size", [None, "20KB"])
+def test_save_pretrained_round_trip_keeps_the_reward(tmp_path, max_shard_size):
+    tok = tiny_tokenizer()
+    trainer = _trained(tmp_path, tok)
+    live = _live_rewards(trainer.model, tok)
+    saved = tmp_path / "saved"
+    trainer.model.save_pretrained(saved, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    tok.save_pretrained(saved)
+    assert not (saved / "reward_head.safetensors").exists()  # the head is only in the model's safetensors
+    assert (saved / "model.safetensors.index.json").is_file() == (max_shard_size is not None)
+    reloaded = CriticRewardModel.from_pretrained(str(saved))
+    assert [reloaded.score(p, c, num_critiques=0) for p, c in zip(PROMPTS, CHOSEN)] == pytest.approx(live, abs=1e-6)
+    assert torch.equal(reloaded.model.score.weight, trainer.model.score.weight.detach())
+
+
+def test_peft_save_pretrained_round_trip_keeps_the_reward(tmp_path):
+    from peft import LoraConfig
+
+    tok = tiny_tokenizer()
+    base = tiny_llama(tokenizer=tok, seed=5)
+    base.config._name_or_path = str(tmp_path / "base")
+    base.save_pretrained(tmp_path / "base")
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = CriticRMTrainer(base, config(tmp_path, max_steps=1, learning_rate=5e-2), train_dataset=text_dataset(4),
+                              processing_class=tok, peft_config=lora)
+    trainer.train()
+    live = _live_rewards(trainer.model, tok)
+    trainer.model.save_pretrained(tmp_path / "adapter")  # PEFT's own save: no reward_head.safetensors
+    tok.save_pretrained(tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "reward_head.safetensors").exists()
+    reloaded = CriticRewardModel.from_pretrained(str(tmp_path / "adapter"))
+    assert [reloaded.score(p, c, num_critiques=0) for p, c in zip(PROMPTS, CHOSEN)] == pytest.approx(live, abs=1e-6)
+
+
+def test_loading_without_a_saved_head_refuses(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file, save_file
+
+    tok = tiny_tokenizer()
+    plain = tmp_path / "plain"  # a causal LM that never had a reward head
+    tiny_llama(tokenizer=tok).save_pretrained(plain)
+    tok.save_pretrained(plain)
+    with pytest.raises(InputError, match="plain causal LM.*CriticRMTrainer"):
+        CriticRewardModel.from_pretrained(str(plain))
+    assert load_critic_lm(str(plain)).score.weight.shape == (1, 32)  # training from a base LM adds a new head
+
+    headless = tmp_path / "headless"  # a Critic-RM checkpoint whose head was stripped from its weights
+    attach_reward_head(tiny_llama(tokenizer=tok)).save_pretrained(headless)
+    weights = load_file(str(headless / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if k != "score.weight"}, str(headless / "model.safetensors"), {"format": "pt"})
+    with pytest.raises(InputError, match="critic_rm.*score.weight"):
+        load_critic_lm(str(headless))
+
+    adapter = tmp_path / "adapter"  # LoRA without the head in modules_to_save: the head would be random
+    base = attach_reward_head(load_critic_lm(str(plain)))
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(adapter)
+    with pytest.raises(InputError, match="carries no reward head.*modules_to_save"):
+        load_critic_lm(str(adapter))
+
+    wrong = tmp_path / "wrong"  # a head of the wrong shape
+    model = attach_reward_head(tiny_llama(tokenizer=tok))
+    model.save_pretrained(wrong)
+    save_file({"score.weight": torch.zeros(2, 32)}, str(wrong / "reward_head.safetensors"))
+    with pytest.raises(InputError, match=r"shape \(2, 32\)"):
+        load_critic_lm(str(wrong))

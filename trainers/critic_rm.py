@@ -432,11 +432,23 @@ def save_reward_head(model: Any, output_dir: str | os.PathLike) -> Path:
     return path
 
 
-def load_critic_lm(path: str, **model_kwargs: Any) -> Any:
-    """Load a causal LM with a reward head: a base model id/path (a new head is added), a full
-    Critic-RM checkpoint, or a PEFT adapter folder saved by :class:`CriticRMTrainer`."""
-    from safetensors import safe_open
+def load_critic_lm(path: str, *, new_head: bool = True, **model_kwargs: Any) -> Any:
+    """Load a causal LM with a reward head, whichever way the head was saved.
 
+    Args:
+        path: a Hub id or folder: a plain causal LM, a full Critic-RM checkpoint
+            (``trainer.save_model`` or ``model.save_pretrained``: the head is ``score.weight`` in
+            the model's safetensors and/or ``reward_head.safetensors``), or a PEFT adapter folder
+            (the head in the adapter's ``modules_to_save``, or ``reward_head.safetensors``).
+        new_head (`bool`, defaults to `True`): what to do with a plain causal LM, which has no
+            reward head: add a freshly initialised one (to train it), or, with `False`, refuse
+            (inference: a random head scores noise).
+        model_kwargs: passed to ``from_pretrained`` (``dtype`` defaults to float32).
+
+    Raises:
+        InputError: a Critic-RM checkpoint or adapter whose head is in none of its files, a head
+            of the wrong shape, or a plain causal LM with ``new_head=False``.
+    """
     from hf_ext.models import load_model, resolve_model
 
     folder = Path(resolve_model(path))
@@ -445,18 +457,67 @@ def load_critic_lm(path: str, **model_kwargs: Any) -> Any:
     if adapter.is_file():
         from peft import PeftModel
 
-        base_id = json.loads(adapter.read_text())["base_model_name_or_path"]
+        adapter_config = json.loads(adapter.read_text())
+        base_id = adapter_config["base_model_name_or_path"]
         if base_id is None:
             raise InputError(f"The adapter in {str(folder)!r} does not name its base model (base_model_name_or_path is null). "
                              "Set it in adapter_config.json to the base model's Hub id or path.")
+        in_adapter = REWARD_HEAD in (adapter_config.get("modules_to_save") or []) and _adapter_has_head(folder)
+        head = None if in_adapter else _saved_head(folder)
+        if not in_adapter and head is None:
+            raise InputError(
+                f"The adapter in {str(folder)!r} carries no reward head: `{REWARD_HEAD}` is not among the saved "
+                f"modules_to_save and there is no {HEAD_FILE}, so its reward would come from a random head. Save it with "
+                f"CriticRMTrainer.save_model (or train with `{REWARD_HEAD}` in the LoRA config's modules_to_save).")
         base = attach_reward_head(load_model(base_id, auto_class=AutoModelForCausalLM, **model_kwargs))
+        if head is not None:
+            _copy_head(base, head, folder)
         return PeftModel.from_pretrained(base, str(folder))
-    model = attach_reward_head(load_model(str(folder), auto_class=AutoModelForCausalLM, **model_kwargs))
-    head_file = folder / HEAD_FILE
-    if head_file.is_file():
-        with safe_open(str(head_file), framework="pt") as f:
-            getattr(model, REWARD_HEAD).weight.data.copy_(f.get_tensor(f"{REWARD_HEAD}.weight"))
+    model = load_model(str(folder), auto_class=AutoModelForCausalLM, **model_kwargs)
+    # transformers' causal-LM class does not know `score` and drops it: read it from the files.
+    marked = isinstance(getattr(model.config, "critic_rm", None), dict)
+    head = _saved_head(folder) if folder.is_dir() else None
+    if head is None and (marked or not new_head):
+        what = "a Critic-RM checkpoint (its config.json has `critic_rm`)" if marked else "a plain causal LM"
+        raise InputError(
+            f"{str(path)!r} is {what}, but none of its files holds the reward head `{REWARD_HEAD}.weight` "
+            f"({HEAD_FILE} or the model's safetensors). "
+            + ("Save the trained model again with trainer.save_model or model.save_pretrained."
+               if marked else "Train it with CriticRMTrainer first, or pass the folder the trainer saved."))
+    model = attach_reward_head(model)
+    if head is not None:
+        _copy_head(model, head, folder)
     return model
+
+
+def _saved_head(folder: Path) -> torch.Tensor | None:
+    """``score.weight`` from ``reward_head.safetensors``, else from the model's safetensors (None: neither has it)."""
+    from hf_ext.merge.weights import WeightSource
+
+    key = f"{REWARD_HEAD}.weight"
+    for prefix in (HEAD_FILE.removesuffix(".safetensors"), "model"):
+        if (folder / f"{prefix}.safetensors").is_file() or (folder / f"{prefix}.safetensors.index.json").is_file():
+            source = WeightSource(folder, prefix=prefix)
+            if key in source:
+                return source.get(key)
+    return None
+
+
+def _adapter_has_head(folder: Path) -> bool:
+    from hf_ext.merge.weights import WeightSource
+
+    if not (folder / "adapter_model.safetensors").is_file():
+        return False
+    return any(k.endswith(f".{REWARD_HEAD}.weight") for k in WeightSource(folder, prefix="adapter_model").keys())
+
+
+def _copy_head(model: PreTrainedModel, weight: torch.Tensor, folder: Path) -> None:
+    head = getattr(model, REWARD_HEAD)
+    if tuple(weight.shape) != tuple(head.weight.shape):
+        raise InputError(f"The reward head `{REWARD_HEAD}.weight` saved in {str(folder)!r} has shape {tuple(weight.shape)}, "
+                         f"but the model needs {tuple(head.weight.shape)} (one reward from the final hidden state).")
+    with torch.no_grad():
+        head.weight.copy_(weight)
 
 
 def compute_reward_accuracy(eval_pred: Any) -> dict[str, float]:
@@ -496,9 +557,11 @@ class CriticRewardModel:
 
     @classmethod
     def from_pretrained(cls, path: str, **kwargs: Any) -> CriticRewardModel:
+        """A trained Critic-RM from a folder or Hub id (full checkpoint or PEFT adapter, however it
+        was saved); refuses one without a saved reward head (see :func:`load_critic_lm`)."""
         from hf_ext.models import load_tokenizer
 
-        return cls(load_critic_lm(path).eval(), load_tokenizer(path), **kwargs)
+        return cls(load_critic_lm(path, new_head=False).eval(), load_tokenizer(path), **kwargs)
 
     @torch.no_grad()
     def rewards(self, sequences: list[list[int]]) -> list[float]:
