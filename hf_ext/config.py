@@ -65,6 +65,8 @@ JOBS: dict[str, Job] = {
                 "X-ELM replication: experts per cluster vs a compute-matched dense model."),
     "scaling_tiny": Job("hf_ext.scaling.testbed:ScalingTestbedConfig", "hf_ext.scaling.testbed:run_scaling_testbed",
                         "Scaling-law testbed: tiny Llamas at several sizes, fit L(N, M), predict the largest."),
+    "evaluate": Job("hf_ext.evaluation.job:EvaluateConfig", "hf_ext.evaluation.job:run_evaluate",
+                    "Evaluate a model with lm-evaluation-harness (local tasks offline), response NLL, DCLM aggregates."),
 }
 
 

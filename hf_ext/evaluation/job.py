@@ -1,0 +1,279 @@
+"""The ``evaluate`` job: lm-evaluation-harness on an in-memory model, plus response NLL and
+DCLM's centered accuracy, written to ``metrics.json`` and a card's ``model-index``.
+
+:func:`evaluate_model` takes a model *instance* and its tokenizer (an SFT output, a merge, a
+time-vector interpolation...) and wraps it in lm-eval's ``HFLM``, so nothing goes through
+disk; :func:`run_evaluate` loads a model by Hub id or folder (a PEFT adapter folder is loaded
+on its base and merged) and writes the output folder.
+
+    hf-ext run recipes/evaluate_smollm2.yaml --eval_data_dir DATA/eval
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ..errors import InputError
+from .local_tasks import LOCAL_TASKS, resolve_tasks
+from .response_nll import response_nll
+
+__all__ = ["EvaluateConfig", "evaluate_model", "run_evaluate", "eval_results_for_card", "HUB_DATASETS"]
+
+# Local task -> (Hub dataset id, config) of the data it holds, for the card's model-index.
+HUB_DATASETS: dict[str, tuple[str, str | None]] = {
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy"), "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
+    "boolq": ("google/boolq", None), "copa": ("aps/super_glue", "copa"), "commonsense_qa": ("tau/commonsense_qa", None),
+    "lambada_openai": ("EleutherAI/lambada_openai", None), "mmlu_redux": ("edinburgh-dawg/mmlu-redux", None),
+    "openbook_qa": ("allenai/openbookqa", "main"), "piqa": ("ybisk/piqa", None), "siqa": ("allenai/social_i_qa", None),
+    "winogrande": ("allenai/winogrande", None), "bbh": ("lukaemon/bbh", None), "gsm8k": ("openai/gsm8k", "main"),
+}
+# Local task -> its name among DCLM's 53 tasks (hf_ext.curate.dclm_eval), where it is the same set.
+DCLM_NAMES = {t: t for t in ("arc_easy", "arc_challenge", "boolq", "copa", "commonsense_qa", "lambada_openai",
+                             "openbook_qa", "piqa", "siqa", "winogrande")}
+DEFAULT_TASKS = ["arc_easy", "arc_challenge", "piqa", "copa", "winogrande"]
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of the evaluation job (`job: evaluate` in a recipe).
+
+    Args:
+        model_name_or_path (`str`): Hub id or folder of the causal LM (a PEFT adapter folder
+            is loaded on its base model and merged).
+        tasks (`list[str]`): local task names (with `eval_data_dir`) or lm-eval's own names.
+        eval_data_dir (`str`, *optional*): folder with the local tasks' data files.
+        limit (`int`, *optional*): first items per task (None: all).
+        response_nll_dataset (`str`, *optional*): held-out instruction set whose reference
+            responses are scored (mean NLL per response token); None skips it.
+    """
+
+    model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Causal LM to evaluate: Hub id or folder (a PEFT adapter folder is merged into its base)."})
+    model_revision: Optional[str] = field(default=None, metadata={"help": "Revision of model_name_or_path (None: default branch)."})
+    base_model_id: Optional[str] = field(default=None, metadata={"help": "Hub id of the evaluated model for the card when model_name_or_path is a local folder."})
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS), metadata={"help": f"Tasks: local ones ({', '.join(LOCAL_TASKS)}; need eval_data_dir) or lm-eval's own names (online)."})
+    eval_data_dir: Optional[str] = field(default=None, metadata={"help": "Folder with the local tasks' data files (arc_easy.jsonl.gz, ...). None: task names go to lm-eval."})
+    limit: Optional[int] = field(default=None, metadata={"help": "Evaluate the first `limit` items of each task (None: all)."})
+    num_fewshot: Optional[int] = field(default=None, metadata={"help": "Few-shot examples per prompt (None: the task's default, 0 for the local tasks)."})
+    batch_size: int = field(default=8, metadata={"help": "Sequences per forward pass (lm-eval HFLM batch_size)."})
+    max_length: int = field(default=1024, metadata={"help": "Longest context + continuation in tokens; longer ones lose their left end."})
+    dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "Precision the model runs in."})
+    dclm_version: Literal["v1", "v2"] = field(default="v2", metadata={"help": "Random baselines of DCLM's centered accuracy (v1: the paper's, v2: corrected)."})
+    response_nll_dataset: Optional[str] = field(default=None, metadata={"help": "Held-out instruction set (bundled name, file, folder or Hub id) whose reference responses are scored; None: skip."})
+    response_nll_split: str = field(default="train", metadata={"help": "Split of response_nll_dataset."})
+    instruction_column: str = field(default="instruction", metadata={"help": "Column with the instruction (response_nll_dataset)."})
+    input_column: Optional[str] = field(default="input", metadata={"help": "Column with the optional input/context (null if none)."})
+    response_column: str = field(default="output", metadata={"help": "Column with the reference response."})
+    response_nll_limit: Optional[int] = field(default=200, metadata={"help": "First rows of response_nll_dataset to score (None: all)."})
+    response_nll_max_tokens: int = field(default=256, metadata={"help": "Reference responses are cut to this many tokens."})
+    chat_template: bool = field(default=True, metadata={"help": "Format instruction/response with the tokenizer's chat template (as the sft job trains); false: plain text."})
+    seed: int = field(default=0, metadata={"help": "Seed of lm-eval's sampling (few-shot choice)."})
+    output_dir: str = field(default="outputs/evaluate", metadata={"help": "Folder for metrics.json, per-item scores and the card."})
+    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub model repo id to upload the card and metrics to, in one commit."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+
+    def __post_init__(self) -> None:
+        if not self.tasks and self.response_nll_dataset is None:
+            raise InputError("Nothing to evaluate: `tasks` is empty and `response_nll_dataset` is None.")
+        if self.limit is not None and self.limit <= 0:
+            raise InputError(f"limit must be a positive integer or null, got {self.limit}.")
+        if self.eval_data_dir is not None and not Path(os.path.expanduser(self.eval_data_dir)).is_dir():
+            raise InputError(f"eval_data_dir={self.eval_data_dir!r} is not a folder. Point it at the folder with the evaluation files.")
+
+
+def _score_key(result: dict[str, Any]) -> tuple[str, str] | None:
+    """lm-eval's main metric of a task result: acc, else exact_match (first filter), else None."""
+    for metric in ("acc", "exact_match"):
+        for key in result:
+            name, _, filt = key.partition(",")
+            if name == metric and "stderr" not in key:
+                return key, filt
+    return None
+
+
+def evaluate_model(model, tokenizer, config: EvaluateConfig) -> dict[str, Any]:
+    """Run `config.tasks` and the response NLL on an in-memory model; return the metrics.
+
+    Returns:
+        ``{"tasks": {task: {"acc", "acc_stderr", "acc_norm", ..., "n"}}, "dclm": {...},
+        "response_nll": {...}, "items": {task: [per-item score]}}``.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    from ..curate.dclm_eval import CORE_TASKS, DCLM_TASKS, aggregate
+
+    if tokenizer is None:
+        raise InputError("The model has no tokenizer: pass one (lm-eval and the response NLL tokenize text).")
+    specs = resolve_tasks(config.tasks, config.eval_data_dir) if config.tasks else []
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=config.max_length)
+    metrics: dict[str, Any] = {"tasks": {}, "items": {}}
+    if specs:
+        from lm_eval.tasks import TaskManager
+
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=specs, task_manager=TaskManager(), num_fewshot=config.num_fewshot, limit=config.limit,
+            log_samples=True, random_seed=config.seed, numpy_random_seed=config.seed, torch_random_seed=config.seed,
+            fewshot_random_seed=config.seed, bootstrap_iters=1000,
+        )
+        for task, result in out["results"].items():
+            row: dict[str, Any] = {"n": int(out["n-samples"][task]["effective"]) if task in out.get("n-samples", {}) else None}
+            for key, value in result.items():
+                name, _, filt = key.partition(",")
+                if isinstance(value, (int, float)) and name not in ("sample_len",):
+                    row[name] = None if (isinstance(value, float) and math.isnan(value)) else float(value)
+            main = _score_key(result)
+            if main is not None:
+                row["metric"] = main[0].partition(",")[0]
+                samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
+                metrics["items"][task] = [float(s[row["metric"]]) for s in samples]
+            metrics["tasks"][task] = row
+    accs = {DCLM_NAMES[t]: r["acc"] for t, r in metrics["tasks"].items() if t in DCLM_NAMES and r.get("acc") is not None}
+    if accs:
+        agg = aggregate(accs, version=config.dclm_version)
+        present_core = [t for t in CORE_TASKS if t in accs]
+        metrics["dclm"] = {
+            "version": config.dclm_version,
+            "metric": "acc",
+            "centered": agg["centered"],
+            "core": agg["core"],
+            "extended": agg["extended"],
+            "core_over_present": sum(agg["centered"][t] for t in present_core) / len(present_core) if present_core else None,
+            "extended_over_present": sum(agg["centered"].values()) / len(accs),
+            "tasks_present": sorted(accs),
+            "missing_core": agg["missing_core"],
+            "missing_extended": len([t for t in DCLM_TASKS if t not in accs]),
+        }
+    if config.response_nll_dataset is not None:
+        nll = response_nll(lm, config)
+        metrics["items"]["response_nll"] = nll.pop("items")
+        metrics["response_nll"] = nll
+    return metrics
+
+
+def eval_results_for_card(metrics: dict[str, Any], model_label: str | None = None) -> list[dict[str, Any]]:
+    """`huggingface_hub.EvalResult` fields for every task score (and the response NLL)."""
+    results = []
+    for task, row in metrics.get("tasks", {}).items():
+        metric = row.get("metric")
+        if metric is None or row.get(metric) is None:
+            continue
+        hub_id, hub_config = HUB_DATASETS.get(task, (task, None))
+        results.append({
+            "task_type": "text-generation", "dataset_type": hub_id, "dataset_name": task, "dataset_config": hub_config,
+            "metric_type": metric, "metric_value": round(row[metric], 4), "metric_name": f"{metric} ({row.get('n')} items)",
+            "source_name": "lm-evaluation-harness", "source_url": "https://github.com/EleutherAI/lm-evaluation-harness",
+        })
+    nll = metrics.get("response_nll")
+    if nll:
+        results.append({
+            "task_type": "text-generation", "dataset_type": nll["dataset"], "dataset_name": f"{nll['dataset']} reference responses",
+            "metric_type": "nll", "metric_value": round(nll["mean"], 4), "metric_name": f"response NLL per token ({nll['n']} items)",
+            "source_name": "hf_ext", "source_url": "https://github.com/hf-ext/hf_ext",
+        })
+    return results
+
+
+def results_table(metrics: dict[str, Any]) -> str:
+    """Markdown table of per-task scores ± lm-eval's stderr."""
+    lines = ["| task | metric | score | ± stderr | items |", "|---|---|---|---|---|"]
+    for task, row in metrics.get("tasks", {}).items():
+        metric = row.get("metric")
+        if metric is None:
+            continue
+        stderr = row.get(f"{metric}_stderr")
+        lines.append(f"| {task} | {metric} | {row[metric]:.4f} | {stderr:.4f} | {row.get('n')} |" if stderr is not None
+                     else f"| {task} | {metric} | {row[metric]:.4f} | n/a | {row.get('n')} |")
+    nll = metrics.get("response_nll")
+    if nll:
+        lines.append(f"| {nll['dataset']} | response NLL / token | {nll['mean']:.4f} | {nll['stderr']:.4f} | {nll['n']} |")
+    return "\n".join(lines)
+
+
+def _dclm_text(dclm: dict[str, Any] | None) -> str:
+    if not dclm:
+        return "No DCLM task was evaluated."
+    fmt = lambda v: "N/A" if v is None else f"{v:.4f}"
+    return (f"DCLM centered accuracy ({dclm['version']} baselines, `acc`) over {len(dclm['tasks_present'])} of 53 tasks "
+            f"({', '.join(dclm['tasks_present'])}): CORE over the present CORE tasks {fmt(dclm['core_over_present'])}, "
+            f"EXTENDED over the present tasks {fmt(dclm['extended_over_present'])}. Official CORE: {fmt(dclm['core'])}, "
+            f"EXTENDED: {fmt(dclm['extended'])} (N/A while tasks are missing; missing CORE tasks: "
+            f"{', '.join(dclm['missing_core']) or 'none'}; {dclm['missing_extended']} of 53 EXTENDED tasks missing).")
+
+
+def load_for_eval(model_name_or_path: str, revision: str | None = None, dtype: str = "float32"):
+    """Model and tokenizer from a Hub id or folder; a PEFT adapter folder is merged into its base."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..models import load_model, load_tokenizer, resolve_model
+
+    path = resolve_model(model_name_or_path, revision)
+    torch_dtype = getattr(torch, dtype)
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype).merge_and_unload()
+    else:
+        model = load_model(model_name_or_path, AutoModelForCausalLM, revision=revision, dtype=torch_dtype)
+    try:
+        tokenizer = load_tokenizer(model_name_or_path, revision=revision)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InputError(f"{model_name_or_path!r} has no loadable tokenizer ({type(exc).__name__}: {exc}); "
+                         "save the tokenizer beside the model.") from None
+    model.eval()
+    return model, tokenizer
+
+
+def write_evaluation(folder: Path, config: EvaluateConfig, metrics: dict[str, Any], model_id: str | None) -> None:
+    """metrics.json, per-item scores (items.json) and README.md with the model-index into `folder`."""
+    from ..hub.cards import render_model_card
+
+    items = metrics.pop("items", {})
+    (folder / "items.json").write_text(json.dumps(items) + "\n", encoding="utf-8")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    metrics["items"] = items
+    settings = {k: v for k, v in asdict(config).items() if k not in {"push_to_hub", "hub_endpoint", "output_dir"}}
+    card_data: dict[str, Any] = {"tags": ["hf-ext", "evaluation", "lm-evaluation-harness"], "library_name": "transformers"}
+    card = render_model_card(
+        "model_card.md.j2", card_data, eval_results=eval_results_for_card(metrics), model_name=model_id or "model",
+        title=f"Evaluation of {model_id or config.model_name_or_path}",
+        summary="Scores from lm-evaluation-harness (accuracy ± its standard error) on the tasks below.",
+        sections=[{"title": "Results", "body": results_table(metrics)}, {"title": "DCLM aggregate", "body": _dclm_text(metrics.get("dclm"))},
+                  {"title": "Settings", "body": "```json\n" + json.dumps(settings, indent=2) + "\n```"}],
+    )
+    card.save(str(folder / "README.md"))
+
+
+def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
+    """Load the model, evaluate it, write ``metrics.json``, ``items.json`` and the card."""
+    from ..hub.cards import hub_ids
+    from ..select.pipeline import atomic_output_dir
+
+    start = time.perf_counter()
+    if config.tasks:  # bad task names and missing files fail before the model loads
+        resolve_tasks(config.tasks, config.eval_data_dir)
+    model_id = config.base_model_id
+    if model_id is None:
+        try:
+            model_id = hub_ids(config.model_name_or_path)[0]
+        except InputError:
+            model_id = None
+    model, tokenizer = load_for_eval(config.model_name_or_path, config.model_revision, config.dtype)
+    metrics = evaluate_model(model, tokenizer, config)
+    metrics["model"] = model_id or config.model_name_or_path
+    metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
+    with atomic_output_dir(config.output_dir) as tmp:
+        write_evaluation(tmp, config, metrics, model_id)
+    if config.push_to_hub:
+        from ..hub import push_folder
+
+        metrics["hub_commit"] = push_folder(config.output_dir, config.push_to_hub, repo_type="model", endpoint=config.hub_endpoint,
+                                            commit_message=f"hf_ext: evaluation of {metrics['model']}")
+    metrics.pop("items", None)
+    return metrics
