@@ -54,6 +54,9 @@ def redact_values(value: Any) -> Any:
         return redact(value)
     if isinstance(value, dict):
         return {k: redact_values(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact_values(v) for v in value)
+    if isinstance(value, list):
+        return [redact_values(v) for v in value]
+    if isinstance(value, tuple):
+        items = [redact_values(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     return value

@@ -15,6 +15,8 @@ Both hold only their settings when pickled, so a scorer that captures one hashes
 
 from __future__ import annotations
 
+import email.utils
+import json
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import HfExtError, InputError
+from ..errors import HfExtError, InputError, redact
 from ..models import check_dtype
 
 Conversation = list[dict[str, str]]
@@ -30,7 +32,14 @@ ResultCallback = Callable[[int, str], None]
 
 
 class BackendError(HfExtError, RuntimeError):
-    """A generation request failed after its retries."""
+    """A generation request failed after its retries (credentials in the message are redacted)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
+
+
+def _identity(backend: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {"backend": type(backend).__name__, **{name: getattr(backend, name) for name in fields}}
 
 
 @dataclass
@@ -67,6 +76,10 @@ class TransformersBackend:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the generated text (caches key on it): model, revision, sampling, precision."""
+        return _identity(self, ("model", "revision", "max_new_tokens", "temperature", "top_p", "seed", "dtype"))
 
     def _load(self) -> None:
         if self._model is not None:
@@ -124,8 +137,11 @@ class OpenAIBackend:
         model: the model name the server expects.
         api_key_env: name of the environment variable holding the key (may be unset for
             local servers). The key itself is never stored in the object.
-        timeout: seconds per request.
-        max_retries: retries after the first try, with exponential backoff.
+        timeout: deadline in seconds for each try of a request, from connecting to the last byte
+            of the answer (a server that trickles bytes cannot hold it longer; the try may
+            overrun by one network read, which itself waits at most `timeout`).
+        max_retries: retries after the first try, with exponential backoff; a 429/503 answer's
+            ``Retry-After`` (seconds or an HTTP date, at most `max_retry_after`) replaces the backoff.
         concurrency: requests in flight at once.
     """
 
@@ -140,10 +156,51 @@ class OpenAIBackend:
     backoff: float = 1.0
     concurrency: int = 8
     extra_body: dict[str, Any] = field(default_factory=dict)
+    max_retry_after: float = 120.0
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise InputError(f"OpenAIBackend.base_url must start with http:// or https://, got {self.base_url!r}.")
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+            raise InputError(f"OpenAIBackend.base_url must start with http:// or https://, got {redact(self.base_url)!r}.")
+        if not self.timeout > 0:
+            raise InputError(f"OpenAIBackend.timeout must be a positive number of seconds, got {self.timeout!r}.")
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the generated text (caches key on it): server, model, sampling, extra body."""
+        return _identity(self, ("base_url", "model", "max_new_tokens", "temperature", "top_p", "extra_body"))
+
+    def completions_url(self) -> str:
+        """``base_url`` + ``/chat/completions``, keeping a query string (``?api-version=…``) at the end."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+
+    def _post(self, client: Any, url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        """One try: (status, headers, body bytes), ending by the deadline however slowly bytes come."""
+        import httpx
+
+        deadline = time.monotonic() + self.timeout
+        chunks = []
+        with client.stream("POST", url, json=body) as response:
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the answer did not finish within the {self.timeout:g} s deadline")
+            return response.status_code, {k.lower(): v for k, v in response.headers.items()}, b"".join(chunks)
+
+    def _retry_after(self, headers: dict[str, str]) -> float | None:
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            seconds = when.timestamp() - time.time()
+        return min(max(seconds, 0.0), self.max_retry_after)
 
     def _request(self, client: Any, conversation: Conversation) -> str:
         import httpx
@@ -156,20 +213,29 @@ class OpenAIBackend:
             "top_p": self.top_p,
             **self.extra_body,
         }
-        url = self.base_url.rstrip("/") + "/chat/completions"
+        url = self.completions_url()
         last_error = ""
         for attempt in range(self.max_retries + 1):
+            wait = self.backoff * 2**attempt
             try:
-                response = client.post(url, json=body)
-                if response.status_code == 200:
-                    return response.json()["choices"][0]["message"]["content"] or ""
-                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code < 500 and response.status_code != 429:
-                    break  # a client error will not fix itself by retrying
-            except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+                status, headers, raw = self._post(client, url, body)
+                if status == 200:
+                    content = json.loads(raw)["choices"][0]["message"]["content"]
+                    if isinstance(content, str):
+                        return content
+                    last_error = (f"the answer's choices[0].message.content is {type(content).__name__} "
+                                  f"({json.dumps(content)[:80]}), not a string")
+                else:
+                    last_error = f"HTTP {status}: {raw[:200].decode('utf-8', 'replace')}"
+                    if status < 500 and status != 429:
+                        break  # a client error will not fix itself by retrying
+                    retry_after = self._retry_after(headers)
+                    if retry_after is not None:
+                        wait = retry_after
+            except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
+                time.sleep(wait)
         raise BackendError(
             f"Request to {url} (model {self.model!r}) failed after {self.max_retries + 1} tries: {last_error}. "
             "Check that the server is up and the model name is right; raise `timeout` or `max_retries` for slow servers."

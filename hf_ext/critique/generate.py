@@ -39,9 +39,23 @@ SIDES = ("chosen", "rejected")
 
 
 def request_key(conversation: Conversation, sample: int) -> str:
-    """Stable id of one request: the messages and the sample number (not the backend)."""
+    """Stable id of one request: the messages and the sample number. `cached_generate` scopes it
+    to the backend (:func:`backend_identity`), so another model or sampling setting asks again."""
     payload = json.dumps([conversation, sample], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
+
+
+def backend_identity(backend: Any) -> dict[str, Any]:
+    """What decides a backend's text: its ``identity()`` (model, server, temperature, …) when it
+    has one, else its class."""
+    identity = getattr(backend, "identity", None)
+    if callable(identity):
+        return identity()
+    return {"backend": f"{type(backend).__module__}.{type(backend).__qualname__}"}
+
+
+def _scoped_key(identity: str, key: str) -> str:
+    return hashlib.sha256(f"{identity}|{key}".encode("utf-8")).hexdigest()[:24]
 
 
 class GenerationCache:
@@ -84,7 +98,11 @@ def cached_generate(
 ) -> tuple[list[str], int]:
     """Generate the conversations whose keys are not cached yet; return all texts (in order)
     and how many requests were sent. A failing request raises a :class:`BackendError` that
-    names it (through `describe(index)`); everything finished before stays in the cache."""
+    names it (through `describe(index)`); everything finished before stays in the cache.
+    Cached texts are keyed on `keys` and :func:`backend_identity`, so a cache written by
+    another model, server or sampling setting is not reused."""
+    identity = json.dumps(backend_identity(backend), sort_keys=True, default=str)
+    keys = [_scoped_key(identity, key) for key in keys]
     cache = GenerationCache(cache_path)
     first_index: dict[str, int] = {}
     for i, key in enumerate(keys):

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import InputError
+from ..errors import InputError, redact_values
 
 _LIBRARIES = ("hf-ext", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "evaluate", "huggingface_hub")
 
@@ -101,7 +101,7 @@ def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    data = dict(card_data)
+    data, context = redact_values(dict(card_data)), redact_values(context)  # cards are published: no credentials
     if "source_datasets" in data:
         data["source_datasets"] = hub_ids(data["source_datasets"], field="source_datasets")
     card = DatasetCard.from_template(
@@ -127,7 +127,7 @@ def render_model_card(
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    data = dict(card_data)
+    data, context = redact_values(dict(card_data)), redact_values(context)  # cards are published: no credentials
     data["base_model"] = hub_ids(data.get("base_model"))
     if not data["base_model"]:
         data.pop("base_model")

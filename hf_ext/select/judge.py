@@ -3,7 +3,9 @@
 A judge LM rates each (instruction, input, response) on a 0–5 scale; AlpaGasus keeps the
 examples rated ≥ 4.5 (about 9k of Alpaca-52k). The prompt below is the paper's rating prompt
 (dimension "accuracy"). The parser follows the reference: the first line as a float, else a
-"Score: x" pattern anywhere, else −1.
+"Score: x" pattern anywhere, else −1. A score off the 0–5 scale (``99``, ``inf``, ``nan``, ``-3``)
+is a judge that did not follow the prompt, not a high rating: it counts as unparsable (−1), so
+it is never selected.
 
 The backend is pluggable (`hf_ext.critique.backends`): a local transformers model or an
 OpenAI-compatible server.
@@ -14,10 +16,13 @@ OpenAI-compatible server.
 4.0
 >>> parse_alpagasus_score("no idea")
 -1.0
+>>> parse_alpagasus_score("99"), parse_alpagasus_score("inf")
+(-1.0, -1.0)
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,24 +43,25 @@ ALPAGASUS_USER_TEMPLATE = (
     "any potential bias."
 )
 ALPAGASUS_THRESHOLD = 4.5
+ALPAGASUS_SCALE = (0.0, 5.0)  # the prompt's "scale of 0 to 5"
 
 _SCORE_PATTERN = re.compile(r"score\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
-def parse_alpagasus_score(text: str) -> float:
-    """Parse a judge's answer: the first line as a float, else "Score: x", else −1."""
+def parse_alpagasus_score(text: str, scale: tuple[float, float] = ALPAGASUS_SCALE) -> float:
+    """Parse a judge's answer: the first line as a float, else "Score: x", else −1; a score
+    outside `scale` (or not finite) is −1 too."""
     if not isinstance(text, str):
         return -1.0
     stripped = text.strip()
     first_line = stripped.split("\n", 1)[0].strip() if stripped else ""
     try:
-        return float(first_line)
+        score = float(first_line)
     except ValueError:
-        pass
-    match = _SCORE_PATTERN.search(stripped)
-    if match:
-        return float(match.group(1))
-    return -1.0
+        match = _SCORE_PATTERN.search(stripped)
+        score = float(match.group(1)) if match else -1.0
+    low, high = scale
+    return score if math.isfinite(score) and low <= score <= high else -1.0
 
 
 def alpagasus_conversation(instruction: str, input_text: str | None, response: str, dimension: str = "accuracy") -> Conversation:
@@ -96,12 +102,22 @@ class JudgeScorer:
         return {self.score_column: [parse_alpagasus_score(t) for t in raw], self.raw_column: raw}
 
 
+def judge_summary(scores: list[float], threshold: float = ALPAGASUS_THRESHOLD) -> dict[str, Any]:
+    """Counts for metrics and the card: scored, unparsable (−1, including off-scale answers),
+    at or above `threshold`, and the highest valid score (None when none parsed)."""
+    valid = [s for s in scores if s >= 0]
+    return {"scored": len(scores), "unparsable": len(scores) - len(valid), "threshold": threshold,
+            "at_or_above_threshold": sum(s >= threshold for s in valid), "max_score": max(valid) if valid else None}
+
+
 __all__ = [
     "ALPAGASUS_SYSTEM_PROMPT",
+    "ALPAGASUS_SCALE",
     "ALPAGASUS_THRESHOLD",
     "ALPAGASUS_USER_TEMPLATE",
     "JudgeScorer",
     "alpagasus_conversation",
+    "judge_summary",
     "join_prompt",
     "parse_alpagasus_score",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import shutil
 import time
@@ -29,6 +30,8 @@ from .judge import JudgeScorer
 from .scores import ResponseLengthScorer
 from .selectors import SELECTORS, get_selector
 from .stats import category_counts, selection_stats
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -246,6 +249,8 @@ def _plot(path: Path, tokens: list[int], picks: dict[str, list[int]], categories
     clip = lambda values: np.minimum(np.asarray(values, dtype=float), top)  # the last bin holds the tail
     ax.hist(clip(tokens), bins=bins, alpha=0.4, density=True, label="pool")
     for name, idx in picks.items():
+        if not idx:  # nothing selected (alpagasus with no example at the threshold)
+            continue
         ax.hist(clip([tokens[i] for i in idx]), bins=bins, histtype="step", linewidth=2, density=True, label=name)
     ax.set_xlabel(f"response tokens (last bin: ≥ {top:.0f})")
     ax.set_ylabel("density")
@@ -261,7 +266,7 @@ def _plot(path: Path, tokens: list[int], picks: dict[str, list[int]], categories
         ax.bar(x, [pool_counts[c] / n for c in names], width, label="pool")
         for k, (name, idx) in enumerate(picks.items(), start=1):
             counts = category_counts([categories[i] for i in idx])
-            ax.bar(x + k * width, [counts.get(c, 0) / len(idx) for c in names], width, label=name)
+            ax.bar(x + k * width, [counts.get(c, 0) / max(len(idx), 1) for c in names], width, label=name)
         ax.set_xticks(x + 0.4 - width / 2, names, rotation=40, ha="right")
         ax.set_ylabel("share of examples")
         ax.set_title("Categories")
@@ -308,6 +313,9 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
             categories,
         )
 
+    for name, idx in picks.items():
+        if len(idx) < c.budget:  # alpagasus keeps only examples at or above the threshold
+            logger.warning("%s selected %d of the budget of %d.", name, len(idx), c.budget)
     main = reports[c.method]
     license_id = source.license or c.dataset_license
     metrics: dict[str, Any] = {
@@ -326,6 +334,11 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
         "license": license_id,
         "tokenizer": c.tokenizer,
     }
+
+    if "judge_score" in ds.column_names:  # what the paid-for judge calls found, even when nothing passed
+        from .judge import judge_summary
+
+        metrics["judge"] = judge_summary(ds["judge_score"], c.judge_threshold)
 
     sae_info = None
     if "sae_ids" in ds.column_names:  # SAE features were computed: report the coverage of every method
