@@ -87,7 +87,7 @@ def main() -> None:
 
     plain_rows = rows.map(encode, remove_columns=rows.column_names)
     common = dict(max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-5 if not args.quick else 1e-3,
-                  logging_steps=1, save_strategy="no", report_to="none", bf16=False, gradient_checkpointing=False,
+                  logging_steps=1, save_strategy="no", report_to="none", bf16=False, activation_checkpointing=False,
                   use_cpu=True, seed=args.seed, max_length=1024, dataloader_drop_last=True)
 
     results = {"model": model_name, "steps": steps, "train_rows": len(rows), "consistency_filter": filter_stats,

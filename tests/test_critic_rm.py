@@ -44,7 +44,7 @@ def text_dataset(n: int = 8, margin: bool = False) -> Dataset:
 
 def config(tmp_path, **kw) -> CriticRMConfig:
     defaults = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
-                    report_to="none", bf16=False, gradient_checkpointing=False, use_cpu=True, logging_steps=1,
+                    report_to="none", bf16=False, activation_checkpointing=False, use_cpu=True, logging_steps=1,
                     save_strategy="no", seed=0, max_length=512)
     defaults.update(kw)
     return CriticRMConfig(**defaults)
@@ -68,7 +68,7 @@ def test_lambda_zero_equals_trl_reward_loss_with_margin_and_centering(tmp_path):
         "rejected_ids": [tok(p + r)["input_ids"] + [tok.eos_token_id] for p, r in zip(PROMPTS, REJECTED)],
         "margin": [0.0, 0.5, 1.0, 2.0],
     })
-    common = dict(output_dir=str(tmp_path / "o"), report_to="none", bf16=False, gradient_checkpointing=False,
+    common = dict(output_dir=str(tmp_path / "o"), report_to="none", bf16=False, activation_checkpointing=False,
                   use_cpu=True, center_rewards_coefficient=0.01, per_device_train_batch_size=4)
     trl_trainer = RewardTrainer(seq, RewardConfig(**common), train_dataset=ids, processing_class=tok)
     ours = CriticRMTrainer(causal, CriticRMConfig(**common, critique_weight_start=0.0, critique_weight_end=0.0),
@@ -207,7 +207,7 @@ def test_peft_trains_and_saves_reward_head(tmp_path):
 
     tok = tiny_tokenizer()
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    args = config(tmp_path, max_steps=2, gradient_checkpointing=True, learning_rate=5e-2)
+    args = config(tmp_path, max_steps=2, activation_checkpointing=True, learning_rate=5e-2)
     model = tiny_llama(tokenizer=tok)
     model.config._name_or_path = str(tmp_path / "base")
     model.save_pretrained(tmp_path / "base")
@@ -367,3 +367,30 @@ def test_loading_without_a_saved_head_refuses(tmp_path):
     save_file({"score.weight": torch.zeros(2, 32)}, str(wrong / "reward_head.safetensors"))
     with pytest.raises(InputError, match=r"shape \(2, 32\)"):
         load_critic_lm(str(wrong))
+
+
+# ---- issue 19: current names only (transformers' activation_checkpointing, no TRL pad_token)
+
+
+@pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning", "error::PendingDeprecationWarning")
+def test_critic_rm_paths_raise_no_deprecation_warnings(tmp_path):
+    tok = tiny_tokenizer()
+    default = CriticRMConfig(str(tmp_path / "d"), report_to="none", use_cpu=True)  # TRL's defaults, current names
+    assert default.activation_checkpointing is True and default.gradient_checkpointing is True
+    args = config(tmp_path, max_steps=2, activation_checkpointing=True, eval_strategy="steps", eval_steps=2)
+    trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), args, train_dataset=text_dataset(4), eval_dataset=text_dataset(4),
+                              processing_class=tok)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    tok.save_pretrained(tmp_path / "saved")
+    rm = CriticRewardModel.from_pretrained(str(tmp_path / "saved"), max_new_tokens=4)
+    assert math.isfinite(rm.score(PROMPTS[0], CHOSEN[0], num_critiques=2))
+    assert math.isfinite(rm.score_batch(PROMPTS[:2], CHOSEN[:2], num_critiques=1)[0])
+
+
+def test_deprecated_names(tmp_path):
+    with pytest.raises(InputError, match="pad_token.*tokenizer.pad_token"):
+        config(tmp_path, pad_token="<pad>")
+    with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the user's deprecated name still works, loudly
+        old = config(tmp_path, activation_checkpointing=None, gradient_checkpointing=False)
+    assert old.activation_checkpointing is False and old.gradient_checkpointing is False

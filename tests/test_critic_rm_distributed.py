@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent('''
                             "rejected_critique": ["Wrong. Score: 2", "Wrong sum. Score: 1"] * 4})
     tok = tiny_tokenizer()
     args = CriticRMConfig(out, max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, report_to="none",
-                          bf16=False, gradient_checkpointing=True, use_cpu=True, save_strategy="no", logging_steps=1)
+                          bf16=False, activation_checkpointing=True, use_cpu=True, save_strategy="no", logging_steps=1)
     trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), args, train_dataset=ds, processing_class=tok)
     before = trainer.model.score.weight.detach().clone()
     trainer.train()

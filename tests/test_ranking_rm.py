@@ -21,8 +21,9 @@ ROWS = {
 
 
 def _args(tmp_path, **kw):
-    return RankingRewardConfig(str(tmp_path / "o"), report_to="none", bf16=False, gradient_checkpointing=False,
-                               use_cpu=True, per_device_train_batch_size=2, **kw)
+    kw = {"report_to": "none", "bf16": False, "activation_checkpointing": False, "use_cpu": True,
+          "per_device_train_batch_size": 2, **kw}
+    return RankingRewardConfig(str(tmp_path / "o"), **kw)
 
 
 def test_three_response_rows_are_all_ordered_pairs(tmp_path):
@@ -49,7 +50,7 @@ def test_two_responses_reduce_to_trl_pairwise_loss(tmp_path):
     ours = RankingRewardTrainer(tiny_sequence_classifier(tokenizer=tok, seed=2), _args(tmp_path, center_rewards_coefficient=0.05),
                                 train_dataset=pairwise, processing_class=tok)
     trl = RewardTrainer(tiny_sequence_classifier(tokenizer=tok, seed=2),
-                        RewardConfig(str(tmp_path / "t"), report_to="none", bf16=False, gradient_checkpointing=False,
+                        RewardConfig(str(tmp_path / "t"), report_to="none", bf16=False, activation_checkpointing=False,
                                      use_cpu=True, center_rewards_coefficient=0.05),
                         train_dataset=pairwise, processing_class=tok)
     assert [r["ranked_ids"] for r in ours.train_dataset] == [[r["chosen_ids"], r["rejected_ids"]] for r in trl.train_dataset]
@@ -69,3 +70,16 @@ def test_ranking_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="num_labels=1"):  # TRL's own check, kept
         RankingRewardTrainer(tiny_sequence_classifier(num_labels=2, tokenizer=tok), _args(tmp_path), processing_class=tok,
                              train_dataset=Dataset.from_dict(ROWS))
+
+
+@pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning", "error::PendingDeprecationWarning")
+def test_ranking_paths_raise_no_deprecation_warnings(tmp_path):
+    tok = tiny_tokenizer()
+    default = RankingRewardConfig(str(tmp_path / "d"), report_to="none", use_cpu=True)
+    assert default.activation_checkpointing is True
+    trainer = RankingRewardTrainer(tiny_sequence_classifier(tokenizer=tok), _args(tmp_path, max_steps=2, activation_checkpointing=True),
+                                   train_dataset=Dataset.from_dict(ROWS), eval_dataset=Dataset.from_dict(ROWS), processing_class=tok)
+    trainer.train()
+    assert trainer.evaluate()["eval_loss"] > 0
+    with pytest.raises(InputError, match="pad_token"):
+        _args(tmp_path, pad_token="<pad>")

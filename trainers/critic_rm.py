@@ -27,7 +27,7 @@ Example:
     >>> ds = Dataset.from_dict({"prompt": ["2+2?"] * 4, "chosen": ["4"] * 4, "rejected": ["5"] * 4,
     ...     "chosen_critique": ["Correct. Score: 9"] * 4, "rejected_critique": ["Wrong. Score: 2"] * 4})
     >>> args = CriticRMConfig("/tmp/critic-rm-doc", max_steps=1, per_device_train_batch_size=2,
-    ...     report_to="none", bf16=False, gradient_checkpointing=False, use_cpu=True)
+    ...     report_to="none", bf16=False, activation_checkpointing=False, use_cpu=True)
     >>> trainer = CriticRMTrainer(tiny_llama(), args, train_dataset=ds, processing_class=tiny_tokenizer())
     >>> 0.0 < trainer.critique_weight() <= 0.9
     True
@@ -47,19 +47,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 from accelerate.utils import is_peft_model
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase, set_seed
-from trl import RewardConfig, RewardTrainer
+from trl import RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import pad
 
 from hf_ext.critique.prompts import CRITIQUE_SYSTEM, CRITIQUE_USER, critique_messages
 from hf_ext.errors import InputError
 
+from .reward_common import RewardModelConfig
+
 REWARD_HEAD = "score"  # same name as transformers' sequence-classification heads
 HEAD_FILE = "reward_head.safetensors"
 
 
 @dataclass
-class CriticRMConfig(RewardConfig):
+class CriticRMConfig(RewardModelConfig):
     """Configuration of :class:`CriticRMTrainer`: TRL's RewardConfig plus the critique loss.
 
     The λ schedule weighs the critique loss against the Bradley–Terry loss; see the module
@@ -267,8 +269,8 @@ class CriticRMTrainer(RewardTrainer):
 
             processing_class = load_tokenizer(getattr(model.config, "_name_or_path", None) or str(model))
         if data_collator is None:
-            pad_token = args.pad_token or processing_class.pad_token or processing_class.eos_token
-            processing_class.pad_token = pad_token  # TRL's rule: no pad token → EOS pads
+            # TRL's rule: no pad token → EOS pads (RewardModelConfig refuses TRL's deprecated args.pad_token)
+            processing_class.pad_token = processing_class.pad_token or processing_class.eos_token
             data_collator = DataCollatorForCritiquePreference(
                 pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
             )

@@ -29,14 +29,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers.data.data_collator import DataCollatorMixin
-from trl import RewardConfig, RewardTrainer
+from trl import RewardTrainer
 from trl.trainer.utils import pad
 
 from hf_ext.errors import InputError
 
+from .reward_common import RewardModelConfig
+
 
 @dataclass
-class RankingRewardConfig(RewardConfig):
+class RankingRewardConfig(RewardModelConfig):
     """TRL's RewardConfig plus where the ranked responses live."""
 
     ranked_columns: list[str] = field(
@@ -89,8 +91,7 @@ class RankingRewardTrainer(RewardTrainer):
         if not isinstance(args, RankingRewardConfig):
             raise InputError(f"RankingRewardTrainer needs a RankingRewardConfig, got {type(args).__name__}.")
         if data_collator is None and processing_class is not None:
-            pad_token = args.pad_token or processing_class.pad_token or processing_class.eos_token
-            processing_class.pad_token = pad_token
+            processing_class.pad_token = processing_class.pad_token or processing_class.eos_token  # TRL's rule
             data_collator = DataCollatorForRanking(processing_class.pad_token_id, args.pad_to_multiple_of)
         super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
