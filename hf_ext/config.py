@@ -67,6 +67,8 @@ JOBS: dict[str, Job] = {
                         "Scaling-law testbed: tiny Llamas at several sizes, fit L(N, M), predict the largest."),
     "evaluate": Job("hf_ext.evaluation.job:EvaluateConfig", "hf_ext.evaluation.job:run_evaluate",
                     "Evaluate a model with lm-evaluation-harness (local tasks offline), response NLL, DCLM aggregates."),
+    "sft": Job("trainers.sft_job:SFTJobConfig", "trainers.sft_job:run_sft",
+               "Fine-tune with TRL's SFTTrainer on a selection (response tokens only; LoRA via peft_config)."),
 }
 
 
