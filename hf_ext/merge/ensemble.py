@@ -37,6 +37,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..errors import InputError
+from ..paths import check_plain_name
 
 __all__ = ["ExpertEnsemble", "ExpertEnsembleConfig", "BayesianRouter", "ClusterRouter", "UniformRouter",
            "TfidfClusters", "balanced_tfidf_kmeans", "typology_clusters", "LANGUAGE_FAMILIES", "EnsembleOutput"]  # fmt: skip
@@ -408,6 +409,8 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
         names = list(names) if names is not None else [f"expert_{i}" for i in range(len(experts))]
         if len(names) != len(experts):
             raise InputError(f"names has {len(names)} entries for {len(experts)} experts.")
+        for name in names:  # each becomes experts/<name>/ when saved
+            check_plain_name(name, field="expert name")
         router = router or BayesianRouter()
         first = experts[0].config
         config = ExpertEnsembleConfig(
@@ -493,6 +496,7 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
         Returns:
             The index of the expert it was branched from.
         """
+        check_plain_name(name, field="expert name")  # before training: it becomes experts/<name>/
         from ..lm import train_causal_lm
 
         texts = list(texts)
@@ -534,7 +538,15 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
         spec_file = folder / "ensemble_config.json"
         if not spec_file.is_file():
             raise InputError(f"{str(path)!r} has no ensemble_config.json; save ensembles with ExpertEnsemble.save_pretrained.")
-        spec = json.loads(spec_file.read_text())
+        try:
+            spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{spec_file} is not valid JSON ({exc}); save ensembles with ExpertEnsemble.save_pretrained.") from None
+        names = spec.get("expert_names") if isinstance(spec, dict) else None
+        if not isinstance(names, list) or not names:
+            raise InputError(f"{spec_file} must list expert_names (one folder name per expert under experts/).")
+        for name in names:  # a name like '../../x' would load a model from outside the folder
+            check_plain_name(name, field=f"expert name in {spec_file}", folder=folder / "experts")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         experts = [AutoModelForCausalLM.from_pretrained(folder / "experts" / n) for n in spec["expert_names"]]

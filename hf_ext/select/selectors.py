@@ -29,31 +29,64 @@ SelectFn = Callable[..., list[int]]
 
 @dataclass(frozen=True)
 class Selector:
-    """A named selection method: the columns it reads and the function that picks."""
+    """A named selection method: the columns it reads and the function that picks.
+
+    ``prefix`` is the default prefix of the columns it reads when a featurizer writes them
+    (``"sae"`` for ``sae_ids``): ``select(..., prefix="np2")`` reads ``np2_ids`` instead, the
+    columns a featurizer built with ``prefix="np2"`` wrote (one setting for both steps).
+    """
 
     name: str
     requires: tuple[str, ...]
     fn: SelectFn
     description: str = ""
+    prefix: str | None = None
 
-    def select(self, columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, **kwargs: Any) -> list[int]:
-        """Pick `budget` row indices from `columns` (a Dataset or a dict of columns)."""
+    def columns_for(self, prefix: str | None = None) -> dict[str, str]:
+        """{column the function reads: column of the dataset} for a featurizer `prefix`."""
+        if prefix is None or self.prefix is None or prefix == self.prefix:
+            return {c: c for c in self.requires}
+        if not isinstance(prefix, str) or not prefix:
+            raise InputError(f"prefix must be a non-empty string (the featurizer's prefix), got {prefix!r}.")
+        head = f"{self.prefix}_"
+        return {c: prefix + "_" + c[len(head):] if c.startswith(head) else c for c in self.requires}
+
+    def select(self, columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, prefix: str | None = None,
+               **kwargs: Any) -> list[int]:
+        """Pick `budget` row indices from `columns` (a Dataset or a dict of columns).
+
+        Args:
+            prefix: the featurizer's column prefix (``SAEFeaturizer(prefix=...)``); None: the default.
+        """
+        if prefix is not None and self.prefix is None:
+            raise InputError(f"Selector {self.name!r} reads no featurizer columns; it takes no prefix (got {prefix!r}).")
         names = columns.column_names if hasattr(columns, "column_names") else list(columns.keys())
-        require_columns(names, self.requires, what=f"Selector {self.name!r}")
+        mapping = self.columns_for(prefix)
+        missing = [col for col in mapping.values() if col not in names]
+        if missing and self.prefix is not None and prefix is None:
+            suffixes = tuple(c[len(self.prefix) + 1:] for c in self.requires)
+            found = sorted({n[: -len(sfx) - 1] for n in names for sfx in suffixes if n.endswith("_" + sfx)})
+            if found:
+                raise InputError(f"Selector {self.name!r} reads {missing}, which the pool lacks; it has columns with the "
+                                 f"prefix(es) {found}: pass prefix={found[0]!r} (the featurizer's prefix).")
+        require_columns(names, list(mapping.values()), what=f"Selector {self.name!r}")
         pool_size = len(columns) if hasattr(columns, "column_names") else len(next(iter(columns.values()), []))
         if pool_size == 0:
             raise InputError(f"Selector {self.name!r} got an empty pool: nothing to select.")
         check_budget(budget, pool_size)
-        data = {c: columns[c] for c in self.requires}
+        data = {c: columns[source] for c, source in mapping.items()}
         return [int(i) for i in self.fn(data, budget, seed=seed, pool_size=pool_size, **kwargs)]
 
 
 SELECTORS: dict[str, Selector] = {}
 
 
-def register_selector(name: str, *, requires: tuple[str, ...] = (), description: str = "") -> Callable[[SelectFn], SelectFn]:
+def register_selector(name: str, *, requires: tuple[str, ...] = (), description: str = "",
+                      prefix: str | None = None) -> Callable[[SelectFn], SelectFn]:
+    """Register `fn` as method `name`; `prefix`: the featurizer prefix its `requires` columns carry."""
+
     def decorator(fn: SelectFn) -> SelectFn:
-        SELECTORS[name] = Selector(name, tuple(requires), fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        SELECTORS[name] = Selector(name, tuple(requires), fn, description or (fn.__doc__ or "").strip().split("\n")[0], prefix)
         return fn
 
     return decorator
@@ -91,7 +124,8 @@ def select_alpagasus(
 
 
 def select(dataset, method: str, budget: int, *, seed: int = 0, **kwargs: Any) -> list[int]:
-    """Indices of `dataset` chosen by `method`: ``ds.select(select(ds, "longest", 300))``."""
+    """Indices of `dataset` chosen by `method`: ``ds.select(select(ds, "longest", 300))``;
+    ``prefix=featurizer.prefix`` for SAE methods over a featurizer with its own prefix."""
     return get_selector(method).select(dataset, budget, seed=seed, **kwargs)
 
 

@@ -45,14 +45,34 @@ def training_config(c) -> SAETrainingConfig:
                              max_tokens=c.sae_train_tokens, epochs=c.sae_train_epochs, seed=c.seed)
 
 
+def _text_fingerprint(ds, columns: list[str]) -> str:
+    """sha256 of the text the SAE trains on (the reader's columns, row by row). Unlike
+    ``ds._fingerprint`` it stays the same when other columns are added (e.g. the SAE features),
+    so the job finds the SAE its featurizer used instead of training a second one."""
+    h = hashlib.sha256()
+    present = [col for col in columns if col in ds.column_names]
+    h.update(json.dumps([present, len(ds)]).encode())
+    for batch in ds.select_columns(present).iter(batch_size=10_000):
+        for col in present:
+            for value in batch[col]:
+                h.update(b"\x01" if value is None else value.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()
+
+
 def prepare_sae(c, ds) -> tuple[str, str | None, bool]:
     """(SAE folder or repo, subfolder, trained_here). Trains on the pool's activations when
-    ``sae_path`` is unset; the result is cached by model, layer, pool fingerprint and settings."""
+    ``sae_path`` is unset; the result is cached by model, layer, the pool's text and settings."""
     if c.sae_path:
+        if c.sae_hookpoint is not None:
+            from ...paths import check_relative_name
+
+            check_relative_name(c.sae_hookpoint, field="sae_hookpoint", folder=c.sae_path)
         return c.sae_path, c.sae_hookpoint, False
     reader = _featurizer(c, None, None)
     tc = training_config(c)
-    key = json.dumps({"model": c.sae_model, "revision": c.sae_model_revision, "layer": c.sae_layer, "pool": ds._fingerprint,
+    text_columns = [col for col in (c.instruction_column, c.input_column, c.response_column) if col]
+    key = json.dumps({"model": c.sae_model, "revision": c.sae_model_revision, "layer": c.sae_layer,
+                      "pool": _text_fingerprint(ds, text_columns),
                       "reader": {k: v for k, v in reader.__getstate__().items() if k != "_sae_stamp"}, "train": tc.__dict__},
                      sort_keys=True, default=str)
     folder = sae_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -64,8 +84,12 @@ def prepare_sae(c, ds) -> tuple[str, str | None, bool]:
     with FileLock(str(folder) + ".lock"):
         if not (folder / "cfg.json").is_file():
             acts = collect_activations(ds, reader, max_examples=tc.max_examples, max_tokens=tc.max_tokens, seed=tc.seed)
-            meta = {"model": c.sae_model, "layer": reader.layer_index, "hook_name": f"layers.{reader.layer_index}",
-                    "pool": c.dataset}
+            from ...models import hub_id_for
+
+            # cfg.json is published with the selection: Hub ids or nothing, never local paths
+            meta = {"model": hub_id_for(c.sae_model), "layer": reader.layer_index, "hook_name": f"layers.{reader.layer_index}",
+                    "pool": _pool_id(c.dataset)}
+            meta = {k: v for k, v in meta.items() if v is not None}
             sae = train_sae(acts, tc, metadata=meta)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
             try:
@@ -74,6 +98,13 @@ def prepare_sae(c, ds) -> tuple[str, str | None, bool]:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return str(folder), None, True
+
+
+def _pool_id(dataset: str) -> str | None:
+    from ...data import BUNDLED
+    from ...models import hub_id_for
+
+    return dataset if dataset in BUNDLED else hub_id_for(dataset)
 
 
 @dataclass

@@ -193,16 +193,35 @@ class TopKSAE(nn.Module):
                 raise InputError(f"No {SPARSIFY_WEIGHTS} (sparsify) or {SAE_LENS_WEIGHTS} (sae-lens) in {folder}.{hint}")
         if not (folder / CONFIG).is_file():
             raise InputError(f"{folder} has no {CONFIG}; an SAE folder holds {CONFIG} and its weights.")
-        cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        try:
+            cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{folder / CONFIG} is not valid JSON ({exc}); re-download the SAE or re-save it "
+                             "with TopKSAE.save_pretrained.") from None
+        if not isinstance(cfg, dict):
+            raise InputError(f"{folder / CONFIG} must hold a JSON object (d_in, num_latents, k, ...), got {type(cfg).__name__}.")
         loader = {"sparsify": _from_sparsify, "sae_lens": _from_sae_lens}.get(format)
         if loader is None:
             raise InputError(f"format must be 'auto', 'sparsify' or 'sae_lens', got {format!r}.")
         sae = loader(cfg, folder)
-        sae.metadata.setdefault("source", str(path_or_repo) + (f"/{subfolder}" if subfolder else ""))
+        source = _hub_source(path_or_repo)  # published files name Hub ids, never local paths
+        if source is not None:
+            sae.metadata.setdefault("source", source + (f"/{subfolder}" if subfolder else ""))
         return sae.eval()
 
 
+def _hub_source(path_or_repo: str | os.PathLike) -> str | None:
+    """The Hub id an SAE was loaded from, or None for a local folder (hf_ext.models knows packaged ones)."""
+    from ...models import hub_id_for
+
+    return hub_id_for(path_or_repo)
+
+
 def _locate(path_or_repo: str | os.PathLike, subfolder: str | None, revision: str | None, endpoint: str | None) -> Path:
+    if subfolder is not None:
+        from ...paths import check_relative_name
+
+        check_relative_name(subfolder, field="SAE subfolder (sae_hookpoint)", folder=path_or_repo)
     path = Path(path_or_repo).expanduser()
     if not path.exists():
         from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -222,9 +241,14 @@ def _locate(path_or_repo: str | os.PathLike, subfolder: str | None, revision: st
 
 
 def _load(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return {k: v.float() for k, v in load_file(str(folder / name)).items()}
+    try:
+        return {k: v.float() for k, v in load_file(str(folder / name)).items()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{folder / name} is not a readable safetensors file ({exc}); it is corrupt or truncated: "
+                         "download or save the SAE again.") from None
 
 
 def _need(tensors: dict, keys: tuple[str, ...], folder: Path, name: str) -> None:

@@ -281,19 +281,19 @@ def kcenter(embeddings: np.ndarray, budget: int, seed: int = 0) -> list[int]:
 
 
 # -- registry ------------------------------------------------------------------------------------
-@register_selector("sae_greedy", requires=(IDS,))
+@register_selector("sae_greedy", requires=(IDS,), prefix="sae")
 def select_sae_greedy(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
     """SAE-GreedSelect: greedy max-coverage of SAE features (incremental gains, (1 − 1/e) guarantee)."""
     return greedy_max_coverage(feature_matrix(columns[IDS]), budget)
 
 
-@register_selector("sae_greedy_sorted", requires=(IDS,))
+@register_selector("sae_greedy_sorted", requires=(IDS,), prefix="sae")
 def select_sae_greedy_sorted(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
     """SAE-GreedSelect, paper-style: by feature richness, keep an example if it adds new features."""
     return sorted_new_features(feature_matrix(columns[IDS]), budget)
 
 
-@register_selector("sae_simscale", requires=(IDS, VALUES))
+@register_selector("sae_simscale", requires=(IDS, VALUES), prefix="sae")
 def select_sae_simscale(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int,
                         similarity: str = "jaccard") -> list[int]:
     """SAE-SimScale: by richness, keep examples less similar than τ to all kept; τ searched to keep the budget."""
@@ -302,7 +302,7 @@ def select_sae_simscale(columns: Mapping[str, Any], budget: int, *, seed: int = 
     return picks
 
 
-@register_selector("kcenter", requires=(EMBEDDING,))
+@register_selector("kcenter", requires=(EMBEDDING,), prefix="sae")
 def select_kcenter(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
     """k-center greedy (farthest-first) on mean-pooled hidden states."""
     return kcenter(_dense(columns[EMBEDDING]), budget, seed=seed)
