@@ -3,7 +3,12 @@ language filters (speed, and agreement on the rules whose semantics match), our 
 vs datasketch (speed, same documents), per-filter drop counts, and a fastText quality
 classifier trained on real data (held-out AUC).
 
-    python benchmarks/curate.py [--quick] --out curate.json
+    python benchmarks/curate.py [--quick] [--dclm-dir /tmp/dclm] --out curate.json
+
+With ``--dclm-dir`` (a clone of mlfoundations/dclm) it also runs DCLM's own heuristic steps
+(benchmarks/dclm_reference.py) on the 1,000 C4 and the 30 Dolma documents and reports
+``dclm_reference_agreement`` (keep/drop), ``dclm_reference_same_drop_step`` and
+``dclm_reference_identical_text`` (documents both keep with identical output text).
 
 Documents: the C4 documents in <data-dir>/web, repeated to >= 20,000 (2,000 with --quick).
 Everything is timed in this run on this machine; compare the ratios, not the absolute rates.
@@ -33,6 +38,8 @@ def extra(parser):
     parser.add_argument("--datatrove-docs", type=int, default=None,
                         help="Documents datatrove is timed on (default: min(docs, 4,000), a prefix of the same list).")
     parser.add_argument("--minhash-docs", type=int, default=None, help="Documents for the MinHash comparison (default 5,000; 1,000 quick).")
+    parser.add_argument("--dclm-dir", type=Path, default=None,
+                        help="A clone of mlfoundations/dclm: compare our DCLM chain with DCLM's own code (dclm_reference_*).")
 
 
 def read_jsonl(path):
@@ -92,6 +99,38 @@ def agreement(texts):
         theirs_all = [x and y for x, y in zip(theirs_all, b)]
     combined = sum(x == y for x, y in zip(ours_all, theirs_all)) / len(texts)
     return combined, per_rule
+
+
+DCLM_FIDELITY_SETS = {"c4_en_train_first1000": "c4_en_train_first1000.jsonl.gz", "dolma_test_cc_documents": "dolma_test_cc_documents.jsonl.gz"}
+
+
+def dclm_fidelity(data_dir: Path, dclm_dir: Path | None) -> dict:
+    """DCLM's own heuristic steps (benchmarks/dclm_reference.py) vs our chain without language
+    ID, per document set: keep/drop agreement, same dropping step, identical output text."""
+    if dclm_dir is None:
+        return {"dclm_reference": "skipped: pass --dclm-dir (a clone of mlfoundations/dclm)"}
+    from dclm_reference import read_texts, reference
+
+    from hf_ext.curate.pipeline import DCLM_FUNCTIONS, PIPELINES
+
+    steps = [s for s in PIPELINES["dclm_heuristics"] if s != "language_id"]
+    out = {"dclm_reference_agreement": {}, "dclm_reference_same_drop_step": {}, "dclm_reference_identical_text": {},
+           "dclm_reference_docs": {}, "dclm_reference_disagreements": {}}
+    for name, file in DCLM_FIDELITY_SETS.items():
+        texts = read_texts(data_dir / "web" / file, "text")
+        ref = reference(dclm_dir, texts)
+        ours, keep, reasons = CurationPipeline(steps).process(texts)
+        same_keep = [k == r["kept"] for k, r in zip(keep, ref)]
+        same_step = [k == r["kept"] and (k or reason.split(":")[0] == DCLM_FUNCTIONS.get(r["dropped_by"]))
+                     for k, reason, r in zip(keep, reasons, ref)]
+        both = [(o, r["text"]) for o, k, r in zip(ours, keep, ref) if k and r["kept"]]
+        out["dclm_reference_agreement"][name] = sum(same_keep) / len(texts)
+        out["dclm_reference_same_drop_step"][name] = sum(same_step) / len(texts)
+        out["dclm_reference_identical_text"][name] = f"{sum(a == b for a, b in both)}/{len(both)}"
+        out["dclm_reference_docs"][name] = {"docs": len(texts), "dclm_kept": sum(r["kept"] for r in ref), "ours_kept": sum(keep)}
+        out["dclm_reference_disagreements"][name] = [
+            {"index": i, "ours": reasons[i], "dclm": ref[i]["dropped_by"]} for i, ok in enumerate(same_step) if not ok][:20]
+    return out
 
 
 def datasketch_dedup(texts, num_perm=112, ngram=5, threshold=0.8):
@@ -176,6 +215,7 @@ def main():
     combined, per_rule = agreement(unique)
     results["agreement_with_datatrove"] = combined
     results["agreement_per_rule"] = per_rule
+    results.update(dclm_fidelity(args.data_dir, args.dclm_dir))
 
     mh_texts = (unique * (n_mh // len(unique) + 1))[:n_mh]
     mh = MinHashDeduplicator(num_perm=112, ngram=5, threshold=0.8)

@@ -117,6 +117,7 @@ def test_curate_job_writes_data_counts_and_card(tmp_path):
     assert metrics["total"] == 60 and metrics["kept"] == 60 - sum(metrics["drop_counts"].values()) - sum(metrics["dedup"].values())
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| `page_length` |" in card and "dclm_heuristics" in card
+    assert metrics["language_id_model"].startswith("fastText lid.176.ftz (quantised") and "lid.176.ftz (quantised" in card
     import datasets
 
     kept = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "data" / "*.parquet"), split="train")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from .text import segments, words
+from .text import fasttext_words, segments, words
 
 
 class Doc:
@@ -24,15 +24,19 @@ class Doc:
         self.meta = meta if meta is not None else {}
 
     @cached_property
-    def words(self) -> list[str]:  # punctuation-free words (page length, repetition)
+    def words(self) -> list[str]:  # UAX #29 words starting with an alphanumeric (repetition)
         return words(self.text)
+
+    @cached_property
+    def fasttext_words(self) -> list[str]:  # fastText tokens starting with an alphanumeric (page length)
+        return fasttext_words(self.text)
 
     @cached_property
     def ws_words(self) -> list[str]:  # str.split() words (DCLM's other rules)
         return self.text.split()
 
     @cached_property
-    def lines(self) -> list[str]:
+    def lines(self) -> list[str]:  # stripped, non-empty (DCLM's split_paragraphs)
         return segments(self.text, "\n")
 
     @cached_property

