@@ -305,6 +305,9 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
         argv: flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
     """
     values = dict(values or {})
+    check_recipe = getattr(config_cls, "check_recipe", None)  # e.g. renamed keys refused with the new names
+    if check_recipe is not None:
+        check_recipe(values, argv)
     check_keys(config_cls, values)
     hints = typing.get_type_hints(config_cls)
     checked = {k: coerce(v, hints[k], k) for k, v in values.items()}

@@ -37,7 +37,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
         ({"compare_methods": {"a": 1}}, "Field 'compare_methods' must be a list"),
         ({"judge_backend": "gpt"}, "must be one of ['none', 'transformers', 'openai']"),
         ({"judge_threshold": "high"}, "Field 'judge_threshold' must be a number"),
-        ({"hub_private": "yes"}, "Field 'hub_private' must be true or false"),
+        ({"hub_private_repo": "yes"}, "Field 'hub_private_repo' must be true or false"),
         ({"dataset": 5}, "Field 'dataset' must be a string"),
     ],
 )

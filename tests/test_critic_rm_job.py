@@ -26,7 +26,8 @@ def test_critic_rm_job_trains_cards_and_pushes(tmp_path, local_hub, monkeypatch)
         "eval_pairs": 4, "eval_num_critiques": 0, "max_chars": 2000, "max_length": 2048,
         "max_steps": 2, "per_device_train_batch_size": 2, "report_to": "none", "bf16": False,
         "activation_checkpointing": False, "use_cpu": True, "save_strategy": "no",
-        "output_dir": str(tmp_path / "out"), "push_to": "hf-ext/critic-rm-tiny", "hub_endpoint": local_hub.endpoint,
+        "output_dir": str(tmp_path / "out"), "push_to_hub": True, "hub_model_id": "hf-ext/critic-rm-tiny",
+        "hub_endpoint": local_hub.endpoint,
     })
     metrics = runner(c)
     out = tmp_path / "out"

@@ -102,7 +102,11 @@ def test_dataset_round_trip_and_revisions(local_hub, tmp_path, dataset_files, ca
 
 def test_model_repo_and_branch(local_hub, tmp_path):
     repo, api = "hf-ext/tiny-model", HfApi(endpoint=local_hub.endpoint)
-    files = {"config.json": b'{"model_type": "llama", "hidden_size": 8}', "model.safetensors": bytes(range(256)) * 40,
+    import torch
+    from safetensors.torch import save
+
+    weights_bytes = save({"w": torch.arange(2560, dtype=torch.float32).reshape(40, 64)})  # a real file: pushes check headers
+    files = {"config.json": b'{"model_type": "llama", "hidden_size": 8}', "model.safetensors": weights_bytes,
              "stitch/adapter_config.json": b'{"layers": [2, 3]}'}  # fmt: skip
     commit = push_folder(_write(tmp_path / "m", files), repo, repo_type="model", endpoint=local_hub.endpoint)
     assert commit == f"{local_hub.endpoint}/{repo}/commit/{commit.oid}"

@@ -157,7 +157,7 @@ def test_selection_job_with_sae_methods_writes_coverage_card_and_sae(tmp_path):
         metrics = run_selection(config)
     finally:
         del os.environ["HF_EXT_CACHE"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "coverage.png", "data", "metrics.json", "sae", "selection.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".hf_ext_output.json", "README.md", "coverage.png", "data", "metrics.json", "sae", "selection.png"]
     cov = metrics["feature_coverage"]
     assert set(cov) == {"sae_greedy", "longest", "random", "sae_simscale", "kcenter"}
     assert cov["sae_greedy"] >= max(cov.values())  # greedy max-coverage covers the most here

@@ -21,7 +21,7 @@ def quickstart(tmp_path_factory):
 
 def test_quickstart_outputs_and_metrics(quickstart):
     out, metrics = quickstart
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "metrics.json", "selection.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".hf_ext_output.json", "README.md", "data", "metrics.json", "selection.png"]
     on_disk = json.loads((out / "metrics.json").read_text())
     for key in ("method", "budget", "pool_size", "selected_size", "mean_response_tokens", "category_counts"):
         assert on_disk[key] == json.loads(json.dumps(metrics[key]))
@@ -80,7 +80,7 @@ def test_pipeline_pushes_in_one_commit(local_hub, tmp_path):
     from huggingface_hub import HfApi
 
     config = SelectionConfig(
-        output_dir=str(tmp_path / "o"), budget=10, push_to_hub="bob/sel", hub_endpoint=local_hub.endpoint, compare_methods=[]
+        output_dir=str(tmp_path / "o"), budget=10, push_to_hub=True, hub_model_id="bob/sel", hub_endpoint=local_hub.endpoint, compare_methods=[]
     )
     metrics = run_selection(config)
     api = HfApi(endpoint=local_hub.endpoint, token="hf_x")

@@ -3,24 +3,26 @@
 1. Preference pairs from a file (AlpacaEval annotations or prompt/chosen/rejected rows),
    split by prompt; the first `train_pairs` short pairs are used.
 2. Stage 1: critiques from a local transformers model or an OpenAI-compatible server
-   (resumable cache in ``output_dir``), or read from `critiques_file`; consistency filter, then
+   (resumable cache in ``<output_dir>-cache/``), or read from `critiques_file`; consistency filter, then
    the Summ or Rank variant.
 3. Stage 2: :class:`CriticRMTrainer`; held-out accuracy on `eval_file` (hh-rlhf style) with
    critique-then-score inference (`eval_num_critiques`, 0 = fast path).
-4. Model, tokenizer, ``metrics.json`` and a card in ``output_dir``; pushed with one commit
-   when `push_to` is set.
+4. Model, tokenizer, ``metrics.json`` and a card in ``output_dir`` (written to a temporary folder
+   and moved into place, :func:`hf_ext.jobs.job_output`); pushed with one commit when
+   `push_to_hub` is true (to `hub_model_id`).
 
     hf-ext run recipes/critic_rm_cpu.yaml
 """
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from hf_ext.errors import InputError
+from hf_ext.jobs import check_job_output, job_output, refuse_old_hub_keys
 
 from .critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, compute_reward_accuracy
 
@@ -51,8 +53,20 @@ class CriticRMJobConfig(CriticRMConfig):
     critique_dtype: str | None = field(default=None, metadata={"help": "Precision of the transformers critique model, e.g. bfloat16 (None: the checkpoint's)."})
     critique_variant: Literal["none", "summ", "rank"] = field(default="none", metadata={"help": "After the consistency filter: merge (summ) or rank (rank) the kept critiques."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank (0: full fine-tuning); the reward head is always trained and saved."})
-    push_to: str | None = field(default=None, metadata={"help": "Hub repo id to push the model and its card to."})
     hub_endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output folder that hf_ext did not write "
+                                                                         "(folders of earlier hf_ext runs are replaced without it)."})
+
+    check_recipe: ClassVar = staticmethod(refuse_old_hub_keys)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_job_output(self)  # output folder and Hub settings, before any work
+
+    @property
+    def cache_dir(self) -> Path:
+        """Resumable stage-1 caches: beside the output folder, which is replaced as a whole."""
+        return Path(self.output_dir).with_name(Path(self.output_dir).name + "-cache")
 
 
 def _load_pairs(path: str, what: str) -> Any:
@@ -101,14 +115,14 @@ def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
             settings.update(batch_size=c.critique_batch_size, dtype=c.critique_dtype)
         backend = make_backend(c.critique_backend, **settings)
         critiqued, stats["generation"] = generate_critiques(pairs, backend, num_critiques=c.num_critiques,
-                                                            cache_path=Path(c.output_dir) / "critiques_cache.jsonl")
+                                                            cache_path=c.cache_dir / "critiques_cache.jsonl")
     kept, stats["consistency_filter"] = consistency_filter(critiqued)
     if c.critique_variant != "none":
         if backend is None:
             backend = make_backend(c.critique_backend, model=c.critique_model, max_new_tokens=c.critique_max_new_tokens,
                                    **({"base_url": c.critique_base_url} if c.critique_base_url else {}))
         variant = summarize_critiques if c.critique_variant == "summ" else rank_critiques
-        kept, stats[c.critique_variant] = variant(kept, backend, cache_path=Path(c.output_dir) / f"{c.critique_variant}_cache.jsonl")
+        kept, stats[c.critique_variant] = variant(kept, backend, cache_path=c.cache_dir / f"{c.critique_variant}_cache.jsonl")
     rows = to_training_pairs(kept, per_row=c.num_critiques)
     stats["training_rows"] = len(rows)
     if len(rows) == 0:
@@ -129,8 +143,6 @@ def run_critic_rm(c: CriticRMJobConfig) -> dict[str, Any]:
     from hf_ext.critique.data import split_by_prompt
     from hf_ext.models import hub_id_for, load_tokenizer
 
-    out = Path(c.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_pool, test_pool = split_by_prompt(_load_pairs(c.train_file, "train_file"), c.test_fraction, seed=c.seed)
     pairs = _short(train_pool, c.max_chars, c.train_pairs, c.seed)
     rows, stats = stage_one(c, pairs)
@@ -141,31 +153,31 @@ def run_critic_rm(c: CriticRMJobConfig) -> dict[str, Any]:
 
         peft_config = LoraConfig(r=c.lora_r, lora_alpha=2 * c.lora_r, target_modules="all-linear", task_type="CAUSAL_LM")
     tokenizer = load_tokenizer(c.model_name_or_path)
-    trainer = CriticRMTrainer(c.model_name_or_path, c, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config,
-                              compute_metrics=compute_reward_accuracy)
-    trainer.train()
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
+    with job_output(c, repo_type="model", writer="critic_rm") as result:
+        out = result.dir
+        args = copy.copy(c)  # the Trainer writes into the temporary folder and never pushes: job_output does, last
+        args.output_dir, args.push_to_hub = str(out), False
+        trainer = CriticRMTrainer(c.model_name_or_path, args, train_dataset=rows, processing_class=tokenizer,
+                                  peft_config=peft_config, compute_metrics=compute_reward_accuracy)
+        trainer.train()
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
 
-    results = []
-    held_in = _short(test_pool, c.max_chars, c.eval_pairs, c.seed)
-    results.append({"name": f"{c.train_dataset_id} (held-out prompts)", "dataset": c.train_dataset_id, "pairs": len(held_in),
-                    "accuracy": heldout_accuracy(trainer.model, tokenizer, held_in, c.eval_num_critiques)})
-    if c.eval_file:
-        held_out = _short(_load_pairs(c.eval_file, "eval_file"), c.max_chars, c.eval_pairs, c.seed)
-        results.append({"name": c.eval_dataset_id, "dataset": c.eval_dataset_id, "pairs": len(held_out),
-                        "accuracy": heldout_accuracy(trainer.model, tokenizer, held_out, c.eval_num_critiques)})
-    metrics = {"stage_one": stats, "heldout": results, "train": trainer.state.log_history[-1],
-               "critique_weight": {"schedule": c.critique_weight_schedule, "start": c.critique_weight_start, "end": c.critique_weight_end}}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    base = c.base_model_id or hub_id_for(c.model_name_or_path)
-    render_card(c, base, stats, results, trainer.state.global_step).save(str(out / "README.md"))
-    if c.push_to:
-        from hf_ext.hub import push_folder
-
-        push_folder(out, c.push_to, repo_type="model", endpoint=c.hub_endpoint,
-                    commit_message=f"Critic-RM reward model ({trainer.state.global_step} steps)")
-    return metrics
+        results = []
+        held_in = _short(test_pool, c.max_chars, c.eval_pairs, c.seed)
+        results.append({"name": f"{c.train_dataset_id} (held-out prompts)", "dataset": c.train_dataset_id, "pairs": len(held_in),
+                        "accuracy": heldout_accuracy(trainer.model, tokenizer, held_in, c.eval_num_critiques)})
+        if c.eval_file:
+            held_out = _short(_load_pairs(c.eval_file, "eval_file"), c.max_chars, c.eval_pairs, c.seed)
+            results.append({"name": c.eval_dataset_id, "dataset": c.eval_dataset_id, "pairs": len(held_out),
+                            "accuracy": heldout_accuracy(trainer.model, tokenizer, held_out, c.eval_num_critiques)})
+        result.metrics = {"stage_one": stats, "heldout": results, "train": trainer.state.log_history[-1],
+                          "critique_weight": {"schedule": c.critique_weight_schedule, "start": c.critique_weight_start,
+                                              "end": c.critique_weight_end}}
+        base = c.base_model_id or hub_id_for(c.model_name_or_path)
+        result.card = render_card(c, base, stats, results, trainer.state.global_step)
+        result.commit_message = f"Critic-RM reward model ({trainer.state.global_step} steps)"
+    return result.metrics
 
 
 def render_card(c: CriticRMJobConfig, base_model: str | None, stats: dict[str, Any], results: list[dict[str, Any]], steps: int) -> Any:
@@ -192,5 +204,5 @@ def render_card(c: CriticRMJobConfig, base_model: str | None, stats: dict[str, A
         critique_backend=backend, num_critiques=stats.get("critiques_per_response", c.num_critiques), pairs_per_row=c.num_critiques,
         critique_variant=c.critique_variant, schedule=schedule, steps=steps,
         adapter=f"LoRA r={c.lora_r}" if c.lora_r else "none (full fine-tuning)", critique_stats=flat,
-        results=results, repo_id=c.push_to or "your-name/critic-rm",
+        results=results, repo_id=c.hub_model_id or "your-name/critic-rm",
     )

@@ -5,7 +5,6 @@ and optionally push to the Hub."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -14,13 +13,11 @@ from typing import Any, Literal, Optional
 
 from ..data import load_pool
 from ..errors import InputError
+from ..jobs import HUB_FIELDS, JobOptions, job_output
 from .pipeline import PIPELINES, STEPS, CurationPipeline
 
-_HUB_KEYS = {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}
-
-
 @dataclass
-class CurateConfig:
+class CurateConfig(JobOptions):
     """Settings of the curation job (`job: curate` in a recipe)."""
 
     dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
@@ -52,9 +49,6 @@ class CurateConfig:
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for datasets.map (None: one)."})
     max_docs: Optional[int] = field(default=None, metadata={"help": "Curate only the first N documents (quick runs)."})
     output_dir: str = field(default="outputs/curate", metadata={"help": "Folder for the kept data, drop counts and card."})
-    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the output folder to."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
         _require_dataset(self)
@@ -65,6 +59,7 @@ class CurateConfig:
             raise InputError("With quality_model set exactly one of quality_top_fraction or quality_threshold must be set (null the other).")
         if self.batch_size <= 0:
             raise InputError(f"batch_size must be positive, got {self.batch_size}.")
+        super().__post_init__()  # output folder and Hub settings
 
     def build_pipeline(self) -> CurationPipeline:
         steps = list(self.steps) or list(PIPELINES.get(self.pipeline, []))
@@ -101,17 +96,12 @@ def _require(ds, column: str | None, what: str) -> None:
         raise InputError(f"The dataset has no column {column!r} ({what}); columns: {ds.column_names}. Set {what} to the right column.")
 
 
-def _write_and_push(c, tmp_writer, commit_message: str) -> Optional[str]:
-    from ..select.pipeline import atomic_output_dir
-
-    with atomic_output_dir(c.output_dir) as tmp:
-        tmp_writer(Path(tmp))
-    if c.push_to_hub:
-        from ..hub import push_folder
-
-        return push_folder(c.output_dir, c.push_to_hub, repo_type="dataset", endpoint=c.hub_endpoint, private=c.hub_private,
-                           commit_message=commit_message)
-    return None
+def _write_and_push(c, tmp_writer, commit_message: str, metrics: dict, card) -> Optional[str]:
+    """Write the job's folder safely (``tmp_writer(folder)``, metrics.json, card), then push it."""
+    with job_output(c, repo_type="dataset", writer=type(c).__name__, commit_message=commit_message) as out:
+        tmp_writer(out.dir)
+        out.metrics, out.card = metrics, card
+    return out.hub_commit
 
 
 def run_curate(c: CurateConfig) -> dict:
@@ -158,12 +148,8 @@ def run_curate(c: CurateConfig) -> dict:
         (tmp / "data").mkdir()
         kept_ds.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        _curate_card(c, source, metrics).save(str(tmp / "README.md"))
 
-    url = _write_and_push(c, write, f"hf_ext: {pipe.name} curation of {source.name}")
-    if url:
-        metrics["hub_commit"] = url
+    _write_and_push(c, write, f"hf_ext: {pipe.name} curation of {source.name}", metrics, lambda m: _curate_card(c, source, m))
     return metrics
 
 
@@ -205,7 +191,7 @@ def _curate_card(c: CurateConfig, source, metrics: dict):
     }
     if source.source_datasets:
         card_data["source_datasets"] = list(source.source_datasets)
-    settings = {k: v for k, v in asdict(c).items() if k not in _HUB_KEYS}
+    settings = {k: v for k, v in asdict(c).items() if k not in HUB_FIELDS}
     return render_dataset_card(
         "curate_dataset.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], kept=metrics["kept"],
         total=metrics["total"], pipeline=metrics["pipeline"], steps=metrics["steps"], drop_counts=metrics["drop_counts"],
@@ -217,7 +203,7 @@ def _curate_card(c: CurateConfig, source, metrics: dict):
 # -- audit --------------------------------------------------------------------------------
 
 @dataclass
-class AuditConfig:
+class AuditConfig(JobOptions):
     """Settings of the filter-audit job (`job: audit` in a recipe)."""
 
     dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
@@ -240,9 +226,6 @@ class AuditConfig:
     max_docs: Optional[int] = field(default=None, metadata={"help": "Audit only the first N documents."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     output_dir: str = field(default="outputs/audit", metadata={"help": "Folder for the report, plots and card."})
-    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the report to."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
         from .audit import GROUP_DERIVERS
@@ -255,6 +238,7 @@ class AuditConfig:
             raise InputError("Set group_columns (existing columns) and/or derived_groups (url_tld, url_site_type) to audit by.")
         if not self.filters and not self.keep_columns:
             raise InputError("Nothing to audit: set filters and/or keep_columns.")
+        super().__post_init__()  # output folder and Hub settings
 
 
 def run_audit(c: AuditConfig) -> dict:
@@ -297,12 +281,8 @@ def run_audit(c: AuditConfig) -> dict:
             fname, gname = key.split("/")
             plot_retention(rep, tmp / plots[key], title=f"{fname}: retention by {gname}")
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        _audit_card(c, source, metrics, sections).save(str(tmp / "README.md"))
 
-    url = _write_and_push(c, write, f"hf_ext: filter audit of {source.name}")
-    if url:
-        metrics["hub_commit"] = url
+    _write_and_push(c, write, f"hf_ext: filter audit of {source.name}", metrics, lambda m: _audit_card(c, source, m, sections))
     return metrics
 
 
@@ -316,7 +296,7 @@ def _audit_card(c: AuditConfig, source, metrics: dict, sections: list[dict]):
     }
     if source.source_datasets:
         card_data["source_datasets"] = list(source.source_datasets)
-    settings = {k: v for k, v in asdict(c).items() if k not in _HUB_KEYS}
+    settings = {k: v for k, v in asdict(c).items() if k not in HUB_FIELDS}
     return render_dataset_card(
         "curate_audit.md.j2", card_data, source=source, pretty_name=card_data["pretty_name"], sections=sections, n=metrics["n"],
         n_boot=c.n_boot, confidence_percent=int(round(100 * c.confidence)), settings=settings,

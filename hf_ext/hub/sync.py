@@ -26,6 +26,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
 from ..errors import HfExtError, InputError
+from ..outputs import MARKER, check_publishable
 
 __all__ = ["pull", "push_folder"]
 
@@ -74,8 +75,9 @@ def _hub_error(err: Exception, where: str) -> HfExtError:
 
 
 def _folder_operations(folder: Path) -> list[CommitOperationAdd]:
-    # The same files `upload_folder` would send: everything but .git/ and .cache/huggingface/.
-    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    # The same files `upload_folder` would send: everything but .git/ and .cache/huggingface/ (and
+    # hf_ext's local output marker).
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}
     kept = filter_repo_objects(files, ignore_patterns=list(DEFAULT_IGNORE_PATTERNS))
     return [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=files[rel]) for rel in kept]
 
@@ -97,7 +99,9 @@ def push_folder(
     installed, ``upload_folder`` switches to a pipeline that may split a large folder into several
     commits ("part 2", ...), while a pushed artefact must appear (and be pinned) as one revision.
     Files unchanged since the branch head are skipped by the client; if nothing changed, no commit
-    is made and the head commit is returned.
+    is made and the head commit is returned. Before anything is sent, every ``*.safetensors`` header
+    and every ``*.parquet`` footer is opened (:func:`hf_ext.outputs.check_publishable`): a truncated
+    or junk file is refused, by name.
 
     Args:
         folder: Local folder to upload; ``.git/`` and ``.cache/huggingface/`` inside it are skipped.
@@ -114,8 +118,8 @@ def push_folder(
         commit sha), ``.commit_url`` and ``.repo_url``.
 
     Raises:
-        InputError: The folder is missing or empty, an argument is invalid, offline mode is on, or
-            the Hub refused the repo (not found, not authorised, invalid README metadata).
+        InputError: The folder is missing or empty, a safetensors or parquet file in it is truncated or
+            corrupt, an argument is invalid, offline mode is on, or the Hub refused the repo (not found, not authorised, invalid README metadata).
         HfExtError: The endpoint could not be reached or failed.
     """
     path = Path(folder)
@@ -124,6 +128,10 @@ def push_folder(
     operations = _folder_operations(path)
     if not operations:
         raise InputError(f"Cannot push {str(path)!r} to {repo_id!r}: the folder holds no files to upload.")
+    try:
+        check_publishable(path, [op.path_or_fileobj for op in operations])
+    except InputError as err:
+        raise InputError(f"Cannot push {str(path)!r} to {repo_id!r}: {err}") from None
     _check_repo_type(repo_type)
     if revision is not None and _COMMIT_SHA.fullmatch(revision):
         raise InputError(f"revision must be a branch name to push to, not a commit sha ({revision}).")

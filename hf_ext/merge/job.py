@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..jobs import JobOptions, job_output
 
 __all__ = ["MergeConfig", "run_merge"]
 
@@ -16,7 +15,7 @@ _METHOD_FIELDS = ("normalize", "scale", "density", "majority_sign_method", "ties
 
 
 @dataclass
-class MergeConfig:
+class MergeConfig(JobOptions):
     """Settings of a merge; every field is a recipe key and a ``--flag``."""
 
     models: list[str] = field(default_factory=list, metadata={"help": "Models to merge: Hub ids or local folders (safetensors), same architecture."})
@@ -34,12 +33,11 @@ class MergeConfig:
     dtype: str | None = field(default=None, metadata={"help": "Output dtype (float32, bfloat16, float16); default: the inputs'."})
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard, like save_pretrained's."})
     output_dir: str = field(default="outputs/merge", metadata={"help": "Folder for the merged model, its card and metrics.json."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Repo id to upload the merged model to (one commit)."})
-    hub_endpoint: str | None = field(default=None, metadata={"help": "Hub endpoint URL (default HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self) -> None:
         if not self.models:
             raise InputError("MergeConfig.models is empty: list the Hub ids or folders of the models to merge.")
+        super().__post_init__()  # output folder and Hub settings
 
     def method_params(self) -> dict[str, Any]:
         params = {name: getattr(self, name) for name in _METHOD_FIELDS if getattr(self, name) is not None}
@@ -53,13 +51,13 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
     from .merge import merge_models
 
     start = time.perf_counter()
-    out = merge_models(
-        config.models, config.method, output_dir=config.output_dir, weights=config.weights, base=config.base_model,
-        hub_ids=config.input_hub_ids, base_hub_id=config.base_hub_id, dtype=config.dtype,
-        max_shard_size=config.max_shard_size, push_to_hub=config.push_to_hub, hub_endpoint=config.hub_endpoint,
-        **config.method_params(),
-    )  # fmt: skip
-    metrics = {"method": config.method, "models": config.models, "output_dir": str(out),
-               "elapsed_seconds": round(time.perf_counter() - start, 3), "pushed_to": config.push_to_hub}  # fmt: skip
-    Path(out, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    with job_output(config, repo_type="model", writer="merge", commit_message=f"hf_ext: {config.method} merge") as out:
+        merge_models(
+            config.models, config.method, output_dir=out.dir, weights=config.weights, base=config.base_model,
+            hub_ids=config.input_hub_ids, base_hub_id=config.base_hub_id, dtype=config.dtype,
+            max_shard_size=config.max_shard_size, **config.method_params(),
+        )  # fmt: skip; merge_models writes the card, job_output the metrics and then the push
+        out.metrics = {"method": config.method, "models": config.models, "output_dir": str(config.output_dir),
+                       "elapsed_seconds": round(time.perf_counter() - start, 3),
+                       "pushed_to": config.hub_model_id if config.push_to_hub else None}  # fmt: skip
+    return out.metrics

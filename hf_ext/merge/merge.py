@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..outputs import output_folder
 from .methods import LinearMerge, MergeMethod, get_merge_method
 from .weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite
 
@@ -178,6 +179,7 @@ def merge_models(
     push_to_hub: str | None = None,
     hub_endpoint: str | None = None,
     card_title: str | None = None,
+    overwrite: bool = False,
     **method_params: Any,
 ) -> Path:
     """Merge models into ``output_dir``, streaming one tensor at a time (peak memory ≈ a few tensors).
@@ -193,7 +195,10 @@ def merge_models(
         dtype: output dtype (default: each tensor's own).
         max_shard_size: shard size like ``save_pretrained``'s.
         check_values: refuse NaN/inf weights (one extra pass over each tensor).
-        push_to_hub: repo id to upload the folder to (one commit).
+        push_to_hub: repo id to upload the finished folder to (one commit).
+        overwrite: replace an existing ``output_dir`` that hf_ext did not write (see
+            :func:`hf_ext.outputs.output_folder`: the folder is written to a temporary sibling and
+            moved into place, so a failure or a kill leaves the previous one intact).
 
     Returns:
         The output folder; it loads with ``AutoModelForCausalLM.from_pretrained``.
@@ -220,7 +225,10 @@ def merge_models(
         write_merge_card(output_dir, card_ids, method, w, sources, base_src, title=card_title,
                          extra={"seconds": round(time.perf_counter() - start, 3)})
 
-    return write_merged(output_dir, layout, tensors, side_files=base_src or ref, card=card,
+    inputs = {f"models[{i}]": s.folder for i, s in enumerate(sources) if s.folder is not None}
+    if base_src is not None and base_src.folder is not None:
+        inputs["base"] = base_src.folder
+    return write_merged(output_dir, layout, tensors, side_files=base_src or ref, card=card, overwrite=overwrite, inputs=inputs,
                         max_shard_size=max_shard_size, push_to_hub=push_to_hub, hub_endpoint=hub_endpoint,
                         commit_message=f"hf_ext: {method.name} merge")  # fmt: skip
 
@@ -228,19 +236,25 @@ def merge_models(
 def write_merged(output_dir: str | os.PathLike, layout: Sequence[tuple[str, Sequence[int], torch.dtype]],
                  tensors: Iterator[tuple[str, torch.Tensor]], *, side_files: WeightSource,
                  card: Any, max_shard_size: int | str = "5GB", config_update: dict[str, Any] | None = None,
-                 push_to_hub: str | None = None, hub_endpoint: str | None = None, commit_message: str = "hf_ext: merge") -> Path:
+                 push_to_hub: str | None = None, hub_endpoint: str | None = None, commit_message: str = "hf_ext: merge",
+                 overwrite: bool = False, inputs: dict[str, Any] | None = None) -> Path:
     """Write a merged model: the tensors (in `layout` order), config/tokenizer from `side_files` (the config
-    updated with `config_update`), the card (``card(output_dir)``), then push. The one writer of every merge."""
+    updated with `config_update`), the card (``card(output_dir)``), then push. The one writer of every merge.
+
+    Everything goes to a temporary sibling that replaces `output_dir` only when complete
+    (:func:`hf_ext.outputs.output_folder`; `overwrite` and `inputs` as there), so a bad input or a
+    kill leaves the previous folder intact and the finished folder holds exactly the new files."""
     output_dir = Path(output_dir)
-    with SafetensorsWriter(output_dir, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
-        for key, tensor in tensors:
-            writer.write(key, tensor)
-    _copy_side_files(side_files, output_dir)
-    if config_update and (output_dir / "config.json").is_file():
-        config = json.loads((output_dir / "config.json").read_text())
-        config.update(config_update)
-        (output_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    card(output_dir)
+    with output_folder(output_dir, overwrite=overwrite, inputs=inputs, writer="merge", overwrite_field="overwrite") as tmp:
+        with SafetensorsWriter(tmp, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
+            for key, tensor in tensors:
+                writer.write(key, tensor)
+        _copy_side_files(side_files, tmp)
+        if config_update and (tmp / "config.json").is_file():
+            config = json.loads((tmp / "config.json").read_text())
+            config.update(config_update)
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        card(tmp)
     if push_to_hub:
         from ..hub import push_folder
 

@@ -11,20 +11,17 @@ This is what ``hf-ext run recipes/quickstart.yaml`` runs. From Python:
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from ..data import DatasetSource, load_pool
 from ..errors import InputError
+from ..jobs import HUB_FIELDS, JobOptions, job_output
 from .columns import check_budget, require_columns, require_rows
 from .judge import JudgeScorer
 from .scores import ResponseLengthScorer
@@ -35,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SelectionConfig:
+class SelectionConfig(JobOptions):
     """Settings of the selection job (`job: select` in a recipe)."""
 
     dataset: str = field(
@@ -123,11 +120,6 @@ class SelectionConfig:
     output_dir: str = field(default="outputs/quickstart", metadata={"help": "Folder for the dataset, card and metrics."})
     map_batch_size: int = field(default=1000, metadata={"help": "Batch size of the datasets.map scoring passes."})
     num_proc: Optional[int] = field(default=None, metadata={"help": "Processes for datasets.map (None: one)."})
-    push_to_hub: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset repo id to upload the output folder to, in one commit."}
-    )
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
         for name in [self.method, *self.compare_methods]:
@@ -138,6 +130,7 @@ class SelectionConfig:
             raise InputError(f"sae_threshold_quantile must be in [0, 1), got {self.sae_threshold_quantile}.")
         if self.judge_backend == "openai" and not self.judge_base_url:
             raise InputError("judge_backend='openai' needs judge_base_url (e.g. http://localhost:8000/v1).")
+        super().__post_init__()  # output folder and Hub settings
 
     @property
     def methods(self) -> list[str]:
@@ -203,27 +196,6 @@ def featurize(ds, config: SelectionConfig, columns: list[str]):
         else:
             ds = ds.map(fn, batched=True, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Scoring {column}")
     return ds
-
-
-@contextmanager
-def atomic_output_dir(output_dir: str | os.PathLike):
-    """Yield a temporary folder beside `output_dir`; move it into place only on success."""
-    target = Path(output_dir).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _validate_pool(ds, c: SelectionConfig) -> None:
@@ -352,7 +324,9 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
 
     selected = ds.select(picks[c.method])
     selected = selected.add_column("pool_index", picks[c.method])
-    with atomic_output_dir(c.output_dir) as tmp:
+    with job_output(c, repo_type="dataset", writer="select",
+                    commit_message=f"hf_ext: {c.method} selection of {c.budget} from {source.name}") as out:
+        tmp = out.dir
         (tmp / "data").mkdir()
         selected.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
         _plot(tmp / "selection.png", tokens, picks, categories)
@@ -368,21 +342,8 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
             if sae_info["_trained"]:
                 shutil.copytree(sae_info["_folder"], tmp / "sae")
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        from .. import __version__
-
-        metrics["hf_ext_version"] = __version__
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        card = _card(c, source, metrics, license_id)
-        card.save(str(tmp / "README.md"))
-
-    if c.push_to_hub:
-        from ..hub import push_folder
-
-        url = push_folder(
-            c.output_dir, c.push_to_hub, repo_type="dataset", endpoint=c.hub_endpoint, private=c.hub_private,
-            commit_message=f"hf_ext: {c.method} selection of {c.budget} from {source.name}",
-        )
-        metrics["hub_commit"] = url
+        out.metrics = metrics
+        out.card = lambda m: _card(c, source, m, license_id)
     return metrics
 
 
@@ -400,7 +361,7 @@ def _card(c: SelectionConfig, source: DatasetSource, metrics: dict[str, Any], li
     }
     if source.source_datasets:
         card_data["source_datasets"] = list(source.source_datasets)
-    settings = {k: v for k, v in asdict(c).items() if k not in {"push_to_hub", "hub_endpoint", "hub_private", "output_dir"}}
+    settings = {k: v for k, v in asdict(c).items() if k not in HUB_FIELDS}
     if "sae" not in metrics:  # SAE settings matter only when SAE features were computed
         settings = {k: v for k, v in settings.items() if not k.startswith(("sae_", "simscale_"))}
     return render_dataset_card(
@@ -420,7 +381,7 @@ def _card(c: SelectionConfig, source: DatasetSource, metrics: dict[str, Any], li
         categories=list(metrics["pool_category_counts"]),
         pool_category_counts=metrics["pool_category_counts"],
         plot="selection.png",
-        repo_id=c.push_to_hub,
+        repo_id=c.hub_model_id,
         sae=metrics.get("sae"),
         diversity=metrics.get("diversity"),
         pool_feature_coverage=metrics.get("pool_feature_coverage"),

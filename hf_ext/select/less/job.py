@@ -10,7 +10,6 @@ and optionally pushes them to the Hub in one commit.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -20,13 +19,14 @@ from typing import Any, Optional
 import numpy as np
 
 from ...errors import InputError
+from ...jobs import HUB_FIELDS, JobOptions, job_output
 from .formatting import TULU_TEMPLATE
 from .gradients import GradientFeaturizer
 from .matching import SCORE_COLUMN, checkpoint_weights, less_scores, normalize_weights, select_top
 
 
 @dataclass
-class LessSelectConfig:
+class LessSelectConfig(JobOptions):
     """Settings of the LESS selection job."""
 
     model_name_or_path: str = field(
@@ -67,13 +67,11 @@ class LessSelectConfig:
     output_dir: str = field(default="outputs/less/select", metadata={
         "help": "Folder for the selection, card and metrics; the resumable datastores go to <output_dir>-datastores."})
     overwrite: bool = field(default=False, metadata={"help": "Rebuild datastores made with other settings in output_dir."})
-    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub dataset repo id to upload the selection to."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
         if (self.percent is None) == (self.budget is None):
             raise InputError("Set exactly one of percent (e.g. 5.0) or budget (a count); set the other to null.")
+        super().__post_init__()  # output folder and Hub settings
 
     def resolved_checkpoints(self) -> list[str]:
         if self.checkpoints:
@@ -99,7 +97,6 @@ class LessSelectConfig:
 def run_less_select(config: LessSelectConfig) -> dict[str, Any]:
     """Run the LESS selection job; returns the metrics (also written to ``metrics.json``)."""
     from ...data import load_pool
-    from ..pipeline import atomic_output_dir
     from .datastore import build_datastore
 
     start = time.perf_counter()
@@ -150,19 +147,12 @@ def run_less_select(config: LessSelectConfig) -> dict[str, Any]:
         metrics["selected_source_counts"] = dict(Counter(sources[i] for i in idx).most_common())
 
     selected = pool.select(idx).add_column("pool_index", idx).add_column(SCORE_COLUMN, [float(scores[i]) for i in idx])
-    with atomic_output_dir(c.output_dir) as tmp:
-        (tmp / "data").mkdir()
-        selected.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
-        _plot(tmp / "scores.png", scores, idx)
+    with job_output(c, repo_type="dataset", writer="less_select", commit_message=f"LESS selection of {len(idx)} examples") as out:
+        (out.dir / "data").mkdir()
+        selected.to_parquet(str(out.dir / "data" / "train-00000-of-00001.parquet"))
+        _plot(out.dir / "scores.png", scores, idx)
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        _card(c, source, metrics).save(str(tmp / "README.md"))
-    if c.push_to_hub:
-        from ...hub import push_folder
-
-        url = push_folder(c.output_dir, c.push_to_hub, repo_type="dataset", endpoint=c.hub_endpoint, private=c.hub_private,
-                          commit_message=f"LESS selection of {len(idx)} examples")
-        metrics["hub_commit"] = str(url)
+        out.metrics, out.card = metrics, lambda m: _card(c, source, m)
     return metrics
 
 
@@ -199,12 +189,12 @@ def _card(c: LessSelectConfig, source, metrics: dict[str, Any]):
     if source.source_datasets:
         card_data["source_datasets"] = list(source.source_datasets)
     settings = {k: v for k, v in asdict(c).items()
-                if k not in {"push_to_hub", "hub_endpoint", "hub_private", "output_dir", "warmup_dir", "checkpoints", "overwrite"}}
+                if k not in HUB_FIELDS | {"warmup_dir", "checkpoints", "overwrite"}}
     for key in ("model_name_or_path", "dataset", "target_dataset"):  # cards carry Hub ids, never local paths
         try:
             settings[key] = hub_ids([settings[key]], field=key)[0]
         except InputError:
             settings[key] = "(local file)"
     return render_dataset_card("dataset_less.md.j2", card_data, source=source, metrics=metrics, settings=settings,
-                               plot="scores.png", repo_id=c.push_to_hub,
+                               plot="scores.png", repo_id=c.hub_model_id,
                                license=card_data["license"])
