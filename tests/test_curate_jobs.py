@@ -50,6 +50,52 @@ def test_datatrove_local_executor_matches_datasets(tmp_path):
     assert any("dropped_page_length" in json.dumps(s) for s in stats)
 
 
+def test_datatrove_exclusion_writer_gets_every_filters_drops(tmp_path):
+    from datatrove.data import Document
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.writers import JsonlWriter
+
+    from hf_ext.curate.datatrove_steps import DatatroveFilter, datatrove_steps
+
+    steps = datatrove_steps("gopher_quality", exclusion_writer=JsonlWriter(str(tmp_path / "dropped")))
+    assert all(isinstance(s, DatatroveFilter) and s.exclusion_writer is not None for s in steps)
+    docs = [Document(text=r["text"], id=str(i)) for i, r in enumerate(C4)]
+    LocalPipelineExecutor(pipeline=[docs, *steps, JsonlWriter(str(tmp_path / "kept"))], tasks=1, workers=1,
+                          logging_dir=str(tmp_path / "logs")).run()
+    _, keep, reasons = CurationPipeline.from_name("gopher_quality").process([r["text"] for r in C4])
+    dropped = {}
+    for f in (tmp_path / "dropped").rglob("*.jsonl.gz"):
+        for line in gzip.open(f, "rt"):
+            dropped[int(json.loads(line)["id"])] = f.parent.name  # <step>/00000.jsonl.gz
+    assert dropped == {i: r for i, r in enumerate(reasons) if r} and len(set(dropped.values())) >= 2
+
+
+def test_curation_stats_survive_cache_hits_and_num_proc(tmp_path):
+    import datasets
+
+    from hf_ext.curate.pipeline import curation_stats
+
+    ds = datasets.load_dataset("json", data_files=str(C4_PATH), split="train", cache_dir=str(tmp_path / "cache"))
+    ref = CurationPipeline.from_name("gopher_quality")
+    _, keep, reasons = ref.process(ds["text"])
+    expected = {"total": 150, "kept": sum(keep), "dropped": 150 - sum(keep), "drop_counts": dict(ref.drop_counts.most_common())}
+    assert expected["dropped"] > 0
+    runs = []
+    for num_proc in (None, None, 2):  # the second run is a cache hit; the third maps in 2 worker processes
+        pipe = CurationPipeline.from_name("gopher_quality")
+        mapped = ds.map(pipe.map_fn(), batched=True, batch_size=50, num_proc=num_proc,
+                        new_fingerprint=f"hf_ext-test-gopher-{num_proc}")
+        runs.append((dict(pipe.drop_counts), mapped.cache_files, curation_stats(mapped)))
+    assert runs[0][0] == expected["drop_counts"]
+    assert runs[1][0] == {} and runs[2][0] == {}  # the object saw nothing: cache hit, worker processes
+    assert runs[0][1] == runs[1][1]
+    for _, _, stats in runs:
+        assert {k: stats[k] for k in expected} == expected
+        assert sum(stats["drop_reasons"].values()) == stats["dropped"]
+    with pytest.raises(InputError, match="drop_reason"):
+        curation_stats(ds)
+
+
 def test_url_blocklist_wraps_datatrove():
     from datatrove.data import Document
 

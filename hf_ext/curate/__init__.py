@@ -23,7 +23,7 @@ from .heuristics import (
 from .langid import LanguageIDFilter
 from .llama3 import DirtyWordsFilter, DuplicatedNgramCoverageFilter, TokenKLFilter, dedup_lines_in_bucket
 from .modifiers import NewlineCollapse, RefinedWebLineEdits, URLRemoval, WordRemovalRatioFilter
-from .pipeline import PIPELINES, STEPS, CurationPipeline
+from .pipeline import PIPELINES, STEPS, CurationPipeline, curation_stats
 from .quality import FastTextQualityScorer, HFQualityScorer, select_by_score, train_fasttext_classifier
 
 __all__ = [
@@ -32,6 +32,6 @@ __all__ = [
     "Filter", "GopherRepetitionFilter", "HFQualityScorer", "LanguageIDFilter", "MinHashDeduplicator", "Modifier",
     "NewlineCollapse", "PIPELINES", "PageLengthFilter", "RefinedWebLineEdits", "STEPS", "StopWordsFilter",
     "SymbolRatioFilter", "TokenKLFilter", "URLRemoval", "WordLengthFilter", "WordRemovalRatioFilter", "aggregate",
-    "card_section", "centered", "dedup_lines_in_bucket", "exact_dedup", "plot_retention", "retention_by_group",
+    "card_section", "centered", "curation_stats", "dedup_lines_in_bucket", "exact_dedup", "plot_retention", "retention_by_group",
     "select_by_score", "train_fasttext_classifier", "url_dedup", "url_site_type", "url_tld", "weighted_log_odds",
 ]

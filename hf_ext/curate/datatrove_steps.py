@@ -16,6 +16,9 @@ executors can run them at web scale. The document URL is read from ``doc.metadat
 
 from __future__ import annotations
 
+from copy import deepcopy
+from string import Template
+
 from ..errors import InputError
 from .base import Doc, Filter, Modifier
 from .pipeline import CurationPipeline, LineDedupBucket
@@ -39,6 +42,7 @@ class DatatroveFilter(BaseFilter):
     type = "🔻 - FILTER"
 
     def __init__(self, step: Filter, url_key: str = "url", batch_size: int = 256, exclusion_writer=None):
+        # exclusion_writer: a datatrove DiskWriter that receives the documents this filter drops
         if not isinstance(step, Filter):
             raise InputError(f"DatatroveFilter wraps a hf_ext Filter, got {type(step).__name__}.")
         self.name = f"hf_ext {step.name}"  # before super().__init__, which names the stats
@@ -83,7 +87,29 @@ class DatatroveModifier(PipelineStep):
             yield document
 
 
-def datatrove_steps(pipeline: str | CurationPipeline, url_key: str = "url", step_options: dict | None = None) -> list[PipelineStep]:
-    """The steps of a named (or built) curation pipeline as datatrove pipeline steps."""
+def datatrove_steps(pipeline: str | CurationPipeline, url_key: str = "url", step_options: dict | None = None,
+                    exclusion_writer=None) -> list[PipelineStep]:
+    """The steps of a named (or built) curation pipeline as datatrove pipeline steps.
+
+    Args:
+        pipeline: a name from `PIPELINES` or a `CurationPipeline`.
+        url_key: the ``doc.metadata`` key holding the URL.
+        step_options: ``{step: {argument: value}}`` for a named pipeline.
+        exclusion_writer: a datatrove ``DiskWriter`` for the dropped documents. Every filter gets
+            its own copy writing under a subfolder named after the step
+            (``<output_folder>/<step>/<output_filename>``), as datatrove's filters each take one.
+    """
     pipe = CurationPipeline.from_name(pipeline, step_options) if isinstance(pipeline, str) else pipeline
-    return [DatatroveFilter(s, url_key) if isinstance(s, Filter) else DatatroveModifier(s, url_key) for s in pipe.steps]
+    return [DatatroveFilter(s, url_key, exclusion_writer=_writer_for(exclusion_writer, s.name)) if isinstance(s, Filter)
+            else DatatroveModifier(s, url_key) for s in pipe.steps]
+
+
+def _writer_for(writer, step_name: str):
+    if writer is None:
+        return None
+    template = getattr(writer, "output_filename", None)
+    if template is None:
+        raise InputError(f"exclusion_writer must be a datatrove DiskWriter (e.g. JsonlWriter), got {type(writer).__name__}.")
+    copy = deepcopy(writer)
+    copy.output_filename = Template(f"{step_name}/{template.template}")
+    return copy

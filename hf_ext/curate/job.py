@@ -6,7 +6,6 @@ and optionally push to the Hub."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -14,7 +13,7 @@ from typing import Any, Literal, Optional
 from ..data import load_pool
 from ..errors import InputError
 from ..jobs import HUB_FIELDS, JobOptions, job_output
-from .pipeline import PIPELINES, STEPS, CurationPipeline
+from .pipeline import PIPELINES, STEPS, CurationPipeline, curation_stats
 
 @dataclass
 class CurateConfig(JobOptions):
@@ -117,7 +116,7 @@ def run_curate(c: CurateConfig) -> dict:
     total = len(ds)
     ds = ds.map(pipe.map_fn(c.text_column, url_column), batched=True, batch_size=c.batch_size, num_proc=c.num_proc,
                 desc=f"Curating ({pipe.name})", new_fingerprint=_fingerprint(ds._fingerprint, repr(pipe), c.text_column, url_column))
-    drop_counts = dict(Counter(r.split(":")[0] for r in ds["drop_reason"] if r).most_common())
+    drop_counts = curation_stats(ds)["drop_counts"]  # from the column: right after a cache hit / num_proc
     kept_ds = ds.filter(lambda k: k, input_columns="keep").remove_columns(["keep", "drop_reason"])
     dedup_stats: dict[str, int] = {}
     for method in c.dedup:

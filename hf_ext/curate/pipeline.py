@@ -1,6 +1,7 @@
 """Named curation pipelines: an ordered list of filters and modifiers run over batches of
 documents, usable with ``datasets`` (``ds.map(pipeline.map_fn(), batched=True)`` or
-``ds.filter(pipeline.filter_fn(), batched=True)``), from Python, and (via
+``ds.filter(pipeline.filter_fn(), batched=True)``; `curation_stats` counts the drops from the
+mapped dataset), from Python, and (via
 `hf_ext.curate.datatrove_steps`) inside datatrove executors. Every drop records one reason
 (a modifier that leaves no text drops the document under the modifier's name), and the
 pipeline counts drops per step.
@@ -235,6 +236,30 @@ class CurationPipeline:
 
     def __repr__(self) -> str:
         return f"CurationPipeline(name={self.name!r}, steps={self.steps!r})"
+
+
+def curation_stats(ds, reason_column: str = "drop_reason") -> dict[str, Any]:
+    """Drop statistics computed from a curated dataset's ``drop_reason`` column (what
+    `CurationPipeline.map_fn` writes; ``""`` means kept), so they are right after a
+    ``datasets`` cache hit and with ``num_proc > 1``, where ``pipe.drop_counts`` (counted on
+    the Python object in the worker) stays empty.
+
+    Returns:
+        ``{"total", "kept", "dropped", "drop_counts"}`` with ``drop_counts`` per step (the reason
+        before ":"), most frequent first, and ``"drop_reasons"`` per full reason
+        (e.g. ``gopher_repetition:dup_5_gram``).
+    """
+    names = getattr(ds, "column_names", None) or list(ds)
+    if reason_column not in names:
+        raise InputError(f"The dataset has no {reason_column!r} column (columns: {names}); run the pipeline's map_fn first.")
+    reasons = Counter(ds[reason_column])
+    kept = reasons.pop("", 0) + reasons.pop(None, 0)
+    steps: Counter = Counter()
+    for reason, n in reasons.items():
+        steps[reason.split(":")[0]] += n
+    total = kept + sum(reasons.values())
+    return {"total": total, "kept": kept, "dropped": total - kept, "drop_counts": dict(steps.most_common()),
+            "drop_reasons": dict(reasons.most_common())}
 
 
 def _require(batch: dict, text_column: str, url_column: str | None) -> None:
