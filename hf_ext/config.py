@@ -305,6 +305,9 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
         argv: flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
     """
     values = dict(values or {})
+    adapt = getattr(config_cls, "adapt_recipe", None)  # a config that also reads another tool's schema
+    if adapt is not None:
+        values = adapt(values)
     check_recipe = getattr(config_cls, "check_recipe", None)  # e.g. renamed keys refused with the new names
     if check_recipe is not None:
         check_recipe(values, argv)

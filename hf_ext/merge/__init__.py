@@ -1,7 +1,9 @@
 """Weight arithmetic, model merging and expert ensembles.
 
 - Merge methods (mergekit-style objects): :class:`LinearMerge` (model soup), :class:`TaskArithmetic`,
-  :class:`TiesMerge`, :class:`DareMerge`; drivers :func:`merge_models` (streams to a folder, card with
+  :class:`TiesMerge`, :class:`DareMerge`, :class:`DellaMerge`, :class:`BreadcrumbsMerge`, :class:`SlerpMerge`,
+  :class:`NuSlerpMerge`, :class:`ModelStockMerge`, :class:`PassthroughMerge`;
+  :func:`from_mergekit_config` runs mergekit YAML configs (slices, gradients, filters) with mergekit's semantics; drivers :func:`merge_models` (streams to a folder, card with
   ``base_model_relation: merge``), :func:`average_models` (in-memory soup), :func:`average_checkpoints`
   (Llama 3 model averaging).
 - X-ELM: :class:`ExpertEnsemble` (a causal LM whose output is the mixture of its experts),
@@ -20,11 +22,28 @@ from .ensemble import (
     typology_clusters,
 )
 from .merge import as_sources, average_checkpoints, average_models, merge_models, merged_tensors
-from .methods import MERGE_METHODS, DareMerge, LinearMerge, MergeMethod, TaskArithmetic, TiesMerge, get_merge_method
+from .mergekit import MERGEKIT_METHODS, MergekitMerge, from_mergekit_config
+from .methods import (
+    MERGE_METHODS,
+    BreadcrumbsMerge,
+    DareMerge,
+    DellaMerge,
+    LinearMerge,
+    MergeMethod,
+    ModelStockMerge,
+    NuSlerpMerge,
+    PassthroughMerge,
+    SlerpMerge,
+    TaskArithmetic,
+    TiesMerge,
+    get_merge_method,
+)
 from .weights import SafetensorsWriter, WeightSource, fingerprint
 
 __all__ = [
-    "MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "MERGE_METHODS", "get_merge_method",
+    "MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "DellaMerge", "BreadcrumbsMerge",
+    "SlerpMerge", "NuSlerpMerge", "ModelStockMerge", "PassthroughMerge", "MERGE_METHODS", "get_merge_method",
+    "from_mergekit_config", "MergekitMerge", "MERGEKIT_METHODS",
     "merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources",
     "WeightSource", "SafetensorsWriter", "fingerprint",
     "ExpertEnsemble", "ExpertEnsembleConfig", "BayesianRouter", "ClusterRouter", "UniformRouter",

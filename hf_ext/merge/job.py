@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import InputError
 from ..jobs import JobOptions, job_output
@@ -18,6 +18,7 @@ _METHOD_FIELDS = ("normalize", "scale", "density", "majority_sign_method", "ties
 class MergeConfig(JobOptions):
     """Settings of a merge; every field is a recipe key and a ``--flag``."""
 
+    mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})
     models: list[str] = field(default_factory=list, metadata={"help": "Models to merge: Hub ids or local folders (safetensors), same architecture."})
     method: str = field(default="linear", metadata={"help": "linear (model soup / checkpoint averaging), task_arithmetic, ties or dare."})
     weights: list[float] | None = field(default=None, metadata={"help": "One weight per model (default uniform)."})
@@ -34,7 +35,26 @@ class MergeConfig(JobOptions):
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard, like save_pretrained's."})
     output_dir: str = field(default="outputs/merge", metadata={"help": "Folder for the merged model, its card and metrics.json."})
 
+    # Keys of a mergekit-schema recipe that are this job's own (where to write, the Hub, ids for the card).
+    _JOB_KEYS: ClassVar[tuple[str, ...]] = ("output_dir", "overwrite_output_dir", "push_to_hub", "hub_model_id", "hub_endpoint",
+                                            "hub_private_repo", "input_hub_ids", "max_shard_size", "seed")
+
+    @classmethod
+    def adapt_recipe(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """A recipe in mergekit's schema (it has ``merge_method``) becomes ``mergekit_config``; job keys stay."""
+        from .mergekit import is_mergekit_config
+
+        if not is_mergekit_config(values):
+            return values
+        return {"mergekit_config": {k: v for k, v in values.items() if k not in cls._JOB_KEYS},
+                **{k: v for k, v in values.items() if k in cls._JOB_KEYS}}
+
     def __post_init__(self) -> None:
+        if self.mergekit_config is not None:
+            if self.models or self.method != "linear" or self.weights or self.base_model:
+                raise InputError("MergeConfig: give either mergekit_config or models/method/weights/base_model, not both.")
+            super().__post_init__()
+            return
         if not self.models:
             raise InputError("MergeConfig.models is empty: list the Hub ids or folders of the models to merge.")
         super().__post_init__()  # output folder and Hub settings
@@ -51,6 +71,8 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
     from .merge import merge_models
 
     start = time.perf_counter()
+    if config.mergekit_config is not None:
+        return _run_mergekit(config, start)
     with job_output(config, repo_type="model", writer="merge", commit_message=f"hf_ext: {config.method} merge") as out:
         merge_models(
             config.models, config.method, output_dir=out.dir, weights=config.weights, base=config.base_model,
@@ -59,5 +81,22 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
         )  # fmt: skip; merge_models writes the card, job_output the metrics and then the push
         out.metrics = {"method": config.method, "models": config.models, "output_dir": str(config.output_dir),
                        "elapsed_seconds": round(time.perf_counter() - start, 3),
+                       "pushed_to": config.hub_model_id if config.push_to_hub else None}  # fmt: skip
+    return out.metrics
+
+
+def _run_mergekit(config: MergeConfig, start: float) -> dict[str, Any]:
+    from .mergekit import from_mergekit_config
+
+    merge = from_mergekit_config(config.mergekit_config, seed=config.seed)
+    refs = merge.referenced_models()
+    if config.input_hub_ids is not None and len(config.input_hub_ids) != len(refs):
+        raise InputError(f"input_hub_ids has {len(config.input_hub_ids)} entries for the {len(refs)} models the mergekit "
+                         f"config names ({refs}, base first); give one Hub id each.")
+    hub_ids = dict(zip(refs, config.input_hub_ids)) if config.input_hub_ids else None
+    with job_output(config, repo_type="model", writer="merge", commit_message=f"hf_ext: {merge.method_name} merge (mergekit config)") as out:
+        merge.run(out.dir, hub_ids=hub_ids, max_shard_size=config.max_shard_size)
+        out.metrics = {"method": merge.method_name, "mergekit_config": True, "models": refs, "output_dir": str(config.output_dir),
+                       "layers": merge.num_layers, "elapsed_seconds": round(time.perf_counter() - start, 3),
                        "pushed_to": config.hub_model_id if config.push_to_hub else None}  # fmt: skip
     return out.metrics
