@@ -15,7 +15,19 @@ pairs kept by the consistency filter). Reported:
   labels, a different source than training); Critic-RM with critique-then-score (1 critique)
   and, as acc_heldout_critic_rm_fast, with the no-generation fast path.
 
-    python benchmarks/reward.py [--quick] --out results/reward.json
+Padding-free (packed) training, same model, same batches, same run, padded and packed steps
+alternated (``--packing-rounds``) so load on the machine hits both alike:
+
+- padded_tokens_per_s / packed_tokens_per_s and packed_speedup (target >= 1.5 on CPU): real
+  (non-pad) tokens per second of optimizer steps (forward, backward, update; first step of each
+  run excluded) of RankingRewardTrainer on AlpacaEval GPT-4-judged pairs from
+  ``--data-dir``/preference (prompt + response, their natural length spread; rows over
+  max_length dropped as TRL does); padding_fraction: share of the padded batches' positions
+  that are padding;
+- the same for CriticRMTrainer on the stage-1 critique rows (``critic_rm_*`` keys), whose
+  shared critique prompt (~120 tokens) makes lengths far more alike.
+
+    python benchmarks/reward.py [--quick] [--packing-only] --out results/reward.json
 """
 
 from __future__ import annotations
@@ -27,6 +39,43 @@ from pathlib import Path
 from _common import benchmark_args, peak_rss_bytes, write_results
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class Recorder:
+    """Wraps a collator: counts real and padded positions of every batch it builds."""
+
+    def __init__(self, collator):
+        self.collator, self.real, self.positions = collator, 0, 0
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        self.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        self.positions += batch["input_ids"].numel()
+        return batch
+
+
+def packing_throughput(make_trainer, steps: int, rounds: int, prefix: str = "") -> dict:
+    """Padded vs packed tokens/s of `make_trainer(padding_free, callbacks)`, runs alternated."""
+    seconds, tokens, real, positions = {False: 0.0, True: 0.0}, {False: 0, True: 0}, {False: 0, True: 0}, {False: 0, True: 0}
+    for _ in range(rounds):
+        for packed in (False, True):
+            timer = StepTimer()
+            trainer = make_trainer(packed, [timer])
+            trainer.data_collator = recorder = Recorder(trainer.data_collator)
+            trainer.train()
+            logged = [h["num_tokens"] for h in trainer.state.log_history if "num_tokens" in h]
+            per_step = [b - a for a, b in zip([0] + logged[:-1], logged)]
+            assert len(per_step) == steps == len(timer.seconds)
+            seconds[packed] += sum(timer.seconds[1:])
+            tokens[packed] += sum(per_step[1:])
+            real[packed] += recorder.real
+            positions[packed] += recorder.positions
+            del trainer
+    padded_tps, packed_tps = tokens[False] / seconds[False], tokens[True] / seconds[True]
+    return {f"{prefix}padded_tokens_per_s": padded_tps, f"{prefix}packed_tokens_per_s": packed_tps,
+            f"{prefix}packed_speedup": packed_tps / padded_tps, f"{prefix}padding_fraction": 1 - real[False] / positions[False],
+            f"{prefix}packing_tokens_per_step": tokens[True] / (rounds * (steps - 1)),
+            f"{prefix}packing_target_met": packed_tps / padded_tps >= 1.5}
 
 
 class StepTimer:
@@ -51,6 +100,12 @@ def main() -> None:
                        help="Stage-1 output (benchmarks/reward_critiques.py)."),
         p.add_argument("--steps", type=int, default=12, help="Optimizer steps for each trainer."),
         p.add_argument("--eval-pairs", type=int, default=40, help="Held-out hh-rlhf pairs."),
+        p.add_argument("--packing-only", action="store_true", help="Only the padded-vs-packed throughput section."),
+        p.add_argument("--packing-steps", type=int, default=6, help="Optimizer steps per padded / packed run."),
+        p.add_argument("--packing-batch-size", type=int, default=4, help="Pairs per step in the packing section."),
+        p.add_argument("--packing-rounds", type=int, default=2, help="Alternated padded/packed runs of each mode."),
+        p.add_argument("--packing-critiques", default=str(REPO / "tests/data/preference/alpaca_eval_smollm2_critiques_300.jsonl.gz"),
+                       help="Stage-1 critique rows for the Critic-RM packing measurement."),
     ))
     import torch
     from datasets import load_dataset
@@ -62,6 +117,7 @@ def main() -> None:
     from hf_ext.models import load_model, load_tokenizer
     from hf_ext.testing import tiny_llama, tiny_tokenizer
     from trainers.critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, critique_context
+    from trainers.ranking_rm import RankingRewardConfig, RankingRewardTrainer
 
     torch.manual_seed(args.seed)
     steps, eval_pairs = (3, 8) if args.quick else (args.steps, args.eval_pairs)
@@ -93,12 +149,38 @@ def main() -> None:
     results = {"model": model_name, "steps": steps, "train_rows": len(rows), "consistency_filter": filter_stats,
                "eval_pairs": len(held_out), "eval_set": "Anthropic/hh-rlhf harmless-base test (held out)", "torch_threads": torch.get_num_threads()}
 
+    def sequence_classifier():
+        lm = make_lm()
+        model = LlamaForSequenceClassification(lm.config.__class__(**{**lm.config.to_dict(), "num_labels": 1}))
+        model.model.load_state_dict(lm.model.state_dict())
+        model.config.pad_token_id = tok.pad_token_id
+        return model
+
+    # ---- padding-free (packed) vs padded training, same batches
+    pack_steps = 3 if args.quick else args.packing_steps
+    pack_common = {**common, "max_steps": pack_steps, "per_device_train_batch_size": args.packing_batch_size, "max_length": 1024}
+    annotations = load_dataset("json", data_files=str(args.data_dir / "preference/alpaca_eval1_gpt4_annotations.jsonl.gz"), split="train")
+    annotations = annotations.filter(lambda p: p in (1, 2, 1.0, 2.0), input_columns="preference").shuffle(seed=args.seed)
+    annotations = annotations.select(range(args.packing_batch_size * pack_steps * 2))
+    pairs = annotations.map(lambda ex: {
+        "prompt": ex["instruction"] + "\n\n",
+        "chosen": ex["output_1"] if ex["preference"] == 1 else ex["output_2"],
+        "rejected": ex["output_2"] if ex["preference"] == 1 else ex["output_1"]}, remove_columns=annotations.column_names)
+    results["packing_pairs_source"] = "AlpacaEval 1 GPT-4 annotations (preference/alpaca_eval1_gpt4_annotations.jsonl.gz)"
+    results.update(packing_throughput(lambda packed, callbacks: RankingRewardTrainer(
+        sequence_classifier(), RankingRewardConfig(str(REPO / "outputs/bench_reward_packing"), padding_free=packed, **pack_common),
+        train_dataset=pairs, processing_class=tok, callbacks=callbacks), pack_steps, args.packing_rounds))
+    critique_rows = to_training_pairs(consistency_filter(load_dataset("json", data_files=args.packing_critiques, split="train"))[0], per_row=1)
+    results.update(packing_throughput(lambda packed, callbacks: CriticRMTrainer(
+        make_lm(), CriticRMConfig(str(REPO / "outputs/bench_reward_packing"), padding_free=packed, **pack_common),
+        train_dataset=critique_rows, processing_class=tok, callbacks=callbacks), pack_steps, args.packing_rounds, prefix="critic_rm_"))
+    if args.packing_only:
+        results["peak_rss_bytes"] = peak_rss_bytes()
+        write_results(args.out, results)
+        return
+
     # ---- plain TRL RewardTrainer
-    lm = make_lm()
-    rm_model = LlamaForSequenceClassification(lm.config.__class__(**{**lm.config.to_dict(), "num_labels": 1}))
-    rm_model.model.load_state_dict(lm.model.state_dict())
-    rm_model.config.pad_token_id = tok.pad_token_id
-    del lm
+    rm_model = sequence_classifier()
     timer = StepTimer()
     rm = RewardTrainer(rm_model, RewardConfig(str(REPO / "outputs/bench_reward_rm"), **common), train_dataset=plain_rows,
                        processing_class=tok, callbacks=[timer])

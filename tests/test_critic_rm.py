@@ -377,7 +377,7 @@ def test_critic_rm_paths_raise_no_deprecation_warnings(tmp_path):
     tok = tiny_tokenizer()
     default = CriticRMConfig(str(tmp_path / "d"), report_to="none", use_cpu=True)  # TRL's defaults, current names
     assert default.activation_checkpointing is True and default.gradient_checkpointing is True
-    args = config(tmp_path, max_steps=2, activation_checkpointing=True, eval_strategy="steps", eval_steps=2)
+    args = config(tmp_path, max_steps=1, activation_checkpointing=True, eval_strategy="steps", eval_steps=1)
     trainer = CriticRMTrainer(tiny_llama(tokenizer=tok), args, train_dataset=text_dataset(4), eval_dataset=text_dataset(4),
                               processing_class=tok)
     trainer.train()
@@ -394,3 +394,81 @@ def test_deprecated_names(tmp_path):
     with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the user's deprecated name still works, loudly
         old = config(tmp_path, activation_checkpointing=None, gradient_checkpointing=False)
     assert old.activation_checkpointing is False and old.gradient_checkpointing is False
+
+
+# ---- issue 18.1: padding-free (packed) batches give the padded path's loss and gradients
+
+
+def uneven_dataset() -> Dataset:
+    """Pairs of very different lengths (4 to ~60 tokens of response, short and long critiques)."""
+    rows = text_dataset(4, margin=True).to_dict()
+    rows["chosen"][1] = " ".join(["Seven is prime because its only divisors are one and itself."] * 6)
+    rows["rejected_critique"][2] = " ".join(["The answer is wrong: spiders are arachnids with eight legs."] * 5)
+    rows["rejected"][3] = "k"
+    return Dataset.from_dict(rows)
+
+
+def _loss_and_grads(trainer, rows):
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, trainer.data_collator(rows))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("with_critiques", [True, False])
+def test_padding_free_loss_and_gradients_equal_padded(tmp_path, with_critiques):
+    tok = tiny_tokenizer()
+    data = uneven_dataset() if with_critiques else uneven_dataset().remove_columns(["chosen_critique", "rejected_critique"])
+    kw = dict(critique_weight_schedule="constant", critique_weight_start=0.5, fast_path_weight=0.5, center_rewards_coefficient=0.01)
+    out = {}
+    for packed in (False, True):
+        trainer = CriticRMTrainer(tiny_llama(tokenizer=tok, seed=7), config(tmp_path, padding_free=packed, **kw),
+                                  train_dataset=uneven_dataset(), eval_dataset=data, processing_class=tok)
+        rows = [trainer.eval_dataset[i] for i in range(4)]
+        batch = trainer.data_collator(rows)
+        if packed:
+            assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+            assert batch["input_ids"].shape[1] == sum(len(r[f"{s}_ids"]) for s in ("chosen", "rejected") for r in rows)
+        else:
+            lengths = batch["attention_mask"].sum(-1)
+            assert lengths.max() >= 2 * lengths.min()  # very different lengths (the critique prompt alone is ~220 tokens)
+        out[packed] = _loss_and_grads(trainer, rows)
+        out[packed] += (trainer._metrics["train"]["critique_tokens"][-1], trainer._metrics["train"]["num_tokens"][-1])
+    (loss_a, grads_a, crit_a, tok_a), (loss_b, grads_b, crit_b, tok_b) = out[False], out[True]
+    assert loss_b.item() == pytest.approx(loss_a.item(), abs=1e-5)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 10
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+    assert crit_a == crit_b and tok_a == tok_b  # same critique and real-token counts
+
+
+def test_padding_free_gradient_accumulation_is_exact(tmp_path):
+    tok = tiny_tokenizer()
+    data = Dataset.from_dict({k: v * 2 for k, v in uneven_dataset().to_dict().items()})
+
+    def train(packed, batch, accumulation, critique_weight):
+        args = config(tmp_path, padding_free=packed, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                      optim="sgd", learning_rate=0.1, max_steps=1, critique_weight_schedule="constant",
+                      critique_weight_start=critique_weight, fast_path_weight=0.3)
+        trainer = CriticRMTrainer(tiny_llama(tokenizer=tok, seed=2), args, train_dataset=data, processing_class=tok)
+        trainer.train()
+        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+    start = torch.cat([p.detach().flatten() for p in attach_reward_head(tiny_llama(tokenizer=tok, seed=2)).parameters()])
+    padded, packed = train(False, 2, 2, 0.5), train(True, 2, 2, 0.5)
+    assert (padded - start).abs().max() > 1e-3  # it trained
+    assert torch.allclose(packed, padded, atol=1e-5)  # accumulation over packed micro-batches = over padded ones
+    # The Bradley–Terry loss is a mean over pairs: 2 micro-batches of 2 pairs = 1 batch of 4 pairs, exactly.
+    assert torch.allclose(train(True, 2, 2, 0.0), train(True, 4, 1, 0.0), atol=1e-6)
+
+
+def test_padding_free_refuses_attention_that_mixes_packed_sequences(tmp_path, monkeypatch):
+    tok = tiny_tokenizer()
+    with pytest.raises(InputError, match="pad_to_multiple_of"):
+        config(tmp_path, padding_free=True, pad_to_multiple_of=8)
+    model = tiny_llama(tokenizer=tok)
+    import transformers.masking_utils as masking
+
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)  # attention without packing support
+    with pytest.raises(InputError, match="padding_free=True.*attend to each other"):
+        CriticRMTrainer(model, config(tmp_path, padding_free=True), train_dataset=text_dataset(4), processing_class=tok)

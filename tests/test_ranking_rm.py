@@ -83,3 +83,46 @@ def test_ranking_paths_raise_no_deprecation_warnings(tmp_path):
     assert trainer.evaluate()["eval_loss"] > 0
     with pytest.raises(InputError, match="pad_token"):
         _args(tmp_path, pad_token="<pad>")
+
+
+UNEVEN = {**ROWS, "edited": [ROWS["edited"][0] * 6, " Blue."], "rejected": [" 7", " Loud, and the sky is green." * 4]}
+
+
+@pytest.mark.parametrize("pad_is_eos", [False, True])
+def test_padding_free_loss_and_gradients_equal_padded(tmp_path, pad_is_eos):
+    out = {}
+    for packed in (False, True):
+        tok = tiny_tokenizer()
+        if pad_is_eos:  # the classifier then pools at the token before the final EOS: packed must read the same token
+            tok.pad_token = tok.eos_token
+        trainer = RankingRewardTrainer(tiny_sequence_classifier(tokenizer=tok, seed=4), _args(tmp_path, padding_free=packed,
+                                       center_rewards_coefficient=0.01), train_dataset=Dataset.from_dict(UNEVEN), processing_class=tok)
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+        assert ("attention_mask" in batch) != packed
+        if not packed:
+            lengths = batch["attention_mask"].sum(-1)
+            assert lengths.max() > 4 * lengths.min()
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        out[packed] = loss.item(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    assert out[True][0] == pytest.approx(out[False][0], abs=1e-5)
+    for name, grad in out[False][1].items():
+        assert torch.allclose(out[True][1][name], grad, atol=1e-5), name
+
+
+def test_padding_free_gradient_accumulation_matches_padded(tmp_path):
+    data = Dataset.from_dict({k: v * 2 for k, v in UNEVEN.items()})
+
+    def train(packed):
+        tok = tiny_tokenizer()
+        args = _args(tmp_path, padding_free=packed, per_device_train_batch_size=1, gradient_accumulation_steps=2, optim="sgd",
+                     learning_rate=0.1, max_steps=2, seed=0)
+        trainer = RankingRewardTrainer(tiny_sequence_classifier(tokenizer=tok, seed=4), args, train_dataset=data, processing_class=tok)
+        trainer.train()
+        return torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+
+    padded, packed = train(False), train(True)
+    start = torch.cat([p.detach().flatten() for p in tiny_sequence_classifier(seed=4).parameters()])
+    assert (padded - start).abs().max() > 1e-3
+    assert torch.allclose(packed, padded, atol=1e-5)

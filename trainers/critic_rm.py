@@ -54,7 +54,17 @@ from trl.trainer.utils import pad
 from hf_ext.critique.prompts import CRITIQUE_SYSTEM, CRITIQUE_USER, critique_messages
 from hf_ext.errors import InputError
 
-from .reward_common import RewardModelConfig
+from .reward_common import (
+    RewardModelConfig,
+    check_packed_attention,
+    last_token_index,
+    model_inputs,
+    pack_sequences,
+    packed_sums,
+    real_tokens,
+    reward_index,
+    unwrap,
+)
 
 REWARD_HEAD = "score"  # same name as transformers' sequence-classification heads
 HEAD_FILE = "reward_head.safetensors"
@@ -150,19 +160,6 @@ def attach_reward_head(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def _base(model: Any) -> PreTrainedModel:
-    """The causal LM under PEFT / DDP wrappers."""
-    while hasattr(model, "module") and not isinstance(model, PreTrainedModel):
-        model = model.module
-    return model.get_base_model() if is_peft_model(model) else model
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last non-pad token of each right-padded row."""
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(-1)
-
-
 class _HiddenTap:
     """Forward hook on the decoder: applies the reward head to its final (normed) hidden states.
 
@@ -176,20 +173,22 @@ class _HiddenTap:
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
         hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-        head = getattr(_base(self.model), REWARD_HEAD)
+        head = getattr(unwrap(self.model), REWARD_HEAD)
         weight = head.weight if hasattr(head, "weight") else next(head.parameters())
         self.rewards = head(hidden.to(weight.dtype)).squeeze(-1).float()
 
 
-def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    logits_to_keep: int = 1) -> tuple[torch.Tensor, Any]:
-    """One forward pass: rewards at the last non-pad token, and the LM outputs (logits of the
-    last `logits_to_keep` positions only, so reward-only batches skip the vocabulary head)."""
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=logits_to_keep)
+def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    logits_to_keep: int | torch.Tensor = 1, *, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+    """One forward pass of a right-padded batch (``attention_mask``) or a packed one
+    (``position_ids``, see :mod:`trainers.reward_common`): the reward at each sequence's last
+    token, and the LM outputs with logits only at ``logits_to_keep`` (the last n positions, or a
+    tensor of positions), so reward-only batches skip the vocabulary head."""
+    batch = {"input_ids": input_ids, **({"attention_mask": attention_mask} if attention_mask is not None else {"position_ids": position_ids})}
+    outputs = model(**model_inputs(batch), logits_to_keep=logits_to_keep)
     all_rewards = tap.rewards
     tap.rewards, tap.last = None, all_rewards
-    rows = torch.arange(all_rewards.shape[0], device=all_rewards.device)
-    return all_rewards[rows, last_token_index(attention_mask)], outputs
+    return all_rewards.reshape(-1)[reward_index(batch)], outputs
 
 
 def critique_context(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> list[int]:
@@ -216,15 +215,25 @@ def critique_tokens(tokenizer: PreTrainedTokenizerBase, critique: str, max_token
 @dataclass
 class DataCollatorForCritiquePreference(DataCollatorForPreference):
     """TRL's preference collator plus ``critique_mask`` (1 on critique tokens), padded like
-    ``input_ids``: chosen rows first, then rejected rows."""
+    ``input_ids``: chosen rows first, then rejected rows. With ``padding_free`` (TRL's name) all
+    of them are concatenated into one row instead, with ``position_ids`` restarting per sequence
+    and no ``attention_mask``."""
+
+    padding_free: bool = False
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super().torch_call(examples)
         masks = []
         for side in ("chosen", "rejected"):
             for example in examples:
                 mask = example.get(f"{side}_critique_mask")
                 masks.append(torch.tensor(mask if mask is not None else [0] * len(example[f"{side}_ids"])))
+        if self.padding_free:
+            output = pack_sequences([torch.tensor(e[f"{side}_ids"]) for side in ("chosen", "rejected") for e in examples])
+            output["critique_mask"] = torch.cat(masks)[None]
+            if "margin" in examples[0]:
+                output["margin"] = torch.tensor([e["margin"] for e in examples], dtype=torch.float)
+            return output
+        output = super().torch_call(examples)
         output["critique_mask"] = pad(masks, padding_value=0, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
         return output
 
@@ -272,14 +281,16 @@ class CriticRMTrainer(RewardTrainer):
             # TRL's rule: no pad token → EOS pads (RewardModelConfig refuses TRL's deprecated args.pad_token)
             processing_class.pad_token = processing_class.pad_token or processing_class.eos_token
             data_collator = DataCollatorForCritiquePreference(
-                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+                pad_token_id=processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of, padding_free=args.padding_free
             )
         super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, peft_config=peft_config, **kwargs)
+        if args.padding_free:
+            check_packed_attention(self.model)
         self._tap = _HiddenTap(self.model)
-        _base(self.model).get_decoder().register_forward_hook(self._tap)
+        unwrap(self.model).get_decoder().register_forward_hook(self._tap)
         if is_peft_model(self.model):  # a model built from a config saves base_model_name_or_path=None
-            name = getattr(_base(self.model).config, "_name_or_path", None) or None
+            name = getattr(unwrap(self.model).config, "_name_or_path", None) or None
             for adapter_config in self.model.peft_config.values():
                 adapter_config.base_model_name_or_path = adapter_config.base_model_name_or_path or name
 
@@ -336,27 +347,32 @@ class CriticRMTrainer(RewardTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         lam = self.critique_weight()
-        critique_mask = inputs["critique_mask"]
-        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        critique_mask, input_ids = inputs["critique_mask"], inputs["input_ids"]
+        packed = "attention_mask" not in inputs  # padding_free: one row, position_ids restart per sequence
         has_critique = bool(critique_mask.any())
-        keep = 1
-        if has_critique:  # LM logits only from the earliest critique token on: the vocabulary head is costly
+        keep: int | torch.Tensor = 1
+        if has_critique and packed:  # LM logits only where the next token is a critique token
+            keep = torch.nonzero(critique_mask[0, 1:]).squeeze(-1)
+        elif has_critique:  # LM logits only from the earliest critique token on: the vocabulary head is costly
             first = int(critique_mask.float().argmax(-1)[critique_mask.any(-1)].min())
             keep = input_ids.shape[1] - first + 1
-        rewards, outputs = forward_rewards(model, self._tap, input_ids, attention_mask, logits_to_keep=keep)
-        all_rewards = self._tap.last
+        rewards, outputs = forward_rewards(model, self._tap, input_ids, inputs.get("attention_mask"), keep,
+                                           position_ids=inputs.get("position_ids"))
+        all_rewards = self._tap.last.reshape(-1)
         rewards_chosen, rewards_rejected = torch.chunk(rewards, chunks=2)
         bt_loss = self._bradley_terry(rewards_chosen, rewards_rejected, inputs.get("margin"))
         if self.args.fast_path_weight > 0 and has_critique:
             # Reward at the last token before the critique (the last token itself for rows without one).
-            rows = torch.arange(all_rewards.shape[0], device=all_rewards.device)
-            first = torch.where(critique_mask.any(-1), critique_mask.float().argmax(-1), last_token_index(attention_mask) + 1)
-            fast = all_rewards[rows, first - 1]
+            counts = packed_sums(critique_mask, inputs["position_ids"]) if packed else critique_mask.sum(-1)
+            fast = all_rewards[reward_index(inputs) - counts]
             w = self.args.fast_path_weight
             bt_loss = (1 - w) * bt_loss + w * self._bradley_terry(*torch.chunk(fast, chunks=2), inputs.get("margin"))
         self._tap.last = None
 
-        if has_critique:
+        if has_critique and packed:
+            labels = input_ids[0, keep + 1]
+            critique_loss = F.cross_entropy(outputs.logits[0].float(), labels)
+        elif has_critique:
             logits = outputs.logits[:, :-1].float()  # position p predicts token p + 1
             labels = input_ids[:, -keep + 1 :].masked_fill(critique_mask[:, -keep + 1 :] == 0, -100)
             critique_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
@@ -365,7 +381,7 @@ class CriticRMTrainer(RewardTrainer):
         loss = lam * critique_loss + (1.0 - lam) * bt_loss if lam > 0 else bt_loss
 
         if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(attention_mask.sum()).sum().item()
+            tokens = self.accelerator.gather_for_metrics(real_tokens(inputs)).sum().item()
             self._total_train_tokens += tokens // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         with torch.no_grad():
@@ -426,7 +442,7 @@ def save_reward_head(model: Any, output_dir: str | os.PathLike) -> Path:
     with :func:`load_critic_lm` whatever wrapper saved it."""
     from safetensors.torch import save_file
 
-    head = getattr(_base(model), REWARD_HEAD)
+    head = getattr(unwrap(model), REWARD_HEAD)
     weight = head.modules_to_save[head.active_adapter].weight if hasattr(head, "modules_to_save") else head.weight
     path = Path(output_dir) / HEAD_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -571,7 +587,7 @@ class CriticRewardModel:
         device = next(self.model.parameters()).device
         ids = pad([torch.tensor(s) for s in sequences], padding_value=self.tokenizer.pad_token_id, padding_side="right").to(device)
         mask = pad([torch.ones(len(s), dtype=torch.long) for s in sequences], padding_value=0, padding_side="right").to(device)
-        handle = _base(self.model).get_decoder().register_forward_hook(self._tap)
+        handle = unwrap(self.model).get_decoder().register_forward_hook(self._tap)
         try:
             rewards, _ = forward_rewards(self.model, self._tap, ids, mask)
         finally:

@@ -34,7 +34,7 @@ from trl.trainer.utils import pad
 
 from hf_ext.errors import InputError
 
-from .reward_common import RewardModelConfig
+from .reward_common import RewardModelConfig, check_packed_attention, model_inputs, pack_sequences, real_tokens, unwrap
 
 
 @dataclass
@@ -54,14 +54,28 @@ def ranked_pairs(num_responses: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(num_responses) for j in range(i + 1, num_responses)]
 
 
+def pooled_index(inputs: dict[str, Any], pad_token_id: int | None) -> torch.Tensor:
+    """Flat index of the token each packed sequence's reward is read at: where transformers'
+    sequence classifiers pool a padded row, the last token that is not the pad token (so a
+    final EOS that doubles as the pad token is skipped exactly as in the padded batch)."""
+    ids, position_ids = inputs["input_ids"].reshape(-1), inputs["position_ids"].reshape(-1)
+    sequence = (position_ids == 0).long().cumsum(0) - 1
+    positions = torch.arange(ids.numel(), device=ids.device)
+    candidates = positions if pad_token_id is None else torch.where(ids != pad_token_id, positions, positions - position_ids)
+    out = torch.zeros(int(sequence[-1]) + 1, dtype=torch.long, device=ids.device)
+    return out.scatter_reduce(0, sequence, candidates, reduce="amax", include_self=False)
+
+
 @dataclass
 class DataCollatorForRanking(DataCollatorMixin):
-    """Flattens every row's ranked responses into one right-padded batch and records, per
-    pair, the batch indices of the better and the worse response."""
+    """Flattens every row's ranked responses into one right-padded batch (or, with
+    ``padding_free``, one packed row with ``position_ids`` restarting per response) and records,
+    per pair, the indices of the better and the worse response."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
     return_tensors: str = "pt"
+    padding_free: bool = False
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         sequences, better, worse = [], [], []
@@ -71,12 +85,14 @@ class DataCollatorForRanking(DataCollatorMixin):
             for i, j in ranked_pairs(len(example["ranked_ids"])):
                 better.append(offset + i)
                 worse.append(offset + j)
+        index = {"better_index": torch.tensor(better, dtype=torch.long), "worse_index": torch.tensor(worse, dtype=torch.long)}
+        if self.padding_free:
+            return {**pack_sequences(sequences), **index}
         return {
             "input_ids": pad(sequences, padding_value=self.pad_token_id, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of),
             "attention_mask": pad([torch.ones_like(s) for s in sequences], padding_value=0, padding_side="right",
                                   pad_to_multiple_of=self.pad_to_multiple_of),
-            "better_index": torch.tensor(better, dtype=torch.long),
-            "worse_index": torch.tensor(worse, dtype=torch.long),
+            **index,
         }
 
 
@@ -92,9 +108,21 @@ class RankingRewardTrainer(RewardTrainer):
             raise InputError(f"RankingRewardTrainer needs a RankingRewardConfig, got {type(args).__name__}.")
         if data_collator is None and processing_class is not None:
             processing_class.pad_token = processing_class.pad_token or processing_class.eos_token  # TRL's rule
-            data_collator = DataCollatorForRanking(processing_class.pad_token_id, args.pad_to_multiple_of)
+            data_collator = DataCollatorForRanking(processing_class.pad_token_id, args.pad_to_multiple_of, padding_free=args.padding_free)
         super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, **kwargs)
+        self._scores = None
+        if args.padding_free:
+            head = getattr(unwrap(self.model), "score", None)
+            if not isinstance(head, torch.nn.Module):
+                raise InputError(f"padding_free=True reads the reward of every packed response from the head `score` "
+                                 f"(transformers' *ForSequenceClassification), which {type(unwrap(self.model)).__name__} "
+                                 "does not have; set padding_free=False.")
+            check_packed_attention(self.model)
+            head.register_forward_hook(self._keep_scores)  # per-position rewards, before the classifier pools them
+
+    def _keep_scores(self, module: Any, args: Any, output: torch.Tensor) -> None:
+        self._scores = output
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -136,14 +164,18 @@ class RankingRewardTrainer(RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        rewards = outputs.logits.squeeze(-1)
+        outputs = model(**model_inputs(inputs))
+        if "attention_mask" in inputs:
+            rewards = outputs.logits.squeeze(-1)
+        else:  # packed: the head's output where the classifier would pool a padded row
+            scores, self._scores = self._scores, None
+            rewards = scores.reshape(-1)[pooled_index(inputs, unwrap(model).config.pad_token_id)]
         better, worse = rewards[inputs["better_index"]], rewards[inputs["worse_index"]]
         loss = -F.logsigmoid(better - worse).mean()  # no margin (Llama 3)
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((better + worse) ** 2)
         if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            tokens = self.accelerator.gather_for_metrics(real_tokens(inputs)).sum().item()
             self._total_train_tokens += tokens // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         with torch.no_grad():

@@ -1,10 +1,31 @@
 """What hf_ext's reward trainers (:mod:`trainers.critic_rm`, :mod:`trainers.ranking_rm`) share:
-their config base, on TRL's RewardConfig with transformers' and TRL's current names."""
+their config base (TRL's RewardConfig under transformers' and TRL's current names, plus
+``padding_free``) and padding-free (packed) batches.
+
+Padding-free: the sequences of a batch are concatenated into one row, ``position_ids``
+restart at 0 for every sequence and there is no ``attention_mask``. transformers then keeps
+the sequences apart: sdpa and eager get a block-diagonal causal mask built from the position
+ids (only with ``use_cache=False``, which the trainers pass), flash_attention_2 runs varlen
+attention on the boundaries. A reward is read at each sequence's last token. The linear
+layers (most of a step) then run on real tokens only, not on (sequences × longest); sdpa's
+masked attention still spans the whole row.
+
+    >>> import torch
+    >>> batch = pack_sequences([torch.tensor([5, 6, 7]), torch.tensor([8, 9])])
+    >>> batch["input_ids"].tolist(), batch["position_ids"].tolist()
+    ([[5, 6, 7, 8, 9]], [[0, 1, 2, 0, 1]])
+    >>> sequence_ends(batch["position_ids"]).tolist()
+    [2, 4]
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+import torch
+from accelerate.utils import is_peft_model
+from transformers import PreTrainedModel
 from trl import RewardConfig
 
 from hf_ext.errors import InputError
@@ -19,6 +40,7 @@ class RewardModelConfig(RewardConfig):
             gradient checkpointing. Unset means on, TRL's default for reward models.
         gradient_checkpointing (`bool` or `None`, defaults to `None`): the deprecated alias
             (transformers warns when it is set); read only when ``activation_checkpointing`` is unset.
+        padding_free (`bool`, defaults to `False`): pack each batch into one row (module docstring).
         pad_token: deprecated in TRL; refused here. Set ``tokenizer.pad_token`` and pass the
             tokenizer as ``processing_class`` (no pad token: EOS pads, TRL's rule).
     """
@@ -31,6 +53,13 @@ class RewardModelConfig(RewardConfig):
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing (transformers 5.24)."}
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={"help": "Concatenate the sequences of a batch into one row, position_ids restarting per sequence, "
+                          "instead of padding each to the longest: no compute on padding. Rewards are read at each "
+                          "sequence's last token. Needs attention that keeps packed sequences apart (sdpa or eager with "
+                          "use_cache=False, flash_attention_2 varlen); the trainer checks this once at start."},
+    )
 
     def __post_init__(self) -> None:
         if self.pad_token is not None:
@@ -38,7 +67,89 @@ class RewardModelConfig(RewardConfig):
                 f"pad_token={self.pad_token!r}: TRL deprecated this setting (removed in TRL 2.0). Set tokenizer.pad_token "
                 "and pass the tokenizer as processing_class instead (without a pad token, EOS pads)."
             )
+        if self.padding_free and self.pad_to_multiple_of not in (None, "auto"):
+            raise InputError(f"padding_free packs a batch into one row without padding, so pad_to_multiple_of="
+                             f"{self.pad_to_multiple_of} does not apply; unset one of them.")
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True  # TRL's default, under transformers' current name
         super().__post_init__()
 
+
+def unwrap(model: Any) -> PreTrainedModel:
+    """The transformers model under PEFT / DDP wrappers."""
+    while hasattr(model, "module") and not isinstance(model, PreTrainedModel):
+        model = model.module
+    return model.get_base_model() if is_peft_model(model) else model
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last non-pad token of each right-padded row."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(-1)
+
+
+def pack_sequences(sequences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One row (``input_ids`` of shape (1, total)) and ``position_ids`` restarting at 0 per sequence."""
+    return {"input_ids": torch.cat(sequences)[None],
+            "position_ids": torch.cat([torch.arange(len(s)) for s in sequences])[None]}
+
+
+def sequence_ends(position_ids: torch.Tensor) -> torch.Tensor:
+    """Flat index (into ``position_ids.reshape(-1)``) of the last token of every packed sequence."""
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).squeeze(-1)
+    return torch.cat([starts[1:], starts.new_tensor([flat.numel()])]) - 1
+
+
+def packed_sums(values: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Per-sequence sums of ``values`` (shaped like ``position_ids``) over a packed row."""
+    sequence = (position_ids.reshape(-1) == 0).long().cumsum(0) - 1
+    out = torch.zeros(int(sequence[-1]) + 1, dtype=values.dtype, device=values.device)
+    return out.index_add_(0, sequence, values.reshape(-1))
+
+
+def reward_index(inputs: dict[str, Any]) -> torch.Tensor:
+    """Flat index (into the (rows × length) positions) of each sequence's last token, for a
+    packed batch (``position_ids``, no mask) or a right-padded one (``attention_mask``)."""
+    if "attention_mask" not in inputs:
+        return sequence_ends(inputs["position_ids"])
+    mask = inputs["attention_mask"]
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    return rows * mask.shape[1] + last_token_index(mask)
+
+
+def real_tokens(inputs: dict[str, Any]) -> torch.Tensor:
+    """Number of real (non-pad) tokens in a packed or padded batch, as a tensor for gathering."""
+    if "attention_mask" in inputs:
+        return inputs["attention_mask"].sum()
+    return inputs["input_ids"].new_tensor(inputs["input_ids"].numel())
+
+
+def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The forward arguments of a packed or a padded batch (never the cache: see the module docstring)."""
+    keys = ("input_ids", "position_ids") if "attention_mask" not in inputs else ("input_ids", "attention_mask")
+    return {**{k: inputs[k] for k in keys}, "use_cache": False}
+
+
+@torch.no_grad()
+def check_packed_attention(model: Any) -> None:
+    """Refuse ``padding_free`` for a model whose attention lets packed sequences see each other:
+    the same 4 tokens packed twice must give the same last hidden state twice."""
+    model = unwrap(model)
+    param = next(model.parameters())
+    ids = torch.tensor([[11, 12, 13, 14] * 2], device=param.device) % model.config.get_text_config().vocab_size
+    positions = torch.arange(4, device=param.device).repeat(2)[None]
+    was_training = model.training
+    model.eval()
+    try:
+        hidden = model(input_ids=ids, position_ids=positions, use_cache=False, output_hidden_states=True).hidden_states[-1][0].float()
+    finally:
+        model.train(was_training)
+    tol = 1e-3 if param.dtype == torch.float32 else 3e-2
+    if not torch.allclose(hidden[:4], hidden[4:], rtol=tol, atol=tol * float(hidden.abs().max())):
+        implementation = getattr(model.config, "_attn_implementation", None)
+        raise InputError(
+            f"padding_free=True, but {type(model).__name__} with attn_implementation={implementation!r} lets packed sequences "
+            "attend to each other (the same tokens packed twice give different states). Load the model with "
+            "attn_implementation='sdpa' (or 'flash_attention_2' on GPU), or set padding_free=False."
+        )
