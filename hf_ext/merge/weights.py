@@ -188,17 +188,34 @@ def _untied_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def fingerprint(source: WeightSource, n_values: int = 256) -> str:
-    """A cheap, stable id of a model's weights: sha256 over every tensor's name, shape, dtype and
-    first `n_values` values (file sources read only those bytes). Equal for a model in memory and
-    the same model saved with save_pretrained; different for a finetune (its values moved)."""
-    import hashlib
+def fingerprint(source: WeightSource, *, exact: bool = True) -> str:
+    """A stable id of a model's weights (:func:`hf_ext.fingerprint.fingerprint_tensors`): every
+    tensor's name, shape, dtype and a strided sample of its values, so a tensor changed anywhere
+    changes it. File sources read only the sampled bytes. Equal for a model in memory and the
+    same model saved with save_pretrained."""
+    from ..fingerprint import fingerprint_tensors
 
-    h = hashlib.sha256()
-    for key in sorted(source.keys()):
-        h.update(f"{key}|{list(source.shape(key))}|{source.dtype(key)}|".encode())
-        h.update(source.head_bytes(key, n_values))
-    return h.hexdigest()[:32]
+    handles: dict[Path, Any] = {}
+
+    def read(key: str, start: int, length: int) -> torch.Tensor:
+        if source._tensors is not None:
+            return source._tensors[key].detach().reshape(-1)[start:start + length]
+        path, data_start, entry = source._files[key]
+        dtype = DTYPES[entry["dtype"]]
+        if path not in handles:
+            handles[path] = open(path, "rb")  # noqa: SIM115 - closed below
+        f = handles[path]
+        f.seek(data_start + entry["data_offsets"][0] + start * dtype.itemsize)
+        raw = f.read(length * dtype.itemsize)
+        if len(raw) != length * dtype.itemsize:
+            raise InputError(f"{str(path)!r} is truncated: tensor {key!r} runs past the end of the file.")
+        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+
+    try:
+        return fingerprint_tensors(source.keys(), source.shape, source.dtype, read, exact=exact)
+    finally:
+        for f in handles.values():
+            f.close()
 
 
 def _resolve_folder(source: str, hub_id: str | None) -> tuple[Path, str | None]:

@@ -46,6 +46,7 @@ class StitchConfig:
     hub_hidden_size: int | None = field(default=None, metadata={"help": "Hidden size d of the seed (set from the models)."})
     expert_hidden_sizes: dict[str, int] = field(default_factory=dict, metadata={"help": "Hidden size of each expert (set from the models)."})
     expert_hashes: dict[str, str] = field(default_factory=dict, metadata={"help": "sha256 of each expert's config and a weight sample (set from the models); loading onto other experts fails unless forced."})
+    seed_hash: str | None = field(default=None, metadata={"help": "Same hash of the seed (set from the models); loading onto another seed fails unless forced."})
 
     def __post_init__(self) -> None:
         if self.num_stitch_layers < 1:

@@ -40,33 +40,31 @@ _VOLATILE_KEYS = {"transformers_version", "dtype", "torch_dtype", "architectures
 
 
 def expert_hash(model: nn.Module) -> str:
-    """sha256 of a model's architecture config, plus a few sampled weight values.
+    """``<config digest>:<weights fingerprint>`` of a model (an expert or the seed).
 
-    Two experts branched from one seed share a config, so the weight sample is what tells them
-    apart; it is compared with a tolerance so the same weights loaded in another dtype match.
+    The config digest tells architectures apart; two experts branched from one seed share a
+    config, so the weights tell them apart: :func:`hf_ext.fingerprint.state_fingerprint` over
+    every parameter (a strided sample of each, so a tensor changed anywhere counts), on values
+    rounded to bfloat16 so the same weights loaded in float32 or bfloat16 match.
     """
+    from ...fingerprint import state_fingerprint
+
     config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k not in _VOLATILE_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    params = [p for _, p in model.named_parameters()]
-    values = []
     with torch.no_grad():
-        for p in (params[0], params[len(params) // 2], params[-1]):
-            flat = p.detach().flatten()
-            values += [float(v) for v in flat[:: max(1, flat.numel() // 4)][:4]]
-    return digest + ":" + ",".join(f"{v:.6e}" for v in values)
+        weights = state_fingerprint(dict(model.named_parameters()), exact=False)
+    return f"{digest}:{weights}"
 
 
 def _same_hash(saved: str, current: str) -> bool:
-    saved_cfg, _, saved_values = saved.partition(":")
-    cur_cfg, _, cur_values = current.partition(":")
-    if saved_cfg != cur_cfg:
-        return False
-    try:
-        a = [float(v) for v in saved_values.split(",")]
-        b = [float(v) for v in cur_values.split(",")]
-    except ValueError:
-        return saved_values == cur_values
-    return len(a) == len(b) and all(abs(x - y) <= 1e-2 * max(abs(x), abs(y)) + 1e-6 for x, y in zip(a, b))
+    """Equal config digests and weight fingerprints; a hash of the older 12-value scheme never matches."""
+    return isinstance(saved, str) and saved == current
+
+
+def _legacy(saved: str | None) -> bool:
+    from ...fingerprint import VERSION
+
+    return not (isinstance(saved, str) and saved.partition(":")[2].startswith(VERSION + "-"))
 
 
 def count_stitch_parameters(hub_dim: int, expert_dims: list[int], num_layers: int) -> int:
@@ -157,8 +155,11 @@ class StitchedModel(nn.Module, GenerationMixin):
         for name, expert in self.experts.items():
             self._check_expert(name, expert, tokenizer, (expert_tokenizers or {}).get(name))
         self._check_hashes(config, force)
+        seed_hash = expert_hash(self.seed)
+        self._check_seed(config, seed_hash, force)
 
         self.stitch_config = config
+        config.seed_hash = seed_hash
         seed_cfg = self.seed.config
         config.num_hidden_layers = seed_cfg.num_hidden_layers
         config.hub_hidden_size = seed_cfg.hidden_size
@@ -199,10 +200,29 @@ class StitchedModel(nn.Module, GenerationMixin):
         changed = [n for n, saved in config.expert_hashes.items()
                    if n in self.experts and not _same_hash(saved, expert_hash(self.experts[n]))]
         if changed and not force:
+            old = [n for n in changed if _legacy(config.expert_hashes[n])]
+            note = (f" The stored hashes of {old} come from an older hf_ext that sampled 12 values and cannot vouch "
+                    "for the experts; re-save the stitch layers with this version.") if old else ""
             raise InputError(
                 f"The stitch layers were trained with other expert(s) than the ones given for {changed} "
                 "(their config or weights differ from the stored hash). Pass the original experts, or force=True "
-                "to load anyway (the stitch layers will likely be wrong for these experts)."
+                f"to load anyway (the stitch layers will likely be wrong for these experts).{note}"
+            )
+
+    def _check_seed(self, config: StitchConfig, seed_hash: str, force: bool) -> None:
+        """Stitch layers saved with a seed (a config that has expert hashes) load onto that seed only."""
+        if force or not config.expert_hashes:  # a fresh config: nothing was trained against a seed yet
+            return
+        if config.seed_hash is None or _legacy(config.seed_hash):
+            raise InputError(
+                "The stitch config records no seed hash (saved by an older hf_ext), so nothing shows the given seed "
+                "is the one the stitch layers were trained with. Pass force=True to load anyway, then re-save."
+            )
+        if not _same_hash(config.seed_hash, seed_hash):
+            raise InputError(
+                "The stitch layers were trained with another seed model than the one given (its config or weights "
+                "differ from the stored seed_hash). Pass the original seed, or force=True to load anyway "
+                "(the stitch layers will likely be wrong for this seed)."
             )
 
     # -- adding and removing experts -------------------------------------------------------------

@@ -88,6 +88,21 @@ def lora_deltas(adapter: Any, base: Any = None, *, adapter_name: str = "default"
     return deltas, base_state, _hub_id(base_id)
 
 
+def _card_base_model(readme: Path, base_id: str | None) -> None:
+    """PEFT's card names ``config._name_or_path`` (a local folder here) as base_model: use the Hub id or nothing."""
+    if not readme.is_file():
+        return
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(readme)
+    if base_id:
+        card.data.base_model = base_id
+    else:
+        card.data.base_model = None
+        card.data.tags = [t for t in (card.data.tags or []) if not t.startswith("base_model:")] or None
+    card.save(readme)
+
+
 def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model: Any = None,
                 target_modules: Sequence[str] | None = None) -> dict[str, Any]:
     """Write `tv` as a PEFT LoRA adapter of rank `rank` (truncated SVD); see ``TimeVector.to_lora``."""
@@ -140,8 +155,12 @@ def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model
             module.lora_B["default"].weight.copy_(b.to(module.lora_B["default"].weight.dtype))
     base_id = tv.config.base_model if tv.config.base_model and not Path(tv.config.base_model).exists() else None
     peft_model.peft_config["default"].base_model_name_or_path = base_id
+    # PEFT fills a null base_model_name_or_path (config and card) from the model's name_or_path, a
+    # local folder here: published files hold Hub ids or nothing.
+    inner.name_or_path = base_id
     output_dir = Path(output_dir)
     peft_model.save_pretrained(output_dir, save_embedding_layers=False)  # lm_head is a Linear here, not an embedding
+    _card_base_model(output_dir / "README.md", base_id)
     report = {
         "rank": rank,
         "relative_error": (err_sq / total_sq) ** 0.5 if total_sq > 0 else 0.0,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ...errors import InputError
+from ...fingerprint import VERSION as FINGERPRINT_VERSION
 from ...merge.weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite, fingerprint
 from .config import WEIGHTS_PREFIX, TimeVectorConfig
 
@@ -165,7 +166,15 @@ class TimeVector:
 
     def _check_same_base(self, other: TimeVector, force: bool = False) -> None:
         a, b = self.config.base_fingerprint, other.config.base_fingerprint
-        if a and b and a != b and not force:
+        if force:
+            return
+        if not a or not b:
+            raise InputError(
+                f"Cannot check that these time vectors share a base: {'this one' if not a else 'the other'} has no base "
+                "fingerprint (base_fingerprint is null in its time_vector_config.json). Re-create it with "
+                "TimeVector.from_models, or pass force=True to combine anyway."
+            )
+        if a != b:
             raise InputError(
                 f"Cannot combine time vectors of different base models ({self.config.base_model!r}, fingerprint {a[:12]} vs "
                 f"{other.config.base_model!r}, {b[:12]}). Time vectors only add up over one base; pass force=True to combine anyway."
@@ -214,11 +223,25 @@ class TimeVector:
     # ---- using it --------------------------------------------------------------------------------
 
     def check_base(self, base: WeightSource, force: bool = False) -> None:
-        """Raise unless `base` has the fingerprint of the model this vector was taken against."""
-        if self.config.base_fingerprint is None or force:
+        """Raise unless `base` has the fingerprint of the model this vector was taken against
+        (:func:`hf_ext.fingerprint.fingerprint_tensors`; a null or older-scheme fingerprint is refused too)."""
+        if force:
             return
+        saved = self.config.base_fingerprint
+        if not saved:
+            raise InputError(
+                "This time vector has no base fingerprint (base_fingerprint is null in its time_vector_config.json), so "
+                f"nothing shows that {base.name!r} is its base. Re-create it with TimeVector.from_models, or pass "
+                "force=True if you are sure."
+            )
+        if not saved.startswith(FINGERPRINT_VERSION + "-"):
+            raise InputError(
+                f"This time vector's base fingerprint {saved[:12]!r} was made by an older hf_ext that sampled only the "
+                "first values of each tensor; it cannot vouch for the base. Re-create the vector with "
+                "TimeVector.from_models, or pass force=True if you are sure."
+            )
         found = fingerprint(base)
-        if found != self.config.base_fingerprint:
+        if found != saved:
             raise InputError(
                 f"This time vector was taken against {self.config.base_model!r} (fingerprint {self.config.base_fingerprint[:12]}), "
                 f"but {base.name!r} has fingerprint {found[:12]}: it is a different model, and θ + τ would be meaningless. "
