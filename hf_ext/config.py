@@ -321,7 +321,13 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
         parser = HfArgumentParser(config_cls)
         parser.set_defaults(**checked)
         try:
-            (config,) = parser.parse_args_into_dataclasses(args=list(argv), return_remaining_strings=False)
+            namespace, remaining = parser.parse_known_args(args=list(argv))
+            if remaining:
+                raise ValueError(f"Some specified arguments are not used by the HfArgumentParser: {remaining}")
+            flagged = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(config_cls)
+                       if f.init and hasattr(namespace, f.name)}
+            _check_values(flagged)  # before the config's own checks (which may look at output_dir, load files...)
+            config = config_cls(**flagged)
         except ValueError as exc:
             if isinstance(exc, RecipeError) or type(exc).__module__.startswith("hf_ext"):
                 raise

@@ -121,7 +121,8 @@ def test_job_matrix_covers_every_job():
 
 # -- flags and single fields -----------------------------------------------------------------------
 FIELD_CASES = [
-    pytest.param("job: select\n", ["--seed", "-1"], "'seed'", id="select-flag-seed-minus-1"),
+    pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--seed", "-1"], "'seed'", id="select-flag-seed-minus-1"),
+    pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--judge_threshold", "nan"], "'judge_threshold'", id="select-flag-nan"),
     pytest.param("job: merge\ndtype: float8\n", [], "'dtype'", id="merge-dtype-float8"),
     pytest.param("job: curate\nhtml: off\n", [], "html: \"off\"", id="curate-html-off"),
     pytest.param("job: select\nsae_dtype: float8\n", [], "'sae_dtype'", id="select-sae-dtype-float8"),
@@ -135,7 +136,7 @@ FIELD_CASES = [
 
 @pytest.mark.parametrize("recipe, flags, fragment", FIELD_CASES)
 def test_recipe_field_bad_input(recipe, flags, fragment, tmp_path, capsys):
-    err = _run(tmp_path, capsys, recipe, *flags)
+    err = _run(tmp_path, capsys, recipe.replace("{tmp}", str(tmp_path)), *flags)
     assert fragment in err
 
 
