@@ -134,7 +134,7 @@ class JobOutput:
 
 @contextmanager
 def job_output(config: Any, *, repo_type: str = "dataset", writer: Optional[str] = None,
-               commit_message: Optional[str] = None) -> Iterator[JobOutput]:
+               commit_message: Optional[str] = None, push_subdir: Optional[str] = None) -> Iterator[JobOutput]:
     """The output of one job run: safe folder, ``metrics.json``, card, then the push.
 
     Args:
@@ -143,6 +143,8 @@ def job_output(config: Any, *, repo_type: str = "dataset", writer: Optional[str]
         repo_type (`str`, *optional*, defaults to `"dataset"`): ``"dataset"`` or ``"model"``.
         writer (`str`, *optional*): Name of the job, for the marker file.
         commit_message (`str`, *optional*): Hub commit summary (``out.commit_message`` wins).
+        push_subdir (`str`, *optional*): Push only this subfolder of the output (e.g. the stitch layers
+            with their own card); default: the whole folder.
 
     The body writes files into ``out.dir`` (a temporary sibling of ``output_dir``) and sets
     ``out.metrics`` and ``out.card``. On success ``metrics.json`` and ``README.md`` are written, the
@@ -169,7 +171,7 @@ def job_output(config: Any, *, repo_type: str = "dataset", writer: Optional[str]
         from .hub import push_folder
 
         out.hub_commit = push_folder(
-            config.output_dir, config.hub_model_id, repo_type=repo_type, endpoint=getattr(config, "hub_endpoint", None),
+            Path(config.output_dir, push_subdir or ""), config.hub_model_id, repo_type=repo_type, endpoint=getattr(config, "hub_endpoint", None),
             private=bool(getattr(config, "hub_private_repo", False)),
             commit_message=out.commit_message or f"hf_ext: {writer or type(config).__name__} results",
         )  # a CommitInfo: a str (the commit URL) with .oid

@@ -6,7 +6,7 @@
    (``mix_ratios``; the paper's 15/15/15/55 by default);
 4. held-out loss per domain and on the mix for the seed, every expert, a model soup (uniform
    average of the experts' weights), a BTM-style ensemble (seed + experts mixed by their
-   Bayesian posterior) and the stitched model — written to ``results.json`` and the card.
+   Bayesian posterior) and the stitched model — written to ``metrics.json`` and the card.
 
 Run with ``hf-ext run recipes/bts_tiny.yaml``.
 """
@@ -24,16 +24,17 @@ from typing import Any
 import torch
 
 from hf_ext.errors import InputError
+from hf_ext.jobs import JobOptions, job_output
 
 __all__ = ["BTSConfig", "run_bts", "load_domain_texts", "mixed_blocks"]
 
 
 @dataclass
-class BTSConfig:
+class BTSConfig(JobOptions):
     """Settings of the ``bts`` job. Data specs are JSON Lines files (``.jsonl`` / ``.jsonl.gz``)
     relative to ``data_dir`` (or absolute), turned into texts by a ``str.format`` template."""
 
-    output_dir: str = field(default="outputs/bts", metadata={"help": "Where the seed, experts, stitch layers and results.json go."})
+    output_dir: str = field(default="outputs/bts", metadata={"help": "Where the seed, experts, stitch layers and metrics.json go."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder the data files are relative to (a copy of the staged datasets); required."})
     general_data: str = field(default="lm_corpus/gutenberg_books.jsonl.gz", metadata={"help": "General text (the seed's data and the general share of the stitch mix)."})
     general_template: str = field(default="{text}", metadata={"help": "Template turning a general row into text."})
@@ -69,7 +70,6 @@ class BTSConfig:
     gate_anneal_fraction: float = field(default=0.3, metadata={"help": "Fraction of stitch steps over which beta is annealed."})
     baselines: list[str] = field(default_factory=lambda: ["soup", "ensemble"], metadata={"help": "Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior mixture of seed + experts)."})
     seed: int = field(default=0, metadata={"help": "Seed for data splits, initialisation and training."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push the stitch layers (with their card) to."})
 
     def __post_init__(self) -> None:
         domains = set(self.expert_data)
@@ -78,6 +78,7 @@ class BTSConfig:
         missing = sorted(domains - set(self.expert_templates))
         if missing:
             raise InputError(f"BTSConfig.expert_templates has no template for {missing}; add one per domain of expert_data.")
+        super().__post_init__()  # output folder and Hub settings (push_to_hub pushes the stitch layers to hub_model_id)
         wanted = domains | {"general"}
         if set(self.mix_ratios) != wanted:
             raise InputError(f"BTSConfig.mix_ratios must have exactly the keys {sorted(wanted)}, got {sorted(self.mix_ratios)}.")
@@ -181,7 +182,18 @@ def _scratch_seed(config: BTSConfig, tokenizer):
 
 
 def run_bts(config: BTSConfig) -> dict[str, Any]:
-    """Run the whole pipeline; returns (and writes to ``output_dir/results.json``) the losses."""
+    """Run the whole pipeline; returns (and writes to ``output_dir/metrics.json``) the losses.
+
+    Everything is written to a temporary folder that replaces ``output_dir`` when the run finished
+    (:func:`hf_ext.jobs.job_output`); with ``push_to_hub`` the stitch layers and their card are pushed last.
+    """
+    with job_output(config, repo_type="model", writer="bts", push_subdir="stitch",
+                    commit_message="hf_ext: BTS stitch layers") as result:
+        result.metrics = _run_bts(config, result.dir)
+    return result.metrics
+
+
+def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_ext.adapters.stitch import StitchConfig, StitchedModel
@@ -193,8 +205,6 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
         raise InputError("BTSConfig.data_dir is not set: point it at the folder holding the domain files "
                          "(recipes/bts_tiny.yaml uses a copy of the staged datasets, e.g. --data_dir /path/to/data).")
     start = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir)
     rng = random.Random(config.seed)
     timings: dict[str, float] = {}
@@ -272,13 +282,10 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
                "stitch_after": model.stitch_after, "mix_ratios": config.mix_ratios,
                "held_out_texts": {n: len(v) for n, v in held_out.items()}, **timings,
                "elapsed_seconds": time.perf_counter() - start, "config": asdict(config)}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     card = model.model_card(summary=_summary(loss), datasets=config.dataset_ids, training={"steps": config.stitch_steps, "mix_ratios": config.mix_ratios},
                             eval_results=[{"task_type": "text-generation", "dataset_type": "mixed", "dataset_name": f"held-out {d}",
                                            "metric_type": "loss", "metric_value": v} for d, v in loss["stitched"].items()])
     card.save(str(out / "stitch" / "README.md"))
-    if config.push_to_hub:
-        model.push_to_hub(config.push_to_hub, card_kwargs={"summary": _summary(loss), "datasets": config.dataset_ids})
     return results
 
 

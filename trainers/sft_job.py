@@ -23,11 +23,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from trl import SFTConfig, SFTTrainer
 
 from hf_ext.errors import InputError
+from hf_ext.jobs import check_job_output, job_output, refuse_old_hub_keys
 from hf_ext.evaluation import EvaluateConfig, evaluate_model, to_prompt_completion
 from hf_ext.evaluation.formatting import check_columns
 
@@ -51,9 +52,15 @@ class SFTJobConfig(SFTConfig):
     peft_config: Optional[dict] = field(default=None, metadata={"help": "LoRA: a mapping of peft.LoraConfig fields (r, lora_alpha, target_modules, ...); None: full fine-tune."})
     evaluate: Optional[dict] = field(default=None, metadata={"help": "Evaluate the trained model in memory: a mapping of EvaluateConfig fields (tasks, eval_data_dir, limit, response_nll_dataset...)."})
     model_dtype: str = field(default="float32", metadata={"help": "Precision the model's weights load in (float32 on CPU)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output folder that hf_ext did not write "
+                                                                         "(folders of earlier hf_ext runs are replaced without it)."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+
+    check_recipe: ClassVar = staticmethod(refuse_old_hub_keys)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_job_output(self)  # output folder and Hub settings, before any work
         if self.peft_config is not None:
             self.lora_config()  # LoraConfig checks its own fields
         if self.evaluate is not None:
@@ -176,7 +183,6 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
 
     from hf_ext.hub.cards import hub_ids
     from hf_ext.models import load_model, load_tokenizer
-    from hf_ext.select.pipeline import atomic_output_dir
 
     start = time.perf_counter()
     tokenizer = load_tokenizer(config.model_name_or_path, revision=config.model_revision)
@@ -203,7 +209,8 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
         datasets = list(source.source_datasets)
     else:
         datasets = list((info or {}).get("source_datasets") or [])
-    with atomic_output_dir(config.output_dir) as tmp:
+    with job_output(config, repo_type="model", writer="sft", commit_message=f"hf_ext: SFT of {base_id or config.model_name_or_path}") as out:
+        tmp = out.dir
         trainer = build_trainer(config, model, tokenizer, train_ds, output_dir=str(tmp / "trainer"))
         result = trainer.train()
         trainer.save_model(str(tmp))
@@ -229,11 +236,5 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
             metrics["eval"] = evaluation
         has_plot = _loss_plot(tmp / "loss.png", trainer.state.log_history)
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        _card(config, metrics, base_id, datasets, has_plot).save(str(tmp / "README.md"))
-    if config.push_to_hub and config.hub_model_id:
-        from hf_ext.hub import push_folder
-
-        metrics["hub_commit"] = push_folder(config.output_dir, config.hub_model_id, repo_type="model",
-                                            commit_message=f"hf_ext: SFT of {metrics['base_model']}")
+        out.metrics, out.card = metrics, lambda m: _card(config, m, base_id, datasets, has_plot)
     return metrics

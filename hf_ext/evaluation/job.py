@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from ..errors import InputError
+from ..jobs import HUB_FIELDS, JobOptions, job_output
 from .local_tasks import LOCAL_TASKS, resolve_tasks
 from .response_nll import response_nll
 
@@ -40,7 +41,7 @@ DEFAULT_TASKS = ["arc_easy", "arc_challenge", "piqa", "copa", "winogrande"]
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(JobOptions):
     """Settings of the evaluation job (`job: evaluate` in a recipe).
 
     Args:
@@ -74,8 +75,6 @@ class EvaluateConfig:
     chat_template: bool = field(default=True, metadata={"help": "Format instruction/response with the tokenizer's chat template (as the sft job trains); false: plain text."})
     seed: int = field(default=0, metadata={"help": "Seed of lm-eval's sampling (few-shot choice)."})
     output_dir: str = field(default="outputs/evaluate", metadata={"help": "Folder for metrics.json, per-item scores and the card."})
-    push_to_hub: Optional[str] = field(default=None, metadata={"help": "Hub model repo id to upload the card and metrics to, in one commit."})
-    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
 
     def __post_init__(self) -> None:
         if not self.tasks and self.response_nll_dataset is None:
@@ -84,6 +83,7 @@ class EvaluateConfig:
             raise InputError(f"limit must be a positive integer or null, got {self.limit}.")
         if self.eval_data_dir is not None and not Path(os.path.expanduser(self.eval_data_dir)).is_dir():
             raise InputError(f"eval_data_dir={self.eval_data_dir!r} is not a folder. Point it at the folder with the evaluation files.")
+        super().__post_init__()  # output folder and Hub settings (push_to_hub uploads the card and metrics to hub_model_id)
 
 
 def _score_key(result: dict[str, Any]) -> tuple[str, str] | None:
@@ -238,7 +238,7 @@ def write_evaluation(folder: Path, config: EvaluateConfig, metrics: dict[str, An
     (folder / "items.json").write_text(json.dumps(items) + "\n", encoding="utf-8")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     metrics["items"] = items
-    settings = {k: v for k, v in asdict(config).items() if k not in {"push_to_hub", "hub_endpoint", "output_dir"}}
+    settings = {k: v for k, v in asdict(config).items() if k not in HUB_FIELDS}
     card_data: dict[str, Any] = {"tags": ["hf-ext", "evaluation", "lm-evaluation-harness"], "library_name": "transformers"}
     card = render_model_card(
         "model_card.md.j2", card_data, eval_results=eval_results_for_card(metrics), model_name=model_id or "model",
@@ -253,7 +253,6 @@ def write_evaluation(folder: Path, config: EvaluateConfig, metrics: dict[str, An
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     """Load the model, evaluate it, write ``metrics.json``, ``items.json`` and the card."""
     from ..hub.cards import hub_ids
-    from ..select.pipeline import atomic_output_dir
 
     start = time.perf_counter()
     if config.tasks:  # bad task names and missing files fail before the model loads
@@ -268,12 +267,9 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
     metrics = evaluate_model(model, tokenizer, config)
     metrics["model"] = model_id or config.model_name_or_path
     metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-    with atomic_output_dir(config.output_dir) as tmp:
-        write_evaluation(tmp, config, metrics, model_id)
-    if config.push_to_hub:
-        from ..hub import push_folder
-
-        metrics["hub_commit"] = push_folder(config.output_dir, config.push_to_hub, repo_type="model", endpoint=config.hub_endpoint,
-                                            commit_message=f"hf_ext: evaluation of {metrics['model']}")
+    with job_output(config, repo_type="model", writer="evaluate", commit_message=f"hf_ext: evaluation of {metrics['model']}") as out:
+        write_evaluation(out.dir, config, metrics, model_id)  # metrics.json, items.json and the card; job_output pushes last
+    if out.hub_commit is not None:
+        metrics["hub_commit"] = out.hub_commit
     metrics.pop("items", None)
     return metrics

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import InputError
+from ..jobs import JobOptions, job_output
 
 __all__ = ["XELMConfig", "run_xelm"]
 
 
 @dataclass
-class XELMConfig:
+class XELMConfig(JobOptions):
     """X-ELM on multilingual news; every field is a recipe key."""
 
     data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `lang` and `text` (e.g. multilingual/wmt_newstest_monolingual.jsonl.gz of the staged datasets)."})
@@ -57,6 +58,7 @@ class XELMConfig:
             raise InputError(f"languages needs at least 2 entries (X-ELM replications use ≥ 4), got {self.languages}.")
         if any(k < 1 for k in self.experts):
             raise InputError(f"experts must be positive numbers of experts, got {self.experts}.")
+        super().__post_init__()  # output folder and Hub settings
 
 
 def _language_texts(config: XELMConfig) -> dict[str, tuple[list[str], list[str]]]:
@@ -98,6 +100,12 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
     """Run the replication; returns (and writes) the metrics."""
     if not config.data_file:
         raise InputError("data_file is not set: point it at a JSON Lines file with `lang` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
+    with job_output(config, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication") as result:
+        result.metrics = _run_xelm(config, result.dir)
+    return result.metrics
+
+
+def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
     from ..adapters.time_vector.experiment import _train_args, small_llama
     from transformers import AutoModelForCausalLM
 
@@ -105,8 +113,6 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
     from .ensemble import BayesianRouter, ExpertEnsemble
 
     start = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = _language_texts(config)
     train = [(t, lang) for lang in config.languages for t in data[lang][0]]
     random.Random(config.seed).shuffle(train)
@@ -172,7 +178,6 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
         "config": asdict(config),
         "elapsed_seconds": round(time.perf_counter() - start, 1),
     })  # fmt: skip
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     _plot(results, config, out / "xelm.png")
     return results
 

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..jobs import JobOptions, job_output
 
 LM_CORPUS = ["lm_corpus/gutenberg_books.jsonl.gz", "lm_corpus/tinyshakespeare.txt.gz", "lm_corpus/botchan.txt.gz"]
 
 
 @dataclass
-class ScalingTestbedConfig:
+class ScalingTestbedConfig(JobOptions):
     """Tiny-Llama scaling testbed (recipe job ``scaling_tiny``)."""
 
     data_dir: str | None = field(default=None, metadata={"help": "Folder the corpus_files paths are relative to (a copy of the staged datasets); required."})
@@ -68,6 +69,7 @@ class ScalingTestbedConfig:
                 f"The fit uses all sizes but the largest at every M: {n_fit} points, fewer than the law's 4 parameters. "
                 "Add sizes or token multipliers."
             )
+        super().__post_init__()  # output folder and Hub settings
         if not 0 < self.eval_fraction < 0.5:
             raise InputError(f"eval_fraction must be in (0, 0.5), got {self.eval_fraction}.")
 
@@ -114,6 +116,12 @@ def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
     """Train the grid of tiny models, fit on all but the largest size, predict the largest."""
     if not config.data_dir:
         raise InputError("data_dir is not set: point it at the folder holding the corpus_files (the recipes use a copy of the staged datasets, e.g. --data_dir /path/to/data/...).")
+    with job_output(config, repo_type="dataset", writer="scaling_tiny", commit_message="hf_ext: scaling-law fit") as result:
+        result.metrics = _run_scaling_testbed(config, result.dir)
+    return result.metrics
+
+
+def _run_scaling_testbed(config: ScalingTestbedConfig, out: Path) -> dict[str, Any]:
     import numpy as np
     import torch
     from tqdm.auto import tqdm
@@ -129,8 +137,6 @@ def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
     start = time.perf_counter()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_texts, eval_texts = _split(read_texts(config.data_dir, config.corpus_files), config.eval_fraction, config.max_chars)
     sample, total = [], 0
     for t in train_texts:  # tokenizer trained on a prefix of the training split only
@@ -211,5 +217,4 @@ def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
         + f"; D is tokens seen (Trainer's num_input_tokens_seen); loss is mean cross-entropy on {len(eval_blocks)} held-out blocks.",
         extra={"config": asdict(config)},
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n", encoding="utf-8")
     return metrics

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ...jobs import JobOptions, job_output
 
 __all__ = ["TimeVectorExperimentConfig", "run_time_vectors", "read_jsonl", "small_llama"]
 
@@ -51,7 +52,7 @@ def _train_args(output_dir: Path, steps: int, batch_size: int, lr: float, seed: 
 
 
 @dataclass
-class TimeVectorExperimentConfig:
+class TimeVectorExperimentConfig(JobOptions):
     """Time vectors on news by year; every field is a recipe key."""
 
     data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `year` and `text` (e.g. time/wmt_newstest_en_by_year.jsonl.gz of the staged datasets)."})
@@ -80,6 +81,7 @@ class TimeVectorExperimentConfig:
     def __post_init__(self) -> None:
         if len(self.years) < 3:
             raise InputError(f"years needs at least 3 entries (two ends and one in between), got {self.years}.")
+        super().__post_init__()  # output folder and Hub settings
 
 
 def _year_texts(config: TimeVectorExperimentConfig) -> dict[int, tuple[list[str], list[str]]]:
@@ -119,14 +121,18 @@ def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
         raise InputError("data_file is not set: point it at a JSON Lines file with `year` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
     if not config.pretrain_file and not config.base_model:
         raise InputError("pretrain_file is not set and there is no base_model: point pretrain_file at English text (JSON Lines with `text`) or give base_model.")
+    with job_output(config, repo_type="model", writer="time_vectors", commit_message="hf_ext: time vectors experiment") as result:
+        result.metrics = _run_time_vectors(config, result.dir)
+    return result.metrics
+
+
+def _run_time_vectors(config: TimeVectorExperimentConfig, out: Path) -> dict[str, Any]:
     import torch
 
     from ...lm import eval_loss, train_bpe_tokenizer, train_causal_lm
     from .model import TimeVector, interpolate
 
     start = time.perf_counter()
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = _year_texts(config)
     if config.base_model:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -178,7 +184,6 @@ def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
         "elapsed_seconds": round(time.perf_counter() - start, 1),
         "params": sum(p.numel() for p in base.parameters()),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
     _plot(metrics, config, out / "time_vectors.png")
     del torch
     return metrics

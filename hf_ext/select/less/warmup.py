@@ -14,15 +14,16 @@ logged every step so matching can weight checkpoints by each epoch's mean LR.
 
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from transformers import TrainerCallback, TrainingArguments
 
 from ...errors import InputError
+from ...jobs import check_job_output, job_output, refuse_old_hub_keys
 from .formatting import TULU_TEMPLATE, ExampleFormat, tokenize_batch
 from .gradients import check_lora_targets
 from .optimizer_state import save_adam_state_by_name
@@ -59,6 +60,11 @@ class LessWarmupConfig(TrainingArguments):
     logging_steps: float = field(default=1, metadata={"help": "Log every step: matching weights epochs by their mean LR."})
     per_device_train_batch_size: int = field(default=1, metadata={"help": "Batch size per device."})
     gradient_accumulation_steps: int = field(default=32, metadata={"help": "Gradient accumulation (LESS: 32 → batch 128 on 4 GPUs)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output folder that hf_ext did not write "
+                                                                         "(folders of earlier hf_ext runs are replaced without it)."})
+    hub_endpoint: Optional[str] = field(default=None, metadata={"help": "Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)."})
+
+    check_recipe: ClassVar = staticmethod(refuse_old_hub_keys)
 
     def __post_init__(self) -> None:
         if not 0 < self.warmup_fraction <= 1:
@@ -66,6 +72,7 @@ class LessWarmupConfig(TrainingArguments):
         if self.save_strategy != "epoch":  # a str enum after super().__post_init__; compare before
             raise InputError(f"save_strategy must be 'epoch' (LESS takes one checkpoint per epoch), got {self.save_strategy!r}.")
         super().__post_init__()
+        check_job_output(self)  # output folder and Hub settings, before any work
 
     @property
     def example_format(self) -> ExampleFormat:
@@ -101,7 +108,10 @@ def build_lora_model(model, config: LessWarmupConfig):
 
 
 def run_less_warmup(config: LessWarmupConfig, *, model=None, tokenizer=None, dataset=None) -> dict[str, Any]:
-    """Warm up LoRA on a random `warmup_fraction` of the pool; returns metrics (also ``warmup_metrics.json``).
+    """Warm up LoRA on a random `warmup_fraction` of the pool; returns metrics (also ``metrics.json``).
+
+    The checkpoints, tokenizer and metrics are written to a temporary folder that replaces
+    ``output_dir`` when the warmup finished (:func:`hf_ext.jobs.job_output`), then pushed with ``push_to_hub``.
 
     `model`, `tokenizer` and `dataset` may be passed as objects (tests, notebooks); otherwise
     they load from `model_name_or_path` and `dataset`.
@@ -127,22 +137,24 @@ def run_less_warmup(config: LessWarmupConfig, *, model=None, tokenizer=None, dat
         lambda b: tokenize_batch(tokenizer, fmt, b), batched=True, remove_columns=dataset.column_names, desc="Tokenizing warmup set"
     )
     train = train.filter(lambda ex: any(t != -100 for t in ex["labels"]), desc="Dropping rows without response tokens")
-    trainer = Trainer(
-        model=model, args=config, train_dataset=train, processing_class=tokenizer,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
-        callbacks=[SaveAdamStateByNameCallback()],
-    )
-    result = trainer.train()
-    checkpoints = sorted(Path(config.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    tokenizer.save_pretrained(config.output_dir)
-    metrics = {
-        "pool_size": len(dataset),
-        "warmup_size": len(idx),
-        "warmup_trained_rows": len(train),
-        "warmup_indices": idx,
-        "train_loss": result.training_loss,
-        "checkpoints": [str(c) for c in checkpoints],
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-    }
-    Path(config.output_dir, "warmup_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    with job_output(config, repo_type="model", writer="less_warmup", commit_message="hf_ext: LESS warmup checkpoints") as result:
+        args = copy.copy(config)  # the Trainer writes into the temporary folder and never pushes: job_output does, last
+        args.output_dir, args.push_to_hub = str(result.dir), False
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train, processing_class=tokenizer,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
+            callbacks=[SaveAdamStateByNameCallback()],
+        )
+        train_result = trainer.train()
+        checkpoints = sorted(result.dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        tokenizer.save_pretrained(result.dir)
+        result.metrics = {
+            "pool_size": len(dataset),
+            "warmup_size": len(idx),
+            "warmup_trained_rows": len(train),
+            "warmup_indices": idx,
+            "train_loss": train_result.training_loss,
+            "checkpoints": [str(Path(config.output_dir) / c.name) for c in checkpoints],
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        }
+    return result.metrics
