@@ -25,7 +25,7 @@ quickstart: $(STAMP)
 	$(VENV)/bin/hf-ext run recipes/quickstart.yaml
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -66,7 +66,7 @@ class WeightSource:
         >>> from hf_ext.testing import tiny_llama
         >>> src = WeightSource(tiny_llama())
         >>> src.shape("lm_head.weight")
-        (1024, 32)
+        (512, 32)
     """
 
     def __init__(self, source: Any, *, hub_id: str | None = None, name: str | None = None, prefix: str = "model"):

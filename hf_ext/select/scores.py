@@ -7,7 +7,7 @@ pickling drops it, so ``datasets`` fingerprints them cheaply and ``num_proc`` wo
 >>> from hf_ext.select import ResponseLengthScorer
 >>> ds = Dataset.from_dict({"output": ["a b c", "a"]})
 >>> scorer = ResponseLengthScorer(tokenizer=None)  # whitespace words when no tokenizer is given
->>> ds.map(scorer, batched=True)["response_tokens"]
+>>> list(ds.map(scorer, batched=True)["response_tokens"])
 [3, 1]
 """
 

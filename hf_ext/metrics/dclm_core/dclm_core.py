@@ -18,7 +18,8 @@ Returns:
     dict with `core`, `extended` (None when a needed task is missing), `categories`,
     `missing_core` and `missing`.
 Examples:
-    >>> core = evaluate.load("path/to/hf_ext/metrics/dclm_core")
+    >>> from hf_ext.metrics import metric_path
+    >>> core = evaluate.load(metric_path("dclm_core"))
     >>> core.compute(tasks=["arc_easy"], accuracies=[0.25], version="v1")["categories"]
     {'world knowledge': 0.0}
 """

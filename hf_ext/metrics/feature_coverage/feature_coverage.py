@@ -22,7 +22,8 @@ Returns:
     dict with `coverage`, `pool_coverage`, `coverage_fraction`, `mean_features` and, with
     embeddings, `embedding_diversity`.
 Examples:
-    >>> cov = evaluate.load("path/to/hf_ext/metrics/feature_coverage")
+    >>> from hf_ext.metrics import metric_path
+    >>> cov = evaluate.load(metric_path("feature_coverage"))
     >>> cov.compute(feature_ids=[[1, 2], [2, 3]], pool_feature_ids=[[1, 2], [2, 3], [7, 8]])["coverage_fraction"]
     0.6
 """

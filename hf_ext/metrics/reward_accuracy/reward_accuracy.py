@@ -15,7 +15,8 @@ Args:
 Returns:
     dict with `accuracy`, `ties` (fractions of pairs) and `margin` (mean chosen − rejected).
 Examples:
-    >>> acc = evaluate.load("path/to/hf_ext/metrics/reward_accuracy")
+    >>> from hf_ext.metrics import metric_path
+    >>> acc = evaluate.load(metric_path("reward_accuracy"))
     >>> acc.compute(chosen_rewards=[1.0, 0.2, 0.5], rejected_rewards=[0.0, 0.4, 0.5])
     {'accuracy': 0.3333333333333333, 'ties': 0.3333333333333333, 'margin': 0.26666666666666666}
 """

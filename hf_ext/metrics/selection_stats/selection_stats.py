@@ -21,7 +21,8 @@ Returns:
     ({"selected": stats, "pool": stats}), and with categories `category_counts` and
     `category_share_vs_pool`.
 Examples:
-    >>> stats = evaluate.load("path/to/hf_ext/metrics/selection_stats")
+    >>> from hf_ext.metrics import metric_path
+    >>> stats = evaluate.load(metric_path("selection_stats"))
     >>> stats.compute(response_tokens=[10, 30], pool_response_tokens=[10, 30, 2, 6])["mean_response_tokens"]
     {'selected': 20.0, 'pool': 12.0}
 """
