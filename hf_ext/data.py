@@ -92,6 +92,34 @@ def load_pool(name_or_path: str, *, split: str = "train", revision: str | None =
     return ds, DatasetSource(name=name_or_path, source_datasets=(name_or_path,), license=license)
 
 
+def check_utf8(path: str | os.PathLike, what: str = "The pool") -> None:
+    """Raise an :class:`InputError` naming the file, line and byte when a text file is not UTF-8
+    (``.gz`` files are read through gzip); reads the file once, in chunks."""
+    import codecs
+    import gzip
+
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset, line = 0, 1
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad, at_line = offset + exc.start, line + chunk[:exc.start].count(b"\n")
+                raise InputError(f"{what} {str(path)!r} is not UTF-8 text (line {at_line}, "
+                                 f"byte {bad}: {chunk[exc.start:exc.start + 1]!r}). Re-save it as UTF-8 "
+                                 "(e.g. iconv -f latin1 -t utf-8).") from None
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputError(f"{what} {str(path)!r} is not UTF-8 text: it ends inside a multi-byte character. "
+                             "Re-save it as UTF-8.") from None
+
+
 def _load_local(path: Path, split: str):
     import datasets
 
@@ -105,6 +133,8 @@ def _load_local(path: Path, split: str):
                 f"Cannot read {str(path)!r}: unknown file type {suffix!r}. Use JSON Lines, JSON, CSV or Parquet, "
                 "or a folder written by Dataset.save_to_disk."
             )
+        if fmt in ("json", "csv"):
+            check_utf8(path)
     try:
         if path.is_file():
             return datasets.load_dataset(fmt, data_files=str(path), split="train")

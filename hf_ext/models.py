@@ -211,17 +211,42 @@ def check_dtype(name: str | None, field: str) -> str | None:
     return name
 
 
+def _missing_path(model_id: str) -> bool:
+    """True when `model_id` can only be meant as a local path (and is not a folder)."""
+    if os.path.isdir(model_id):
+        return False
+    return model_id.startswith((".", "/", "~", "\\")) or os.path.exists(model_id) or not _HUB_ID.fullmatch(model_id)
+
+
 def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision: str | None = None, **kwargs: Any):
     """``auto_class.from_pretrained(resolve_model(model_id), **kwargs)``; ``auto_class`` defaults to ``AutoModel``.
 
-    ``trust_remote_code`` is passed only if the caller passes it.
+    ``trust_remote_code`` is passed only if the caller passes it. A path that does not exist, a
+    truncated or corrupt ``*.safetensors`` in a local folder, or a checkpoint transformers cannot
+    open raise one :class:`InputError` naming it.
     """
     if auto_class is None:
         from transformers import AutoModel as auto_class
+    name = os.fspath(model_id)
+    what = "tokenizer" if "Tokenizer" in getattr(auto_class, "__name__", "") else "model"
     path = resolve_model(model_id, revision)
+    if os.path.isdir(path):
+        if what == "model":
+            from .outputs import check_safetensors
+
+            for weights in sorted(Path(path).glob("*.safetensors")):
+                check_safetensors(weights)  # header and size only: a truncated file fails here, named
+    elif os.path.isfile(name):
+        raise InputError(f"The {what} {name!r} is a file; pass the folder that holds config.json and the weights, or a Hub id.")
+    elif _missing_path(name):
+        raise InputError(f"The {what} {name!r} does not exist: it is not a local folder (checked from {os.getcwd()!r}) "
+                         "and not a Hub id of the form 'org/name'. Fix the path or give a Hub id.")
     if revision is not None and not os.path.isdir(path):
         kwargs["revision"] = revision
-    return auto_class.from_pretrained(path, **kwargs)
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except OSError as exc:  # transformers' "not a valid model identifier", missing files, unreadable weights
+        raise InputError(f"Could not load the {what} {name!r}: {exc}") from None
 
 
 def load_tokenizer(model_id: str | os.PathLike, *, revision: str | None = None, **kwargs: Any):

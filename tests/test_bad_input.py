@@ -143,3 +143,263 @@ def test_recipe_field_bad_input(recipe, flags, fragment, tmp_path, capsys):
 def test_missing_recipe_file_names_it(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+# -- public loaders × bad files ----------------------------------------------------------------------
+def _sae(folder: Path) -> Path:
+    from hf_ext.select.sae.model import TopKSAE
+
+    TopKSAE(d_in=8, num_latents=16, k=2).save_pretrained(folder)
+    return folder
+
+
+def _tiny_model(folder: Path) -> Path:
+    from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    save_tiny(folder, tiny_llama(tokenizer=tok), tok)
+    return folder
+
+
+def _truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _load_sae(folder, subfolder=None):
+    from hf_ext.select.sae.model import TopKSAE
+
+    return TopKSAE.from_pretrained(folder, subfolder)
+
+
+def _case_sae_truncated(tmp):
+    _truncate(_sae(tmp / "sae") / "sae.safetensors")
+    return lambda: _load_sae(tmp / "sae"), "sae.safetensors"
+
+
+def _case_sae_garbage(tmp):
+    (_sae(tmp / "sae") / "sae.safetensors").write_bytes(b"\xff" * 64)
+    return lambda: _load_sae(tmp / "sae"), "sae.safetensors"
+
+
+def _case_sae_cfg_not_json(tmp):
+    (_sae(tmp / "sae") / "cfg.json").write_text("{d_in: 8,")
+    return lambda: _load_sae(tmp / "sae"), "cfg.json"
+
+
+def _case_sae_cfg_not_object(tmp):
+    (_sae(tmp / "sae") / "cfg.json").write_text("[8, 16]")
+    return lambda: _load_sae(tmp / "sae"), "cfg.json"
+
+
+def _case_sae_cfg_latin1(tmp):
+    (_sae(tmp / "sae") / "cfg.json").write_bytes(b'{"d_in": 8, "note": "caf\xe9"}')
+    return lambda: _load_sae(tmp / "sae"), "cfg.json"
+
+
+def _case_sae_missing_weights(tmp):
+    (_sae(tmp / "sae") / "sae.safetensors").unlink()
+    return lambda: _load_sae(tmp / "sae"), "sae.safetensors"
+
+
+def _case_sae_hookpoint_dotdot(tmp):
+    _sae(tmp / "outside")
+    (tmp / "repo").mkdir()
+    return lambda: _load_sae(tmp / "repo", "../outside"), "'../outside'"
+
+
+def _case_sae_hookpoint_absolute(tmp):
+    (tmp / "repo").mkdir()
+    return lambda: _load_sae(tmp / "repo", str(_sae(tmp / "abs"))), "would reach outside"
+
+
+def _case_sae_missing_folder(tmp):
+    return lambda: _load_sae(tmp / "no" / "such" / "sae"), "neither an existing folder"
+
+
+def _case_model_missing_path(tmp):
+    from hf_ext.models import load_model
+
+    return lambda: load_model(str(tmp / "no_such_model")), "no_such_model"
+
+
+def _case_model_missing_relative(tmp):
+    from hf_ext.models import load_model
+
+    return lambda: load_model("./models/none-here"), "./models/none-here"
+
+
+def _case_tokenizer_missing_path(tmp):
+    from hf_ext.models import load_tokenizer
+
+    return lambda: load_tokenizer(str(tmp / "no_such_tokenizer")), "no_such_tokenizer"
+
+
+def _case_model_is_a_file(tmp):
+    from hf_ext.models import load_model
+
+    (tmp / "weights.bin").write_bytes(b"x")
+    return lambda: load_model(str(tmp / "weights.bin")), "weights.bin"
+
+
+def _case_model_truncated_safetensors(tmp):
+    from hf_ext.models import load_model
+
+    _truncate(_tiny_model(tmp / "m") / "model.safetensors")
+    return lambda: load_model(str(tmp / "m")), "model.safetensors"
+
+
+def _case_model_garbage_safetensors(tmp):
+    from hf_ext.models import load_model
+
+    (_tiny_model(tmp / "m") / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json header!")
+    return lambda: load_model(str(tmp / "m")), "model.safetensors"
+
+
+def _case_weightsource_truncated(tmp):
+    from hf_ext.merge import WeightSource
+
+    _truncate(_tiny_model(tmp / "m") / "model.safetensors", keep=0.9)
+    source = WeightSource(tmp / "m")
+    return lambda: [source.get(k) for k in source.keys()], "model.safetensors"
+
+
+def _case_weightsource_no_weights(tmp):
+    from hf_ext.merge import WeightSource
+
+    (tmp / "m").mkdir()
+    (tmp / "m" / "config.json").write_text("{}")
+    return lambda: WeightSource(tmp / "m"), "model.safetensors"
+
+
+def _pool_file(name: str, data: bytes):
+    def case(tmp):
+        from hf_ext.data import load_pool
+
+        (tmp / name).write_bytes(data)
+        return lambda: load_pool(str(tmp / name)), name
+
+    return case
+
+
+_case_pool_latin1_jsonl = _pool_file("pool.jsonl", b'{"instruction": "caf\xe9", "output": "x"}\n')
+_case_pool_latin1_csv = _pool_file("pool.csv", b"instruction,output\nna\xefve,x\n")
+_case_pool_empty_file = _pool_file("pool.jsonl", b"")
+_case_pool_unknown_type = _pool_file("pool.xlsx", b"PK")
+
+
+def _case_pool_missing_path(tmp):
+    from hf_ext.data import load_pool
+
+    return lambda: load_pool(str(tmp / "none" / "pool.jsonl")), "pool.jsonl"
+
+
+def _case_recipe_duplicate_key_direct(tmp):
+    from hf_ext.config import load_recipe
+
+    (tmp / "r.yaml").write_text("budget: 1\nbudget: 2\n")
+    return lambda: load_recipe(tmp / "r.yaml"), "lines 1 and 2"
+
+
+def _case_recipe_nested_duplicate(tmp):
+    from hf_ext.config import load_recipe
+
+    (tmp / "r.yaml").write_text("step_options:\n  language_id: {min_score: 0.5}\n  language_id: {min_score: 0.7}\n")
+    return lambda: load_recipe(tmp / "r.yaml"), "'language_id'"
+
+
+def _case_ensemble_names_escape(tmp):
+    from hf_ext.merge.ensemble import ExpertEnsemble
+
+    (tmp / "ens").mkdir()
+    (tmp / "ens" / "ensemble_config.json").write_text(json.dumps({"expert_names": ["../../etc"], "mixing": "probability",
+                                                                  "top_k": None, "router": {"type": "bayesian"}}))
+    return lambda: ExpertEnsemble.from_pretrained(tmp / "ens"), "'../../etc'"
+
+
+def _case_ensemble_config_not_json(tmp):
+    from hf_ext.merge.ensemble import ExpertEnsemble
+
+    (tmp / "ens").mkdir()
+    (tmp / "ens" / "ensemble_config.json").write_text("{expert_names: [")
+    return lambda: ExpertEnsemble.from_pretrained(tmp / "ens"), "ensemble_config.json"
+
+
+def _case_selection_sae_hookpoint(tmp):
+    from hf_ext.select.pipeline import SelectionConfig
+    from hf_ext.select.sae.job import prepare_sae
+
+    config = SelectionConfig(method="sae_greedy", sae_path=str(tmp), sae_hookpoint="../x", output_dir=str(tmp / "o"))
+    return lambda: prepare_sae(config, None), "sae_hookpoint"
+
+
+def _case_openai_bad_url(tmp):
+    from hf_ext.critique.backends import OpenAIBackend
+
+    return lambda: OpenAIBackend(base_url="localhost:8000/v1"), "base_url"
+
+
+def _case_openai_zero_timeout(tmp):
+    from hf_ext.critique.backends import OpenAIBackend
+
+    return lambda: OpenAIBackend(timeout=0), "timeout"
+
+
+def _case_transformers_backend_float8(tmp):
+    from hf_ext.critique.backends import TransformersBackend
+
+    return lambda: TransformersBackend(dtype="float8"), "dtype"
+
+
+def _case_featurizer_float8(tmp):
+    from hf_ext.select.sae.featurizer import SAEFeaturizer
+
+    return lambda: SAEFeaturizer(dtype="float8"), "dtype"
+
+
+def _case_selector_unknown(tmp):
+    from hf_ext.select.selectors import get_selector
+
+    return lambda: get_selector("sae_gredy"), "'sae_gredy'"
+
+
+def _case_selector_wrong_prefix(tmp):
+    from hf_ext.select.selectors import select
+
+    return lambda: select({"np2_ids": [[1], [2]]}, "sae_greedy", 1), "prefix='np2'"
+
+
+def _case_time_vector_null_fingerprint(tmp):
+    import copy
+
+    import torch
+
+    from hf_ext.adapters.time_vector import TimeVector
+    from hf_ext.testing import tiny_llama
+
+    base = tiny_llama(seed=0)
+    ft = copy.deepcopy(base)
+    with torch.no_grad():
+        for p in ft.parameters():
+            p.add_(0.01)
+    tau = TimeVector.from_models(base, ft)
+    tau.config.base_fingerprint = None
+    return lambda: tau.apply_to(copy.deepcopy(base)), "base_fingerprint"
+
+
+def _case_writable_dir_file(tmp):
+    from hf_ext.config import check_writable_dir
+
+    (tmp / "f").write_text("x")
+    return lambda: check_writable_dir(tmp / "f" / "out"), "output_dir"
+
+
+LOADER_CASES = {name[len("_case_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("_case_")}
+
+
+@pytest.mark.parametrize("case", sorted(LOADER_CASES))
+def test_loader_bad_input(case, tmp_path):
+    call, fragment = LOADER_CASES[case](tmp_path)
+    with pytest.raises(InputError) as err:
+        call()
+    assert fragment in str(err.value), str(err.value)
