@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from .errors import InputError, RecipeError
+from .errors import InputError, RecipeError, redact_values
 from .outputs import check_output_dir, local_inputs, output_folder
 
 __all__ = ["HubOptions", "JobOptions", "JobOutput", "job_output", "check_job_output", "refuse_old_hub_keys", "HUB_FIELDS"]
@@ -162,7 +162,8 @@ def job_output(config: Any, *, repo_type: str = "dataset", writer: Optional[str]
 
             out.metrics.setdefault("elapsed_seconds", round(time.perf_counter() - start, 2))
             out.metrics.setdefault("hf_ext_version", __version__)
-            (tmp / "metrics.json").write_text(json.dumps(out.metrics, indent=2, default=_json_default) + "\n", encoding="utf-8")
+            published = redact_values(json.loads(json.dumps(out.metrics, default=_json_default)))  # no credentials
+            (tmp / "metrics.json").write_text(json.dumps(published, indent=2) + "\n", encoding="utf-8")
         card = out.card(out.metrics) if callable(out.card) else out.card
         if card is not None:
             card.save(str(tmp / "README.md"))

@@ -157,3 +157,20 @@ def test_card_and_metrics_hold_no_credentials(tmp_path, monkeypatch):
         text = (tmp_path / "out" / name).read_text()
         assert "pa55word" not in text and "topsecret" not in text
     assert "?key=***" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_every_jobs_metrics_json_is_redacted(tmp_path):
+    from dataclasses import dataclass
+
+    from hf_ext.jobs import job_output
+
+    @dataclass
+    class Config:
+        output_dir: str
+
+    with job_output(Config(str(tmp_path / "out"))) as out:
+        out.metrics = {"settings": {"critique_base_url": "https://bob:hunter2@api.example.com/v1?key=s3cr3t"},
+                       "log": ["server said: Bearer sk-abcdefgh12345678"]}
+    text = (tmp_path / "out" / "metrics.json").read_text()
+    assert "hunter2" not in text and "s3cr3t" not in text and "sk-abcdefgh12345678" not in text
+    assert json.loads(text)["settings"]["critique_base_url"] == "https://***@api.example.com/v1?key=***"

@@ -140,6 +140,15 @@ def test_recipe_field_bad_input(recipe, flags, fragment, tmp_path, capsys):
     assert fragment in err
 
 
+@pytest.mark.parametrize("flag", ["--target_loss", "--multiplier"])
+def test_scaling_plan_cli_refuses_nan(flag, tmp_path, capsys):
+    _scaling_law(tmp_path)
+    argv = ["scaling", "plan", "--fit", str(tmp_path / "law.json"), "--target_loss", "2.5", flag, "nan"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert flag.lstrip("-") in err and "finite" in err and "Traceback" not in err
+
+
 def test_missing_recipe_file_names_it(tmp_path, capsys):
     assert main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
@@ -392,6 +401,28 @@ def _case_writable_dir_file(tmp):
 
     (tmp / "f").write_text("x")
     return lambda: check_writable_dir(tmp / "f" / "out"), "output_dir"
+
+
+def _scaling_law(tmp):
+    from hf_ext.scaling import OvertrainingLaw
+
+    law = OvertrainingLaw({"alpha": 140.0, "beta_prime": 420.0, "beta": -0.26, "E": 1.75})
+    law.save(tmp / "law.json")
+    return law
+
+
+def _case_scaling_plan_nan_target_loss(tmp):
+    from hf_ext.scaling.planning import plan_for_loss
+
+    law = _scaling_law(tmp)
+    return lambda: plan_for_loss(law, float("nan")), "target_loss"
+
+
+def _case_scaling_plan_inf_multiplier(tmp):
+    from hf_ext.scaling.planning import plan_for_loss
+
+    law = _scaling_law(tmp)
+    return lambda: plan_for_loss(law, 2.5, multiplier=float("inf")), "multiplier"
 
 
 LOADER_CASES = {name[len("_case_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("_case_")}

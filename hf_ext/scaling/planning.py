@@ -46,6 +46,12 @@ def _loss(law: ScalingLaw, N: float, M: float) -> float:
     raise InputError(f"Planning needs a loss law (OvertrainingLaw or ChinchillaLaw), got {type(law).__name__}.")
 
 
+def _finite(**values: float) -> None:
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            raise InputError(f"{name} must be a finite number, got {value} (--{name} in `hf-ext scaling plan`).")
+
+
 def plan_for_loss(law: ScalingLaw, target_loss: float, *, multiplier: float = 20.0, n_range: tuple[float, float] = (1e5, 1e15)) -> Plan:
     """Smallest N whose predicted loss at M = `multiplier` is `target_loss` (loss falls with N).
 
@@ -56,6 +62,7 @@ def plan_for_loss(law: ScalingLaw, target_loss: float, *, multiplier: float = 20
 
     if law.params is None:
         raise InputError("plan_for_loss needs a fitted law.")
+    _finite(target_loss=target_loss, multiplier=multiplier)
     if multiplier <= 0:
         raise InputError(f"multiplier (tokens per parameter) must be positive, got {multiplier}.")
     lo, hi = (math.log(n) for n in n_range)
@@ -77,6 +84,7 @@ def plan_for_loss(law: ScalingLaw, target_loss: float, *, multiplier: float = 20
 
 def plan_for_error(loss_law: ScalingLaw, error_law: DownstreamErrorLaw, target_error: float, *, multiplier: float = 20.0) -> Plan:
     """The plan whose predicted downstream error is `target_error`: invert Err(L), then L(N, M)."""
+    _finite(target_error=target_error, multiplier=multiplier)
     target_loss = error_law.loss_for_error(target_error)
     plan = plan_for_loss(loss_law, target_loss, multiplier=multiplier)
     plan.error = float(error_law.predict(loss=[plan.loss])[0])
@@ -87,6 +95,7 @@ def compute_optimal(law: ChinchillaLaw, flops: float) -> Plan:
     """Chinchilla's compute-optimal allocation of `flops` = 6ND."""
     if not isinstance(law, ChinchillaLaw):
         raise InputError(f"compute_optimal needs a ChinchillaLaw, got {type(law).__name__}.")
+    _finite(flops=flops)
     if flops <= 0:
         raise InputError(f"flops must be positive, got {flops}.")
     N, D = law.compute_optimal(flops)
