@@ -6,7 +6,8 @@ Runs the steps of DCLM's ``baselines/baselines_configs/dclm_baseline_refinedweb.
 clone of ``mlfoundations/dclm`` (MIT), loading each step the way DCLM's processor does
 (``baselines.core.factories.get_mapper`` with ``_safe=True``) and applying it page by page.
 Language ID and the URL rules are left out (the two language steps and everything before
-``newline_removal_modifier``). Modules that these steps never call (language ID, KenLM, HTML,
+``newline_removal_modifier``); ``--lid-model`` puts the language steps back, scoring with the
+given fastText file (e.g. the packaged lid.176.ftz hf_ext uses offline). Modules that these steps never call (language ID, KenLM, HTML,
 S3 I/O) are replaced by stubs when they are not installed; a stub raises if it is ever used.
 DCLM's code is imported from the clone, never copied into hf_ext.
 
@@ -15,6 +16,11 @@ DCLM's code is imported from the clone, never copied into hf_ext.
     python benchmarks/dclm_reference.py --dclm-dir /tmp/dclm \\
         --input tests/data/web/c4_en_train_first150.jsonl.gz \\
         --out tests/data/web/c4_en_train_first150.dclm_reference.jsonl.gz
+    # with DCLM's language-ID steps, scoring with the lid.176.ftz hf_ext ships:
+    python benchmarks/dclm_reference.py --dclm-dir /tmp/dclm --decisions-only \\
+        --lid-model "$(python -c 'from hf_ext.curate.langid import packaged_lid_model as p; print(p())')" \\
+        --input tests/data/web/c4_en_train_first150.jsonl.gz \\
+        --out tests/data/web/c4_en_train_first150.dclm_reference_lid.jsonl.gz
 
 Output, one row per input document in input order: ``index``, ``kept``, ``dropped_by`` (the
 DCLM function that removed it, None when kept), ``dropped_at`` (its position in the config),
@@ -78,7 +84,7 @@ def working_dir(path: Path):
         os.chdir(old)
 
 
-def load_steps(dclm_dir: Path) -> list[dict]:
+def load_steps(dclm_dir: Path, with_language_id: bool = False) -> list[dict]:
     import yaml
 
     with open(dclm_dir / CONFIG) as f:
@@ -86,11 +92,14 @@ def load_steps(dclm_dir: Path) -> list[dict]:
     steps = config[0]["steps"] if isinstance(config, list) else config["cc"]["steps"]
     names = [s["func"] for s in steps]
     chosen = steps[names.index(FIRST_STEP) : names.index(LAST_STEP) + 1]
-    return [dict(s, _position=names.index(FIRST_STEP) + i) for i, s in enumerate(chosen) if s["func"] not in LEFT_OUT]
+    return [dict(s, _position=names.index(FIRST_STEP) + i) for i, s in enumerate(chosen)
+            if with_language_id or s["func"] not in LEFT_OUT]
 
 
-def dclm_mappers(dclm_dir: Path):
-    """(position, func name, callable) for each step, built with DCLM's own get_mapper."""
+def dclm_mappers(dclm_dir: Path, lid_model: Path | None = None):
+    """(position, func name, callable) for each step, built with DCLM's own get_mapper. With
+    `lid_model`, DCLM's language-ID steps run too, loading that fastText file where DCLM loads
+    its lid.176.bin."""
     dclm_dir = dclm_dir.resolve()
     if not (dclm_dir / CONFIG).is_file():
         raise SystemExit(f"--dclm-dir {dclm_dir} has no {CONFIG}: pass a clone of mlfoundations/dclm.")
@@ -98,7 +107,12 @@ def dclm_mappers(dclm_dir: Path):
     stubbed = install_stubs()
     with working_dir(dclm_dir):  # DCLM resolves its module list relative to the working directory
         factories = importlib.import_module("baselines.core.factories")
-        steps = load_steps(dclm_dir)
+        if lid_model is not None:
+            import fasttext
+
+            lid = importlib.import_module("mappers.enrichers.language_id_enrichers")  # the name get_mapper imports
+            lid.load_fasttext_model = lambda: fasttext.load_model(str(lid_model))
+        steps = load_steps(dclm_dir, with_language_id=lid_model is not None)
         mappers = []
         for step in steps:
             kwargs = {k: v for k, v in step.items() if k != "_position"}
@@ -129,8 +143,8 @@ def read_texts(path: Path, text_key: str) -> list[str]:
     return [(r["record"] if text_key not in r and "record" in r else r)[text_key] for r in rows]
 
 
-def reference(dclm_dir: Path, texts: list[str]) -> list[dict]:
-    mappers, _ = dclm_mappers(dclm_dir)
+def reference(dclm_dir: Path, texts: list[str], lid_model: Path | None = None) -> list[dict]:
+    mappers, _ = dclm_mappers(dclm_dir, lid_model)
     return [{"index": i, **run(mappers, t)} for i, t in enumerate(texts)]
 
 
@@ -140,11 +154,16 @@ def main():
     parser.add_argument("--input", type=Path, required=True, help="JSONL(.gz) with a text field.")
     parser.add_argument("--text-key", default="text")
     parser.add_argument("--out", type=Path, required=True, help="Output JSONL(.gz).")
+    parser.add_argument("--lid-model", type=Path, default=None,
+                        help="Also run DCLM's language-ID steps, with this fastText model in place of its lid.176.bin.")
+    parser.add_argument("--decisions-only", action="store_true", help="Leave the output texts out (text: null).")
     args = parser.parse_args()
     texts = read_texts(args.input, args.text_key)
-    mappers, stubbed = dclm_mappers(args.dclm_dir)
+    mappers, stubbed = dclm_mappers(args.dclm_dir, args.lid_model)
     print(f"DCLM steps: {[f for _, f, _ in mappers]}; stubbed modules: {stubbed}", file=sys.stderr)
     rows = [{"index": i, **run(mappers, t)} for i, t in enumerate(texts)]
+    if args.decisions_only:
+        rows = [{**r, "text": None} for r in rows]
     data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
     tmp = args.out.with_name(args.out.name + ".tmp")
     tmp.write_bytes(gzip.compress(data, mtime=0) if args.out.suffix == ".gz" else data)  # same bytes every run

@@ -42,6 +42,19 @@ def test_every_row_of_dclm_reference():
     assert 100 < sum(keep) < 150 and len({r["dropped_by"] for r in ref if not r["kept"]}) >= 3
 
 
+@pytest.mark.parametrize("docs_file", ["c4_en_train_first150", "flores200_devtest_10per_lang"])
+def test_every_decision_of_dclm_reference_with_language_id(docs_file):
+    """The whole dclm_heuristics chain, language ID included, against DCLM's code running its
+    own language-ID steps with the same lid.176.ftz (newlines removed, strictly above 0.65)."""
+    docs, ref = _rows(f"{docs_file}.jsonl.gz"), _rows(f"{docs_file}.dclm_reference_lid.jsonl.gz")
+    assert len(docs) == len(ref)
+    _, keep, reasons = CurationPipeline.from_name("dclm_heuristics").process([d["text"] for d in docs])
+    got = [None if k else r.split(":")[0] for k, r in zip(keep, reasons)]
+    assert got == [None if r["kept"] else DCLM_FUNCTIONS[r["dropped_by"]] for r in ref]
+    if docs_file.startswith("flores"):
+        assert got.count("language_id") > 300  # 39 of the 40 languages are not English
+
+
 def test_fasttext_words_match_fasttext_tokenize():
     fasttext = pytest.importorskip("fasttext")
     texts = [d["text"] for d in _rows("c4_en_train_first150.jsonl.gz")[:40]]
@@ -65,3 +78,17 @@ def test_words_match_uniseg():
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
         assert words(text) == reference(text), repr(text)
+
+
+def test_decisions_frozen_after_dclm_fidelity():
+    """The speed work keeps every decision and drop reason (sub-rule included) and every output
+    text of the full dclm_heuristics chain (language ID too) as they were when DCLM fidelity
+    landed (tests/data/web/c4_en_train_first150.dclm_heuristics_decisions.json)."""
+    import hashlib
+
+    frozen = json.loads((WEB / "c4_en_train_first150.dclm_heuristics_decisions.json").read_text())["rows"]
+    docs = _rows("c4_en_train_first150.jsonl.gz")
+    texts, keep, reasons = CurationPipeline.from_name("dclm_heuristics").process([d["text"] for d in docs])
+    assert reasons == [r["drop_reason"] for r in frozen]
+    assert [hashlib.sha1(t.encode()).hexdigest() if k else None for t, k in zip(texts, keep)] == [r["text_sha1"] for r in frozen]
+    assert any(r and r.startswith("gopher_repetition:") for r in reasons)

@@ -237,3 +237,41 @@ def test_language_id_uses_a_user_supplied_model(tmp_path):
         LanguageIDFilter(model_filename="lid.176.bin")
     with pytest.raises(InputError, match="does not exist"):
         LanguageIDFilter(model_path=str(tmp_path / "missing.bin"))("text")
+
+
+def test_refinedweb_fast_edits_equal_the_plain_passes():
+    """`modify` (vectorised counts, strips tracked per line) == the seven passes written out."""
+    import random
+
+    rng = random.Random(0)
+    pieces = ["A normal line of text", "SHOUTED LINE", "Mixed CASE Line", "12345", " 12345", "12 345", "3.4k views",
+              "1 like", "x", "  ", "", "\u00a0 two words \u00a0", "Sign-in to read", "Cheap items in cart here",
+              "An article. Read more...", "Read more...", "²³", "ÉCOLE PRIMAIRE", "ǅemal", "\t tab line \t", "items in cart",
+              "SİGN-İN here now", "ıtems ın cart x", "a READ MORE!!!", "5 comments", "views"]
+    edits = RefinedWebLineEdits()
+    for _ in range(2000):
+        text = "\n".join(rng.choice(pieces) for _ in range(rng.randint(1, 7)))
+        assert edits(text) == edits.modify_plain(text), repr(text)
+    for row in c4():
+        assert edits(row["text"]) == edits.modify_plain(row["text"])
+
+
+def test_gopher_repetition_shortcuts_keep_the_first_failing_rule():
+    """check() skips work (no repeated bigram; duplicate coverage shrinking with n) without
+    changing the verdict: it equals the first rule, in DCLM's order, that the full statistics fail."""
+    g = GopherRepetitionFilter()
+    order = [("dup_line_frac", 0.3), ("dup_para_frac", 0.3), ("dup_line_char_frac", 0.2), ("dup_para_char_frac", 0.2)]
+    order += [(f"top_{n}_gram_char_frac", v) for n, v in g.top_ngrams] + [(f"dup_{n}_gram_char_frac", v) for n, v in g.dup_ngrams]
+    rng = np.random.default_rng(1)
+    texts = [r["text"] for r in c4()]
+    texts += [" ".join(rng.choice(["a", "bb", "ccc", "dd", "e"], size=rng.integers(5, 80))) for _ in range(150)]
+    texts += ["\n".join(rng.choice(["one line here", "another line", "third one"], size=rng.integers(2, 9))) for _ in range(50)]
+    reasons = set()
+    for text in texts:
+        stats = g.statistics(Doc(text))
+        first = next((name for name, limit in order if stats.get(name, 0.0) > limit), None)
+        # reasons: dup_line_frac ... dup_para_char_frac as named; n-gram rules as top_2_gram / dup_5_gram
+        expected = None if first is None else "gopher_repetition:" + (first.removesuffix("_char_frac") if "gram" in first else first)
+        assert g.check(Doc(text)) == ((True, None) if expected is None else (False, expected)), text[:80]
+        reasons.add(expected)
+    assert len(reasons) >= 5 and "gopher_repetition:dup_line_frac" in reasons

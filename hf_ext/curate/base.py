@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from .text import fasttext_words, segments, words
+from .text import fasttext_word_count, fasttext_words, segments, words
 
 
 class Doc:
@@ -30,6 +30,10 @@ class Doc:
     @cached_property
     def fasttext_words(self) -> list[str]:  # fastText tokens starting with an alphanumeric (page length)
         return fasttext_words(self.text)
+
+    @cached_property
+    def fasttext_word_count(self) -> int:  # len(fasttext_words), from ws_words when they agree
+        return fasttext_word_count(self.text, self.ws_words)
 
     @cached_property
     def ws_words(self) -> list[str]:  # str.split() words (DCLM's other rules)

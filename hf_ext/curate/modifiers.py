@@ -8,6 +8,10 @@ followed by the "more than 5% of words removed" rule.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from itertools import chain
+
+import numpy as np
 
 from ..errors import InputError
 from .base import Doc, Filter, Modifier
@@ -42,6 +46,63 @@ class NewlineCollapse(Modifier):
 
     def modify(self, doc: Doc) -> str:
         return self._re.sub("\n" * self.max_consecutive, doc.text)
+
+
+# The counter pattern without line anchors, on the whole lower-cased text: no match means no
+# counter line (a match may span lines; then the lines are checked one by one).
+_COUNTER_ANY_RE = re.compile(_COUNTER_RE.pattern.removeprefix("^\\W*").removesuffix("\\W*$"))
+
+
+_COUNTER_WORDS = ("like", "share", "comment", "retweet", "repost", "quote", "bookmark", "upvote", "downvote", "download",
+                  "view", "follower")
+
+
+def _precheck(banned: str) -> tuple[str | None, set[str]]:
+    """(a lower-case literal every match contains, the characters that match it
+    case-insensitively although their lower case differs: ı, İ, ſ ...). No literal (the
+    pattern starts with a regex operator): None, always run the pattern."""
+    literal = re.split(r"[\\.^$*+?{}\[\]|()]", banned.lower())[0]
+    if not literal:
+        return None, set()
+    return literal, {c for c in re.findall(f"(?i)[{re.escape(literal)}]", _every_char()) if c.lower() not in literal}
+
+
+@lru_cache(maxsize=1)
+def _every_char() -> str:
+    return "".join(map(chr, chain(range(0xD800), range(0xE000, 0x110000))))
+
+
+@lru_cache(maxsize=1)
+def _char_tables() -> tuple[np.ndarray, np.ndarray]:
+    """str.isupper() and str.isdigit() of every code point, as lookup tables."""
+    every = range(0x110000)
+    upper = np.fromiter((chr(c).isupper() for c in every), dtype=bool, count=0x110000)
+    digit = np.fromiter((chr(c).isdigit() for c in every), dtype=bool, count=0x110000)
+    return upper, digit
+
+
+def _span_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    cum = np.concatenate(([0], np.cumsum(values)))
+    return cum[ends] - cum[starts]
+
+
+def _strip_ends(current: list[int], lines: list[str], edited: dict[int, str]) -> list[int]:
+    """The line-level effect of ``"\\n".join(lines).strip()``: all-whitespace lines at both ends
+    go, the first line is left-stripped and the last right-stripped (kept in `edited`)."""
+    line = lambda i: edited.get(i, lines[i])  # noqa: E731
+    lo, hi = 0, len(current)
+    while lo < hi and not line(current[lo]).strip():
+        lo += 1
+    while hi > lo and not line(current[hi - 1]).strip():
+        hi -= 1
+    current = current[lo:hi]
+    if current:
+        first, last = current[0], current[-1]
+        if (s := line(first).lstrip()) != line(first):
+            edited[first] = s
+        if (s := line(last).rstrip()) != line(last):
+            edited[last] = s
+    return current
 
 
 # (pattern, where) RefinedWeb strips from lines of at most 10 words. As in DCLM the text is a
@@ -92,6 +153,10 @@ class RefinedWebLineEdits(Modifier):
         self.min_words, self.substring_max_words = min_words, substring_max_words
         self.substrings = tuple(tuple(x) for x in substrings)
         self._patterns = [_substring_pattern(b, where) for b, where in self.substrings]
+        prechecks = [_precheck(b) for b, _ in self.substrings]
+        self._literals = [literal for literal, _ in prechecks]
+        odd = "".join(sorted({c for _, chars in prechecks for c in chars}))
+        self._odd_case = re.compile(f"[{re.escape(odd)}]" if odd else "(?!)")
 
     def _strip_substrings(self, text: str, pattern: re.Pattern) -> str:
         out = []
@@ -105,8 +170,55 @@ class RefinedWebLineEdits(Modifier):
         return "\n".join(out).strip()
 
     def modify(self, doc: Doc) -> str:
-        doc.meta.setdefault("words_before_edits", len(doc.fasttext_words))
+        doc.meta.setdefault("words_before_edits", doc.fasttext_word_count)
         text = doc.text
+        try:
+            code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        except UnicodeEncodeError:  # lone surrogates: the plain passes
+            return self.modify_plain(text)
+        upper, digit = _char_tables()
+        lines = text.split("\n")
+        # per-line character counts of the original lines, in one vectorised pass
+        breaks = np.flatnonzero(code_points == 10)
+        starts = np.concatenate(([0], breaks + 1))
+        ends = np.append(breaks, len(code_points))
+        n_chars = ends - starts
+        with np.errstate(divide="ignore", invalid="ignore"):
+            up_ok = (n_chars == 0) | (_span_sums(upper[code_points], starts, ends) / n_chars <= self.max_uppercase_ratio)
+            num_ok = (n_chars == 0) | (_span_sums(digit[code_points], starts, ends) / n_chars <= self.max_numeric_ratio)
+        lowered = text.lower()
+        counter_ok = None if any(w in lowered for w in _COUNTER_WORDS) and _COUNTER_ANY_RE.search(lowered) else True
+        current = list(range(len(lines)))
+        edited: dict[int, str] = {}  # first/last lines changed by a pass's strip
+        for vector, keep in ((up_ok, self._uppercase_ok), (num_ok, self._numeric_ok), (counter_ok, self._counter_ok)):
+            if vector is True:  # the pass removes no line
+                survivors = current
+            elif vector is None:  # checked line by line
+                survivors = [i for i in current if keep(edited.get(i, lines[i]))]
+            else:  # the vectorised verdict, except on lines a strip changed
+                survivors = [i for i in current if (keep(edited[i]) if i in edited else vector[i])]
+            current = _strip_ends(survivors, lines, edited)
+            if not current:
+                return ""
+        kept = [edited.get(i, lines[i]) for i in current]
+        kept = [line for line in kept if not line or len(line.split()) >= self.min_words]
+        # a pattern can only match a line holding its literal (lower-cased), or a character that
+        # matches the literal case-insensitively but lower-cases differently (checked once)
+        odd_case = self._odd_case.search(text) is not None
+        haystack = lowered  # lines are pieces of the original ones until a substring is removed
+        for pattern, literal in zip(self._patterns, self._literals):
+            if odd_case or literal is None or literal in haystack:
+                before = kept
+                kept = self._strip_substrings("\n".join(kept), pattern).split("\n")
+                if kept != before:
+                    haystack = "\n".join(kept).lower()
+            else:  # no line can match: only all-whitespace lines go, then the strip
+                kept = "\n".join(line for line in kept if not line or not line.isspace()).strip().split("\n")
+        return "\n".join(kept)
+
+    def modify_plain(self, text: str) -> str:
+        """The seven passes written out line by line, as DCLM runs them (the reference
+        `modify` is tested against; also used for text that UTF-32 cannot encode)."""
         for keep in (self._uppercase_ok, self._numeric_ok, self._counter_ok):
             text = "\n".join(line for line in text.split("\n") if keep(line)).strip()
         text = "\n".join(line for line in text.split("\n") if not line or len(line.split()) >= self.min_words)
@@ -141,5 +253,5 @@ class WordRemovalRatioFilter(Filter):
             return True, None  # no edits ran before this filter
         if before == 0:
             return False, self.name
-        removed = (before - len(doc.fasttext_words)) / before
+        removed = (before - doc.fasttext_word_count) / before
         return (False, self.name) if removed > self.max_removed_ratio else (True, None)

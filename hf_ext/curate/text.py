@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from itertools import chain
+from operator import itemgetter
 
 import numpy as np
 
@@ -31,10 +32,23 @@ _FT_SEP = " \n\r\t\v\f\x00"  # fastText's word separators (Dictionary::readWord)
 _FASTTEXT_WORD_RE = re.compile(rf"(?<![^{re.escape(_FT_SEP)}])[^\W_][^{re.escape(_FT_SEP)}]*")
 
 
+# Characters str.split() splits on but fastText does not, and fastText's NUL: without them the
+# two tokenizations are the same.
+_SPLIT_DIFFERS_RE = re.compile("[\x00" + "".join(c for c in map(chr, range(0x10000)) if c.isspace() and c not in _FT_SEP) + "]")
+
+
 def fasttext_words(text: str) -> list[str]:
     """fastText whitespace tokens that start with an alphanumeric character: DCLM's
     ``split_words(text, ignore_punctuation=True)`` with its default ``model="fasttext"``."""
     return _FASTTEXT_WORD_RE.findall(text)
+
+
+def fasttext_word_count(text: str, ws_words: list[str] | None = None) -> int:
+    """``len(fasttext_words(text))``; from ``ws_words = text.split()`` (if given) when the text
+    has no whitespace that only str.split() splits on (no-break spaces, U+2028...) and no NUL."""
+    if ws_words is None or _SPLIT_DIFFERS_RE.search(text):
+        return len(_FASTTEXT_WORD_RE.findall(text))
+    return sum(map(str.isalnum, map(itemgetter(0), ws_words)))
 
 
 def _char_class(chars) -> str:
@@ -104,9 +118,9 @@ def segments(text: str, sep: str = "\n") -> list[str]:
 
 
 def word_ids(tokens: list[str]) -> np.ndarray:
-    """Dense per-document ids (equal words get equal ids)."""
-    vocab: dict[str, int] = {}
-    return np.fromiter((vocab.setdefault(w, len(vocab)) for w in tokens), dtype=np.uint64, count=len(tokens))
+    """64-bit ids of words (equal words get equal ids: Python's string hash, computed in C;
+    two different words collide with probability ~2^-64)."""
+    return np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
 
 
 def ngram_keys(ids: np.ndarray, n: int, prev: np.ndarray | None = None) -> np.ndarray:
