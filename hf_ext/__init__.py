@@ -3,6 +3,8 @@ composition, as parts that drop into transformers / trl / peft / datasets workfl
 
 __version__ = "0.1.0.dev0"
 
-from .errors import HfExtError, InputError, RecipeError
+from .errors import HfExtError, InputError, RecipeError, install_log_redaction
+
+install_log_redaction()  # credentials never reach a log line of hf_ext or trainers
 
 __all__ = ["__version__", "HfExtError", "InputError", "RecipeError"]

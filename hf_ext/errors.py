@@ -60,3 +60,25 @@ def redact_values(value: Any) -> Any:
         items = [redact_values(v) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     return value
+
+
+def install_log_redaction(prefixes: tuple[str, ...] = ("hf_ext", "trainers")) -> None:
+    """Redact credentials from every log record of the loggers under `prefixes` (once per process;
+    other libraries' records are left as they are)."""
+    import logging
+
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_hf_ext_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name.startswith(prefixes):
+            try:
+                record.msg, record.args = redact(record.getMessage()), ()
+            except Exception:  # a malformed record: leave it to logging's own error handling
+                pass
+        return record
+
+    factory._hf_ext_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)

@@ -174,3 +174,12 @@ def test_every_jobs_metrics_json_is_redacted(tmp_path):
     text = (tmp_path / "out" / "metrics.json").read_text()
     assert "hunter2" not in text and "s3cr3t" not in text and "sk-abcdefgh12345678" not in text
     assert json.loads(text)["settings"]["critique_base_url"] == "https://***@api.example.com/v1?key=***"
+
+
+def test_log_lines_are_redacted(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("hf_ext.critique.generate").warning("retrying %s", "https://bob:hunter2@h/v1?key=s3cr3t")
+    assert caplog.records and "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
+    assert "https://***@h/v1?key=***" in caplog.text
