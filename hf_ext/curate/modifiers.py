@@ -45,6 +45,8 @@ class NewlineCollapse(Modifier):
         self._re = re.compile(r"\n{%d,}" % (max_consecutive + 1))
 
     def modify(self, doc: Doc) -> str:
+        if "\n" * (self.max_consecutive + 1) not in doc.text:  # nothing to collapse
+            return doc.text
         return self._re.sub("\n" * self.max_consecutive, doc.text)
 
 
@@ -191,6 +193,8 @@ class RefinedWebLineEdits(Modifier):
         current = list(range(len(lines)))
         edited: dict[int, str] = {}  # first/last lines changed by a pass's strip
         for vector, keep in ((up_ok, self._uppercase_ok), (num_ok, self._numeric_ok), (counter_ok, self._counter_ok)):
+            if vector is not True and vector is not None and vector.all() and not edited:
+                vector = True
             if vector is True:  # the pass removes no line
                 survivors = current
             elif vector is None:  # checked line by line
@@ -206,14 +210,17 @@ class RefinedWebLineEdits(Modifier):
         # matches the literal case-insensitively but lower-cases differently (checked once)
         odd_case = self._odd_case.search(text) is not None
         haystack = lowered  # lines are pieces of the original ones until a substring is removed
+        settled = False  # stripped, and no all-whitespace line: a pass without a match changes nothing
         for pattern, literal in zip(self._patterns, self._literals):
             if odd_case or literal is None or literal in haystack:
                 before = kept
                 kept = self._strip_substrings("\n".join(kept), pattern).split("\n")
+                settled = True
                 if kept != before:
                     haystack = "\n".join(kept).lower()
-            else:  # no line can match: only all-whitespace lines go, then the strip
+            elif not settled:  # no line can match: only all-whitespace lines go, then the strip
                 kept = "\n".join(line for line in kept if not line or not line.isspace()).strip().split("\n")
+                settled = True
         return "\n".join(kept)
 
     def modify_plain(self, text: str) -> str:
