@@ -1,7 +1,7 @@
 """Curation benchmark: our DCLM heuristic chain vs datatrove's Gopher quality + repetition +
 language filters (speed, and agreement on the rules whose semantics match), our numpy MinHash
 vs datasketch (speed, same documents), per-filter drop counts, and a fastText quality
-classifier trained on real data (held-out AUC).
+classifier trained on real data (AUC on held-out sources, beside the length baseline).
 
     python benchmarks/curate.py [--quick] [--dclm-dir /tmp/dclm] --out curate.json
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -207,35 +206,14 @@ def datasketch_dedup(texts, num_perm=112, ngram=5, threshold=0.8):
     return keep
 
 
-def quality_auc(data_dir: Path, seed: int, quick: bool, out_dir: Path):
-    """fastText (DCLM defaults, bigrams, 25 epochs) on instruction responses + Wikipedia (positives) vs C4
-    (negatives), 80/20 split, held-out AUC."""
-    from hf_ext.curate.quality import heldout_auc, train_fasttext_classifier
+def quality_auc(data_dir: Path, seed: int, quick: bool, out_dir: Path) -> dict:
+    """Quality scorers (fastText, embedding head, judge-labelled head) trained on pages vs pages
+    and tested on held-out pairs from other sources, beside the length baseline: the
+    `quality_auc*` keys of benchmarks/curate_quality.py (run it alone for the details; --quick
+    skips the slow judge LM here)."""
+    from curate_quality import quality_benchmark
 
-    rng = random.Random(seed)
-    lima = [r["output"] for r in read_jsonl(data_dir / "instruction" / "lima.jsonl.gz")]
-    dolly = [r["output"] for r in read_jsonl(data_dir / "instruction" / "dolly_alpagasus_3k.jsonl.gz") if len(r["output"].split()) > 50]
-    with gzip.open(data_dir / "web" / "wikipedia_demo_llamafactory.txt.gz", "rt") as f:
-        wiki_words = [w for line in f for w in line.split()]
-    wiki = [" ".join(wiki_words[i : i + 300]) for i in range(0, len(wiki_words) - 300, 300)]
-    negatives = [r["text"] for r in read_jsonl(data_dir / "web" / "c4_en_train_first1000.jsonl.gz")]
-    negatives += [r["text"] for r in read_jsonl(data_dir / "web" / "c4_demo_llamafactory.jsonl.gz")]
-    positives = lima + dolly + wiki
-    rng.shuffle(positives)
-    rng.shuffle(negatives)
-    positives = positives[: len(negatives)]
-    if quick:
-        positives, negatives = positives[:400], negatives[:400]
-    cut_p, cut_n = int(0.8 * len(positives)), int(0.8 * len(negatives))
-    start = time.perf_counter()
-    # DCLM's defaults (bigrams, dim 100, lr 0.1) but 25 epochs: DCLM trained on ~400k documents,
-    # here there are ~2k, and 5 epochs leave the model near chance
-    scorer = train_fasttext_classifier(positives[:cut_p], negatives[:cut_n], out_dir / "quality_fasttext.bin", seed=seed, epoch=25)
-    train_s = time.perf_counter() - start
-    auc = heldout_auc(scorer, positives[cut_p:], negatives[cut_n:])
-    return auc, {"train_docs": cut_p + cut_n, "heldout_docs": len(positives) - cut_p + len(negatives) - cut_n,
-                 "train_seconds": round(train_s, 2), "epochs": 25, "positives": "LIMA + Dolly (AlpaGasus) responses + Wikipedia chunks",
-                 "negatives": "C4"}
+    return quality_benchmark(data_dir, seed, quick, out_dir, judge_pages=0 if quick else None)
 
 
 def main():
@@ -290,7 +268,7 @@ def main():
 
     out_dir = Path(args.out).parent if args.out else Path("outputs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    results["quality_auc"], results["quality"] = quality_auc(args.data_dir, args.seed, args.quick, out_dir)
+    results.update(quality_auc(args.data_dir, args.seed, args.quick, out_dir))
     results["targets"] = {
         "docs_per_s >= 3x datatrove": results["speedup_vs_datatrove"] >= 3,
         "docs_per_s >= 15x datatrove (issue 16)": results["speedup_vs_datatrove"] >= 15,
