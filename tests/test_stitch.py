@@ -40,10 +40,16 @@ def _perturb(model: StitchedModel, seed: int = 0) -> None:
 
 def test_step0_stitched_model_equals_the_seed(models, batch):
     seed, experts = models
-    model = StitchedModel(seed, experts, StitchConfig(num_stitch_layers=4))
+    config = StitchConfig(num_stitch_layers=4)
+    model = StitchedModel(seed, experts, config)
     with torch.no_grad():
         diff = (model(**batch).logits - seed(**batch).logits).abs().max().item()
     assert diff <= 1e-5
+    # the model fills in its own copy of the config; models built in memory have no Hub ids
+    assert config.expert_names == [] and config.hub_hidden_size is None and model.stitch_config.expert_names == ["math", "code", "de"]
+    assert model.stitch_config.seed_model is None and model.stitch_config.expert_models is None
+    model.set_gate_offset(3.0)
+    assert model.gate_offset == 3.0 and model.stitch_config.gate_offset == 16.0
     assert [layer.kind for layer in model.stitch] == ["h2e", "e2h", "h2e", "e2h"] and model.stitch_after == [1, 2, 3, 4]
 
 
@@ -82,7 +88,9 @@ def test_parameter_count_is_k_times_2n_plus_1_times_d_squared(models, tok):
     assert model.num_trainable_parameters() == 4 * (2 * 3 + 1) * D * D == model.expected_trainable_parameters()
     assert all(not p.requires_grad for p in seed.parameters())
     wide = tiny_llama(tokenizer=tok, num_layers=L, hidden_size=48, seed=7)
-    mixed = StitchedModel(seed, {"math": experts["math"], "wide": wide}, StitchConfig(num_stitch_layers=2))
+    with pytest.raises(InputError, match=r"Expert 'wide' has hidden_size=48 .* StitchConfig\.width_projections=True"):
+        StitchedModel(seed, {"math": experts["math"], "wide": wide}, StitchConfig(num_stitch_layers=2))
+    mixed = StitchedModel(seed, {"math": experts["math"], "wide": wide}, StitchConfig(num_stitch_layers=2, width_projections=True))
     assert tuple(mixed.stitch[1].proj["wide"].weight.shape) == (D, 48)  # E2H: expert width -> hub width
     assert tuple(mixed.stitch[0].proj["wide"].weight.shape) == (48, D)  # H2E: hub width -> expert width
     batch = tok(["experts of another width"], return_tensors="pt")

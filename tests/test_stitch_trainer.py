@@ -1,5 +1,7 @@
 """StitchTrainer: only stitch parameters train and are saved; frozen models stay bit-identical;
-resuming from a checkpoint continues the same loss sequence; two processes under torchrun."""
+resuming from a checkpoint continues the same loss sequence; two processes under torchrun; a
+default run learns and logs its gates; save_model / push_to_hub write the stitch card; bad input.
+FutureWarnings (deprecated names) raised on these code paths fail the tests."""
 
 import json
 import os
@@ -10,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_ext.adapters.stitch import CONFIG_NAME, WEIGHTS_NAME, StitchedModel
+from hf_ext.adapters.stitch import CONFIG_NAME, WEIGHTS_NAME, StitchConfig, StitchedModel
 from hf_ext.lm import pack_texts
 from hf_ext.testing import tiny_llama, tiny_tokenizer
 from trainers.stitch import StitchTrainer, StitchTrainingConfig
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("error::FutureWarning")
 TEXTS = [f"Question: what is {i} plus {i + 1}? Answer: {2 * i + 1}. The quick brown fox jumps over the lazy dog." for i in range(120)]
 
 
@@ -130,3 +133,116 @@ def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
         BTSConfig(mix_ratios={"math": 1.0})
     with pytest.raises(InputError, match="data_dir is not set"):
         run_bts(BTSConfig(output_dir=str(tmp_path)))  # no default folder: the staged data lives outside the repo
+
+
+# ---- defaults that learn, gate logging, the stitch card ---------------------------------------
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """A README-style run from Hub ids (resolved to local folders): default StitchTrainingConfig,
+    text datasets packed by the trainer, 20 steps, held-out loss before and after."""
+    import datasets
+
+    from hf_ext import models
+
+    root = tmp_path_factory.mktemp("default_run")
+    tok = tiny_tokenizer()
+    saved = dict(models._REGISTRY)
+    for name, seed in {"seed": 0, "expert-a": 1, "expert-b": 2}.items():
+        tiny_llama(tokenizer=tok, num_layers=4, seed=seed).save_pretrained(root / name)
+        models.register_local_model(f"org/tiny-{name}", root / name)
+    try:
+        args = StitchTrainingConfig(output_dir=str(root / "out"), max_steps=20, per_device_train_batch_size=4, max_length=32,
+                                    logging_steps=1, use_cpu=True, hub_model_id="user/tiny-stitch")
+        text = datasets.Dataset.from_dict({"text": TEXTS[:100]})
+        held_out = datasets.Dataset.from_dict({"text": TEXTS[100:]})
+        # seed by Hub id, one expert by id, the other by the local path the resolver maps it to
+        trainer = StitchTrainer(model="org/tiny-seed", experts={"a": "org/tiny-expert-a", "b": str(root / "expert-b")}, args=args,
+                                train_dataset=text, eval_dataset=held_out, processing_class=tok)
+        before = trainer.evaluate()["eval_loss"]
+        trainer.train()
+        after = trainer.evaluate()["eval_loss"]
+        yield trainer, before, after, root
+    finally:
+        models._REGISTRY.clear()
+        models._REGISTRY.update(saved)
+
+
+def test_a_default_run_learns_and_logs_its_gates(default_run):
+    trainer, before, after, _ = default_run
+    assert after < before - 1e-3  # frozen gates (gate_offset_final=None) keep the seed's loss: see the next test
+    args, model = trainer.args, trainer.model
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in logs] == list(range(1, 21))
+    # beta follows the BTS schedule: 16 -> 2 over the first 30% of the steps; the configs keep the start value
+    assert [h["stitch/gate_offset"] for h in logs] == pytest.approx([16 - 14 * min(1.0, (s - 1) / 6) for s in range(1, 21)])
+    assert args.gate_offset == model.stitch_config.gate_offset == 16.0 and model.gate_offset == 2.0
+    assert json.loads((trainer.args.output_dir and Path(args.output_dir) / "checkpoint-20" / CONFIG_NAME).read_text())["gate_offset"] == 2.0
+    for k, layer in enumerate(model.stitch):
+        names = ["hub", "a", "b"] if layer.kind == "e2h" else ["a", "b"]
+        assert all(f"stitch/{k}/{layer.kind}_{n}" in h for h in logs for n in names)
+        if layer.kind == "e2h":  # softmax weights: hub + experts = 1 at every step
+            assert all(sum(h[f"stitch/{k}/e2h_{n}"] for n in names) == pytest.approx(1.0, abs=1e-5) for h in logs)
+        opened = [h[f"stitch/{k}/{layer.kind}_a"] for h in logs]
+        assert opened[0] < 1e-5 < 0.01 < opened[-1]  # closed at the identity start (~e^-16), open once beta is 2
+    assert trainer.model.stitch_config.seed_model == "org/tiny-seed"
+    assert trainer.model.stitch_config.expert_models == ["org/tiny-expert-a", "org/tiny-expert-b"]
+
+
+def test_frozen_identity_start_keeps_the_seed_loss(default_run, tmp_path):
+    trainer, before, _, _ = default_run
+    model = trainer.model
+    args = _args(tmp_path, max_steps=3, gate_offset=16.0, gate_offset_final=None, save_strategy="no", num_stitch_layers=4,
+                 learning_rate=1e-3)
+    frozen = StitchTrainer(model=model.seed, experts=dict(model.experts), args=args, train_dataset=trainer.train_dataset,
+                           eval_dataset=trainer.eval_dataset, processing_class=trainer.processing_class)
+    frozen.train()
+    assert frozen.evaluate()["eval_loss"] == pytest.approx(before, abs=1e-5)
+    assert {h["stitch/gate_offset"] for h in frozen.state.log_history if "loss" in h} == {16.0}
+
+
+def test_save_model_writes_the_stitch_card_with_the_gate_plot(default_run, tmp_path):
+    import yaml
+
+    trainer, _, after, _ = default_run
+    trainer.save_model(str(tmp_path / "final"))
+    card = (tmp_path / "final" / "README.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == ["org/tiny-seed", "org/tiny-expert-a", "org/tiny-expert-b"]
+    assert front["base_model_relation"] == "adapter" and front["library_name"] == "hf_ext"
+    assert "generated_from_trainer" not in card  # not Trainer's generic card
+    assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(after)
+    assert "![" in card and "(gates.png)" in card
+    assert (tmp_path / "final" / "gates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "final" / CONFIG_NAME).read_text())
+    assert saved["seed_model"] == "org/tiny-seed" and saved["expert_models"] == ["org/tiny-expert-a", "org/tiny-expert-b"]
+
+
+def test_push_to_hub_uploads_the_stitch_card(default_run, local_hub):
+    from hf_ext.hub import pull
+
+    trainer, _, _, _ = default_run
+    trainer.push_to_hub()
+    folder = pull("user/tiny-stitch", repo_type="model")
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    assert {"README.md", "gates.png", CONFIG_NAME, WEIGHTS_NAME} <= names and "model.safetensors" not in names
+    assert "base_model:\n- org/tiny-seed" in (folder / "README.md").read_text(encoding="utf-8")
+    loaded = StitchedModel.from_pretrained(trainer.model.seed, dict(trainer.model.experts), folder)
+    assert loaded.gate_offset == trainer.model.gate_offset == 2.0
+
+
+def test_bad_input_gets_one_clear_error(setup, tmp_path):
+    import datasets
+
+    from hf_ext.errors import InputError
+
+    tok, seed, experts, blocks = setup
+    with pytest.raises(InputError, match="peft_config.*only trainable parameters"):
+        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, peft_config=object())
+    with pytest.raises(InputError, match="gate_offset_final=4.0 is larger than gate_offset=2.0.*sharpen the gates"):
+        _args(tmp_path, gate_offset_final=4.0)
+    stitched = StitchedModel(seed, experts, StitchConfig(num_stitch_layers=2, gate_offset=1.0))
+    with pytest.raises(InputError, match="larger than the model's gate offset beta=1.0.*sharpen"):
+        StitchTrainer(model=stitched, args=_args(tmp_path, gate_offset_final=1.5), train_dataset=blocks)
+    with pytest.raises(InputError, match=r"eval_dataset has neither .*'input_ids'.* nor the text column 'text'.*\['prompt'\]"):
+        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, processing_class=tok,
+                      eval_dataset=datasets.Dataset.from_dict({"prompt": ["no text column"]}))

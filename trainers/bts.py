@@ -283,6 +283,7 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
                "held_out_texts": {n: len(v) for n, v in held_out.items()}, **timings,
                "elapsed_seconds": time.perf_counter() - start, "config": asdict(config)}
     card = model.model_card(summary=_summary(loss), datasets=config.dataset_ids, training={"steps": config.stitch_steps, "mix_ratios": config.mix_ratios},
+                            plots=[p for p in [trainer.plot_gates(out / "stitch")] if p],
                             eval_results=[{"task_type": "text-generation", "dataset_type": "mixed", "dataset_name": f"held-out {d}",
                                            "metric_type": "loss", "metric_value": v} for d, v in loss["stitched"].items()])
     card.save(str(out / "stitch" / "README.md"))

@@ -41,8 +41,15 @@ class StitchTrainingConfig(TrainingArguments):
     rate (only ~K·(2n+1)·d² new parameters are trained) and ``adam_epsilon=1e-16``: at identity
     init the experts' gate share is e^(−β), so stitch gradients start ~e^(−β) small and Adam's
     ε must sit below them for its scale-free step to move the gates. Gate logits move by about
-    lr·d per step at best, so over short runs anneal β (``gate_offset_final``) rather than wait
-    for the gates to climb over it; the saved config holds the β in use at the end.
+    lr·d per step at best, so β is annealed by default (the BTS replication's schedule: from
+    ``gate_offset`` = 16 to ``gate_offset_final`` = 2 over the first 30% of the steps) rather
+    than left for the gates to climb over. The annealed β is runtime state: it follows the
+    trainer's global step, is logged as ``stitch/gate_offset``, and a save writes the β in use
+    into ``stitch_config.json``; this config and the model's `StitchConfig` are not changed.
+
+    Datasets are packed blocks (an ``input_ids`` column, e.g. from `hf_ext.lm.pack_texts`) or
+    text in ``dataset_text_field``, which the trainer tokenizes and packs into blocks of
+    ``max_length`` tokens (TRL's field names).
 
     The default optimizer is Adafactor (``optim="adafactor"``: factored second moments, no first
     moment, scale-free update like Adam's, ε₁ = 1e-30): its state is one row and one column per
@@ -63,8 +70,27 @@ class StitchTrainingConfig(TrainingArguments):
     stitch_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the stitch layers."})
     stitch_init: Literal["identity", "random"] = field(default="identity", metadata={"help": "'identity': the stitched model equals the seed at step 0."})
     gate_offset: float = field(default=16.0, metadata={"help": "Fixed hub gate-logit offset beta (identity init)."})
-    gate_offset_final: float | None = field(default=None, metadata={"help": "Anneal beta linearly to this value over gate_offset_anneal_steps (None: keep beta)."})
-    gate_offset_anneal_steps: int = field(default=0, metadata={"help": "Steps over which beta goes from gate_offset to gate_offset_final."})
+    gate_offset_final: float | None = field(default=2.0, metadata={"help": (
+        "Anneal beta linearly from gate_offset to this value over gate_offset_anneal_steps, so the stitched model "
+        "starts as the seed and the experts' share (~e^-beta) opens to where gradients can train the gates. None: "
+        "keep beta frozen at gate_offset (the exact identity start, but with beta = 16 the gates barely move and "
+        "the loss stays flat for hundreds of steps). Must not exceed gate_offset (that would sharpen the gates).")})
+    gate_offset_anneal_steps: float = field(default=0.3, metadata={"help": "Steps over which beta goes from gate_offset to gate_offset_final; below 1, a fraction of the total training steps."})
+    dataset_text_field: str = field(default="text", metadata={"help": "Text column of datasets without input_ids; tokenized with processing_class and packed."})
+    max_length: int = field(default=1024, metadata={"help": "Tokens per packed block when the trainer packs a text dataset."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.gate_offset_final is not None and self.gate_offset_final > self.gate_offset:
+            raise InputError(
+                f"StitchTrainingConfig.gate_offset_final={self.gate_offset_final} is larger than gate_offset={self.gate_offset}: "
+                "raising beta would sharpen the gates (shrink the experts' share) instead of opening them. Use a value "
+                "<= gate_offset, or gate_offset_final=None to keep beta fixed."
+            )
+        if self.gate_offset_anneal_steps < 0:
+            raise InputError(f"StitchTrainingConfig.gate_offset_anneal_steps must be >= 0, got {self.gate_offset_anneal_steps}.")
+        if self.max_length < 2:
+            raise InputError(f"StitchTrainingConfig.max_length must be at least 2 tokens, got {self.max_length}.")
 
     def stitch_config(self, expert_names: list[str] | None = None) -> StitchConfig:
         return StitchConfig(expert_names=list(expert_names or []), num_stitch_layers=self.num_stitch_layers,
@@ -75,13 +101,15 @@ class StitchTrainingConfig(TrainingArguments):
 class GateOffsetAnneal(TrainerCallback):
     """β(step) = β_0 + (β_final − β_0)·min(1, step / steps): the stitched model equals the seed
     at step 0 (large β_0), and the gates need not climb over β_0 by gradient steps alone.
-    Derived from the global step, so resuming from a checkpoint gives the same schedule."""
+    Derived from the trainer state's global step, so resuming from a checkpoint gives the same
+    schedule. ``steps`` below 1 is a fraction of the run's total steps."""
 
-    def __init__(self, model: StitchedModel, start: float, final: float, steps: int) -> None:
-        self.model, self.start, self.final, self.steps = model, start, final, max(1, steps)
+    def __init__(self, model: StitchedModel, start: float, final: float, steps: float) -> None:
+        self.model, self.start, self.final, self.steps = model, start, final, steps
 
     def on_step_begin(self, args, state, control, **kwargs):
-        fraction = min(1.0, state.global_step / self.steps)
+        steps = self.steps * (state.max_steps or 1) if self.steps < 1 else self.steps
+        fraction = min(1.0, state.global_step / max(1, round(steps)))
         self.model.set_gate_offset(self.start + (self.final - self.start) * fraction)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -91,16 +119,33 @@ class GateOffsetAnneal(TrainerCallback):
 class StitchTrainer(Trainer):
     """A `Trainer` whose optimizer holds only stitch parameters and whose saves hold only them.
 
+    Logged with the loss (and in ``trainer.state.log_history``), averaged over the logging
+    interval: per stitch layer k, ``stitch/{k}/e2h_hub`` and ``stitch/{k}/e2h_{expert}`` (the mean
+    E2H mixing weights on the hub and on every expert) or ``stitch/{k}/h2e_{expert}`` (the mean
+    H2E gate: the hub's share in that expert's state), and ``stitch/gate_offset`` (the current β).
+    ``save_model`` and ``push_to_hub`` write the stitch card (README.md, ``base_model`` = seed +
+    experts, relation ``adapter``) with a plot of these over training (``gates.png``) and the
+    latest held-out loss if the trainer evaluated.
+
     Args:
         model: a `StitchedModel`, or the seed (instance, Hub id or path) together with `experts`.
         experts: ``{name: model or id}`` when `model` is the seed.
         args: a `StitchTrainingConfig` (a plain `TrainingArguments` works with stitch defaults).
         stitch_config: overrides the stitch settings taken from `args`.
+        train_dataset / eval_dataset: packed blocks (``input_ids``) or text in ``args.dataset_text_field``.
         Other arguments are `Trainer`'s; `data_collator` defaults to stacking packed blocks.
+        ``peft_config`` is refused: the stitch layers are already the only trainable parameters.
     """
 
     def __init__(self, model: Any = None, args: TrainingArguments | None = None, *, experts: dict[str, Any] | None = None,
-                 stitch_config: StitchConfig | None = None, data_collator: Any = None, **kwargs: Any) -> None:
+                 stitch_config: StitchConfig | None = None, data_collator: Any = None, train_dataset: Any = None,
+                 eval_dataset: Any = None, processing_class: Any = None, peft_config: Any = None, **kwargs: Any) -> None:
+        if peft_config is not None:
+            raise InputError(
+                "StitchTrainer does not take peft_config: the seed and the experts are frozen and the stitch layers are "
+                "already the only trainable parameters (an adapter of their own). Drop peft_config; to train fewer "
+                "parameters, use fewer stitch layers (StitchTrainingConfig.num_stitch_layers or stitch_after)."
+            )
         args = args if args is not None else StitchTrainingConfig(output_dir="stitch_out")
         if not isinstance(model, StitchedModel):
             if model is None or not experts:
@@ -110,17 +155,51 @@ class StitchTrainer(Trainer):
             model = StitchedModel(model, experts, stitch_config)
         elif experts is not None:
             raise InputError("Pass `experts` only with a seed model; this StitchedModel already has its experts.")
-        super().__init__(model=model, args=args, data_collator=data_collator or default_data_collator, **kwargs)
         final = getattr(args, "gate_offset_final", None)
+        if final is not None and final > model.gate_offset:
+            raise InputError(
+                f"gate_offset_final={final} is larger than the model's gate offset beta={model.gate_offset}: annealing "
+                "would sharpen the gates (shrink the experts' share) instead of opening them. Set gate_offset_final <= "
+                f"{model.gate_offset}, or None to keep beta as it is."
+            )
+        train_dataset = _blocks(train_dataset, "train_dataset", args, processing_class)
+        eval_dataset = _blocks(eval_dataset, "eval_dataset", args, processing_class)
+        super().__init__(model=model, args=args, data_collator=data_collator or default_data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if final is not None:
             self.add_callback(GateOffsetAnneal(model, model.gate_offset, final, args.gate_offset_anneal_steps))
         frozen_trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("stitch.")]
         if frozen_trainable:  # someone unfroze a seed/expert weight: it would silently train
             raise InputError(f"Only stitch parameters may train, but {frozen_trainable[:3]} require grad; call requires_grad_(False) on them.")
+        self._gate_sums: dict[str, Any] = {}
+        self._gate_batches = 0
 
     def _stitched(self) -> StitchedModel:
         return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
+    # -- logging --------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if self.model.training:
+            for name, value in self._stitched().gate_means().items():
+                self._gate_sums[name] = self._gate_sums.get(name, 0.0) + value
+            self._gate_batches += 1
+        return result
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the gate means since the last one (averaged over processes)
+            import torch
+
+            if self._gate_batches:
+                names = sorted(self._gate_sums)
+                means = torch.stack([self._gate_sums[n] for n in names]) / self._gate_batches
+                means = self.accelerator.gather(means[None]).mean(0)
+                logs.update(zip(names, means.tolist()))
+            logs["stitch/gate_offset"] = self._stitched().gate_offset
+            self._gate_sums, self._gate_batches = {}, 0
+        super().log(logs, start_time)
+
+    # -- saving, cards, the Hub -----------------------------------------------------------------
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
@@ -128,11 +207,71 @@ class StitchTrainer(Trainer):
         os.makedirs(output_dir, exist_ok=True)
         self._stitched().save_pretrained(output_dir)
         in_checkpoint = os.path.basename(os.path.normpath(output_dir)).startswith(PREFIX_CHECKPOINT_DIR)
-        if self.processing_class is not None and not in_checkpoint:  # the seed's tokenizer: once, in the final save
-            self.processing_class.save_pretrained(output_dir)
+        if not in_checkpoint:  # the seed's tokenizer and the card: once, in the final save
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            self.stitch_card(output_dir, require_hub_ids=False)
         import torch
 
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def plot_gates(self, folder: str | os.PathLike) -> tuple[str, str] | None:
+        """Write ``gates.png`` (gate means and β over training) into `folder`; returns (file name, caption)."""
+        from hf_ext.adapters.stitch.plots import GATES_PLOT, plot_gate_history
+
+        if not any("stitch/gate_offset" in row for row in self.state.log_history):
+            return None
+        plot_gate_history(self.state.log_history, os.path.join(folder, GATES_PLOT))
+        return GATES_PLOT, "Mean gates per stitch layer and the gate offset beta over training"
+
+    def stitch_card(self, folder: str | os.PathLike | None = None, *, require_hub_ids: bool = True, summary: str = "",
+                    datasets: list[str] | None = None):
+        """The stitch card (`StitchedModel.model_card`) with this run's gate plot, settings and latest
+        held-out loss; written to ``folder/README.md`` (with ``gates.png``) when `folder` is given."""
+        evals = [row for row in self.state.log_history if "eval_loss" in row]
+        eval_results = [{"task_type": "text-generation", "dataset_type": "held-out", "dataset_name": "held-out text",
+                         "metric_type": "loss", "metric_value": evals[-1]["eval_loss"]}] if evals else []
+        plots = [self.plot_gates(folder)] if folder is not None else []
+        args = self.args
+        training = {"steps": self.state.global_step, "learning_rate": args.learning_rate, "optim": getattr(args.optim, "value", args.optim),
+                    "gate_offset_final": getattr(args, "gate_offset_final", None)}
+        card = self._stitched().model_card(summary=summary, eval_results=eval_results, datasets=datasets, training=training,
+                                           plots=[p for p in plots if p], require_hub_ids=require_hub_ids)
+        if folder is not None:
+            card.save(os.path.join(folder, "README.md"))
+        return card
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """Trainer's generic card would describe the whole stack: write the stitch card instead."""
+        if self.is_world_process_zero():
+            self.stitch_card(self.args.output_dir, require_hub_ids=False)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        self.hub_model_id = self.args.hub_model_id  # push_to_hub creates the repo, with the card, in one commit
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs: Any):
+        """Upload the stitch weights, config, tokenizer, card and gate plot to ``args.hub_model_id`` in one commit.
+
+        The card needs the Hub ids of the seed and the experts (set from models given by id, or in
+        the `StitchConfig`); without them this fails before anything is uploaded.
+        """
+        import tempfile
+
+        from hf_ext.hub import push_folder
+
+        repo_id = self.args.hub_model_id
+        if not repo_id or "/" not in repo_id:
+            raise InputError(f"StitchTrainer.push_to_hub needs args.hub_model_id as 'namespace/name', got {repo_id!r}.")
+        self._stitched().model_card()  # fails early (InputError) if the seed's or an expert's Hub id is unknown
+        if not self.is_world_process_zero():
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            self._save(tmp)
+            self.stitch_card(tmp, datasets=kwargs.get("dataset"))
+            return push_folder(tmp, repo_id, repo_type="model", token=token or self.args.hub_token,
+                               private=self.args.hub_private_repo if private is None else private,
+                               commit_message=commit_message, revision=revision or self.args.hub_revision)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         stitched = self.accelerator.unwrap_model(model, keep_torch_compile=False) if model is not None else self._stitched()
@@ -140,3 +279,26 @@ class StitchTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         self._stitched().load_stitch_weights(self.state.best_model_checkpoint)
+
+
+def _blocks(dataset: Any, name: str, args: Any, tokenizer: Any) -> Any:
+    """Packed blocks as they are; text in ``args.dataset_text_field`` tokenized and packed; else one clear error."""
+    if dataset is None:
+        return None
+    if isinstance(dataset, dict):
+        return {key: _blocks(value, f"{name}[{key!r}]", args, tokenizer) for key, value in dataset.items()}
+    columns = getattr(dataset, "column_names", None)
+    if columns is None or "input_ids" in columns:  # an iterable dataset, a list of blocks, or packed blocks
+        return dataset
+    field_name = getattr(args, "dataset_text_field", "text")
+    if field_name not in columns:
+        raise InputError(
+            f"{name} has neither packed blocks (an 'input_ids' column) nor the text column {field_name!r} "
+            f"(StitchTrainingConfig.dataset_text_field); its columns are {columns}. Set dataset_text_field to the "
+            "column that holds the text, or pack the texts with hf_ext.lm.pack_texts."
+        )
+    if tokenizer is None:
+        raise InputError(f"{name} holds text in {field_name!r}: pass processing_class (the seed's tokenizer) so StitchTrainer can pack it.")
+    from hf_ext.lm import pack_texts
+
+    return pack_texts(tokenizer, dataset, getattr(args, "max_length", 1024), text_column=field_name)

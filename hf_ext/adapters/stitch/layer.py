@@ -35,6 +35,7 @@ class StitchLayer(nn.Module):
         if kind not in ("e2h", "h2e"):
             raise InputError(f"Stitch layer kind must be 'e2h' or 'h2e', got {kind!r}.")
         self.kind, self.hub_dim, self.gate_offset = kind, hub_dim, gate_offset
+        self.gate_means: dict[str, torch.Tensor] = {}  # mean gate per model of the last forward (detached), for logging
         self.init_mode, self.init_std = init, init_std
         self.dropout = nn.Dropout(dropout)
         self.gate_hub = nn.Linear(hub_dim, hub_dim, bias=False)
@@ -112,6 +113,7 @@ class StitchLayer(nn.Module):
     def forward(self, h0: torch.Tensor, experts: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dtype = self.gate_hub.weight.dtype
         g = self.gates(h0)
+        self.gate_means = {name: value.detach().float().mean() for name, value in g.items()}
         if self.kind == "e2h":
             mixed = g["hub"] * h0.to(dtype)
             for name, h in experts.items():

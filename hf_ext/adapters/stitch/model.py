@@ -15,6 +15,8 @@ stitch layers were trained with (a hash of each expert's config and a weight sam
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -104,6 +106,15 @@ def _load_causal_lm(model: Any, role: str, **kwargs: Any) -> nn.Module:
         raise InputError(f"Could not load the {role} from {str(model)!r}: {exc}") from None
 
 
+def _hub_id(given: Any, model: nn.Module) -> str | None:
+    """The Hub id of a model given by id or path (mapped back through the resolver), else of the
+    folder it was loaded from; ``None`` when unknown (a model built in memory, an unknown folder)."""
+    from ...models import hub_id_for
+
+    source = given if isinstance(given, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+    return hub_id_for(source) if source else None
+
+
 class StitchCache(DynamicCache):
     """The hub's KV cache, carrying one cache per expert for generation."""
 
@@ -118,7 +129,9 @@ class StitchedModel(nn.Module, GenerationMixin):
     Args:
         seed: the hub model (a causal LM instance, or a Hub id / path).
         experts: ``{name: model or id/path}``; every expert must share the seed's vocabulary and depth.
-        config: a `StitchConfig`; its derived fields (widths, depth, expert hashes) are filled in here.
+        config: a `StitchConfig`; the model keeps a copy whose derived fields (widths, depth, expert
+            hashes) are filled in here, and the Hub ids of models given by id (or by a path the
+            resolver `hf_ext.models` knows) where ``seed_model`` / ``expert_models`` are unset.
         tokenizer / expert_tokenizers: optional; when given, their vocabularies must be identical.
         force: build even if the config's stored expert hashes do not match the given experts.
     """
@@ -129,7 +142,7 @@ class StitchedModel(nn.Module, GenerationMixin):
     def __init__(self, seed: Any, experts: dict[str, Any], config: StitchConfig | None = None, *,
                  tokenizer: Any = None, expert_tokenizers: dict[str, Any] | None = None, force: bool = False) -> None:
         super().__init__()
-        config = config if config is not None else StitchConfig()
+        config = copy.deepcopy(config) if config is not None else StitchConfig()  # the caller's config is never changed
         if not isinstance(experts, dict) or not experts:
             raise InputError("`experts` must be a non-empty dict {name: model}; BTS needs at least one expert.")
         if config.expert_names and list(experts) != list(config.expert_names):
@@ -153,10 +166,15 @@ class StitchedModel(nn.Module, GenerationMixin):
             model.eval()
         self._hub_trunk = _trunk(self.seed, "seed")
         for name, expert in self.experts.items():
-            self._check_expert(name, expert, tokenizer, (expert_tokenizers or {}).get(name))
+            self._check_expert(name, expert, tokenizer, (expert_tokenizers or {}).get(name), config)
         self._check_hashes(config, force)
         seed_hash = expert_hash(self.seed)
         self._check_seed(config, seed_hash, force)
+        if config.seed_model is None:
+            config.seed_model = _hub_id(seed, self.seed)
+        if config.expert_models is None:
+            ids = [_hub_id(experts[n], e) for n, e in self.experts.items()]
+            config.expert_models = ids if all(ids) else None  # all or none: the list lines up with expert_names
 
         self.stitch_config = config
         config.seed_hash = seed_hash
@@ -177,9 +195,16 @@ class StitchedModel(nn.Module, GenerationMixin):
         self.generation_config = self.seed.generation_config
 
     # -- checks -------------------------------------------------------------------------------
-    def _check_expert(self, name: str, expert: nn.Module, tokenizer: Any, expert_tokenizer: Any) -> None:
+    def _check_expert(self, name: str, expert: nn.Module, tokenizer: Any, expert_tokenizer: Any, config: StitchConfig) -> None:
         _trunk(expert, f"expert {name!r}")
         seed_cfg, cfg = self.seed.config, expert.config
+        if cfg.hidden_size != seed_cfg.hidden_size and not config.width_projections:
+            raise InputError(
+                f"Expert {name!r} has hidden_size={cfg.hidden_size} but the seed has {seed_cfg.hidden_size}, and no "
+                "projections between the widths are configured. Set StitchConfig.width_projections=True to give it "
+                "rectangular projections (pass stitch_config=StitchConfig(..., width_projections=True) to StitchTrainer), "
+                "or branch the expert from the seed so the widths match."
+            )
         if cfg.vocab_size != seed_cfg.vocab_size:
             raise InputError(
                 f"Expert {name!r} has vocab_size={cfg.vocab_size} but the seed has {seed_cfg.vocab_size}. "
@@ -237,7 +262,7 @@ class StitchedModel(nn.Module, GenerationMixin):
         expert = _load_causal_lm(expert, f"expert {name!r}").to(self.seed.device)
         expert.requires_grad_(False)
         expert.eval()
-        self._check_expert(name, expert, tokenizer, expert_tokenizer)
+        self._check_expert(name, expert, tokenizer, expert_tokenizer, self.stitch_config)
         self.experts[name] = expert
         for layer in self.stitch:
             layer.add_expert(name, expert.config.hidden_size, closed=True)
@@ -274,13 +299,20 @@ class StitchedModel(nn.Module, GenerationMixin):
 
     @property
     def gate_offset(self) -> float:
-        return self.stitch_config.gate_offset
+        """The hub's gate-logit offset β the stitch layers use now (the config holds the one they started with)."""
+        return self.stitch[0].gate_offset
 
     def set_gate_offset(self, value: float) -> None:
-        """Set the hub's fixed gate-logit offset β in every stitch layer (and the saved config)."""
-        self.stitch_config.gate_offset = float(value)
+        """Set the hub's fixed gate-logit offset β in every stitch layer (runtime state: the config is not
+        changed; `save_pretrained` writes the β in use, so a saved model loads with the β it was saved with)."""
         for layer in self.stitch:
             layer.gate_offset = float(value)
+
+    def gate_means(self) -> dict[str, torch.Tensor]:
+        """Mean gate values of the last forward, per stitch layer: ``stitch/{k}/e2h_hub`` and
+        ``stitch/{k}/e2h_{expert}`` (the E2H softmax weights, summing to 1) and ``stitch/{k}/h2e_{expert}``
+        (the H2E sigmoid gates: the hub's share in that expert's state)."""
+        return {f"stitch/{k}/{layer.kind}_{name}": value for k, layer in enumerate(self.stitch) for name, value in layer.gate_means.items()}
 
     def stitch_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"stitch.{k}": v.detach().contiguous() for k, v in self.stitch.state_dict().items()}
@@ -389,7 +421,7 @@ class StitchedModel(nn.Module, GenerationMixin):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.cpu() for k, v in self.stitch_state_dict().items()}, str(folder / WEIGHTS_NAME),
                   metadata={"format": "pt", "hf_ext": "stitch"})
-        self.stitch_config.save_pretrained(folder)
+        dataclasses.replace(self.stitch_config, gate_offset=self.gate_offset).save_pretrained(folder)
         return folder
 
     def load_stitch_weights(self, folder: str | os.PathLike) -> None:
@@ -426,25 +458,35 @@ class StitchedModel(nn.Module, GenerationMixin):
         return model
 
     def model_card(self, *, summary: str = "", eval_results: list[dict] | None = None, datasets: list[str] | None = None,
-                   training: dict | None = None):
-        """A Hub model card: base_model = the seed and the experts, relation adapter."""
+                   training: dict | None = None, plots: list[tuple[str, str]] | None = None, require_hub_ids: bool = True):
+        """A Hub model card: base_model = the seed and the experts, relation adapter.
+
+        `plots` are (file name beside README.md, caption) pairs shown in the card. Without the
+        Hub ids of the seed and every expert the card has no base_model: that fails when
+        `require_hub_ids` (pushing), and gives a local card that says what to set otherwise.
+        """
         from ...hub.cards import render_model_card
 
         cfg = self.stitch_config
-        if not cfg.seed_model or not cfg.expert_models or len(cfg.expert_models) != len(cfg.expert_names):
+        known = bool(cfg.seed_model and cfg.expert_models and len(cfg.expert_models) == len(cfg.expert_names))
+        if require_hub_ids and not known:
             raise InputError(
                 "Set stitch_config.seed_model and stitch_config.expert_models (Hub ids, one per expert, in the order "
-                f"{cfg.expert_names}) before pushing: the card's base_model lists them."
+                f"{cfg.expert_names}) before pushing: the card's base_model lists them. They are set for you when the "
+                "models are given by Hub id (or by a path the resolver hf_ext.models knows)."
             )
-        card_data = {"base_model": [cfg.seed_model, *cfg.expert_models], "base_model_relation": "adapter",
+        card_data = {"base_model": [cfg.seed_model, *cfg.expert_models] if known else None, "base_model_relation": "adapter",
                      "library_name": "hf_ext", "tags": ["hf_ext", "branch-train-stitch", "stitch", "arxiv:2502.00075"]}
         if datasets:
             card_data["datasets"] = datasets
+        experts = dict(zip(cfg.expert_names, cfg.expert_models)) if known else dict.fromkeys(cfg.expert_names)
+        name = f"{cfg.seed_model} + stitched experts" if known else "stitched experts"
         return render_model_card(
-            "stitch_model.md.j2", card_data, eval_results=eval_results or [], model_name=f"{cfg.seed_model} + stitched experts", title="Stitch layers (Branch-Train-Stitch)",
-            summary=summary, seed_model=cfg.seed_model, experts=dict(zip(cfg.expert_names, cfg.expert_models)),
-            stitch_after=self.stitch_after, kinds=[layer.kind for layer in self.stitch],
+            "stitch_model.md.j2", card_data, eval_results=eval_results or [], model_name=name, title="Stitch layers (Branch-Train-Stitch)",
+            summary=summary, seed_model=cfg.seed_model if known else None, experts=experts,
+            stitch_after=self.stitch_after, kinds=[layer.kind for layer in self.stitch], gate_offset=self.gate_offset,
             trainable=self.num_trainable_parameters(), stitch_config=cfg.to_dict(), training=training or {},
+            plots=plots or [], held_out=eval_results or [],
         )
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, endpoint: str | None = None,
