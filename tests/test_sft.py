@@ -18,7 +18,7 @@ ROWS = [
     {"instruction": "Is water wet?", "input": "", "output": "Yes, in everyday language.", "category": "open_qa"},
     {"instruction": "Translate to French: hello", "input": "", "output": "Bonjour.", "category": "general_qa"},
 ]
-CPU = dict(bf16=False, gradient_checkpointing=False, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+CPU = dict(bf16=False, activation_checkpointing=False, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
            per_device_train_batch_size=2, max_steps=2, learning_rate=1e-3, seed=0, dataset_num_proc=None)
 
 
