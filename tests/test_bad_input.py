@@ -378,7 +378,8 @@ def _case_selector_wrong_prefix(tmp):
     return lambda: select({"np2_ids": [[1], [2]]}, "sae_greedy", 1), "prefix='np2'"
 
 
-def _case_time_vector_null_fingerprint(tmp):
+def _null_fingerprint_vector():
+    """(base, finetune, τ = finetune − base with its base fingerprint cleared)."""
     import copy
 
     import torch
@@ -393,6 +394,13 @@ def _case_time_vector_null_fingerprint(tmp):
             p.add_(0.01)
     tau = TimeVector.from_models(base, ft)
     tau.config.base_fingerprint = None
+    return base, ft, tau
+
+
+def _case_time_vector_null_fingerprint(tmp):
+    import copy
+
+    base, _, tau = _null_fingerprint_vector()
     return lambda: tau.apply_to(copy.deepcopy(base)), "base_fingerprint"
 
 
@@ -434,3 +442,120 @@ def test_loader_bad_input(case, tmp_path):
     with pytest.raises(InputError) as err:
         call()
     assert fragment in str(err.value), str(err.value)
+
+
+# -- inputs that look wrong but are right: they must work, and do the right thing -------------------
+def _ok_quoted_off(tmp):
+    from hf_ext.config import load_recipe, parse_config
+    from hf_ext.curate.job import CurateConfig
+
+    (tmp / "docs.jsonl").write_text(json.dumps({"text": "A document."}) + "\n")
+    (tmp / "r.yaml").write_text(f'html: "off"\ndataset: {tmp / "docs.jsonl"}\noutput_dir: {tmp / "out"}\n')
+    return parse_config(CurateConfig, load_recipe(tmp / "r.yaml")).html == "off"
+
+
+def _ok_same_key_in_two_mappings(tmp):
+    from hf_ext.config import load_recipe
+
+    (tmp / "r.yaml").write_text("a: {x: 1}\nb: {x: 2}\n")
+    return load_recipe(tmp / "r.yaml") == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+def _ok_utf8_bom_and_accents(tmp):
+    from hf_ext.config import load_recipe
+
+    (tmp / "r.yaml").write_bytes("\ufeffjob: select\ndataset: café.jsonl\n".encode("utf-8"))
+    return load_recipe(tmp / "r.yaml") == {"job": "select", "dataset": "café.jsonl"}
+
+
+def _ok_largest_seed(tmp):
+    from hf_ext.config import parse_config
+    from hf_ext.select.pipeline import SelectionConfig
+
+    return parse_config(SelectionConfig, {"seed": 2**32 - 1, "output_dir": str(tmp / "o")}).seed == 2**32 - 1
+
+
+def _ok_new_nested_output_dir(tmp):
+    from hf_ext.config import check_writable_dir
+
+    check_writable_dir(tmp / "a" / "b" / "c")
+    return not (tmp / "a").exists() and list(tmp.iterdir()) == []  # probed, nothing left behind
+
+
+def _ok_judge_99_not_selected(tmp):
+    from hf_ext.select.judge import parse_alpagasus_score
+    from hf_ext.select.selectors import select
+
+    scores = [parse_alpagasus_score(t) for t in ("99", "4.8", "inf", "nan", "5")]
+    return scores == [-1.0, 4.8, -1.0, -1.0, 5.0] and select({"judge_score": scores}, "alpagasus", 5) == [4, 1]
+
+
+def _ok_nothing_passes_threshold(tmp):
+    from hf_ext.select.selectors import select
+
+    return select({"judge_score": [3.0, 4.0]}, "alpagasus", 2) == []
+
+
+def _ok_nested_hookpoint(tmp):
+    from hf_ext.select.sae.model import TopKSAE
+
+    TopKSAE(d_in=8, num_latents=16, k=2).save_pretrained(tmp / "repo" / "blocks" / "layers.3")
+    return _load_sae(tmp / "repo", "blocks/layers.3").num_latents == 16
+
+
+def _ok_dotted_expert_name(tmp):
+    from hf_ext.paths import check_plain_name
+
+    return check_plain_name("en-US_v1.2", field="expert name") == "en-US_v1.2"
+
+
+def _ok_prefixed_columns_with_prefix(tmp):
+    from hf_ext.select.selectors import select
+
+    ids = [[1, 2], [3], [1]]
+    return select({"np2_ids": ids}, "sae_greedy", 2, prefix="np2") == select({"sae_ids": ids}, "sae_greedy", 2)
+
+
+def _ok_empty_string_content(tmp):
+    from openai_server import OpenAICompatibleServer
+
+    from hf_ext.critique.backends import OpenAIBackend
+
+    with OpenAICompatibleServer(lambda body: "") as server:
+        return OpenAIBackend(base_url=server.base_url, max_retries=0).generate([[{"role": "user", "content": "hi"}]]) == [""]
+
+
+def _ok_base_url_with_query(tmp):
+    from hf_ext.critique.backends import OpenAIBackend
+
+    url = OpenAIBackend(base_url="https://h.example/openai/v1?api-version=2024-06-01").completions_url()
+    return url == "https://h.example/openai/v1/chat/completions?api-version=2024-06-01"
+
+
+def _ok_time_vector_forced(tmp):
+    import copy
+
+    import torch
+
+    base, ft, tau = _null_fingerprint_vector()
+    out = tau.apply_to(copy.deepcopy(base), force=True)
+    return all(torch.equal(v, ft.state_dict()[k]) for k, v in out.state_dict().items())
+
+
+def _ok_pool_utf8_gz(tmp):
+    import gzip
+
+    from hf_ext.data import load_pool
+
+    with gzip.open(tmp / "pool.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"instruction": "naïve café", "output": "ok"}) + "\n")
+    ds, _ = load_pool(str(tmp / "pool.jsonl.gz"))
+    return ds[0]["instruction"] == "naïve café"
+
+
+OK_CASES = {name[len("_ok_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("_ok_")}
+
+
+@pytest.mark.parametrize("case", sorted(OK_CASES))
+def test_ok_input(case, tmp_path):
+    assert OK_CASES[case](tmp_path) is True
