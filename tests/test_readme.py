@@ -15,6 +15,7 @@ def test_readme_has_examples():
     assert len(BLOCKS) >= 5
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # the README uses current names, not deprecated aliases
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
