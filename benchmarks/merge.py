@@ -1,13 +1,17 @@
-"""Merging benchmark: streaming memory, time-vector interpolation, X-ELM vs dense.
+"""Merging benchmark: hf_ext beside mergekit (speed, memory, identical outputs), time vectors, X-ELM vs dense.
 
     python benchmarks/merge.py [--quick] --out FILE.json [--skip-memory] [--skip-time-vectors] [--skip-xelm]
 
-1. Memory: two randomly initialised Llama models of ≥ 300M parameters are written as safetensors
-   shards; their interpolation 0.3·θ_a + 0.7·θ_b (= θ_pre + α·τ_a + (1 − α)·τ_b) is made by
-   ``hf_ext.hub.load_interpolation(..., output_dir=...)`` (streamed tensor by tensor) and by the
-   load-everything baseline (two ``from_pretrained``, average the state dicts, ``save_pretrained``),
-   each in its own subprocess so the peak RSS is that merge's. Keys: merge_peak_rss_bytes,
-   model_bytes, merge_seconds, baseline_merge_seconds, baseline_peak_rss_bytes (+ ratios).
+1. Beside mergekit: two (TIES: three, with the base) randomly initialised fp32 Llama models of ≥ 300M
+   parameters are written as 400 MB safetensors shards; the same mergekit config (linear 0.3/0.7, and TIES
+   with weights 0.3/0.7, density 0.5) is merged by ``mergekit-yaml CONFIG OUT`` and by
+   ``hf-ext merge CONFIG --output_dir OUT``, each a fresh process (wall time and peak RSS of the whole
+   command, imports included), with 1 thread and with all cores (``OMP_NUM_THREADS``; mergekit also gets
+   ``--num-threads``). Every tensor of the two outputs is compared. Keys per run under ``beside_mergekit``
+   (``linear/threads_1`` …): mergekit_seconds, mergekit_peak_rss_bytes, merge_seconds,
+   merge_peak_rss_bytes, outputs_identical, max_abs_diff, and the ratios; the top-level keys are the
+   linear, all-threads run. Targets: merge_seconds ≤ mergekit_seconds, merge_peak_rss ≤ 0.6× mergekit's.
+   mergekit (LGPL-3.0) is a benchmark-only reference: ``pip install 'hf-ext[mergekit]'``.
 2. Time vectors (``time/wmt_newstest_en_by_year``): interp_best_loss_mid vs endpoint_best_loss_mid.
 3. X-ELM (``multilingual/wmt_newstest_monolingual``): xelm_ppl and dense_ppl per language.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,28 +30,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import benchmark_args, write_results  # noqa: E402
 
-STREAMING = """
-import json, resource, sys, time
-from hf_ext.hub import load_interpolation
+# Runs one command and reports its wall time and peak RSS (the child's, from the kernel's rusage).
+MEASURE = """
+import json, resource, subprocess, sys, time
 start = time.perf_counter()
-load_interpolation(sys.argv[1], sys.argv[2], 0.3, output_dir=sys.argv[3], hub_ids=("bench/random-llama-a", "bench/random-llama-b"))
-print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if proc.returncode:
+    sys.exit(proc.stderr[-4000:])
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "peak_rss_bytes": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
 """
 
-BASELINE = """
-import json, resource, sys, time
-import torch
-from transformers import AutoModelForCausalLM
-start = time.perf_counter()
-a = AutoModelForCausalLM.from_pretrained(sys.argv[1])
-b = AutoModelForCausalLM.from_pretrained(sys.argv[2])
-sb = b.state_dict()
-with torch.no_grad():
-    for name, p in a.state_dict().items():
-        p.mul_(0.3).add_(sb[name], alpha=0.7)
-a.save_pretrained(sys.argv[3])
-print(json.dumps({"seconds": time.perf_counter() - start, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-"""
+CONFIGS = {
+    "linear": {"merge_method": "linear", "dtype": "float32",
+               "models": [{"model": "a", "parameters": {"weight": 0.3}}, {"model": "b", "parameters": {"weight": 0.7}}]},
+    "ties": {"merge_method": "ties", "base_model": "base", "dtype": "float32",
+             "models": [{"model": "a", "parameters": {"weight": 0.3, "density": 0.5}},
+                        {"model": "b", "parameters": {"weight": 0.7, "density": 0.5}}]},
+}
 
 
 def write_random_llama(folder: Path, seed: int, *, layers: int, hidden: int, intermediate: int, vocab: int) -> int:
@@ -71,48 +72,94 @@ def write_random_llama(folder: Path, seed: int, *, layers: int, hidden: int, int
     with SafetensorsWriter(folder, layout, max_shard_bytes=400 * 2**20) as writer:
         for key, shape, _ in layout:
             writer.write(key, torch.ones(shape) if key.endswith("norm.weight") else 0.02 * torch.randn(shape, generator=gen))
+    config.architectures = ["LlamaForCausalLM"]
     config.save_pretrained(folder)
     return sum(4 * (s[0] * (s[1] if len(s) > 1 else 1)) for s in shapes.values())
 
 
-def _subprocess(script: str, *args: str) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env)
+def _measure(cmd: list[str], cwd: Path, threads: int) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode != 0:
-        raise RuntimeError(f"subprocess failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def memory_benchmark(quick: bool) -> dict:
-    # ≥ 300M parameters in both modes (the issue's bar); --quick only shrinks the replications.
+def _compare(a: Path, b: Path) -> tuple[bool, float]:
+    from hf_ext.merge import WeightSource
+
+    sa, sb = WeightSource(a), WeightSource(b)
+    if sorted(sa.keys()) != sorted(sb.keys()):
+        return False, float("inf")
+    identical, diff = True, 0.0
+    for key in sa.keys():
+        x, y = sa.get(key), sb.get(key)
+        identical &= bool(x.dtype == y.dtype and torch_equal(x, y))
+        diff = max(diff, float((x.double() - y.double()).abs().max()))
+    return identical, diff
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return bool(torch.equal(x, y))
+
+
+def mergekit_benchmark(quick: bool) -> dict:
+    """The same mergekit configs through mergekit-yaml and hf-ext merge, 1 thread and all threads."""
+    mergekit_yaml = shutil.which("mergekit-yaml") or str(Path(sys.executable).with_name("mergekit-yaml"))
+    hf_ext_cli = [sys.executable, "-m", "hf_ext.cli"]
+    if not Path(mergekit_yaml).exists():
+        return {"beside_mergekit": "skipped: mergekit is not installed (pip install 'hf-ext[mergekit]')"}
+    # ≥ 300M parameters in both modes (the issue's bar); --quick runs only the linear merge.
     dims = {"layers": 20, "hidden": 1024, "intermediate": 2816, "vocab": 32000}
+    threads_all = os.cpu_count() or 1
+    runs: dict = {}
+    import yaml
+
     with tempfile.TemporaryDirectory(dir=os.environ.get("HF_EXT_BENCH_TMP")) as tmp:
         root = Path(tmp)
         model_bytes = write_random_llama(root / "a", 1, **dims)
         write_random_llama(root / "b", 2, **dims)
-        streaming = _subprocess(STREAMING, str(root / "a"), str(root / "b"), str(root / "streamed"))
-        baseline = _subprocess(BASELINE, str(root / "a"), str(root / "b"), str(root / "baseline"))
-        # both outputs are the same model
-        from hf_ext.merge import WeightSource
+        if not quick:
+            write_random_llama(root / "base", 0, **dims)
+        for method in (["linear"] if quick else ["linear", "ties"]):
+            (root / f"{method}.yml").write_text(yaml.safe_dump(CONFIGS[method], sort_keys=False))
+            ids = ["bench/random-llama-base", "bench/random-llama-a", "bench/random-llama-b"] if method == "ties" else \
+                ["bench/random-llama-a", "bench/random-llama-b"]
+            for threads in sorted({1, threads_all}):
+                mk, ours = root / "out_mergekit", root / "out_hf_ext"
+                for out in (mk, ours):
+                    shutil.rmtree(out, ignore_errors=True)
+                m = _measure([mergekit_yaml, f"{method}.yml", str(mk), "--no-copy-tokenizer", "--no-write-model-card",
+                              "--num-threads", str(threads), "--out-shard-size", "100M"], root, threads)  # fmt: skip
+                h = _measure([*hf_ext_cli, "merge", f"{method}.yml", "--output_dir", str(ours), "--max_shard_size", "400MB",
+                              "--input_hub_ids", *ids], root, threads)  # fmt: skip
+                identical, diff = _compare(mk, ours)
+                runs[f"{method}/threads_{threads}"] = {
+                    "threads": threads, "mergekit_seconds": m["seconds"], "mergekit_peak_rss_bytes": m["peak_rss_bytes"],
+                    "merge_seconds": h["seconds"], "merge_peak_rss_bytes": h["peak_rss_bytes"],
+                    "outputs_identical": identical, "max_abs_diff": diff,
+                    "merge_seconds_over_mergekit": h["seconds"] / m["seconds"],
+                    "merge_peak_rss_over_mergekit": h["peak_rss_bytes"] / m["peak_rss_bytes"],
+                    "target_seconds_le_mergekit": h["seconds"] <= m["seconds"],
+                    "target_peak_rss_le_0_6x_mergekit": h["peak_rss_bytes"] <= 0.6 * m["peak_rss_bytes"],
+                }  # fmt: skip
+    headline = runs[f"linear/threads_{threads_all}"]
+    keys = ("mergekit_seconds", "mergekit_peak_rss_bytes", "merge_seconds", "merge_peak_rss_bytes", "outputs_identical")
+    return {"model_params": model_bytes // 4, "model_bytes": model_bytes, "mergekit_version": _version("mergekit"),
+            **{k: headline[k] for k in keys}, "beside_mergekit": runs,
+            "outputs_identical_all": all(r["outputs_identical"] for r in runs.values())}  # fmt: skip
 
-        s, b = WeightSource(root / "streamed"), WeightSource(root / "baseline")
-        key = "model.layers.3.mlp.up_proj.weight"
-        max_diff = float((s.get(key) - b.get(key)).abs().max())
-    return {
-        "model_params": model_bytes // 4,
-        "model_bytes": model_bytes,
-        "merge_seconds": streaming["seconds"],
-        "merge_peak_rss_bytes": streaming["peak_rss_bytes"],
-        "baseline": "transformers load-everything (2× from_pretrained, average, save_pretrained)",
-        "baseline_merge_seconds": baseline["seconds"],
-        "baseline_peak_rss_bytes": baseline["peak_rss_bytes"],
-        "merge_peak_rss_over_model_bytes": streaming["peak_rss_bytes"] / model_bytes,
-        "baseline_peak_rss_over_model_bytes": baseline["peak_rss_bytes"] / model_bytes,
-        "merge_speedup_vs_baseline": baseline["seconds"] / streaming["seconds"],
-        "streamed_vs_baseline_max_abs_diff": max_diff,
-        "target_peak_rss_le_1_3x_model": streaming["peak_rss_bytes"] <= 1.3 * model_bytes,
-        "target_peak_rss_below_baseline": streaming["peak_rss_bytes"] < baseline["peak_rss_bytes"],
-    }
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def time_vector_benchmark(args) -> dict:
@@ -170,7 +217,7 @@ def main() -> None:
     results: dict = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     start = time.perf_counter()
     if not args.skip_memory:
-        results.update(memory_benchmark(args.quick))
+        results.update(mergekit_benchmark(args.quick))
     if not args.skip_time_vectors:
         results.update(time_vector_benchmark(args))
     if not args.skip_xelm:

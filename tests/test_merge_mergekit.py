@@ -246,3 +246,18 @@ def test_merge_models_refuses_a_merge_that_overflows_the_output_dtype(here, tmp_
     with pytest.raises(InputError, match="NaN/inf in tensor"):
         merge_models([here / "models/a", here / "models/b"], "linear", output_dir=tmp_path / "m", weights=[1e6, 1e6],
                      normalize=False, dtype="float16", hub_ids=["o/a", "o/b"])  # fmt: skip
+
+
+def test_mergekit_yaml_cli_on_a_documented_config_file(here):
+    import subprocess
+    import sys
+
+    pytest.importorskip("mergekit", reason="mergekit (the parity reference) is not installed: pip install 'hf-ext[mergekit]'")
+    cli = Path(sys.executable).with_name("mergekit-yaml")
+    if not cli.exists():
+        pytest.skip("mergekit is installed without its mergekit-yaml command")
+    shutil.copy(DATA / "ties_densities.yml", here / "ties.yml")
+    subprocess.run([str(cli), "ties.yml", "mk_cli", "--no-copy-tokenizer", "--no-write-model-card"], check=True,
+                   cwd=here, capture_output=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    ours = from_mergekit_config(here / "ties.yml")
+    _assert_same(here / "mk_cli", ours.run(here / "hf_cli", hub_ids={m: f"org/{Path(m).name}" for m in ours.referenced_models()}))

@@ -11,16 +11,6 @@
   :func:`balanced_tfidf_kmeans` / :func:`typology_clusters` to split a corpus.
 """
 
-from .ensemble import (
-    BayesianRouter,
-    ClusterRouter,
-    ExpertEnsemble,
-    ExpertEnsembleConfig,
-    TfidfClusters,
-    UniformRouter,
-    balanced_tfidf_kmeans,
-    typology_clusters,
-)
 from .merge import as_sources, average_checkpoints, average_models, merge_models, merged_tensors
 from .mergekit import MERGEKIT_METHODS, MergekitMerge, from_mergekit_config
 from .methods import (
@@ -49,3 +39,18 @@ __all__ = [
     "ExpertEnsemble", "ExpertEnsembleConfig", "BayesianRouter", "ClusterRouter", "UniformRouter",
     "TfidfClusters", "balanced_tfidf_kmeans", "typology_clusters",
 ]
+
+# The ensemble (X-ELM) pulls in transformers' modelling code (~10 s of imports); a merge never needs it,
+# so its names load on first use.
+_LAZY = {name: ".ensemble" for name in ("BayesianRouter", "ClusterRouter", "ExpertEnsemble", "ExpertEnsembleConfig",
+                                        "TfidfClusters", "UniformRouter", "balanced_tfidf_kmeans", "typology_clusters")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

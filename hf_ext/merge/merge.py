@@ -73,8 +73,8 @@ def merged_tensors(
         tensors = [s.get(key) for s in sources]
         base_t = base.get(key) if base is not None else None
         if check_values:
-            for s, t in zip(sources, tensors):
-                check_finite(t, key, s.name)
+            for i, s in enumerate(sources):
+                check_finite(tensors[i], key, s.name)
             if base_t is not None:
                 check_finite(base_t, key, base.name)
         if not tensors[0].is_floating_point():
@@ -82,7 +82,9 @@ def merged_tensors(
             continue
         out_dtype = dtype or tensors[0].dtype
         merged = method.merge([t.float() for t in tensors], weights, None if base_t is None else base_t.float(), key=key)
+        del tensors, base_t  # the inputs go before the next tensor's are read
         yield key, checked_output(merged.to(out_dtype), key, method)
+        del merged
 
 
 def checked_output(tensor: torch.Tensor, key: str, method: MergeMethod) -> torch.Tensor:
@@ -249,6 +251,7 @@ def write_merged(output_dir: str | os.PathLike, layout: Sequence[tuple[str, Sequ
         with SafetensorsWriter(tmp, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
             for key, tensor in tensors:
                 writer.write(key, tensor)
+                del tensor  # free it before the next one is merged (peak memory: one tensor's inputs + output)
         _copy_side_files(side_files, tmp)
         if config_update and (tmp / "config.json").is_file():
             config = json.loads((tmp / "config.json").read_text())

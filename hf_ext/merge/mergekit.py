@@ -485,7 +485,9 @@ class MergekitMerge:
                     continue
                 out_dtype = self.out_dtype or self.dtype or ref.dtype
                 merged = p.method.merge([x.float() for x in inputs], p.weights, None if base is None else base.float(), key=p.name)
+                del inputs, base, ref  # freed before the next tensor's inputs are read
                 yield p.name, checked_output(merged.to(out_dtype), p.name, p.method)
+                del merged
 
     def _read(self, model: str, name: str, check_values: bool) -> torch.Tensor:
         tensor = self.source(model).get(name)

@@ -24,9 +24,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-from peft.utils import merge_utils
 
 from ..errors import InputError
+
+
+class _PeftMergeUtils:
+    """``peft.utils.merge_utils``, imported on first use (PEFT imports transformers: seconds a mergekit config never needs)."""
+
+    def __getattr__(self, name: str):
+        from peft.utils import merge_utils as module
+
+        return getattr(module, name)
+
+
+merge_utils = _PeftMergeUtils()
 
 __all__ = ["MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "DellaMerge", "BreadcrumbsMerge",
            "SlerpMerge", "NuSlerpMerge", "ModelStockMerge", "PassthroughMerge", "MERGE_METHODS", "get_merge_method"]
