@@ -44,7 +44,7 @@ def _run_job(job: str, values: dict, overrides: list[str]) -> int:
     config = parse_config(config_cls, values, overrides)
     result = runner(config)
     if isinstance(result, dict):
-        print(json.dumps(_summary(result), indent=2, default=str))
+        print(redact(json.dumps(_summary(result), indent=2, default=str)))
     return 0
 
 
@@ -122,7 +122,7 @@ def cmd_push(argv: list[str]) -> int:
         args.folder, args.repo_id, repo_type=args.repo_type, endpoint=args.hub_endpoint,
         private=args.private, commit_message=args.commit_message,
     )
-    print(url)
+    print(redact(url))
     return 0
 
 

@@ -183,3 +183,20 @@ def test_log_lines_are_redacted(caplog):
         logging.getLogger("hf_ext.critique.generate").warning("retrying %s", "https://bob:hunter2@h/v1?key=s3cr3t")
     assert caplog.records and "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
     assert "https://***@h/v1?key=***" in caplog.text
+
+
+def test_cli_output_is_redacted(tmp_path, monkeypatch, capsys):
+    from hf_ext.cli import main
+    from hf_ext.config import JOBS, register_job
+
+    (tmp_path / "leaky_job.py").write_text(
+        "from dataclasses import dataclass, field\n"
+        "@dataclass\nclass LeakyConfig:\n    url: str = field(default='', metadata={'help': 'A URL.'})\n"
+        "def run(c):\n    return {'method': c.url}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(JOBS, "leaky", JOBS["select"])
+    register_job("leaky", "leaky_job:LeakyConfig", "leaky_job:run")
+    (tmp_path / "r.yaml").write_text("job: leaky\nurl: https://bob:hunter2@h/v1?key=s3cr3t\n")
+    assert main(["run", str(tmp_path / "r.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "https://***@h/v1?key=***" in out and "hunter2" not in out and "s3cr3t" not in out
