@@ -162,8 +162,9 @@ def _segment_fractions(segs: list[str]) -> tuple[float, float]:
 
 
 def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int,
-                            window_chars: np.ndarray | None = None) -> float:
-    """Characters of the most frequent n-gram (longest among ties) times its count / all word characters."""
+                            window_chars: np.ndarray | None = None, with_count: bool = False):
+    """Characters of the most frequent n-gram (longest among ties) times its count / all word
+    characters (with `with_count`, also that count)."""
     order = np.argsort(keys)
     s = keys[order]
     ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
@@ -172,11 +173,12 @@ def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: 
     counts[0] += 1
     top = int(counts.max())
     if top <= 1:
-        return 0.0
+        return (0.0, top) if with_count else 0.0
     if window_chars is None:
         window_chars = np.lib.stride_tricks.sliding_window_view(lengths, n).sum(axis=1)
     members = order[np.repeat(counts == top, counts)]  # positions of the most frequent n-grams
-    return float(window_chars[members].max() * top) / total_chars
+    value = float(window_chars[members].max() * top) / total_chars
+    return (value, top) if with_count else value
 
 
 def dup_ngram_char_fraction(lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
@@ -241,7 +243,8 @@ class GopherRepetitionFilter(Filter):
         """n-gram statistics in DCLM's order; with `early`, the first failing rule's name (or None).
 
         Early mode skips work that cannot change the decision: without a repeated bigram no
-        n-gram repeats; the words covered by repeated (n+1)-grams are a subset of those covered
+        n-gram repeats; the most frequent n-gram occurs at most as often as the most frequent
+        shorter one, which bounds its character fraction; the words covered by repeated (n+1)-grams are a subset of those covered
         by repeated n-grams, so once a duplicate fraction is at most every remaining limit,
         the remaining duplicate rules pass."""
         tokens = doc.words
@@ -253,15 +256,18 @@ class GopherRepetitionFilter(Filter):
         total = int(lengths.sum())
         cum = np.concatenate(([0], np.cumsum(lengths)))
         top_limits, dup_limits = dict(self.top_ngrams), dict(self.dup_ngrams)
-        keys, key_n = ids, 1
+        keys, key_n, top_count = ids, 1, None  # top_count: occurrences of the most frequent shorter n-gram
         for n in sorted({*top_limits, *dup_limits}):
             if len(ids) < n:
                 break
             while key_n < n:  # extend the (n-1)-gram keys
                 keys, key_n = ngram_keys(ids, key_n + 1, keys if key_n > 1 else None), key_n + 1
             if n in top_limits:
-                value = out[f"top_{n}_gram_char_frac"] = top_ngram_char_fraction(ids, lengths, n, keys, total, cum[n:] - cum[:-n])
-                limit, kind = top_limits[n], "top"
+                limit, kind, window = top_limits[n], "top", cum[n:] - cum[:-n]
+                if early is not None and top_count is not None and top_count * int(window.max()) / total <= limit:
+                    continue  # even the longest n-gram, as often as the top shorter one, stays under the limit
+                value, top_count = top_ngram_char_fraction(ids, lengths, n, keys, total, window, with_count=True)
+                out[f"top_{n}_gram_char_frac"] = value
             else:
                 value = out[f"dup_{n}_gram_char_frac"] = dup_ngram_char_fraction(lengths, n, keys, total)
                 limit, kind = dup_limits[n], "dup"
