@@ -130,12 +130,21 @@ FIELD_CASES = [
     pytest.param("job: no_such_job\n", [], "'no_such_job'", id="unknown-job"),
     pytest.param("job: select\nbudget: 0\n", [], "budget", id="select-budget-0"),
     pytest.param("- job\n- select\n", [], "mapping", id="recipe-not-a-mapping"),
+    pytest.param("job: select\nsae_hookpoint: ../../etc\noutput_dir: {tmp}/out\n", [], "sae_hookpoint '../../etc'",
+                 id="select-sae-hookpoint-dotdot"),
+    pytest.param("job: select\ntokenizer: ./no/such/tokenizer\noutput_dir: {tmp}/out\n", [], "'./no/such/tokenizer'",
+                 id="select-tokenizer-missing"),
+    pytest.param("job: select\ndataset: {tmp}/missing.jsonl\noutput_dir: {tmp}/out\n", [], "missing.jsonl",
+                 id="select-dataset-missing"),
+    pytest.param("job: select\ndataset: {tmp}/latin1.jsonl\noutput_dir: {tmp}/out\n", [], "latin1.jsonl' is not UTF-8",
+                 id="select-dataset-latin1"),
     pytest.param("job: select\nbudget: [1\n", [], "not valid YAML", id="recipe-invalid-yaml"),
 ]
 
 
 @pytest.mark.parametrize("recipe, flags, fragment", FIELD_CASES)
 def test_recipe_field_bad_input(recipe, flags, fragment, tmp_path, capsys):
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"instruction": "caf\xe9", "input": "", "output": "x", "category": "qa"}\n')
     err = _run(tmp_path, capsys, recipe.replace("{tmp}", str(tmp_path)), *flags)
     assert fragment in err
 
@@ -338,8 +347,8 @@ def _case_selection_sae_hookpoint(tmp):
     from hf_ext.select.pipeline import SelectionConfig
     from hf_ext.select.sae.job import prepare_sae
 
-    config = SelectionConfig(method="sae_greedy", sae_path=str(tmp), sae_hookpoint="../x", output_dir=str(tmp / "o"))
-    return lambda: prepare_sae(config, None), "sae_hookpoint"
+    return lambda: prepare_sae(SelectionConfig(method="sae_greedy", sae_path=str(tmp), sae_hookpoint="../x",
+                                               output_dir=str(tmp / "o")), None), "sae_hookpoint"
 
 
 def _case_openai_bad_url(tmp):

@@ -109,7 +109,10 @@ def test_sae_hookpoint_in_a_recipe_is_refused_before_any_work(tmp_path):
     from hf_ext.select.pipeline import SelectionConfig
     from hf_ext.select.sae.job import prepare_sae
 
-    config = SelectionConfig(method="sae_greedy", sae_path=str(tmp_path), sae_hookpoint="../../x")
+    with pytest.raises(InputError, match="sae_hookpoint '../../x' would reach outside"):
+        SelectionConfig(method="sae_greedy", sae_path=str(tmp_path), sae_hookpoint="../../x", output_dir=str(tmp_path / "o"))
+    config = SelectionConfig(method="sae_greedy", sae_path=str(tmp_path), output_dir=str(tmp_path / "o"))
+    config.sae_hookpoint = "../../x"  # set after the config's own check: the component refuses it too
     with pytest.raises(InputError, match="sae_hookpoint '../../x' would reach outside"):
         prepare_sae(config, None)
 

@@ -130,6 +130,10 @@ class SelectionConfig(JobOptions):
             raise InputError(f"sae_threshold_quantile must be in [0, 1), got {self.sae_threshold_quantile}.")
         if self.judge_backend == "openai" and not self.judge_base_url:
             raise InputError("judge_backend='openai' needs judge_base_url (e.g. http://localhost:8000/v1).")
+        if self.sae_hookpoint is not None:  # joined to sae_path: it must stay inside it
+            from ..paths import check_relative_name
+
+            check_relative_name(self.sae_hookpoint, field="sae_hookpoint", folder=self.sae_path or "sae_path")
         super().__post_init__()  # output folder and Hub settings
 
     @property
