@@ -71,8 +71,12 @@ JOBS: dict[str, Job] = {
                         "Scaling-law testbed: tiny Llamas at several sizes, fit L(N, M), predict the largest."),
     "evaluate": Job("hf_ext.evaluation.job:EvaluateConfig", "hf_ext.evaluation.job:run_evaluate",
                     "Evaluate a model with lm-evaluation-harness (local tasks offline), response NLL, DCLM aggregates."),
+    "embedding_select": Job("hf_ext.select.embedding_target:EmbeddingSelectConfig", "hf_ext.select.embedding_target:run_embedding_select",
+                            "Embedding-similarity baseline of LESS: the pool rows closest to a target set (MiniLM cosine)."),
     "sft": Job("trainers.sft_job:SFTJobConfig", "trainers.sft_job:run_sft",
                "Fine-tune with TRL's SFTTrainer on a selection (response tokens only; LoRA via peft_config)."),
+    "compare": Job("trainers.compare:CompareConfig", "trainers.compare:run_compare",
+                   "Judge selection methods downstream: select -> sft -> evaluate each, one table, plot and verdict."),
 }
 
 

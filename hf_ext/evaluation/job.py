@@ -65,7 +65,7 @@ class EvaluateConfig(JobOptions):
     max_length: int = field(default=1024, metadata={"help": "Longest context + continuation in tokens; longer ones lose their left end."})
     dtype: Literal["float32", "bfloat16", "float16"] = field(default="float32", metadata={"help": "Precision the model runs in."})
     dclm_version: Literal["v1", "v2"] = field(default="v2", metadata={"help": "Random baselines of DCLM's centered accuracy (v1: the paper's, v2: corrected)."})
-    response_nll_dataset: Optional[str] = field(default=None, metadata={"help": "Held-out instruction set (bundled name, file, folder or Hub id) whose reference responses are scored; None: skip."})
+    response_nll_dataset: Optional[str] = field(default=None, metadata={"help": "Held-out instruction set (bundled name, file, folder or Hub id; a file name inside eval_data_dir also works) whose reference responses are scored; None: skip."})
     response_nll_split: str = field(default="train", metadata={"help": "Split of response_nll_dataset."})
     instruction_column: str = field(default="instruction", metadata={"help": "Column with the instruction (response_nll_dataset)."})
     input_column: Optional[str] = field(default="input", metadata={"help": "Column with the optional input/context (null if none)."})
@@ -75,6 +75,15 @@ class EvaluateConfig(JobOptions):
     chat_template: bool = field(default=True, metadata={"help": "Format instruction/response with the tokenizer's chat template (as the sft job trains); false: plain text."})
     seed: int = field(default=0, metadata={"help": "Seed of lm-eval's sampling (few-shot choice)."})
     output_dir: str = field(default="outputs/evaluate", metadata={"help": "Folder for metrics.json, per-item scores and the card."})
+
+    def response_nll_source(self) -> str | None:
+        """`response_nll_dataset`, or its path inside `eval_data_dir` when only a file name there."""
+        name = self.response_nll_dataset
+        if name and self.eval_data_dir and not os.path.exists(os.path.expanduser(name)):
+            inside = Path(os.path.expanduser(self.eval_data_dir)) / name
+            if inside.exists():
+                return str(inside)
+        return name
 
     def __post_init__(self) -> None:
         if not self.tasks and self.response_nll_dataset is None:

@@ -24,7 +24,7 @@ def response_nll(lm, config) -> dict[str, Any]:
 
     from ..data import load_pool
 
-    ds, source = load_pool(config.response_nll_dataset, split=config.response_nll_split)
+    ds, source = load_pool(config.response_nll_source(), split=config.response_nll_split)
     check_columns(ds.column_names, instruction_column=config.instruction_column, input_column=config.input_column,
                   response_column=config.response_column, what=f"response_nll_dataset {config.response_nll_dataset!r}")
     if config.response_nll_limit is not None:
