@@ -22,6 +22,7 @@ import numpy as np
 
 from hf_ext.config import JOBS, check_keys, import_path
 from hf_ext.errors import InputError
+from hf_ext.jobs import JobOptions, job_output
 
 __all__ = ["CompareConfig", "run_compare", "paired_bootstrap"]
 
@@ -29,7 +30,7 @@ SELECTION_JOBS = ("select", "less_select", "embedding_select")
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(JobOptions):
     """Settings of the comparison job (`job: compare`); each stage's settings are a mapping of
     that stage's own config fields (SelectionConfig / LessSelectConfig, SFTJobConfig, EvaluateConfig)."""
 
@@ -66,6 +67,7 @@ class CompareConfig:
                 raise InputError(f"sft.{key} is set by the compare job per selection; remove it from the `sft` mapping.")
         if self.heldout_size < 0:
             raise InputError(f"heldout_size must be >= 0, got {self.heldout_size}.")
+        super().__post_init__()  # output folder and Hub settings
 
     def _selection_values(self, name: str) -> dict[str, Any]:
         spec = dict(self.selections[name])
@@ -175,7 +177,6 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     from hf_ext.evaluation import EvaluateConfig, evaluate_model, load_for_eval
     from hf_ext.evaluation.local_tasks import resolve_tasks
     from hf_ext.hub.cards import hub_ids, render_model_card
-    from hf_ext.select.pipeline import atomic_output_dir
 
     from .sft_job import SFTJobConfig, run_sft
 
@@ -193,7 +194,8 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         step += 1
         _stage(f"stage {step}/{stages}: {msg}", start)
 
-    with atomic_output_dir(c.output_dir) as out:
+    with job_output(c, repo_type="model", writer="compare", commit_message="hf_ext: selection methods compared downstream") as job:
+        out = job.dir
         stage(f"splitting the pool {c.pool!r} ({c.heldout_size} held out for the response NLL)")
         source, pool_rows = _split_pool(c, out / "pool")
         if c.heldout_size and eval_config.response_nll_dataset is None:
@@ -203,11 +205,11 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         for name in c.selections:
             t0 = time.perf_counter()
             stage(f"selection {name!r} ({c.selections[name]['job']})")
-            job = JOBS[c.selections[name]["job"]]
+            spec = JOBS[c.selections[name]["job"]]
             values = {**c._selection_values(name), "dataset": str(out / "pool" / "selectable.jsonl"),
                       "output_dir": str(out / "selections" / name)}
             values.setdefault("dataset_license", source.license)  # every selection job has the field
-            selection_metrics[name] = import_path(job.runner)(import_path(job.config)(**values))
+            selection_metrics[name] = import_path(spec.runner)(import_path(spec.config)(**values))
             stage_times[f"select/{name}"] = round(time.perf_counter() - t0, 1)
         results: dict[str, dict[str, Any]] = {}
         items: dict[str, dict[str, list[float]]] = {}
@@ -272,7 +274,6 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
             "stage_seconds": stage_times,
         }
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 1)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         try:
             base_id = hub_ids(c.sft.get("base_model_id") or eval_config.model_name_or_path)[0]
         except InputError:  # a local base model without a Hub id: the card names none
@@ -287,7 +288,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                       {"title": "Plot", "body": "![comparison](comparison.png)"},
                       {"title": "Setup", "body": _setup_text(c, metrics, eval_values)}],
         )
-        card.save(str(out / "README.md"))
+        job.metrics, job.card = metrics, card
         _stage(f"done in {metrics['elapsed_seconds']:.0f}s", start)
     return metrics
 

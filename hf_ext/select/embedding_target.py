@@ -19,13 +19,14 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..jobs import HUB_FIELDS, JobOptions, job_output
 from .less.matching import select_top
 
 __all__ = ["EmbeddingSelectConfig", "run_embedding_select", "embed_texts", "embedding_scores"]
 
 
 @dataclass
-class EmbeddingSelectConfig:
+class EmbeddingSelectConfig(JobOptions):
     """Settings of the embedding-similarity selection job (`job: embedding_select`)."""
 
     model_name_or_path: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "Sentence encoder (Hub id or folder); mean-pooled, unit-normalised."})
@@ -51,6 +52,7 @@ class EmbeddingSelectConfig:
     def __post_init__(self) -> None:
         if (self.percent is None) == (self.budget is None):
             raise InputError("Set exactly one of `percent` and `budget`.")
+        super().__post_init__()  # output folder and Hub settings
 
 
 def _texts(ds, instruction: str, input_col: str | None, response: str) -> list[str]:
@@ -92,7 +94,6 @@ def run_embedding_select(config: EmbeddingSelectConfig) -> dict[str, Any]:
     from ..data import load_pool
     from ..evaluation.formatting import check_columns
     from ..hub.cards import render_dataset_card
-    from .pipeline import atomic_output_dir
 
     start = time.perf_counter()
     c = config
@@ -121,21 +122,21 @@ def run_embedding_select(config: EmbeddingSelectConfig) -> dict[str, Any]:
         metrics["pool_source_counts"] = dict(Counter(sources).most_common())
         metrics["selected_source_counts"] = dict(Counter(sources[i] for i in idx).most_common())
     selected = pool.select(idx).add_column("pool_index", idx).add_column("embedding_score", [float(scores[i]) for i in idx])
-    with atomic_output_dir(c.output_dir) as tmp:
-        (tmp / "data").mkdir()
-        selected.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+    with job_output(c, repo_type="dataset", writer="embedding_select", commit_message=f"Embedding selection of {len(idx)} examples") as out:
+        (out.dir / "data").mkdir()
+        selected.to_parquet(str(out.dir / "data" / "train-00000-of-00001.parquet"))
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         card_data = {"license": metrics["license"] or "other", "tags": ["hf-ext", "data-selection", "selection-embedding"],
                      "task_categories": ["text-generation"],
                      "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]}
         if source.source_datasets:
             card_data["source_datasets"] = list(source.source_datasets)
-        settings = json.dumps({k: v for k, v in asdict(c).items() if k != "output_dir"}, indent=2)
-        render_dataset_card(
+        settings = json.dumps({k: v for k, v in asdict(c).items() if k not in HUB_FIELDS}, indent=2)
+        out.metrics = metrics
+        out.card = render_dataset_card(
             "dataset_card.md.j2", card_data, title=f"Embedding-similarity selection of {len(idx)} from {source.name}",
             summary=(f"The {len(idx)} of {len(pool)} pool examples whose {c.model_name_or_path} embeddings are closest (mean cosine) "
                      f"to the {len(target)} examples of {c.target_dataset}: the baseline LESS (arXiv 2402.04333) is compared with."),
             sections=[{"title": "Settings", "body": f"```json\n{settings}\n```"}],
-        ).save(str(tmp / "README.md"))
+        )
     return metrics
