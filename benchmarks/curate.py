@@ -155,11 +155,13 @@ def agreement(texts):
 DCLM_FIDELITY_SETS = {"c4_en_train_first1000": "c4_en_train_first1000.jsonl.gz", "dolma_test_cc_documents": "dolma_test_cc_documents.jsonl.gz"}
 
 
-def dclm_fidelity(data_dir: Path, dclm_dir: Path | None) -> dict:
+def dclm_fidelity(data_dir: Path, dclm_dir: Path | None, timed_reasons: list | None = None) -> dict:
     """DCLM's own heuristic steps (benchmarks/dclm_reference.py) vs our chain, per document set:
     keep/drop agreement, same dropping step, identical output text. First without language ID
     (the issue's comparison), then with DCLM's language-ID steps scoring with the same packaged
-    lid.176.ftz as ours (``dclm_reference_with_language_id``)."""
+    lid.176.ftz as ours (``dclm_reference_with_language_id``). `timed_reasons` (the drop reasons
+    of the timed run over the repeated C4 documents) are checked against that last reference:
+    ``timed_run_decisions_identical_to_dclm``."""
     if dclm_dir is None:
         return {"dclm_reference": "skipped: pass --dclm-dir (a clone of mlfoundations/dclm)"}
     from dclm_reference import read_texts, reference
@@ -174,6 +176,8 @@ def dclm_fidelity(data_dir: Path, dclm_dir: Path | None) -> dict:
         for name, file in DCLM_FIDELITY_SETS.items():
             texts = read_texts(data_dir / "web" / file, "text")
             ref = reference(dclm_dir, texts, lid_model)
+            if lid_model is not None and name == "c4_en_train_first1000":
+                c4_ref_with_lid = ref
             ours, keep, reasons = CurationPipeline(steps).process(texts)
             same_step = [k == r["kept"] and (k or reason.split(":")[0] == DCLM_FUNCTIONS.get(r["dropped_by"]))
                          for k, reason, r in zip(keep, reasons, ref)]
@@ -185,6 +189,10 @@ def dclm_fidelity(data_dir: Path, dclm_dir: Path | None) -> dict:
             target["dclm_reference_disagreements"][name] = [
                 {"index": i, "ours": reasons[i], "dclm": ref[i]["dropped_by"]} for i, ok in enumerate(same_step) if not ok][:20]
     out["dclm_reference_with_language_id"] = with_lid
+    if timed_reasons:
+        c4 = [None if r["kept"] else DCLM_FUNCTIONS[r["dropped_by"]] for r in c4_ref_with_lid]
+        same = sum((r or "").split(":")[0] == (c4[i % len(c4)] or "") for i, r in enumerate(timed_reasons))
+        out["timed_run_decisions_identical_to_dclm"] = f"{same}/{len(timed_reasons)}"
     return out
 
 
@@ -234,8 +242,9 @@ def main():
     pipe = CurationPipeline.from_name("dclm_heuristics")
 
     start = time.perf_counter()
+    timed_reasons = []
     for s in range(0, n_docs, 1000):
-        pipe.process(texts[s : s + 1000])
+        timed_reasons += pipe.process(texts[s : s + 1000])[2]
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
     run_datatrove(dt, texts[:n_dt])
@@ -250,7 +259,7 @@ def main():
     combined, per_rule = agreement(unique)
     results["agreement_with_datatrove"] = combined
     results["agreement_per_rule"] = per_rule
-    results.update(dclm_fidelity(args.data_dir, args.dclm_dir))
+    results.update(dclm_fidelity(args.data_dir, args.dclm_dir, timed_reasons))
 
     mh_texts = (unique * (n_mh // len(unique) + 1))[:n_mh]
     mh = MinHashDeduplicator(num_perm=112, ngram=5, threshold=0.8)
