@@ -76,11 +76,12 @@ def _every_char() -> str:
 
 @lru_cache(maxsize=1)
 def _char_tables() -> tuple[np.ndarray, np.ndarray]:
-    """str.isupper() and str.isdigit() of every code point, as lookup tables."""
+    """str.isupper(), str.isdigit() and str.isspace() of every code point, as lookup tables."""
     every = range(0x110000)
     upper = np.fromiter((chr(c).isupper() for c in every), dtype=bool, count=0x110000)
     digit = np.fromiter((chr(c).isdigit() for c in every), dtype=bool, count=0x110000)
-    return upper, digit
+    space = np.fromiter((chr(c).isspace() for c in every), dtype=bool, count=0x110000)
+    return upper, digit, space
 
 
 def _span_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -178,7 +179,7 @@ class RefinedWebLineEdits(Modifier):
             code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         except UnicodeEncodeError:  # lone surrogates: the plain passes
             return self.modify_plain(text)
-        upper, digit = _char_tables()
+        upper, digit, space = _char_tables()
         lines = text.split("\n")
         # per-line character counts of the original lines, in one vectorised pass
         breaks = np.flatnonzero(code_points == 10)
@@ -204,8 +205,11 @@ class RefinedWebLineEdits(Modifier):
             current = _strip_ends(survivors, lines, edited)
             if not current:
                 return ""
-        kept = [edited.get(i, lines[i]) for i in current]
-        kept = [line for line in kept if not line or len(line.split()) >= self.min_words]
+        # str.split() words per line (stripping the end lines does not change them)
+        nonspace = ~space[code_points]
+        word_starts = nonspace & ~np.concatenate(([False], nonspace[:-1]))
+        enough_words = (n_chars == 0) | (_span_sums(word_starts, starts, ends) >= self.min_words)
+        kept = [edited.get(i, lines[i]) for i in current if enough_words[i]]
         # a pattern can only match a line holding its literal (lower-cased), or a character that
         # matches the literal case-insensitively but lower-cases differently (checked once)
         odd_case = self._odd_case.search(text) is not None
