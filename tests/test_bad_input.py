@@ -413,6 +413,14 @@ def _case_time_vector_null_fingerprint(tmp):
     return lambda: tau.apply_to(copy.deepcopy(base)), "base_fingerprint"
 
 
+def _case_time_vector_config_not_json(tmp):
+    from hf_ext.adapters.time_vector import TimeVector
+
+    (tmp / "tv").mkdir()
+    (tmp / "tv" / "time_vector_config.json").write_text("{base_model: x")
+    return lambda: TimeVector.from_pretrained(tmp / "tv"), "time_vector_config.json"
+
+
 def _case_writable_dir_file(tmp):
     from hf_ext.config import check_writable_dir
 

@@ -36,6 +36,11 @@ class TimeVectorConfig:
         path = Path(folder, CONFIG_NAME)
         if not path.is_file():
             raise InputError(f"{str(folder)!r} has no {CONFIG_NAME}: it is not a saved time vector (TimeVector.save_pretrained writes one).")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path} is not valid JSON ({exc}); save the time vector again with save_pretrained.") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path} must hold a JSON object of TimeVectorConfig fields, got {type(data).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
