@@ -129,6 +129,8 @@ def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
     assert counts == {"math": 30, "code": 30, "german": 30, "general": 110}  # math: 5 blocks, drawn with replacement
     with pytest.raises(InputError, match="sum to 1"):
         BTSConfig(mix_ratios={"math": 0.5, "code": 0.5, "german": 0.5, "general": 0.5})
+    with pytest.raises(InputError, match="BTSConfig.gate_offset_final=20.0 is larger .* sharpen the gates"):
+        BTSConfig(gate_offset_final=20.0)
     with pytest.raises(InputError, match="exactly the keys"):
         BTSConfig(mix_ratios={"math": 1.0})
     with pytest.raises(InputError, match="data_dir is not set"):
@@ -243,6 +245,10 @@ def test_bad_input_gets_one_clear_error(setup, tmp_path):
     stitched = StitchedModel(seed, experts, StitchConfig(num_stitch_layers=2, gate_offset=1.0))
     with pytest.raises(InputError, match="larger than the model's gate offset beta=1.0.*sharpen"):
         StitchTrainer(model=stitched, args=_args(tmp_path, gate_offset_final=1.5), train_dataset=blocks)
+    in_memory = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path, hub_model_id="user/x"), train_dataset=blocks)
+    with pytest.raises(InputError, match="Set stitch_config.seed_model and stitch_config.expert_models"):
+        in_memory.push_to_hub()  # models built in memory have no Hub ids: refused before anything is written or sent
+    assert not (tmp_path / "README.md").exists()
     with pytest.raises(InputError, match=r"eval_dataset has neither .*'input_ids'.* nor the text column 'text'.*\['prompt'\]"):
         StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, processing_class=tok,
                       eval_dataset=datasets.Dataset.from_dict({"prompt": ["no text column"]}))

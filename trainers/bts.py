@@ -72,6 +72,9 @@ class BTSConfig(JobOptions):
     seed: int = field(default=0, metadata={"help": "Seed for data splits, initialisation and training."})
 
     def __post_init__(self) -> None:
+        if self.gate_offset_final is not None and self.gate_offset_final > self.gate_offset:  # before seed and experts train
+            raise InputError(f"BTSConfig.gate_offset_final={self.gate_offset_final} is larger than gate_offset={self.gate_offset}: "
+                             "it would sharpen the gates instead of opening them; use a value <= gate_offset or None.")
         domains = set(self.expert_data)
         if not domains:
             raise InputError("BTSConfig.expert_data is empty; give at least one domain -> data file.")

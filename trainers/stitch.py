@@ -246,9 +246,6 @@ class StitchTrainer(Trainer):
         if self.is_world_process_zero():
             self.stitch_card(self.args.output_dir, require_hub_ids=False)
 
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        self.hub_model_id = self.args.hub_model_id  # push_to_hub creates the repo, with the card, in one commit
-
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
                     revision: str | None = None, private: bool | None = None, **kwargs: Any):
         """Upload the stitch weights, config, tokenizer, card and gate plot to ``args.hub_model_id`` in one commit.
@@ -260,7 +257,7 @@ class StitchTrainer(Trainer):
 
         from hf_ext.hub import push_folder
 
-        repo_id = self.args.hub_model_id
+        repo_id = self.args.hub_model_id or getattr(self, "hub_model_id", None)  # the latter: set by Trainer's init_hf_repo
         if not repo_id or "/" not in repo_id:
             raise InputError(f"StitchTrainer.push_to_hub needs args.hub_model_id as 'namespace/name', got {repo_id!r}.")
         self._stitched().model_card()  # fails early (InputError) if the seed's or an expert's Hub id is unknown
