@@ -76,6 +76,9 @@ def test_bad_input(tmp_path):
         CompareConfig(selections={"a": {"job": "select", "method": "longest"}})
     with pytest.raises(RecipeError, match="Unknown key 'budgett'"):
         CompareConfig(selections={"random": {"job": "select", "budgett": 3}})
+    with pytest.raises(InputError, match="takes only `path`"):
+        CompareConfig(selections={"random": {"job": "existing", "path": "x", "method": "random"}})
+    assert CompareConfig(selections={"random": {"job": "existing", "path": "x"}}).selections["random"]["path"] == "x"
     with pytest.raises(InputError, match="sft.dataset"):
         CompareConfig(selections={"random": {"job": "select"}}, sft={"dataset": "x"})
 

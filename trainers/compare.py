@@ -26,7 +26,7 @@ from hf_ext.jobs import JobOptions, job_output
 
 __all__ = ["CompareConfig", "run_compare", "paired_bootstrap"]
 
-SELECTION_JOBS = ("select", "less_select", "embedding_select")
+SELECTION_JOBS = ("select", "less_select", "embedding_select", "existing")  # existing: {job: existing, path: folder or Hub id}
 
 
 @dataclass
@@ -53,6 +53,10 @@ class CompareConfig(JobOptions):
         for name, spec in self.selections.items():
             if not isinstance(spec, dict) or spec.get("job") not in SELECTION_JOBS:
                 raise InputError(f"selections.{name} must be a mapping with `job:` one of {list(SELECTION_JOBS)}, got {spec!r}.")
+            if spec["job"] == "existing":
+                if set(spec) != {"job", "path"}:
+                    raise InputError(f"selections.{name}: `job: existing` takes only `path` (a selection folder or Hub dataset id), got {sorted(spec)}.")
+                continue
             config_cls = import_path(JOBS[spec["job"]].config)
             check_keys(config_cls, self._selection_values(name), source=f"selections.{name}")
         if self.baseline not in self.selections:
@@ -205,6 +209,11 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         for name in c.selections:
             t0 = time.perf_counter()
             stage(f"selection {name!r} ({c.selections[name]['job']})")
+            if c.selections[name]["job"] == "existing":  # made earlier (same pool split): read its metrics.json
+                from .sft_job import selection_info
+
+                selection_metrics[name] = selection_info(c.selections[name]["path"]) or {}
+                continue
             spec = JOBS[c.selections[name]["job"]]
             values = {**c._selection_values(name), "dataset": str(out / "pool" / "selectable.jsonl"),
                       "output_dir": str(out / "selections" / name)}
@@ -229,7 +238,9 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         for name in c.selections:
             t0 = time.perf_counter()
             stage(f"sft + evaluate on the {name!r} selection")
-            sft_values = {**c.sft, "dataset": str(out / "selections" / name), "output_dir": str(out / "sft" / name),
+            made = c.selections[name]["job"] != "existing"
+            sft_values = {**c.sft, "dataset": str(out / "selections" / name) if made else c.selections[name]["path"],
+                          "output_dir": str(out / "sft" / name),
                           "evaluate": eval_values}
             if source.source_datasets:
                 sft_values.setdefault("dataset_id", source.source_datasets[0])
