@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -156,7 +157,7 @@ def evaluate_heldout(scorer, heldout: list[tuple[str, list[str], list[str]]]) ->
     results = {}
     for name, pos, neg in heldout:
         labels = [1] * len(pos) + [0] * len(neg)
-        scores = scorer.score(pos + neg)
+        scores = scorer.score(pos + neg, **({"progress": True} if hasattr(scorer, "embedder") else {}))
         results[name] = {"auc": auc(labels, scores), "auc_length_baseline": auc(labels, word_count(pos + neg)),
                          "positives": len(pos), "negatives": len(neg)}
     return results
@@ -244,6 +245,7 @@ def run_quality_classifier(c: QualityClassifierConfig) -> dict:
 
     from .quality_data import word_count
 
+    start = time.perf_counter()
     positives, negatives, sources = build_training_pages(c)
     heldout = c._read_heldout(negatives)
     with tempfile.TemporaryDirectory() as scratch:
@@ -267,7 +269,7 @@ def run_quality_classifier(c: QualityClassifierConfig) -> dict:
             else:
                 scorer.metadata = {"trained_on": sources}
                 scorer.save(out.dir)
-            _plot_and_card(c, out, metrics, f"{c.scorer} quality classifier")
+            _plot_and_card(c, out, metrics, f"{c.scorer} quality classifier", start)
     return metrics
 
 
@@ -277,7 +279,8 @@ def _median(values: list[int]) -> float:
     return float(np.median(values)) if values else 0.0
 
 
-def _plot_and_card(c, out, metrics: dict, title: str) -> None:
+def _plot_and_card(c, out, metrics: dict, title: str, start: float) -> None:
+    metrics["elapsed_seconds"] = round(time.perf_counter() - start, 2)  # the whole run, not just the writing
     if metrics["heldout"]:
         plot_heldout(metrics["heldout"], out.dir / "heldout_auc.png", title)
     out.metrics, out.card = metrics, (lambda m: _card(c, m, title))
@@ -325,6 +328,7 @@ def run_quality_judge(c: QualityJudgeConfig) -> dict:
 
     from .judge_quality import train_on_judge_labels
 
+    start = time.perf_counter()
     negatives, neg_counts = c._read_negatives()
     pages = list(negatives)
     for src in c._pages:
@@ -368,7 +372,7 @@ def run_quality_judge(c: QualityJudgeConfig) -> dict:
         if scored is not None:
             (out.dir / "data").mkdir()
             scored.to_parquet(str(out.dir / "data" / "train-00000-of-00001.parquet"))
-        _plot_and_card(c, out, metrics, "judge-labelled quality head")
+        _plot_and_card(c, out, metrics, "judge-labelled quality head", start)
     return metrics
 
 
