@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -70,8 +71,17 @@ def install_stubs() -> list[str]:
             importlib.import_module(name)
         except ImportError:
             sys.modules[name] = _Stub(name)
+            sys.modules[name].__spec__ = importlib.machinery.ModuleSpec(name, None)
             stubbed.append(name)
     return stubbed
+
+
+def remove_stubs(stubbed: list[str]) -> None:
+    """Once DCLM's modules hold their stub references, take the stubs out of sys.modules so
+    later imports in the same process (e.g. accelerate probing for boto3) see them missing."""
+    for name in stubbed:
+        if isinstance(sys.modules.get(name), _Stub):
+            del sys.modules[name]
 
 
 @contextmanager
@@ -117,6 +127,7 @@ def dclm_mappers(dclm_dir: Path, lid_model: Path | None = None):
         for step in steps:
             kwargs = {k: v for k, v in step.items() if k != "_position"}
             mappers.append((step["_position"], step["func"], factories.get_mapper(**kwargs, _safe=True)))
+    remove_stubs(stubbed)
     return mappers, stubbed
 
 
