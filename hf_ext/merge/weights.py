@@ -193,29 +193,29 @@ def fingerprint(source: WeightSource, *, exact: bool = True) -> str:
     tensor's name, shape, dtype and a strided sample of its values, so a tensor changed anywhere
     changes it. File sources read only the sampled bytes. Equal for a model in memory and the
     same model saved with save_pretrained."""
-    from ..fingerprint import fingerprint_tensors
+    import numpy as np
 
-    handles: dict[Path, Any] = {}
+    from ..fingerprint import fingerprint_tensors, gather, raw_values, raw_view
 
-    def read(key: str, start: int, length: int) -> torch.Tensor:
+    maps: dict[Path, Any] = {}
+
+    def read(key: str, windows: list[tuple[int, int]]) -> torch.Tensor:
         if source._tensors is not None:
-            return source._tensors[key].detach().reshape(-1)[start:start + length]
+            return gather(raw_values(source._tensors[key]), windows, source._tensors[key].dtype)
         path, data_start, entry = source._files[key]
         dtype = DTYPES[entry["dtype"]]
-        if path not in handles:
-            handles[path] = open(path, "rb")  # noqa: SIM115 - closed below
-        f = handles[path]
-        f.seek(data_start + entry["data_offsets"][0] + start * dtype.itemsize)
-        raw = f.read(length * dtype.itemsize)
-        if len(raw) != length * dtype.itemsize:
+        if path not in maps:  # a read-only map: only the pages of the sampled windows are read
+            maps[path] = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+        begin, end = entry["data_offsets"]
+        region = maps[path][data_start + begin:data_start + end]
+        if region.size != end - begin:
             raise InputError(f"{str(path)!r} is truncated: tensor {key!r} runs past the end of the file.")
-        return torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        return gather(raw_view(region, dtype), windows, dtype)
 
     try:
         return fingerprint_tensors(source.keys(), source.shape, source.dtype, read, exact=exact)
     finally:
-        for f in handles.values():
-            f.close()
+        maps.clear()  # drop the maps (numpy unmaps when the last view goes)
 
 
 def _resolve_folder(source: str, hub_id: str | None) -> tuple[Path, str | None]:
