@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .errors import InputError
+from .outputs import output_folder
 
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
@@ -243,8 +244,6 @@ def branch_experts(
         expert = copy.deepcopy(seed)
         domain_dir = output_dir / domain
         trainer = train_causal_lm(expert, tokenizer, texts, _training_args(args, output_dir / ".checkpoints" / domain), block_size=block_size)
-        expert.save_pretrained(domain_dir)
-        tokenizer.save_pretrained(domain_dir)
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         card_data = {"license": "apache-2.0", "tags": ["hf-ext", "expert", f"domain-{domain}"]}
         if seed_hub_id:
@@ -260,7 +259,10 @@ def branch_experts(
             base_model=seed_hub_id,
             sections=[{"title": "Training", "body": f"Final training loss: {losses[-1]:.4f}." if losses else "No logged loss."}],
         )
-        card.save(str(domain_dir / "README.md"))
+        with output_folder(domain_dir, writer="branch_experts") as tmp:  # a kill leaves the previous expert whole
+            expert.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            card.save(str(tmp / "README.md"))
         if push_to_hub and domain in push_to_hub:
             from .hub import push_folder
 

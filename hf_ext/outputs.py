@@ -41,6 +41,7 @@ __all__ = [
     "MARKER",
     "check_output_dir",
     "output_folder",
+    "atomic_file",
     "check_safetensors",
     "check_parquet",
     "check_publishable",
@@ -179,7 +180,7 @@ def _move_into_place(tmp: Path, target: Path) -> None:
 def _write_marker(folder: Path, writer: str) -> None:
     from . import __version__
 
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
     info = {"written_by": writer, "hf_ext_version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files}
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -222,6 +223,26 @@ def output_folder(
         raise
     for stale in _leftovers(target):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` (``os.replace``) only on success.
+
+    For writers of single files inside folders that others manage (a Trainer checkpoint, an SAE
+    folder): a crash or a kill leaves the previous file whole, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}{_TMP}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for stale in _leftovers(path):
+        stale.unlink(missing_ok=True)
 
 
 # ---- checks before publishing ---------------------------------------------------------------

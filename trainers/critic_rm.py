@@ -53,6 +53,7 @@ from trl.trainer.utils import pad
 
 from hf_ext.critique.prompts import CRITIQUE_SYSTEM, CRITIQUE_USER, critique_messages
 from hf_ext.errors import InputError
+from hf_ext.outputs import SafeResumeMixin
 
 from .reward_common import (
     RewardModelConfig,
@@ -238,7 +239,7 @@ class DataCollatorForCritiquePreference(DataCollatorForPreference):
         return output
 
 
-class CriticRMTrainer(RewardTrainer):
+class CriticRMTrainer(SafeResumeMixin, RewardTrainer):
     """TRL's RewardTrainer with a critique-writing LM head (Critic-RM). See the module docstring.
 
     Args:

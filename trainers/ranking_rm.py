@@ -33,6 +33,7 @@ from trl import RewardTrainer
 from trl.trainer.utils import pad
 
 from hf_ext.errors import InputError
+from hf_ext.outputs import SafeResumeMixin
 
 from .reward_common import RewardModelConfig, check_packed_attention, model_inputs, pack_sequences, real_tokens, unwrap
 
@@ -96,7 +97,7 @@ class DataCollatorForRanking(DataCollatorMixin):
         }
 
 
-class RankingRewardTrainer(RewardTrainer):
+class RankingRewardTrainer(SafeResumeMixin, RewardTrainer):
     """TRL's RewardTrainer over ranked rows (Llama 3): all ordered pairs, no margin."""
 
     _tag_names = ["trl", "reward-trainer", "ranking-rm", "hf_ext"]

@@ -28,6 +28,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_ext.adapters.stitch import StitchConfig, StitchedModel
 from hf_ext.errors import InputError
+from hf_ext.outputs import SafeResumeMixin
 
 __all__ = ["StitchTrainer", "StitchTrainingConfig"]
 
@@ -116,7 +117,7 @@ class GateOffsetAnneal(TrainerCallback):
         self.on_step_begin(args, state, control)
 
 
-class StitchTrainer(Trainer):
+class StitchTrainer(SafeResumeMixin, Trainer):
     """A `Trainer` whose optimizer holds only stitch parameters and whose saves hold only them.
 
     Logged with the loss (and in ``trainer.state.log_history``), averaged over the logging

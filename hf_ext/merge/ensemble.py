@@ -517,15 +517,18 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:  # type: ignore[override]
         """Each expert in ``experts/<name>/`` (safetensors, via its own save_pretrained) and
         ``ensemble_config.json`` (names, mixing, top-k, router state); the tokenizer if known."""
+        from ..outputs import output_folder
+
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, expert in zip(self.names, self.experts):
-            expert.save_pretrained(folder / "experts" / name)
-        self.config.router = self.router.to_dict()
-        payload = {"expert_names": self.names, "mixing": self.config.mixing, "top_k": self.config.top_k, "router": self.config.router}
-        (folder / "ensemble_config.json").write_text(json.dumps(payload, indent=1) + "\n")
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(folder)
+        # A temporary sibling replaces `folder` when complete: a kill leaves the previous ensemble whole.
+        with output_folder(folder, writer="ExpertEnsemble", field="save_directory", overwrite_field="overwrite") as tmp:
+            for name, expert in zip(self.names, self.experts):
+                expert.save_pretrained(tmp / "experts" / name)
+            self.config.router = self.router.to_dict()
+            payload = {"expert_names": self.names, "mixing": self.config.mixing, "top_k": self.config.top_k, "router": self.config.router}
+            (tmp / "ensemble_config.json").write_text(json.dumps(payload, indent=1) + "\n")
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> ExpertEnsemble:  # type: ignore[override]

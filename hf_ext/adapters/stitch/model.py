@@ -419,8 +419,10 @@ class StitchedModel(nn.Module, GenerationMixin):
 
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.cpu() for k, v in self.stitch_state_dict().items()}, str(folder / WEIGHTS_NAME),
-                  metadata={"format": "pt", "hf_ext": "stitch"})
+        from ...outputs import atomic_file
+
+        with atomic_file(folder / WEIGHTS_NAME) as tmp:  # a kill leaves the previous weights whole, never half a file
+            save_file({k: v.cpu() for k, v in self.stitch_state_dict().items()}, str(tmp), metadata={"format": "pt", "hf_ext": "stitch"})
         dataclasses.replace(self.stitch_config, gate_offset=self.gate_offset).save_pretrained(folder)
         return folder
 

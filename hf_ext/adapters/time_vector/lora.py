@@ -158,9 +158,8 @@ def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model
     # PEFT fills a null base_model_name_or_path (config and card) from the model's name_or_path, a
     # local folder here: published files hold Hub ids or nothing.
     inner.name_or_path = base_id
-    output_dir = Path(output_dir)
-    peft_model.save_pretrained(output_dir, save_embedding_layers=False)  # lm_head is a Linear here, not an embedding
-    _card_base_model(output_dir / "README.md", base_id)
+    from ...outputs import output_folder
+
     report = {
         "rank": rank,
         "relative_error": (err_sq / total_sq) ** 0.5 if total_sq > 0 else 0.0,
@@ -170,5 +169,8 @@ def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model
         "unrepresented_norm_fraction": (sum(float(tv.get(k).square().sum()) for k in unrepresented) / total_sq) ** 0.5 if total_sq > 0 else 0.0,
         "per_tensor": per_tensor,
     }
-    (output_dir / "svd_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    with output_folder(output_dir, writer="TimeVector.to_lora", overwrite_field="overwrite") as tmp:  # a kill leaves the previous adapter whole
+        peft_model.save_pretrained(tmp, save_embedding_layers=False)  # lm_head is a Linear here, not an embedding
+        _card_base_model(tmp / "README.md", base_id)
+        (tmp / "svd_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

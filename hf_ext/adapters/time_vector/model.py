@@ -292,22 +292,26 @@ class TimeVector:
     def _stream(self, base: WeightSource, scale: float, output_dir: Path, max_shard_size: int | str) -> Path:
         from ...merge.merge import parse_size
 
-        layout = [(k, base.shape(k), base.dtype(k)) for k in base.keys()]
-        with SafetensorsWriter(output_dir, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
-            for key in base.keys():
-                value = base.get(key)
-                if key in self._keys:
-                    tau = self.get(key)
-                    value = tau.to(value.dtype) if not value.is_floating_point() else (value.double() + scale * tau).to(value.dtype)
-                check_finite(value, key, "the result")
-                writer.write(key, value)
-        if base.folder is not None:
-            import shutil
+        from ...outputs import output_folder
 
-            for name in CONFIG_FILES:
-                if (base.folder / name).is_file():
-                    shutil.copyfile(base.folder / name, output_dir / name)
-        self._write_model_card(output_dir, scale)
+        layout = [(k, base.shape(k), base.dtype(k)) for k in base.keys()]
+        inputs = {"model": base.folder} if base.folder is not None else {}
+        with output_folder(output_dir, inputs=inputs, writer="TimeVector.apply_to", overwrite_field="overwrite") as tmp:
+            with SafetensorsWriter(tmp, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
+                for key in base.keys():
+                    value = base.get(key)
+                    if key in self._keys:
+                        tau = self.get(key)
+                        value = tau.to(value.dtype) if not value.is_floating_point() else (value.double() + scale * tau).to(value.dtype)
+                    check_finite(value, key, "the result")
+                    writer.write(key, value)
+            if base.folder is not None:
+                import shutil
+
+                for name in CONFIG_FILES:
+                    if (base.folder / name).is_file():
+                        shutil.copyfile(base.folder / name, tmp / name)
+            self._write_model_card(tmp, scale)
         return output_dir
 
     def _write_model_card(self, output_dir: Path, scale: float) -> None:
@@ -353,11 +357,16 @@ class TimeVector:
         for key in self._keys:
             src_dtype = self._first_with(key).dtype(key)
             layout.append((key, self._first_with(key).shape(key), (dtype or src_dtype) if src_dtype.is_floating_point else src_dtype))
-        with SafetensorsWriter(folder, layout, max_shard_bytes=parse_size(max_shard_size), prefix=WEIGHTS_PREFIX) as writer:
-            for key, _, out_dtype in layout:
-                writer.write(key, self.get(key).to(out_dtype))
-        self.config.save(folder)
-        self._write_card(folder)
+        from ...outputs import output_folder
+
+        # A temporary sibling replaces `folder` when complete: a kill leaves the previous vector whole,
+        # and no shard or index of an earlier (sharded) save survives.
+        with output_folder(folder, writer="TimeVector", field="save_directory", overwrite_field="overwrite") as tmp:
+            with SafetensorsWriter(tmp, layout, max_shard_bytes=parse_size(max_shard_size), prefix=WEIGHTS_PREFIX) as writer:
+                for key, _, out_dtype in layout:
+                    writer.write(key, self.get(key).to(out_dtype))
+            self.config.save(tmp)
+            self._write_card(tmp)
         return folder
 
     def _write_card(self, folder: Path) -> None:

@@ -139,8 +139,12 @@ class TopKSAE(nn.Module):
             raise InputError(f"format must be 'sparsify' or 'sae_lens', got {format!r}.")
         if self.threshold is not None:
             tensors["threshold"] = self.threshold
-        save_file({k: v.detach().contiguous().cpu().float() for k, v in tensors.items()}, str(folder / name))
-        (folder / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        from ...outputs import atomic_file
+
+        with atomic_file(folder / name) as tmp:  # a kill leaves the previous weights whole, never half a file
+            save_file({k: v.detach().contiguous().cpu().float() for k, v in tensors.items()}, str(tmp))
+        with atomic_file(folder / CONFIG) as tmp:
+            tmp.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         if card:
             self.model_card().save(str(folder / "README.md"))
         return folder
