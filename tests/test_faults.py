@@ -50,7 +50,19 @@ def assets(tmp_path_factory):
     lines = lambda k: "".join(json.dumps({"text": " ".join(words[(i * j) % len(words)] for j in range(40))}) + "\n" for i in range(k))  # noqa: E731
     (bts / "general.jsonl").write_text(lines(60))
     (bts / "math.jsonl").write_text(lines(60))
-    return {"model": str(model), "other": str(other), "pool": str(pool), "bts": str(bts), "tok": tok}
+    target = root / "target.jsonl"
+    target.write_text(json.dumps({"question": "Question 3?", "answer": "An answer word word"}) + "\n")
+    return {"model": str(model), "other": str(other), "pool": str(pool), "bts": str(bts), "tok": tok, "target": str(target)}
+
+
+@pytest.fixture(scope="module")
+def judge_server():
+    """An OpenAI-compatible judge for quality_judge (tests/openai_server.py, on 127.0.0.1)."""
+    from openai_server import OpenAICompatibleServer
+
+    server = OpenAICompatibleServer(lambda body: "Educational score: 4" if "Alice" in str(body) else "Educational score: 1")
+    with server:
+        yield server.base_url
 
 
 def _values(job: str, a: dict, out: Path) -> dict:
@@ -108,11 +120,29 @@ def _values(job: str, a: dict, out: Path) -> dict:
                 "max_steps": 1, "dataset_num_proc": None, **CPU}
     if job == "evaluate":
         return {"model_name_or_path": a["model"], "tasks": ["copa"], "eval_data_dir": str(data / "eval"), "limit": 2}
+    if job == "embedding_select":
+        return {"dataset": a["pool"], "target_dataset": a["target"], "target_split": "train", "budget": 3, "percent": None}
+    if job in ("quality_classifier", "quality_judge"):
+        if job == "quality_classifier":
+            return {"scorer": "fasttext", "data_dir": str(data), "heldout": [], "fasttext": {"epoch": 2},
+                    "positives": [{"path": "web/wikipedia_demo_first6.jsonl.gz", "name": "wikipedia", "chunk": True}],
+                    "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "name": "c4_train", "max_docs": 30}]}
+        return {"data_dir": str(data), "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "max_docs": 10}],
+                "pages": [{"path": "quality/gutenberg_alice.jsonl.gz", "chunk": True, "max_pages": 10, "name": "alice"}],
+                "heldout": [], "sample_size": 12, "judge_backend": "openai", "judge": {"base_url": a["judge"], "model": "judge"},
+                "judge_max_chars": 200, "embedder": {"max_length": 32}}
+    if job == "compare":
+        return {"pool": a["pool"], "heldout_size": 3, "selections": {"longest": {"job": "select", "method": "longest"}},
+                "selection_defaults": {"budget": 4, "compare_methods": [], "tokenizer": a["model"], "dataset_license": "other"},
+                "sft": {"model_name_or_path": a["model"], "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_length": 64,
+                        "per_device_train_batch_size": 2, "max_steps": 1, **CPU},
+                "evaluate": {"tasks": ["copa"], "limit": 2}, "eval_data_dir": str(data / "eval"), "bootstrap_samples": 20,
+                "baseline": "longest"}
     raise KeyError(job)
 
 
 FOLDER_JOBS = ["select", "curate", "audit", "merge", "less_warmup", "less_select", "critic_rm", "bts", "time_vectors", "xelm",
-               "scaling_tiny", "sft", "evaluate"]
+               "scaling_tiny", "sft", "evaluate", "embedding_select", "quality_classifier", "quality_judge", "compare"]
 
 
 def test_every_folder_writing_job_is_covered():
@@ -167,8 +197,9 @@ def _kill_at_first_file(job: str, values: dict, out: Path) -> int:
 
 
 @pytest.mark.parametrize("job", FOLDER_JOBS)
-def test_sigkill_mid_write_keeps_the_previous_output(job, assets, tmp_path, monkeypatch):
+def test_sigkill_mid_write_keeps_the_previous_output(job, assets, judge_server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    assets = {**assets, "judge": judge_server}
     out = tmp_path / "out"
     out.mkdir()  # the previous run's output, as an earlier hf_ext run leaves it
     (out / "model.safetensors").write_bytes(b"previous weights")
