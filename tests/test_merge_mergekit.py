@@ -261,3 +261,17 @@ def test_mergekit_yaml_cli_on_a_documented_config_file(here):
                    cwd=here, capture_output=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
     ours = from_mergekit_config(here / "ties.yml")
     _assert_same(here / "mk_cli", ours.run(here / "hf_cli", hub_ids={m: f"org/{Path(m).name}" for m in ours.referenced_models()}))
+
+
+def test_merge_job_takes_any_method_setting_through_method_options(here, tmp_path):
+    from hf_ext.config import parse_config
+    from hf_ext.merge.job import MergeConfig, run_merge
+
+    values = {"models": ["models/a", "models/b"], "method": "slerp", "method_options": {"t": 0.25},
+              "input_hub_ids": ["o/a", "o/b"], "output_dir": str(tmp_path / "job")}  # fmt: skip
+    run_merge(parse_config(MergeConfig, values))
+    expected = from_mergekit_config({**MATRIX["slerp"], "parameters": {"t": 0.25}}).run(tmp_path / "ref", hub_ids={"models/a": "o/a", "models/b": "o/b"})
+    a, b = _tensors(tmp_path / "job"), _tensors(expected)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(InputError, match="no setting 'tt'"):
+        run_merge(parse_config(MergeConfig, {**values, "method_options": {"tt": 0.25}, "output_dir": str(tmp_path / "bad")}))

@@ -20,7 +20,8 @@ class MergeConfig(JobOptions):
 
     mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})
     models: list[str] = field(default_factory=list, metadata={"help": "Models to merge: Hub ids or local folders (safetensors), same architecture."})
-    method: str = field(default="linear", metadata={"help": "linear (model soup / checkpoint averaging), task_arithmetic, ties or dare."})
+    method: str = field(default="linear", metadata={"help": "A method of hf_ext.merge.MERGE_METHODS: linear (model soup / checkpoint averaging), task_arithmetic, ties, dare, della, breadcrumbs, slerp, nuslerp, model_stock, passthrough."})
+    method_options: dict[str, Any] | None = field(default=None, metadata={"help": "Further settings of the method's dataclass, checked by it (e.g. {t: 0.3} for slerp, {epsilon: 0.1} for della, {convention: mergekit} for ties/dare)."})
     weights: list[float] | None = field(default=None, metadata={"help": "One weight per model (default uniform)."})
     base_model: str | None = field(default=None, metadata={"help": "The shared base (Hub id or folder); task_arithmetic, ties and dare take task vectors against it."})
     input_hub_ids: list[str] | None = field(default=None, metadata={"help": "Hub ids the card names for the models when they are local folders."})
@@ -51,7 +52,7 @@ class MergeConfig(JobOptions):
 
     def __post_init__(self) -> None:
         if self.mergekit_config is not None:
-            if self.models or self.method != "linear" or self.weights or self.base_model:
+            if self.models or self.method != "linear" or self.weights or self.base_model or self.method_options:
                 raise InputError("MergeConfig: give either mergekit_config or models/method/weights/base_model, not both.")
             super().__post_init__()
             return
@@ -61,9 +62,12 @@ class MergeConfig(JobOptions):
 
     def method_params(self) -> dict[str, Any]:
         params = {name: getattr(self, name) for name in _METHOD_FIELDS if getattr(self, name) is not None}
-        if self.method == "dare":
+        if self.method in ("dare", "della"):
             params["seed"] = self.seed
-        return params
+        overlap = sorted(set(params) & set(self.method_options or {}))
+        if overlap:
+            raise InputError(f"{overlap[0]!r} is set both as a field and in method_options; set it once.")
+        return {**params, **(self.method_options or {})}
 
 
 def run_merge(config: MergeConfig) -> dict[str, Any]:
