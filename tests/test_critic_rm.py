@@ -427,6 +427,7 @@ def test_padding_free_loss_and_gradients_equal_padded(tmp_path, with_critiques):
         rows = [trainer.eval_dataset[i] for i in range(4)]
         batch = trainer.data_collator(rows)
         if packed:
+            assert trainer.model.config._attn_implementation == "sdpa_packed"  # per-sequence sdpa, not a total² mask
             assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
             assert batch["input_ids"].shape[1] == sum(len(r[f"{s}_ids"]) for s in ("chosen", "rejected") for r in rows)
         else:
@@ -467,6 +468,7 @@ def test_padding_free_refuses_attention_that_mixes_packed_sequences(tmp_path, mo
     with pytest.raises(InputError, match="pad_to_multiple_of"):
         config(tmp_path, padding_free=True, pad_to_multiple_of=8)
     model = tiny_llama(tokenizer=tok)
+    model.set_attn_implementation("eager")  # (sdpa models are switched to per-sequence sdpa_packed)
     import transformers.masking_utils as masking
 
     monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)  # attention without packing support

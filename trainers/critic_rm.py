@@ -65,6 +65,7 @@ from .reward_common import (
     real_tokens,
     reward_index,
     unwrap,
+    use_packed_sdpa,
 )
 
 REWARD_HEAD = "score"  # same name as transformers' sequence-classification heads
@@ -287,6 +288,7 @@ class CriticRMTrainer(SafeResumeMixin, RewardTrainer):
         super().__init__(model, args, data_collator=data_collator, train_dataset=train_dataset, eval_dataset=eval_dataset,
                          processing_class=processing_class, peft_config=peft_config, **kwargs)
         if args.padding_free:
+            use_packed_sdpa(self.model)
             check_packed_attention(self.model)
         self._tap = _HiddenTap(self.model)
         unwrap(self.model).get_decoder().register_forward_hook(self._tap)

@@ -35,7 +35,15 @@ from trl.trainer.utils import pad
 from hf_ext.errors import InputError
 from hf_ext.outputs import SafeResumeMixin
 
-from .reward_common import RewardModelConfig, check_packed_attention, model_inputs, pack_sequences, real_tokens, unwrap
+from .reward_common import (
+    RewardModelConfig,
+    check_packed_attention,
+    model_inputs,
+    pack_sequences,
+    real_tokens,
+    unwrap,
+    use_packed_sdpa,
+)
 
 
 @dataclass
@@ -119,6 +127,7 @@ class RankingRewardTrainer(SafeResumeMixin, RewardTrainer):
                 raise InputError(f"padding_free=True reads the reward of every packed response from the head `score` "
                                  f"(transformers' *ForSequenceClassification), which {type(unwrap(self.model)).__name__} "
                                  "does not have; set padding_free=False.")
+            use_packed_sdpa(self.model)
             check_packed_attention(self.model)
             head.register_forward_hook(self._keep_scores)  # per-position rewards, before the classifier pools them
 

@@ -7,8 +7,11 @@ restart at 0 for every sequence and there is no ``attention_mask``. transformers
 the sequences apart: sdpa and eager get a block-diagonal causal mask built from the position
 ids (only with ``use_cache=False``, which the trainers pass), flash_attention_2 runs varlen
 attention on the boundaries. A reward is read at each sequence's last token. The linear
-layers (most of a step) then run on real tokens only, not on (sequences × longest); sdpa's
-masked attention still spans the whole row.
+layers then run on real tokens only, not on (sequences × longest). sdpa's masked attention
+would still span the whole row (total² scores, more than the padded batch's when lengths
+differ a lot), so with ``padding_free`` the trainers switch an sdpa model to
+``"sdpa_packed"``: sdpa run causally on each packed sequence (varlen attention, Σ length²),
+exactly sdpa for any other batch.
 
     >>> import torch
     >>> batch = pack_sequences([torch.tensor([5, 6, 7]), torch.tensor([8, 9])])
@@ -28,7 +31,13 @@ from accelerate.utils import is_peft_model
 from transformers import PreTrainedModel
 from trl import RewardConfig
 
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
 from hf_ext.errors import InputError
+
+PACKED_SDPA = "sdpa_packed"
 
 
 @dataclass
@@ -73,6 +82,32 @@ class RewardModelConfig(RewardConfig):
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True  # TRL's default, under transformers' current name
         super().__post_init__()
+
+
+def sdpa_packed_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None = None, **kwargs: Any):
+    """transformers' sdpa attention, run causally on each sequence of a packed row (one row, no
+    cache, ``position_ids`` restarting); any other call is plain sdpa."""
+    if position_ids is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or position_ids.shape[-1] != query.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = torch.nonzero(position_ids.reshape(-1) == 0).squeeze(-1).tolist() + [query.shape[2]]
+    if len(bounds) <= 2:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    kwargs["is_causal"] = True
+    parts = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None, **kwargs)[0]
+             for a, b in zip(bounds[:-1], bounds[1:])]
+    return torch.cat(parts, dim=1), None  # (1, total, heads, head_dim), as sdpa returns
+
+
+AttentionInterface.register(PACKED_SDPA, sdpa_packed_forward)
+AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+
+
+def use_packed_sdpa(model: Any) -> None:
+    """Switch an sdpa model to ``"sdpa_packed"`` (identical outside packed batches)."""
+    model = unwrap(model)
+    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(PACKED_SDPA)
 
 
 def unwrap(model: Any) -> PreTrainedModel:
