@@ -38,9 +38,9 @@ from hf_ext.outputs import SafeResumeMixin
 from .reward_common import (
     RewardModelConfig,
     check_packed_attention,
+    log_num_tokens,
     model_inputs,
     pack_sequences,
-    real_tokens,
     unwrap,
     use_packed_sdpa,
 )
@@ -184,10 +184,7 @@ class RankingRewardTrainer(SafeResumeMixin, RewardTrainer):
         loss = -F.logsigmoid(better - worse).mean()  # no margin (Llama 3)
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((better + worse) ** 2)
-        if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(real_tokens(inputs)).sum().item()
-            self._total_train_tokens += tokens // self._tp_size
-        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+        log_num_tokens(self, inputs, mode)
         with torch.no_grad():
             gather = lambda t: self.accelerator.gather_for_metrics(t.detach().float().reshape(1)).mean().item()  # noqa: E731
             self._metrics[mode]["mean_reward"].append(gather(rewards.mean()))

@@ -160,6 +160,14 @@ def real_tokens(inputs: dict[str, Any]) -> torch.Tensor:
     return inputs["input_ids"].new_tensor(inputs["input_ids"].numel())
 
 
+def log_num_tokens(trainer: Any, inputs: dict[str, Any], mode: str) -> None:
+    """TRL's ``num_tokens`` metric (real tokens seen in training, over all processes)."""
+    if mode == "train":
+        tokens = trainer.accelerator.gather_for_metrics(real_tokens(inputs)).sum().item()
+        trainer._total_train_tokens += tokens // trainer._tp_size
+    trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
+
+
 def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
     """The forward arguments of a packed or a padded batch (never the cache: see the module docstring)."""
     keys = ("input_ids", "position_ids") if "attention_mask" not in inputs else ("input_ids", "attention_mask")
