@@ -19,6 +19,13 @@ Reports, all from this run:
   precomputed projection matrix), same model, checkpoint and examples.
 - proj_abs_dcos_mean / _max: |cos(projected) − cos(full)| over pairs of real (unprojected)
   Adam gradient features at d = 8192.
+- multi_target_precision: {family: {less, embedding, random}} and multi_target_mean: several T0
+  task families held out in turn as the target. For each family one source dataset (e.g. rotten_tomatoes
+  for sentiment; rows under 900 characters) is kept out of the pool and gives the target rows; the pool still holds the
+  family's other sources (amazon_polarity, yelp, imdb, app_reviews), so a pick is a
+  hit when it is of the same task type from another source. GSM8K, by contrast, has its own
+  rows in the pool in a format no other row shares. multi_target_base_rate: each family's share
+  of the pool.
 """
 
 from __future__ import annotations
@@ -43,6 +50,23 @@ def _read(path: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+# T0 task family -> (held-out target source, the family's other sources that stay in the pool).
+T0_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sentiment": ("rotten_tomatoes", ("amazon_polarity", "yelp_review_full", "imdb", "app_reviews")),
+    "paraphrase": ("glue_mrpc", ("paws", "glue_qqp")),
+    "summarization": ("gigaword", ("cnn_dailymail", "xsum", "multi_news", "samsum")),
+    "topic_classification": ("ag_news", ("dbpedia_14", "trec")),
+    "extractive_qa": ("adversarial_qa", ("quoref", "duorc", "ropes")),
+}
+TARGET_MAX_CHARS = 900  # target rows short enough that the response survives max_length=256
+
+
+def t0_dataset(template: str) -> str | None:
+    """The T0 source dataset of a self-instruct T0 template name (e.g. 'imdb_movie_expressed_sentiment')."""
+    names = [n for _, (t, others) in T0_FAMILIES.items() for n in (t, *others)]
+    return next((n for n in sorted(names, key=len, reverse=True) if template.startswith(n)), None)
+
+
 def load_data(data_dir: Path, sizes: dict[str, int], n_target: int, n_pretrain_instr: int, seed: int):
     rng = random.Random(seed)
     rows = {
@@ -50,14 +74,21 @@ def load_data(data_dir: Path, sizes: dict[str, int], n_target: int, n_pretrain_i
         "alpaca": [{k: r[k] for k in ("instruction", "input", "output")}
                    for r in _read(data_dir / "instruction/alpaca_subsets_union.jsonl.gz") if r["in_random_9k"]],
         "dolly": [{k: r[k] for k in ("instruction", "input", "output")} for r in _read(data_dir / "instruction/dolly_alpagasus_3k.jsonl.gz")],
-        "t0": [{"instruction": r["prompt"], "input": "", "output": r["completion"]}
+        "t0": [{"instruction": r["prompt"], "input": "", "output": r["completion"], "t0_dataset": t0_dataset(r["template"])}
                for r in _read(data_dir / "instruction/t0_train_subset_self_instruct.jsonl.gz")],
     }
+    held_out = {t for t, _ in T0_FAMILIES.values()}
+    family_targets = {}
+    for family, (t, _) in T0_FAMILIES.items():  # target rows of every family: its held-out source, never in the pool
+        items = [r for r in rows["t0"] if r["t0_dataset"] == t and len(r["instruction"]) + len(r["output"]) < TARGET_MAX_CHARS]
+        rng.shuffle(items)
+        family_targets[family] = items[:n_target]
+    rows["t0"] = [r for r in rows["t0"] if r["t0_dataset"] not in held_out]
     pool, pretrain = [], []
     for source, n in sizes.items():
         items = rows[source][:]
         rng.shuffle(items)
-        pool += [dict(r, source=source) for r in items[:n]]
+        pool += [dict({"t0_dataset": None}, **r, source=source) for r in items[:n]]
         # Disjoint rows of every source go into pretraining (format knowledge, not the pool itself).
         pretrain += [f"{r['instruction']}\n{r['input']}\n{r['output']}" for r in items[n : n + n_pretrain_instr]]
     rng.shuffle(pool)
@@ -65,7 +96,7 @@ def load_data(data_dir: Path, sizes: dict[str, int], n_target: int, n_pretrain_i
     rng.shuffle(test)
     target = [{"instruction": r["question"], "input": "", "output": r["answer"]} for r in test[:n_target]]
     books = [b["text"] for b in _read(data_dir / "lm_corpus/gutenberg_books.jsonl.gz")]
-    return pool, target, pretrain, books
+    return pool, target, pretrain, books, family_targets
 
 
 def pretrain_tiny_lm(texts: list[str], out: Path, steps: int, seed: int):
@@ -143,7 +174,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="less-bench-"))
 
     with timed(results, "data_seconds"):
-        pool_rows, target_rows, pretrain_instr, books = load_data(args.data_dir, sizes, n_target, 300 if quick else 1500, args.seed)
+        pool_rows, target_rows, pretrain_instr, books, family_targets = load_data(args.data_dir, sizes, n_target, 300 if quick else 1500, args.seed)
     pool, target = Dataset.from_list(pool_rows), Dataset.from_list(target_rows)
     results |= {"pool_size": len(pool), "pool_sources": sizes, "target_size": len(target), "target_source": "gsm8k test"}
 
@@ -194,6 +225,32 @@ def main() -> None:
         "embedding_target_precision": float(is_target[emb_picks].mean()),
         "embedding_base_rate": base_rate,
         "embedding_model": "sentence-transformers/all-MiniLM-L6-v2",
+    }
+
+    # Multi-target: each T0 family's held-out source as the target; hits are the family's other sources.
+    family_of = {n: f for f, (_, others) in T0_FAMILIES.items() for n in others}
+    pool_family = np.array([family_of.get(r.get("t0_dataset")) if r["source"] == "t0" else None for r in pool_rows], dtype=object)
+    multi, base_rates = {}, {}
+    with timed(results, "multi_target_seconds"):
+        for family, rows in family_targets.items():
+            hit = pool_family == family
+            store = build_datastore(Dataset.from_list([{k: r[k] for k in ("instruction", "input", "output")} for r in rows]),
+                                    feat("sgd"), work / f"target_{family}", chunk_size=256, batch_size=128)
+            if not store.valid.any():
+                multi[family] = None  # no target row keeps response tokens at max_length 256
+                continue
+            f_picks = select_top(less_scores(pool_store.features_array(), store.features_array()[store.valid], weights), k=k,
+                                 valid=pool_store.valid)
+            e_family = embed([text(r) for r in rows])
+            f_emb = select_top(less_scores(e_pool, e_family, [1.0]), k=k)
+            multi[family] = {"less": float(hit[f_picks].mean()), "embedding": float(hit[f_emb].mean()), "random": float(hit[rand].mean())}
+            base_rates[family] = float(hit.mean())
+    results |= {
+        "multi_target_precision": multi,
+        "multi_target_mean": {m: float(np.mean([v[m] for v in multi.values() if v])) for m in ("less", "embedding", "random")},
+        "multi_target_base_rate": base_rates,
+        "multi_target_families": {f: {"target": t, "pool_sources": list(o)} for f, (t, o) in T0_FAMILIES.items()},
+        "multi_target_n_target": n_target,
     }
 
     # Throughput: the same 64 examples and checkpoint, batched vs naive.
