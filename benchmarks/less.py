@@ -1,6 +1,7 @@
 """LESS benchmark: targeted selection precision, per-example gradient throughput, projection fidelity.
 
-    python benchmarks/less.py [--quick] --out FILE.json [--data-dir ../shared/data]
+    python benchmarks/less.py [--quick] [--device cuda] --out FILE.json [--data-dir ../shared/data]
+    python benchmarks/less.py --plan [--device cuda]   # cost of LESS on 270k examples at d = 8192, nothing run
 
 Pool: GSM8K train (5%) mixed with Alpaca (random 9k subset), Dolly (AlpaGasus 3k) and T0
 prompted tasks; target: held-out GSM8K test questions. Model: a tiny Llama pretrained here on
@@ -42,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import benchmark_args, best_of, peak_rss_bytes, timed, write_results  # noqa: E402
+from _common import benchmark_args, best_of, peak_rss_bytes, plan_flop_rate, timed, write_results  # noqa: E402
 
 
 def _read(path: Path) -> list[dict]:
@@ -150,16 +151,40 @@ def naive_grads(featurizer, rows, entry, dense: torch.Tensor) -> torch.Tensor:
     out = []
     for r in rows:
         model.zero_grad(set_to_none=True)
-        model(input_ids=torch.tensor([r["input_ids"]]), labels=torch.tensor([r["labels"]])).loss.backward()
+        model(input_ids=torch.tensor([r["input_ids"]], device=model.device),
+              labels=torch.tensor([r["labels"]], device=model.device)).loss.backward()
         g = torch.cat([live[n].grad.reshape(-1) for n in names])
         g = adam_feature(g, entry["m"], entry["v"], entry["betas"], entry["eps"])
         out.append(torch.nn.functional.normalize(g @ dense, dim=0))
     return torch.stack(out)
 
 
+def paper_plan(args) -> list:
+    """LESS at paper scale: Llama-2-7B, LoRA r=128 on the attention projections, 4 warmup
+    checkpoints, Adam features of 270k examples projected to d = 8192."""
+    from hf_ext.planning import LLAMA_2_7B, ModelCost, Plan, meta_model
+
+    model = ModelCost.of(meta_model(LLAMA_2_7B))
+    examples, tokens, checkpoints, d, micro_batch = 270_000, 512, 4, 8192, 8
+    lora = model.lora_params(128, ("q_proj", "k_proj", "v_proj", "o_proj"))
+    forward = model.flops_per_token(tokens, with_head=True) * tokens
+    # Per example and checkpoint: forward + backward of activation gradients (≈ 1 forward; only the
+    # LoRA weights take weight gradients, 2 FLOPs each per token), then the projection (2 · P · d).
+    per_example = 2 * forward + 2 * 2 * lora * tokens + 2 * lora * d
+    return [Plan("LESS datastore: Llama-2-7B + LoRA r=128, 270k examples × 4 checkpoints, d = 8192",
+                 flops=per_example * examples * checkpoints, flop_rate=plan_flop_rate(args.device),
+                 memory_bytes={"weights_fp32": 4 * model.params, "lora_and_adam_moments_fp32": 3 * 4 * lora * checkpoints,
+                               "per_example_grads_fp32": 4 * lora * micro_batch, "projection_cache_fp32": 3072 * 2**20,
+                               "activations_fp32": 4 * micro_batch * tokens * model.layers * model.hidden_size * 8},
+                 assumptions={"examples": examples, "tokens_per_example": tokens, "checkpoints": checkpoints, "proj_dim": d,
+                              "lora_params": lora, "model_params": model.params, "micro_batch_size": micro_batch,
+                              "datastore_on_disk_gib_float16": round(examples * checkpoints * d * 2 / 2**30, 1)})]
+
+
 def main() -> None:
     args = benchmark_args(__doc__.split("\n")[0], extra=lambda p: p.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1 avoids OpenMP contention on a shared machine)."))
+        "--threads", type=int, default=1, help="torch threads (1 avoids OpenMP contention on a shared machine)."),
+        device=True, plan=paper_plan)
     torch.set_num_threads(args.threads)
     from datasets import Dataset
 
@@ -188,7 +213,7 @@ def main() -> None:
     warm_cfg = LessWarmupConfig(
         model_name_or_path=base, output_dir=str(work / "warmup"), lora_r=16, lora_alpha=64, lora_dropout=0.1,
         learning_rate=1e-3, num_train_epochs=2 if quick else 4, per_device_train_batch_size=8, gradient_accumulation_steps=1,
-        max_length=256, seed=args.seed, dataloader_pin_memory=False,
+        max_length=256, seed=args.seed, dataloader_pin_memory=False, use_cpu=args.device == "cpu",
     )
     with timed(results, "warmup_seconds"):
         warm = run_less_warmup(warm_cfg, dataset=pool)
@@ -198,7 +223,7 @@ def main() -> None:
                 "checkpoint_weights": [round(float(w), 4) for w in weights], "warmup_learning_rate": warm_cfg.learning_rate}
 
     feat = lambda kind, **kw: GradientFeaturizer(base, ckpts, kind=kind, proj_dim=8192, seed=args.seed, max_length=256,
-                                                 micro_batch_size=16, cache_mb=3072, **kw)
+                                                 micro_batch_size=16, cache_mb=3072, device=args.device, **kw)
     with timed(results, "datastore_seconds"):
         pool_store = build_datastore(pool, feat("adam"), work / "pool_grads", chunk_size=256, batch_size=128)
         target_store = build_datastore(target, feat("sgd"), work / "target_grads", chunk_size=256, batch_size=128)
@@ -260,9 +285,9 @@ def main() -> None:
     rows = [r for r in rows if any(t != -100 for t in r["labels"][1:])]
     entry = state["per_ckpt"][-1]
     one_ckpt = GradientFeaturizer(base, ckpts[-1:], kind="adam", proj_dim=8192, seed=args.seed, max_length=256, micro_batch_size=16,
-                                  cache_mb=3072)
+                                  cache_mb=3072, device=args.device)
     one_ckpt.features(rows[:4])  # load the model, draw the projection blocks once (the naive side gets its matrix free too)
-    dense = one_ckpt._load()["projector"].dense_matrix()
+    dense = one_ckpt._load()["projector"].dense_matrix().to(args.device)
     batched, _ = one_ckpt.features(rows)
     naive = naive_grads(one_ckpt, rows, one_ckpt._load()["per_ckpt"][0], dense)
     # Best of 3 each: the machine is shared, and the least disturbed run is the fairest.

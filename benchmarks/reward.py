@@ -27,7 +27,8 @@ alternated (``--packing-rounds``) so load on the machine hits both alike:
 - the same for CriticRMTrainer on the stage-1 critique rows (``critic_rm_*`` keys), whose
   shared critique prompt (~120 tokens) makes lengths far more alike.
 
-    python benchmarks/reward.py [--quick] [--packing-only] --out results/reward.json
+    python benchmarks/reward.py [--quick] [--packing-only] [--device cuda] --out results/reward.json
+    python benchmarks/reward.py --plan [--device cuda]   # cost of Critic-RM on Llama-3.1-8B, nothing run
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import benchmark_args, peak_rss_bytes, write_results
+from _common import benchmark_args, peak_rss_bytes, plan_flop_rate, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,8 +95,28 @@ class StepTimer:
         self.seconds.append(time.perf_counter() - self._start)
 
 
+def paper_plan(args) -> list:
+    """Critic-RM at paper scale: full fine-tuning of Llama-3.1-8B on critique-augmented pairs."""
+    from hf_ext.planning import LLAMA_3_1_8B, ModelCost, Plan, meta_model
+
+    model = ModelCost.of(meta_model(LLAMA_3_1_8B))
+    pairs, tokens, epochs, micro_batch = 80_000, 1024, 2, 8  # (prompt + response + critique) per sequence
+    # Forward + backward = 3 forwards per sequence (2 sequences per pair); the vocabulary head runs
+    # for the critique tokens' loss.
+    per_sequence = 3 * model.flops_per_token(tokens, with_head=True) * tokens
+    return [Plan("Critic-RM: Llama-3.1-8B full fine-tune, 80k critique-augmented pairs × 2 epochs",
+                 flops=per_sequence * 2 * pairs * epochs, flop_rate=plan_flop_rate(args.device),
+                 memory_bytes={"weights_bf16": 2 * model.params, "grads_bf16": 2 * model.params,
+                               "adamw_fp32_master_and_moments": 12 * model.params,
+                               "activations_bf16_checkpointed": 2 * micro_batch * 2 * tokens * model.layers * model.hidden_size,
+                               "logits_fp32": 4 * micro_batch * 2 * tokens * LLAMA_3_1_8B["vocab_size"]},
+                 assumptions={"pairs": pairs, "tokens_per_sequence": tokens, "epochs": epochs, "pairs_per_step": micro_batch,
+                              "model_params": model.params, "optimizer": "AdamW, bf16 mixed precision, activation checkpointing",
+                              "gpus_needed_at_80gib_unsharded": "weights + optimizer exceed one 80 GiB GPU: shard (FSDP/ZeRO-3)"})]
+
+
 def main() -> None:
-    args = benchmark_args(__doc__.splitlines()[0], extra=lambda p: (
+    args = benchmark_args(__doc__.splitlines()[0], device=True, plan=paper_plan, extra=lambda p: (
         p.add_argument("--critiques", default=str(REPO / "tests/data/preference/alpaca_eval_smollm2_critiques.jsonl.gz"),
                        help="Stage-1 output (benchmarks/reward_critiques.py)."),
         p.add_argument("--steps", type=int, default=12, help="Optimizer steps for each trainer."),
@@ -144,7 +165,7 @@ def main() -> None:
     plain_rows = rows.map(encode, remove_columns=rows.column_names)
     common = dict(max_steps=steps, per_device_train_batch_size=2, learning_rate=1e-5 if not args.quick else 1e-3,
                   logging_steps=1, save_strategy="no", report_to="none", bf16=False, activation_checkpointing=False,
-                  use_cpu=True, seed=args.seed, max_length=1024, dataloader_drop_last=True)
+                  use_cpu=args.device == "cpu", seed=args.seed, max_length=1024, dataloader_drop_last=True)
 
     results = {"model": model_name, "steps": steps, "train_rows": len(rows), "consistency_filter": filter_stats,
                "eval_pairs": len(held_out), "eval_set": "Anthropic/hh-rlhf harmless-base test (held out)", "torch_threads": torch.get_num_threads()}
@@ -190,7 +211,7 @@ def main() -> None:
     rm_model.eval()
     with torch.no_grad():
         def plain_reward(prompt, response):
-            ids = torch.tensor([critique_context(tok, prompt, response) + [tok.eos_token_id]])
+            ids = torch.tensor([critique_context(tok, prompt, response) + [tok.eos_token_id]], device=rm_model.device)
             return rm_model(input_ids=ids).logits.item()
         results["acc_heldout_rm"] = sum(plain_reward(r["prompt"], r["chosen"]) > plain_reward(r["prompt"], r["rejected"])
                                         for r in held_out) / len(held_out)

@@ -1,6 +1,7 @@
 """Branch-Train-Stitch on CPU: stitched model vs seed, experts, model soup and a BTM-style ensemble.
 
-    python benchmarks/stitch.py [--quick] --out FILE.json [--data-dir ../shared/data]
+    python benchmarks/stitch.py [--quick] [--device cuda] --out FILE.json [--data-dir ../shared/data]
+    python benchmarks/stitch.py --plan [--device cuda]   # cost of BTS with 3 × 3B experts, nothing run
 
 Runs the ``bts`` job of recipes/bts_tiny.yaml (``--quick``: fewer steps and texts, same model
 geometry) and measures, in the same run:
@@ -26,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import benchmark_args, best_of, peak_rss_bytes, write_results  # noqa: E402
+from _common import benchmark_args, best_of, peak_rss_bytes, plan_flop_rate, write_results  # noqa: E402
 
 QUICK = {"max_texts": 1500, "eval_max_texts": 30, "seed_steps": 200, "expert_steps": 60, "stitch_steps": 100}
 
@@ -35,12 +36,34 @@ def _folder_bytes(folder: Path, names: set[str] | None = None) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and (names is None or p.name in names))
 
 
+def paper_plan(args) -> list:
+    """BTS at paper scale: a Llama-3.2-1B seed stitched to 3 frozen Llama-3.2-3B experts."""
+    from hf_ext.planning import LLAMA_3_2_1B, LLAMA_3_2_3B, ModelCost, Plan, meta_model
+
+    seed, expert = ModelCost.of(meta_model(LLAMA_3_2_1B)), ModelCost.of(meta_model(LLAMA_3_2_3B))
+    n_experts, stitch_layers, tokens, context, batch_tokens = 3, 4, 1_000_000_000, 2048, 16 * 2048
+    # Per stitched layer and expert: a map into the expert's width and one back (d_seed × d_expert each).
+    stitch_params = n_experts * stitch_layers * 2 * seed.hidden_size * expert.hidden_size
+    forward = seed.flops_per_token(context, with_head=True) + n_experts * expert.flops_per_token(context)
+    # Backward: the seed's full (2×) and, through the frozen experts, activation gradients only (1×).
+    step = forward + 2 * seed.flops_per_token(context, with_head=True) + n_experts * expert.flops_per_token(context)
+    layers_total = seed.layers + n_experts * expert.layers
+    return [Plan("BTS: Llama-3.2-1B seed + 3 × Llama-3.2-3B experts (frozen), stitch training",
+                 flops=step * tokens, flop_rate=plan_flop_rate(args.device),
+                 memory_bytes={"weights_bf16": 2 * (seed.params + n_experts * expert.params),
+                               "stitch_adamw_fp32": 16 * stitch_params,
+                               "activations_bf16_checkpointed": 2 * batch_tokens * layers_total * expert.hidden_size},
+                 assumptions={"training_tokens": tokens, "context": context, "tokens_per_step": batch_tokens,
+                              "stitch_layers_per_expert": stitch_layers, "stitch_params": stitch_params,
+                              "seed_params": seed.params, "expert_params": expert.params})]
+
+
 def main() -> None:
     def extra(parser):
         parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
                             help="Override BTSConfig fields of the recipe, e.g. --set num_layers=4 stitch_steps=60.")
 
-    args = benchmark_args(__doc__.splitlines()[0], extra)
+    args = benchmark_args(__doc__.splitlines()[0], extra, device=True, plan=paper_plan)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_ext.adapters.stitch import CONFIG_NAME, WEIGHTS_NAME, StitchedModel
@@ -64,11 +87,13 @@ def main() -> None:
     experts = {n: AutoModelForCausalLM.from_pretrained(out / "experts" / n) for n in config.expert_data}
     stitch_args = StitchTrainingConfig(output_dir=str(work / "ckpt"), max_steps=2, save_steps=2, per_device_train_batch_size=config.batch_size,
                                        learning_rate=config.stitch_lr, num_stitch_layers=config.num_stitch_layers,
-                                       gate_offset=config.gate_offset, optim=config.stitch_optim, use_cpu=True, seed=args.seed)
+                                       gate_offset=config.gate_offset, optim=config.stitch_optim, use_cpu=args.device == "cpu", seed=args.seed)
     fresh = StitchedModel(seed, experts, stitch_args.stitch_config(list(experts)))
     texts = load_domain_texts(Path(config.data_dir) / config.expert_data["math"], config.expert_templates["math"])[-200:]
     blocks = pack_texts(tokenizer, texts, config.block_size)
-    batch = torch.tensor(blocks[: config.batch_size]["input_ids"])
+    fresh.to(args.device)  # the seed and the experts are its submodules
+    batch = torch.tensor(blocks[: config.batch_size]["input_ids"], device=args.device)
+    sync = torch.cuda.synchronize if torch.device(args.device).type == "cuda" else (lambda: None)
 
     # step 0: the stitched model equals the seed
     with torch.no_grad():
@@ -87,11 +112,13 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
 
     @torch.no_grad()
     def forward_all() -> None:
         for model in (seed, *experts.values()):
             model(input_ids=batch)
+        sync()
 
     stitch_step()  # warm-up
     forward_all()

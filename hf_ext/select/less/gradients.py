@@ -86,6 +86,9 @@ class GradientFeaturizer:
         instruction_column, input_column, response_column, template, max_length: how an
             example is formatted and tokenised (must match the warmup).
         cache_mb: Projection blocks kept in memory between batches (see `RademacherProjector`).
+        device: Where the model, the LoRA weights, the Adam moments and the projection run
+            (``"cuda"``, ``"cpu"``; default: CUDA when available). Features come back on the CPU
+            either way and do not depend on it beyond float rounding.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class GradientFeaturizer:
         template: str = TULU_TEMPLATE,
         max_length: int = 512,
         cache_mb: int = 2048,
+        device: Optional[str] = None,
     ):
         if kind not in ("adam", "sgd"):
             raise InputError(f"kind must be 'adam' (train examples) or 'sgd' (target examples), got {kind!r}.")
@@ -121,6 +125,7 @@ class GradientFeaturizer:
                 )
         self.kind, self.tokenizer_id, self.proj_dim, self.seed = kind, tokenizer, int(proj_dim), int(seed)
         self.micro_batch_size, self.float16, self.cache_mb = int(micro_batch_size), bool(float16), int(cache_mb)
+        self.device = device
         self.format = ExampleFormat(instruction_column, input_column, response_column, template, max_length)
         self.fingerprint = self._fingerprint()
         self._state: Optional[dict[str, Any]] = None
@@ -136,6 +141,9 @@ class GradientFeaturizer:
             "checkpoints": [(c, _file_stamp(Path(c))) for c in self.checkpoints],
         }
         return "less-" + hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def _device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # -- lazy state ------------------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
@@ -156,7 +164,7 @@ class GradientFeaturizer:
         check_lora_targets(base, lora_config.target_modules if isinstance(lora_config.target_modules, str)
                            else sorted(lora_config.target_modules))
         lora_config.inference_mode = False
-        model = get_peft_model(base, lora_config)  # trainable LoRA params, named as in training
+        model = get_peft_model(base, lora_config).to(self._device())  # trainable LoRA params, named as in training
         model.eval()  # no LoRA dropout: features are deterministic
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         if not names or any("lora_" not in n for n in names):
@@ -173,7 +181,7 @@ class GradientFeaturizer:
             entry: dict[str, Any] = {"params": params}
             if self.kind == "adam":
                 adam = load_adam_state(ckpt, model)
-                entry["m"], entry["v"] = adam.flat(names)
+                entry["m"], entry["v"] = (t.to(self._device()) for t in adam.flat(names))
                 entry["betas"], entry["eps"] = adam.betas, adam.eps
             per_ckpt.append(entry)
         dim = sum(int(np.prod(shapes[n])) for n in names)
@@ -225,7 +233,7 @@ class GradientFeaturizer:
                 ids = torch.tensor([rows[i]["input_ids"] + [pad] * (width - len(rows[i]["input_ids"])) for i in chunk])
                 lab = torch.tensor([rows[i]["labels"] + [IGNORE_INDEX] * (width - len(rows[i]["labels"])) for i in chunk])
                 with torch.no_grad():
-                    g = self.per_example_grads(ids, lab, entry["params"])
+                    g = self.per_example_grads(ids.to(self._device()), lab.to(self._device()), entry["params"])
                 if self.kind == "adam":
                     g = adam_feature(g, entry["m"], entry["v"], entry["betas"], entry["eps"])
                 flat.append(g)
@@ -234,7 +242,7 @@ class GradientFeaturizer:
             # One projection pass per map batch: each block of R is drawn once for all rows.
             projected = state["projector"](torch.cat(flat))
             projected = torch.nn.functional.normalize(projected, dim=1)
-            out[valid, c] = projected.numpy()
+            out[valid, c] = projected.cpu().numpy()
         return out, n_tokens
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -232,6 +232,19 @@ class SAEFeaturizer:
             yield order[start:start + rows]
             start += rows
 
+    @staticmethod
+    def padded(ids: list[list[int]], rows: list[int], pad: int):
+        """Right-padded ``input_ids`` and ``attention_mask`` (CPU) of the given rows."""
+        import torch
+
+        width = max(len(ids[r]) for r in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
+            attention[j, : len(ids[r])] = 1
+        return input_ids, attention
+
     def hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[list[int], Any, Any]]:
         """For each micro-batch: (row indices, hidden states [n_tok, d] of kept tokens, row of each token).
 
@@ -242,12 +255,8 @@ class SAEFeaturizer:
         self.load()
         device, pad = self._device(), self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
         for rows in self.micro_batches([len(x) for x in ids]):
-            width = max(len(ids[r]) for r in rows)
-            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(rows), width), dtype=torch.long)
-            for j, r in enumerate(rows):
-                input_ids[j, : len(ids[r])] = torch.tensor(ids[r])
-                attention[j, : len(ids[r])] = 1
+            input_ids, attention = self.padded(ids, rows, pad)
+            width = input_ids.shape[1]
             keep = attention.bool()
             first_special = torch.tensor([bool(ids[r]) and ids[r][0] in self.special_ids for r in rows])
             keep[:, 0] &= ~first_special
