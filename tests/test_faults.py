@@ -110,7 +110,7 @@ def _values(job: str, a: dict, out: Path) -> dict:
     if job == "xelm":
         return {"data_file": str(data / "merge" / "flores200_devtest_5lang_80.jsonl.gz"), "languages": ["eng_Latn", "deu_Latn"],
                 "train_sentences": 20, "eval_sentences": 10, "experts": [1], "vocab_size": 300, "hidden_size": 16, "num_layers": 1,
-                "seed_steps": 1, "expert_steps": 1, "batch_size": 2, "block_size": 16}
+                "seed_steps": 0, "expert_steps": 1, "batch_size": 2, "block_size": 16}
     if job == "scaling_tiny":
         return {"data_dir": str(data / "scaling"), "corpus_files": ["tinyshakespeare_head.txt.gz"], "hidden_sizes": [8, 16, 24],
                 "num_layers": 1, "token_multipliers": [0.2, 0.4], "vocab_size": 300, "tokenizer_chars": 20000, "block_size": 16,
@@ -119,12 +119,14 @@ def _values(job: str, a: dict, out: Path) -> dict:
         return {"model_name_or_path": a["model"], "dataset": a["pool"], "max_length": 64, "per_device_train_batch_size": 2,
                 "max_steps": 1, "dataset_num_proc": None, **CPU}
     if job == "evaluate":
-        return {"model_name_or_path": a["model"], "tasks": ["copa"], "eval_data_dir": str(data / "eval"), "limit": 2}
+        # the response NLL only: the lm-eval tasks are covered in test_evaluate.py, the output folder is the same
+        return {"model_name_or_path": a["model"], "tasks": [], "response_nll_dataset": a["pool"], "response_nll_limit": 4,
+                "chat_template": False}
     if job == "embedding_select":
         return {"dataset": a["pool"], "target_dataset": a["target"], "target_split": "train", "budget": 3, "percent": None}
     if job in ("quality_classifier", "quality_judge"):
         if job == "quality_classifier":
-            return {"scorer": "fasttext", "data_dir": str(data), "heldout": [], "fasttext": {"epoch": 2},
+            return {"scorer": "fasttext", "data_dir": str(data), "heldout": [], "fasttext": {"epoch": 2}, "heuristic_negatives": None,
                     "positives": [{"path": "web/wikipedia_demo_first6.jsonl.gz", "name": "wikipedia", "chunk": True}],
                     "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "name": "c4_train", "max_docs": 30}]}
         return {"data_dir": str(data), "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "max_docs": 10}],
@@ -136,7 +138,8 @@ def _values(job: str, a: dict, out: Path) -> dict:
                 "selection_defaults": {"budget": 4, "compare_methods": [], "tokenizer": a["model"], "dataset_license": "other"},
                 "sft": {"model_name_or_path": a["model"], "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_length": 64,
                         "per_device_train_batch_size": 2, "max_steps": 1, **CPU},
-                "evaluate": {"tasks": ["copa"], "limit": 2}, "eval_data_dir": str(data / "eval"), "bootstrap_samples": 20,
+                "evaluate": {"tasks": [], "response_nll_dataset": a["pool"], "response_nll_limit": 3, "chat_template": False},
+                "bootstrap_samples": 20,
                 "baseline": "longest"}
     raise KeyError(job)
 
