@@ -4,7 +4,8 @@ resume from a half-written Trainer checkpoint.
 Each kill test forks the test process (the imports are already loaded, so a child costs no
 start-up); in the child a watcher thread sends SIGKILL to its own process as soon as the first
 file appears in the job's temporary folder (``.NAME.tmp-PID-*``), a real kill mid-write with no
-``finally`` and no cleanup. Then:
+``finally`` and no cleanup (or, for a writer faster than the watcher, at the point where the
+finished temporary folder would move into place). Then:
 
 1. the previous output folder (an earlier hf_ext run's, with its marker) is byte-for-byte intact;
 2. the killed run's temporary folder is still there (the kill really happened mid-write);
@@ -182,6 +183,11 @@ def _kill_at_first_file(job: str, values: dict, out: Path) -> int:
                     time.sleep(0.002)
 
             threading.Thread(target=watch, daemon=True).start()
+            # A fast writer can finish before the watcher runs: then the kill comes at the named point
+            # where the finished temporary folder would move into place.
+            import hf_ext.outputs
+
+            hf_ext.outputs._move_into_place = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
             config_cls, runner = import_path(JOBS[job][0]), import_path(JOBS[job][1])
             runner(parse_config(config_cls, values))
         except BaseException as exc:  # noqa: BLE001 - report, then leave without pytest's cleanup
