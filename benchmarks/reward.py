@@ -27,6 +27,21 @@ alternated (``--packing-rounds``) so load on the machine hits both alike:
 - the same for CriticRMTrainer on the stage-1 critique rows (``critic_rm_*`` keys), whose
   shared critique prompt (~120 tokens) makes lengths far more alike.
 
+What the packed step spent its time on (torch.profiler / cProfile of one RankingRewardTrainer
+step, tiny Llama, 8 responses: 3101 real tokens packed vs 8 × 903 padded, torch's default 2
+threads on the shared 2-core machine): packed was slower (0.74×) for two reasons.
+
+- ``sdpa_packed`` cut the row by slicing q/k/v; a slice's backward writes its gradient into a
+  zero tensor of the whole row, so each layer did (sequences × 3) full-row ``fill_`` + ``add_``:
+  the packed backward took 6.6 s against the padded 4.0 s. Cutting with ``split`` (backward:
+  one ``cat``) brought it to 3.3 s. transformers also built a (total × total) block mask that
+  ``sdpa_packed`` never reads; the ``sdpa_packed`` mask function now skips it.
+- With 2 intra-op threads on a 2-core machine running ~14 other processes, every torch op waits
+  at its thread barrier for a descheduled thread: a (1, 3101, 64) multiply took 37 ms with 2
+  threads and 0.03 ms with 1, an (8, 903, 64) one 33 ms vs 1.0 ms. Steps then cost (number of
+  ops × ~25 ms) whatever the token count, so tokens/s measured the scheduler, not the work that
+  packing removes. The benchmark therefore runs torch with one thread (``--torch-threads``).
+
     python benchmarks/reward.py [--quick] [--packing-only] [--device cuda] --out results/reward.json
     python benchmarks/reward.py --plan [--device cuda]   # cost of Critic-RM on Llama-3.1-8B, nothing run
 """
@@ -125,6 +140,8 @@ def main() -> None:
         p.add_argument("--packing-steps", type=int, default=6, help="Optimizer steps per padded / packed run."),
         p.add_argument("--packing-batch-size", type=int, default=4, help="Pairs per step in the packing section."),
         p.add_argument("--packing-rounds", type=int, default=2, help="Alternated padded/packed runs of each mode."),
+        p.add_argument("--torch-threads", type=int, default=1,
+                       help="torch intra-op threads (0: torch's default). 1 by default: see the module docstring."),
         p.add_argument("--packing-critiques", default=str(REPO / "tests/data/preference/alpaca_eval_smollm2_critiques_300.jsonl.gz"),
                        help="Stage-1 critique rows for the Critic-RM packing measurement."),
     ))
@@ -140,6 +157,8 @@ def main() -> None:
     from trainers.critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, critique_context
     from trainers.ranking_rm import RankingRewardConfig, RankingRewardTrainer
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     torch.manual_seed(args.seed)
     steps, eval_pairs = (3, 8) if args.quick else (args.steps, args.eval_pairs)
     kept, filter_stats = consistency_filter(load_dataset("json", data_files=args.critiques, split="train"))
