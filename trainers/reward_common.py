@@ -19,6 +19,8 @@ exactly sdpa for any other batch.
     ([[5, 6, 7, 8, 9]], [[0, 1, 2, 0, 1]])
     >>> sequence_ends(batch["position_ids"]).tolist()
     [2, 4]
+    >>> packed_lengths(torch.tensor([[4, 5, 0, 1, 2]]))  # a row may start mid-sequence
+    [2, 3]
 """
 
 from __future__ import annotations
