@@ -1,6 +1,6 @@
 """Merging benchmark: hf_ext beside mergekit (speed, memory, identical outputs), time vectors, X-ELM vs dense.
 
-    python benchmarks/merge.py [--quick] --out FILE.json [--skip-memory] [--skip-time-vectors] [--skip-xelm]
+    python benchmarks/merge.py [--quick] --out FILE.json [--skip-memory] [--skip-time-vectors] [--skip-xelm] [--merge-methods ties]
 
 1. Beside mergekit: two (TIES: three, with the base) randomly initialised fp32 Llama models of ≥ 300M
    parameters are written as 400 MB safetensors shards; the same mergekit config (linear 0.3/0.7, and TIES
@@ -106,7 +106,7 @@ def torch_equal(x, y) -> bool:
     return bool(torch.equal(x, y))
 
 
-def mergekit_benchmark(quick: bool) -> dict:
+def mergekit_benchmark(quick: bool, methods: list[str] | None = None) -> dict:
     """The same mergekit configs through mergekit-yaml and hf-ext merge, 1 thread and all threads."""
     mergekit_yaml = shutil.which("mergekit-yaml") or str(Path(sys.executable).with_name("mergekit-yaml"))
     hf_ext_cli = [sys.executable, "-m", "hf_ext.cli"]
@@ -122,9 +122,10 @@ def mergekit_benchmark(quick: bool) -> dict:
         root = Path(tmp)
         model_bytes = write_random_llama(root / "a", 1, **dims)
         write_random_llama(root / "b", 2, **dims)
-        if not quick:
+        methods = methods or (["linear"] if quick else ["linear", "ties"])
+        if "ties" in methods:
             write_random_llama(root / "base", 0, **dims)
-        for method in (["linear"] if quick else ["linear", "ties"]):
+        for method in methods:
             (root / f"{method}.yml").write_text(yaml.safe_dump(CONFIGS[method], sort_keys=False))
             ids = ["bench/random-llama-base", "bench/random-llama-a", "bench/random-llama-b"] if method == "ties" else \
                 ["bench/random-llama-a", "bench/random-llama-b"]
@@ -146,7 +147,7 @@ def mergekit_benchmark(quick: bool) -> dict:
                     "target_seconds_le_mergekit": h["seconds"] <= m["seconds"],
                     "target_peak_rss_le_0_6x_mergekit": h["peak_rss_bytes"] <= 0.6 * m["peak_rss_bytes"],
                 }  # fmt: skip
-    headline = runs[f"linear/threads_{threads_all}"]
+    headline = runs[f"{methods[0]}/threads_{threads_all}"]
     keys = ("mergekit_seconds", "mergekit_peak_rss_bytes", "merge_seconds", "merge_peak_rss_bytes", "outputs_identical")
     return {"model_params": model_bytes // 4, "model_bytes": model_bytes, "mergekit_version": _version("mergekit"),
             **{k: headline[k] for k in keys}, "beside_mergekit": runs,
@@ -207,6 +208,7 @@ def main() -> None:
     args = benchmark_args(__doc__.splitlines()[0], extra=lambda p: [
         p.add_argument("--skip-memory", action="store_true"), p.add_argument("--skip-time-vectors", action="store_true"),
         p.add_argument("--skip-xelm", action="store_true"),
+        p.add_argument("--merge-methods", nargs="+", choices=sorted(CONFIGS), default=None, help="Only these rows beside mergekit (default: linear and ties; --quick: linear)."),
         p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on an oversubscribed machine).")])  # fmt: skip
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
@@ -217,7 +219,7 @@ def main() -> None:
     results: dict = {"quick": args.quick, "seed": args.seed, "threads": args.threads}
     start = time.perf_counter()
     if not args.skip_memory:
-        results.update(mergekit_benchmark(args.quick))
+        results.update(mergekit_benchmark(args.quick, args.merge_methods))
     if not args.skip_time_vectors:
         results.update(time_vector_benchmark(args))
     if not args.skip_xelm:

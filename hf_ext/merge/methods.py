@@ -135,12 +135,18 @@ class TiesMerge(MergeMethod):
         deltas = self._deltas(tensors, base, key)
         if self.convention == "mergekit":
             density = _per_model(self.density, len(deltas), "density")
-            deltas = [magnitude_prune(d, density[i], self.rescale) for i, d in enumerate(deltas)]
+            for i in range(len(deltas)):  # one task vector's trim temporaries at a time
+                deltas[i] = magnitude_prune(deltas[i], density[i], self.rescale)
             return _task_vector_merge(deltas, weights, base, consensus=_consensus(self.majority_sign_method),
                                       normalize=self.normalize, scale=self.scale)  # fmt: skip
         if isinstance(self.density, list):
             raise InputError("TIES with convention='peft' takes one density; per-model densities need convention='mergekit'.")
-        return base + self.scale * merge_utils.ties(deltas, weights, self.density, self.majority_sign_method)
+        # merge_utils.ties with its trim swapped for the same selection by threshold (peft_magnitude_prune)
+        stacked = torch.stack([peft_magnitude_prune(d, self.density) for d in deltas])
+        del deltas
+        sign_mask = merge_utils.calculate_majority_sign_mask(stacked, method=self.majority_sign_method)
+        stacked.mul_(merge_utils.reshape_weight_task_tensors(stacked, weights))
+        return base + self.scale * merge_utils.disjoint_merge(stacked, sign_mask)
 
 
 @dataclass
@@ -224,7 +230,8 @@ class BreadcrumbsMerge(MergeMethod):
     def merge(self, tensors, weights, base, *, key):
         deltas = self._deltas(tensors, base, key)
         density, gamma = _per_model(self.density, len(deltas), "density"), _per_model(self.gamma, len(deltas), "gamma")
-        deltas = [outlier_prune(d, density[i], gamma[i], self.rescale) for i, d in enumerate(deltas)]
+        for i in range(len(deltas)):
+            deltas[i] = outlier_prune(deltas[i], density[i], gamma[i], self.rescale)
         return _task_vector_merge(deltas, weights, base, consensus="sum" if self.ties else None,
                                   normalize=self.normalize, scale=self.scale)  # fmt: skip
 
@@ -346,14 +353,18 @@ def _task_vector_merge(deltas: list[torch.Tensor], weights: torch.Tensor, base: 
                        normalize: bool, scale: float) -> torch.Tensor:
     """base + λ · (Σ w_i δ_i [· sign mask]) / (Σ w_i [· sign mask]) — mergekit's generalized task arithmetic."""
     stacked = torch.stack(deltas)
+    deltas.clear()  # the list is this function's: the stacked copy is the only one kept
     w = weights.to(stacked.dtype).reshape(-1, *([1] * base.dim()))
     stacked.mul_(w)
     if consensus is not None:
-        sign = stacked.sign()
-        vote = stacked.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
-        mask = sign == (vote >= 0).to(stacked.dtype) * 2 - 1
-        mixed = (stacked * mask).sum(dim=0)
+        vote = stacked.sum(dim=0) if consensus == "sum" else stacked.sign().sum(dim=0)
+        majority = (vote >= 0).to(stacked.dtype).mul_(2).sub_(1)
+        del vote
+        mask = stacked.sign().eq_(majority).bool()
+        del majority
         divisor = (w * mask).sum(dim=0)
+        mixed = stacked.mul_(mask).sum(dim=0)
+        del stacked, mask
         divisor[divisor == 0] = 1
     else:
         mixed = stacked.sum(dim=0)
@@ -381,9 +392,47 @@ def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False)
     if density <= 0 or tensor.numel() == 0:
         return torch.zeros_like(tensor)
     k = max(1, int(density * tensor.numel()))
-    mask = torch.zeros(tensor.numel(), dtype=tensor.dtype)
-    mask[torch.argsort(tensor.abs().reshape(-1).float(), descending=True)[:k]] = 1
+    magnitude = tensor.abs().reshape(-1).float()
+    mask = top_magnitude_mask(magnitude, k)
+    if mask is None:  # values tie at the threshold: the reference's own choice among them
+        mask = torch.zeros(tensor.numel(), dtype=torch.bool)
+        mask[torch.argsort(magnitude, descending=True)[:k]] = True
+    del magnitude
     return _rescaled(tensor, mask.reshape_as(tensor), rescale)
+
+
+def peft_magnitude_prune(tensor: torch.Tensor, density: float) -> torch.Tensor:
+    """``peft.utils.merge_utils.prune(tensor, density, "magnitude")``, selecting by threshold (``top_magnitude_mask``)."""
+    if not 0 <= density < 1:
+        return merge_utils.prune(tensor, density, method="magnitude")
+    k = int(density * tensor.numel())
+    magnitude = tensor.abs().reshape(-1)
+    mask = top_magnitude_mask(magnitude, k)
+    if mask is None:  # values tie at the threshold: PEFT's own topk picks among them
+        return merge_utils.magnitude_based_pruning(tensor, density)
+    del magnitude
+    return tensor * mask.reshape(tensor.shape)
+
+
+def top_magnitude_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor | None:
+    """The entries of the flat `magnitude` that a full sort (or topk) puts in its first `k`, or None when the
+    choice depends on the sort's tie-breaking.
+
+    The k-th largest value ``v`` comes from ``torch.kthvalue`` (a selection, O(n), no int64 index of the whole
+    tensor). ``magnitude >= v`` is exactly the sorted top-k when it holds k entries. When more values equal
+    ``v`` the choice among them is the sort's; it does not matter when ``v`` is 0 (``x * 0`` and ``x * 1`` are
+    the same ±0 for a zero ``x``), otherwise the caller falls back to the reference sort.
+    """
+    n = magnitude.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool)
+    threshold = torch.kthvalue(magnitude, n - k + 1).values
+    mask = magnitude >= threshold
+    if threshold == 0 or int(mask.sum()) == k:
+        return mask
+    return None
 
 
 def random_prune(tensor: torch.Tensor, density: float, rescale: bool = True) -> torch.Tensor:
@@ -401,9 +450,15 @@ def outlier_prune(tensor: torch.Tensor, density: float, gamma: float, rescale: b
     n = tensor.numel()
     keep, top = int(density * n), int(gamma * n)
     bottom = max(0, n - keep - top)
-    order = torch.sort(tensor.abs().reshape(-1).float(), descending=False).indices
-    mask = torch.zeros(n, dtype=tensor.dtype)
-    mask[order[bottom:bottom + keep]] = 1
+    magnitude = tensor.abs().reshape(-1).float()
+    mask = torch.zeros(n, dtype=torch.bool)
+    if keep > 0:  # ranks bottom .. bottom+keep-1 of the ascending sort, by two thresholds when no value ties across them
+        lo, hi = torch.kthvalue(magnitude, bottom + 1).values, torch.kthvalue(magnitude, bottom + keep).values
+        mask = (magnitude >= lo).logical_and_(magnitude <= hi)
+        if int(mask.sum()) != keep:
+            mask.zero_()
+            mask[torch.sort(magnitude, descending=False).indices[bottom:bottom + keep]] = True
+    del magnitude
     return _rescaled(tensor, mask.reshape_as(tensor), rescale)
 
 

@@ -1,0 +1,63 @@
+"""The threshold selection of TIES' trim and Breadcrumbs' outlier drop equals the full sort it replaces
+(mergekit's argsort, PEFT's topk), on tensors with and without values tied at the threshold."""
+
+import pytest
+import torch
+
+from hf_ext.merge.methods import magnitude_prune, outlier_prune, peft_magnitude_prune, top_magnitude_mask
+
+
+def _argsort_prune(t, density):  # mergekit 0.1.5's sparsify.magnitude
+    k = max(1, int(density * t.numel()))
+    mask = torch.zeros(t.numel(), dtype=t.dtype)
+    mask[torch.argsort(t.abs().reshape(-1).float(), descending=True)[:k]] = 1
+    return t * mask.reshape_as(t)
+
+
+def _sort_outlier_prune(t, density, gamma):  # the reference of outlier_prune: one ascending sort
+    n = t.numel()
+    keep, top = int(density * n), int(gamma * n)
+    mask = torch.zeros(n, dtype=t.dtype)
+    bottom = max(0, n - keep - top)
+    mask[torch.sort(t.abs().reshape(-1).float()).indices[bottom:bottom + keep]] = 1
+    return t * mask.reshape_as(t)
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+    distinct = torch.randn(64, 97, generator=g)
+    tied = torch.randint(-6, 7, (64, 97), generator=g).float()  # 13 values: ties at every threshold
+    sparse = distinct * (torch.rand(64, 97, generator=g) < 0.3)  # threshold 0 at high densities, with -0.0
+    return {"distinct": distinct, "tied": tied, "sparse_with_zeros": -sparse}
+
+
+@pytest.mark.parametrize("name", ["distinct", "tied", "sparse_with_zeros"])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.2, 0.5, 0.9, 0.99])
+def test_magnitude_prune_equals_argsort_and_topk(name, density):
+    from peft.utils.merge_utils import magnitude_based_pruning
+
+    t = _cases()[name]
+    assert torch.equal(magnitude_prune(t, density), _argsort_prune(t, density)) or density == 0  # 0: mergekit zeroes
+    ours, peft = peft_magnitude_prune(t, density), magnitude_based_pruning(t, density)
+    assert torch.equal(ours, peft)
+    assert torch.equal(ours.signbit(), peft.signbit())  # the same ±0, bit for bit
+    assert torch.equal(magnitude_prune(t, density).signbit(), _argsort_prune(t, density).signbit()) or density == 0
+
+
+@pytest.mark.parametrize("name", ["distinct", "tied", "sparse_with_zeros"])
+@pytest.mark.parametrize(("density", "gamma"), [(0.9, 0.01), (0.5, 0.1), (0.2, 0.0), (0.001, 0.5)])
+def test_outlier_prune_equals_sort(name, density, gamma):
+    t = _cases()[name]
+    assert torch.equal(outlier_prune(t, density, gamma), _sort_outlier_prune(t, density, gamma))
+
+
+def test_mask_is_exact_or_defers_to_the_sort():
+    distinct = _cases()["distinct"].reshape(-1).abs()
+    k = 1000
+    mask = top_magnitude_mask(distinct, k)
+    reference = torch.zeros_like(mask)
+    reference[torch.argsort(distinct, descending=True)[:k]] = True
+    assert mask is not None and torch.equal(mask, reference)
+    tied = torch.tensor([3.0, 1.0, 2.0, 2.0, 0.5])
+    assert top_magnitude_mask(tied, 2) is None  # 2 of the two 2.0s: the sort's tie-breaking decides
+    assert torch.equal(top_magnitude_mask(tied, 3), torch.tensor([True, False, True, True, False]))
