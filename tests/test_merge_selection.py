@@ -61,3 +61,25 @@ def test_mask_is_exact_or_defers_to_the_sort():
     tied = torch.tensor([3.0, 1.0, 2.0, 2.0, 0.5])
     assert top_magnitude_mask(tied, 2) is None  # 2 of the two 2.0s: the sort's tie-breaking decides
     assert torch.equal(top_magnitude_mask(tied, 3), torch.tensor([True, False, True, True, False]))
+
+
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+@pytest.mark.parametrize("sign_method", ["total", "frequency"])
+def test_ties_equals_peft_and_slices_change_nothing(monkeypatch, chunk, sign_method):
+    """PEFT's ties (topk trim, whole-tensor sign election) equals ours for any slice size of the sign election;
+    so does the mergekit convention computed in one slice vs many."""
+    from peft.utils.merge_utils import ties
+
+    from hf_ext.merge import methods
+    from hf_ext.merge.methods import TiesMerge
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(33, 29, generator=g)
+    inputs = [base + torch.randint(-3, 4, (33, 29), generator=g).float() / 4 for _ in range(3)]  # ties everywhere
+    w = torch.tensor([0.5, 0.3, 0.2])
+    reference = base + ties([t - base for t in inputs], w, 0.4, sign_method)
+    whole = TiesMerge(density=0.4, majority_sign_method=sign_method, convention="mergekit").merge(list(inputs), w, base, key="w")
+    monkeypatch.setattr(methods, "_SIGN_CHUNK", chunk)
+    assert torch.equal(TiesMerge(density=0.4, majority_sign_method=sign_method).merge(list(inputs), w, base, key="w"), reference)
+    sliced = TiesMerge(density=0.4, majority_sign_method=sign_method, convention="mergekit").merge(list(inputs), w, base, key="w")
+    assert torch.equal(sliced, whole)

@@ -81,7 +81,8 @@ def merged_tensors(
             yield key, (base_t if base_t is not None else tensors[0])
             continue
         out_dtype = dtype or tensors[0].dtype
-        merged = method.merge([t.float() for t in tensors], weights, None if base_t is None else base_t.float(), key=key)
+        tensors, base_t = [t.float() for t in tensors], None if base_t is None else base_t.float()
+        merged = method.merge(tensors, weights, base_t, key=key)  # the method may free the inputs early
         del tensors, base_t  # the inputs go before the next tensor's are read
         yield key, checked_output(merged.to(out_dtype), key, method)
         del merged

@@ -484,8 +484,9 @@ class MergekitMerge:
                     yield p.name, ref
                     continue
                 out_dtype = self.out_dtype or self.dtype or ref.dtype
-                merged = p.method.merge([x.float() for x in inputs], p.weights, None if base is None else base.float(), key=p.name)
-                del inputs, base, ref  # freed before the next tensor's inputs are read
+                inputs, base, ref = [x.float() for x in inputs], None if base is None else base.float(), None
+                merged = p.method.merge(inputs, p.weights, base, key=p.name)  # the method may free the inputs early
+                del inputs, base  # freed before the next tensor's inputs are read
                 yield p.name, checked_output(merged.to(out_dtype), p.name, p.method)
                 del merged
 

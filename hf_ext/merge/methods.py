@@ -45,7 +45,10 @@ __all__ = ["MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMer
 
 @dataclass
 class MergeMethod:
-    """Base class. ``merge(tensors, weights, base, key=...)`` returns the merged fp32 tensor."""
+    """Base class. ``merge(tensors, weights, base, key=...)`` returns the merged fp32 tensor.
+
+    `tensors` (a list) is the method's to consume: it may empty the list once it holds what it needs, so the
+    streaming drivers' inputs are freed before the merge's temporaries grow; pass a list you won't reuse."""
 
     name: ClassVar[str] = "base"
     needs_base: ClassVar[bool] = False
@@ -69,7 +72,12 @@ class MergeMethod:
         if base is None:
             raise InputError(f"The {self.name!r} merge works on task vectors and needs a base model; pass base=... "
                              f"(recipe field `base_model`). Missing while merging {key!r}.")
-        return [t - base for t in tensors]
+        deltas = []
+        for i in range(len(tensors)):  # each input goes as soon as its task vector exists (see MergeMethod.merge)
+            deltas.append(tensors[i] - base)
+            tensors[i] = None
+        tensors.clear()
+        return deltas
 
 
 @dataclass
@@ -142,11 +150,17 @@ class TiesMerge(MergeMethod):
         if isinstance(self.density, list):
             raise InputError("TIES with convention='peft' takes one density; per-model densities need convention='mergekit'.")
         # merge_utils.ties with its trim swapped for the same selection by threshold (peft_magnitude_prune)
-        stacked = torch.stack([peft_magnitude_prune(d, self.density) for d in deltas])
-        del deltas
-        sign_mask = merge_utils.calculate_majority_sign_mask(stacked, method=self.majority_sign_method)
-        stacked.mul_(merge_utils.reshape_weight_task_tensors(stacked, weights))
-        return base + self.scale * merge_utils.disjoint_merge(stacked, sign_mask)
+        for i in range(len(deltas)):
+            deltas[i] = peft_magnitude_prune(deltas[i], self.density)
+        flat = torch.stack(deltas).reshape(len(deltas), -1)
+        deltas.clear()
+        w, mixed = merge_utils.reshape_weight_task_tensors(flat, weights), torch.empty(flat.shape[1], dtype=flat.dtype)
+        for start in range(0, flat.shape[1], _SIGN_CHUNK):  # entry by entry: a slice at a time, the same numbers
+            part = flat[:, start:start + _SIGN_CHUNK]
+            sign_mask = merge_utils.calculate_majority_sign_mask(part, method=self.majority_sign_method)
+            mixed[start:start + _SIGN_CHUNK] = merge_utils.disjoint_merge(part * w, sign_mask)
+        del flat
+        return base + self.scale * mixed.reshape(base.shape)
 
 
 @dataclass
@@ -349,6 +363,9 @@ def _rng(seed: int | None, key: str):
         yield
 
 
+_SIGN_CHUNK = 1 << 20  # entries per slice of the sign election (a few MB of temporaries per model)
+
+
 def _task_vector_merge(deltas: list[torch.Tensor], weights: torch.Tensor, base: torch.Tensor, *, consensus: str | None,
                        normalize: bool, scale: float) -> torch.Tensor:
     """base + λ · (Σ w_i δ_i [· sign mask]) / (Σ w_i [· sign mask]) — mergekit's generalized task arithmetic."""
@@ -356,15 +373,18 @@ def _task_vector_merge(deltas: list[torch.Tensor], weights: torch.Tensor, base: 
     deltas.clear()  # the list is this function's: the stacked copy is the only one kept
     w = weights.to(stacked.dtype).reshape(-1, *([1] * base.dim()))
     stacked.mul_(w)
-    if consensus is not None:
-        vote = stacked.sum(dim=0) if consensus == "sum" else stacked.sign().sum(dim=0)
-        majority = (vote >= 0).to(stacked.dtype).mul_(2).sub_(1)
-        del vote
-        mask = stacked.sign().eq_(majority).bool()
-        del majority
-        divisor = (w * mask).sum(dim=0)
-        mixed = stacked.mul_(mask).sum(dim=0)
-        del stacked, mask
+    if consensus is not None:  # entry by entry, so a slice of the entries at a time gives the same numbers
+        flat, w_col = stacked.reshape(len(stacked), -1), w.reshape(-1, 1)
+        mixed, divisor = torch.empty(flat.shape[1], dtype=flat.dtype), torch.empty(flat.shape[1], dtype=flat.dtype)
+        for start in range(0, flat.shape[1], _SIGN_CHUNK):  # temporaries of one slice, not of the whole stack
+            part, end = flat[:, start:start + _SIGN_CHUNK], start + _SIGN_CHUNK
+            sign = part.sign()
+            vote = part.sum(dim=0) if consensus == "sum" else sign.sum(dim=0)
+            mask = sign == (vote >= 0).to(flat.dtype) * 2 - 1
+            torch.sum(part * mask, dim=0, out=mixed[start:end])
+            torch.sum(w_col * mask, dim=0, out=divisor[start:end])
+        del stacked, flat
+        mixed, divisor = mixed.reshape(base.shape), divisor.reshape(base.shape)
         divisor[divisor == 0] = 1
     else:
         mixed = stacked.sum(dim=0)
