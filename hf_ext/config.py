@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from .errors import RecipeError
+from .errors import InputError, RecipeError
 
 T = TypeVar("T")
 
@@ -160,6 +160,29 @@ def recipe_job(values: dict[str, Any], default: str = "select", source: str = "t
         raise RecipeError(f"Unknown job {job!r} in {source}: `job` must be one name, one of {', '.join(sorted(JOBS))} "
                           "(e.g. `job: select`).")
     return job
+
+
+def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
+    """Read a JSON config file written by hf_ext (or a peer) that must hold one JSON object.
+
+    Args:
+        path (`str` or `os.PathLike`): the file.
+        fix (`str`): what the user can do when it is not valid JSON, e.g. "save it again with
+            save_pretrained"; it ends the error message.
+
+    Raises:
+        InputError: the file is not UTF-8 JSON, or not an object; the message names the file.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); {fix}.") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object, got {type(data).__name__}; {fix}.")
+    return data
 
 
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:

@@ -421,6 +421,14 @@ def _case_time_vector_config_not_json(tmp):
     return lambda: TimeVector.from_pretrained(tmp / "tv"), "time_vector_config.json"
 
 
+def _case_stitch_config_not_json(tmp):
+    from hf_ext.adapters.stitch import StitchConfig
+
+    (tmp / "st").mkdir()
+    (tmp / "st" / "stitch_config.json").write_text('{"num_stitch_layers": 2,')
+    return lambda: StitchConfig.from_pretrained(tmp / "st"), "stitch_config.json"
+
+
 def _case_writable_dir_file(tmp):
     from hf_ext.config import check_writable_dir
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ...config import read_json_object
 from ...errors import InputError
 
 CONFIG_NAME = "stitch_config.json"
@@ -100,7 +101,7 @@ class StitchConfig:
         path = Path(folder) / CONFIG_NAME
         if not path.is_file():
             raise InputError(f"No {CONFIG_NAME} in {str(folder)!r}; is this a folder written by StitchedModel.save_pretrained?")
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_object(path, "save the stitch layers again with StitchedModel.save_pretrained")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

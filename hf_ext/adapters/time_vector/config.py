@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...config import read_json_object
 from ...errors import InputError
 
 CONFIG_NAME = "time_vector_config.json"
@@ -36,11 +37,6 @@ class TimeVectorConfig:
         path = Path(folder, CONFIG_NAME)
         if not path.is_file():
             raise InputError(f"{str(folder)!r} has no {CONFIG_NAME}: it is not a saved time vector (TimeVector.save_pretrained writes one).")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path} is not valid JSON ({exc}); save the time vector again with save_pretrained.") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path} must hold a JSON object of TimeVectorConfig fields, got {type(data).__name__}.")
+        data = read_json_object(path, "save the time vector again with TimeVector.save_pretrained")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

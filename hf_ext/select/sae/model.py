@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ...config import read_json_object
 from ...errors import InputError
 
 SPARSIFY_WEIGHTS, SAE_LENS_WEIGHTS, CONFIG = "sae.safetensors", "sae_weights.safetensors", "cfg.json"
@@ -197,13 +198,7 @@ class TopKSAE(nn.Module):
                 raise InputError(f"No {SPARSIFY_WEIGHTS} (sparsify) or {SAE_LENS_WEIGHTS} (sae-lens) in {folder}.{hint}")
         if not (folder / CONFIG).is_file():
             raise InputError(f"{folder} has no {CONFIG}; an SAE folder holds {CONFIG} and its weights.")
-        try:
-            cfg = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"{folder / CONFIG} is not valid JSON ({exc}); re-download the SAE or re-save it "
-                             "with TopKSAE.save_pretrained.") from None
-        if not isinstance(cfg, dict):
-            raise InputError(f"{folder / CONFIG} must hold a JSON object (d_in, num_latents, k, ...), got {type(cfg).__name__}.")
+        cfg = read_json_object(folder / CONFIG, "re-download the SAE or re-save it with TopKSAE.save_pretrained")
         loader = {"sparsify": _from_sparsify, "sae_lens": _from_sae_lens}.get(format)
         if loader is None:
             raise InputError(f"format must be 'auto', 'sparsify' or 'sae_lens', got {format!r}.")
