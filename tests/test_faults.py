@@ -167,13 +167,15 @@ def _kill_at_first_file(job: str, values: dict, out: Path) -> int:
     if pid == 0:  # the child: never returns
         try:
             torch.set_num_threads(1)
-            # tqdm's write lock is a process-shared semaphore: a child killed while it holds it would
-            # deadlock this test process at its next progress bar. The child takes its own.
+            # tqdm's write lock holds a process-shared semaphore (TqdmDefaultWriteLock.mp_lock, a class
+            # attribute the fork inherits, so a new TqdmDefaultWriteLock wraps the same one): a child
+            # killed while it holds it deadlocks this test process at its next progress bar. The child
+            # takes a lock of its own memory instead.
             import tqdm.auto
             import tqdm.std
 
             for cls in {tqdm.std.tqdm, tqdm.auto.tqdm}:
-                cls.set_lock(tqdm.std.TqdmDefaultWriteLock())
+                cls.set_lock(threading.RLock())
 
             def watch():
                 while True:
