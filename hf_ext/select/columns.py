@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from ..errors import InputError
 
@@ -48,3 +49,28 @@ def check_budget(budget: int, pool_size: int) -> None:
 def join_prompt(instruction: str, input_text: str | None) -> str:
     """Instruction and optional input as one prompt, the Alpaca way."""
     return f"{instruction}\n\n{input_text}" if input_text else instruction
+
+
+@dataclass
+class PoolTargetColumns:
+    """The pool to select from and the target examples to match, with the columns each is read from.
+
+    One set of fields for the target-matching selection jobs (LESS's `less_select` and the
+    embedding baseline `embedding_select`), so both read a recipe's data settings the same way.
+    """
+
+    dataset: str = field(default="dolly_alpagasus_3k", metadata={"help": "Pool to select from (bundled name, file/folder or Hub id)."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of the pool."})
+    dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the pool, for the card."})
+    instruction_column: str = field(default="instruction", metadata={"help": "Pool column with the instruction."})
+    input_column: Optional[str] = field(default="input", metadata={"help": "Pool column with the optional input (null if none)."})
+    response_column: str = field(default="output", metadata={"help": "Pool column with the response."})
+    source_column: Optional[str] = field(default=None, metadata={"help": "Pool column naming each row's source, counted per selection."})
+    target_dataset: str = field(default="openai/gsm8k", metadata={"help": "Target (validation) examples to match."})
+    target_split: str = field(default="test", metadata={"help": "Split of the target dataset."})
+    target_instruction_column: str = field(default="question", metadata={"help": "Target column with the instruction."})
+    target_input_column: Optional[str] = field(default=None, metadata={"help": "Target column with an optional input."})
+    target_response_column: str = field(default="answer", metadata={"help": "Target column with the response."})
+    target_subtask_column: Optional[str] = field(
+        default=None, metadata={"help": "Target column labelling subtasks: scores are averaged within each, then maxed."}
+    )

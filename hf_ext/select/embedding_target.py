@@ -20,29 +20,17 @@ import numpy as np
 
 from ..errors import InputError
 from ..jobs import HUB_FIELDS, JobOptions, job_output
+from .columns import PoolTargetColumns
 from .less.matching import select_top
 
 __all__ = ["EmbeddingSelectConfig", "run_embedding_select", "embed_texts", "embedding_scores"]
 
 
 @dataclass
-class EmbeddingSelectConfig(JobOptions):
+class EmbeddingSelectConfig(PoolTargetColumns, JobOptions):
     """Settings of the embedding-similarity selection job (`job: embedding_select`)."""
 
     model_name_or_path: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "Sentence encoder (Hub id or folder); mean-pooled, unit-normalised."})
-    dataset: str = field(default="dolly_alpagasus_3k", metadata={"help": "Pool to select from (bundled name, file/folder or Hub id)."})
-    dataset_split: str = field(default="train", metadata={"help": "Split of the pool."})
-    dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the pool, for the card."})
-    instruction_column: str = field(default="instruction", metadata={"help": "Pool column with the instruction."})
-    input_column: Optional[str] = field(default="input", metadata={"help": "Pool column with the optional input (null if none)."})
-    response_column: str = field(default="output", metadata={"help": "Pool column with the response."})
-    source_column: Optional[str] = field(default=None, metadata={"help": "Pool column naming each row's source, counted per selection."})
-    target_dataset: str = field(default="openai/gsm8k", metadata={"help": "Target examples to match."})
-    target_split: str = field(default="test", metadata={"help": "Split of the target dataset."})
-    target_instruction_column: str = field(default="question", metadata={"help": "Target column with the instruction."})
-    target_input_column: Optional[str] = field(default=None, metadata={"help": "Target column with an optional input."})
-    target_response_column: str = field(default="answer", metadata={"help": "Target column with the response."})
-    target_subtask_column: Optional[str] = field(default=None, metadata={"help": "Target column with a subtask: mean within each, max over them."})
     percent: Optional[float] = field(default=5.0, metadata={"help": "Keep the top percent of the pool. Null to use budget."})
     budget: Optional[int] = field(default=None, metadata={"help": "Keep this many examples instead of a percent."})
     max_length: int = field(default=256, metadata={"help": "Tokens per text the encoder reads at most."})

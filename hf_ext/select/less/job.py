@@ -20,13 +20,14 @@ import numpy as np
 
 from ...errors import InputError
 from ...jobs import HUB_FIELDS, JobOptions, job_output
+from ..columns import PoolTargetColumns
 from .formatting import TULU_TEMPLATE
 from .gradients import GradientFeaturizer
 from .matching import SCORE_COLUMN, checkpoint_weights, less_scores, normalize_weights, select_top
 
 
 @dataclass
-class LessSelectConfig(JobOptions):
+class LessSelectConfig(PoolTargetColumns, JobOptions):
     """Settings of the LESS selection job."""
 
     model_name_or_path: str = field(
@@ -38,21 +39,6 @@ class LessSelectConfig(JobOptions):
     )
     checkpoint_weights: list[float] = field(
         default_factory=list, metadata={"help": "Weights per checkpoint (default: each epoch's mean LR from trainer_state.json)."}
-    )
-    dataset: str = field(default="dolly_alpagasus_3k", metadata={"help": "Pool to select from (bundled name, file/folder or Hub id)."})
-    dataset_split: str = field(default="train", metadata={"help": "Split of the pool."})
-    dataset_license: Optional[str] = field(default=None, metadata={"help": "Licence of the pool, for the card."})
-    instruction_column: str = field(default="instruction", metadata={"help": "Pool column with the instruction."})
-    input_column: Optional[str] = field(default="input", metadata={"help": "Pool column with the optional input (null if none)."})
-    response_column: str = field(default="output", metadata={"help": "Pool column with the response."})
-    source_column: Optional[str] = field(default=None, metadata={"help": "Pool column naming each row's source, counted per selection."})
-    target_dataset: str = field(default="openai/gsm8k", metadata={"help": "Target (validation) examples to match."})
-    target_split: str = field(default="test", metadata={"help": "Split of the target dataset."})
-    target_instruction_column: str = field(default="question", metadata={"help": "Target column with the instruction."})
-    target_input_column: Optional[str] = field(default=None, metadata={"help": "Target column with an optional input."})
-    target_response_column: str = field(default="answer", metadata={"help": "Target column with the response."})
-    target_subtask_column: Optional[str] = field(
-        default=None, metadata={"help": "Target column labelling subtasks: scores are averaged within each, then maxed."}
     )
     prompt_template: str = field(default=TULU_TEMPLATE, metadata={"help": "Prompt template with {prompt} (as in the warmup)."})
     max_length: int = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens (as in the warmup)."})
