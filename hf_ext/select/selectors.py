@@ -127,7 +127,3 @@ def select(dataset, method: str, budget: int, *, seed: int = 0, **kwargs: Any) -
     """Indices of `dataset` chosen by `method`: ``ds.select(select(ds, "longest", 300))``;
     ``prefix=featurizer.prefix`` for SAE methods over a featurizer with its own prefix."""
     return get_selector(method).select(dataset, budget, seed=seed, **kwargs)
-
-
-# SAE diversity selection (sae_greedy, sae_greedy_sorted, sae_simscale) and kcenter register here.
-from .sae import selection as _sae_selection  # noqa: E402,F401
