@@ -9,7 +9,8 @@ import textwrap
 
 from datasets import Dataset
 
-from hf_ext.select.sae import SAEFeaturizer, TopKSAE, map_features
+from hf_ext.dist import map_features
+from hf_ext.select.sae import SAEFeaturizer, TopKSAE
 from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
 
 ROWS = {
@@ -21,7 +22,8 @@ ROWS = {
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from datasets import Dataset
-    from hf_ext.select.sae import SAEFeaturizer, map_features
+    from hf_ext.dist import map_features
+    from hf_ext.select.sae import SAEFeaturizer
 
     rows, model, sae, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     ds = map_features(Dataset.from_dict(rows), SAEFeaturizer(model=model, sae=sae, layer=1), batch_size=2)

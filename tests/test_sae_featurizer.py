@@ -7,7 +7,8 @@ import torch
 from datasets import Dataset
 
 from hf_ext.errors import InputError
-from hf_ext.select.sae import SAEFeaturizer, TopKSAE, map_features
+from hf_ext.dist import map_features
+from hf_ext.select.sae import SAEFeaturizer, TopKSAE
 from hf_ext.testing import save_tiny, tiny_bert, tiny_llama, tiny_tokenizer
 
 ROWS = {

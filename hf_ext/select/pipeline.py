@@ -194,7 +194,7 @@ def featurize(ds, config: SelectionConfig, columns: list[str]):
         builder = FEATURIZERS[column]
         fn = builder(config, ds) if len(inspect.signature(builder).parameters) == 2 else builder(config)
         if hasattr(fn, "features"):  # typed columns; sharded by rank under accelerate launch / torchrun
-            from .sae.featurizer import map_features
+            from ..dist import map_features
 
             ds = map_features(ds, fn, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Featurizing {column}")
         else:

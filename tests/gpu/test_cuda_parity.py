@@ -39,7 +39,8 @@ from test_sae_featurizer import models  # noqa: E402,F401  (the CPU test's fixtu
 def test_sae_featurizer_ids_on_the_device_equal_the_cpu_reference(models, kind):
     from test_sae_featurizer import ROWS, reference
 
-    from hf_ext.select.sae import SAEFeaturizer, map_features
+    from hf_ext.dist import map_features
+    from hf_ext.select.sae import SAEFeaturizer
 
     kw = dict(model=str(models / kind), sae=str(models / "sae"), layer=1, threshold=0.05, max_length=64,
               batch_size=4, max_batch_tokens=96)

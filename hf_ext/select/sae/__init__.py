@@ -23,7 +23,7 @@ from .selection import (
 )
 
 _LAZY = {
-    "SAEFeaturizer": ".featurizer", "map_features": ".featurizer",
+    "SAEFeaturizer": ".featurizer",
     "TopKSAE": ".model",
     "SAETrainingConfig": ".train", "collect_activations": ".train", "train_sae": ".train",
 }

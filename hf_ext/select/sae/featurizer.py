@@ -19,7 +19,7 @@ setting), else they are joined with a blank line.
 The callable pickles to its settings only (the model and SAE load lazily in each worker), so
 ``datasets`` fingerprints it from model id + revision + layer + SAE id + threshold (+ the
 SAE file's size and mtime for a local SAE), never from weights; ``num_proc`` works, and
-:func:`map_sharded` shards by rank under ``accelerate launch`` / ``torchrun`` and gathers.
+:func:`hf_ext.dist.map_features` shards by rank under ``accelerate launch`` / ``torchrun`` and gathers.
 
 >>> from hf_ext.select.sae import SAEFeaturizer
 >>> fn = SAEFeaturizer(model="HuggingFaceTB/SmolLM2-135M-Instruct", sae="org/sae-repo", sae_subfolder="layers.15", layer=15)
@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from ...dist import partial_state
 from ...errors import InputError
 from ...models import check_dtype
 from ..columns import join_prompt, require_columns, require_strings
@@ -376,32 +375,4 @@ def _sae_stamp(sae: str | None, subfolder: str | None) -> list:
     return stamp
 
 
-def map_features(ds, fn, *, batch_size: int = 1000, num_proc: int | None = None, desc: str | None = None, **map_kwargs):
-    """``ds.map(fn, batched=True)``, sharded by rank and gathered under ``accelerate launch`` / ``torchrun``.
-
-    With one process this is exactly ``ds.map``. With ``WORLD_SIZE`` > 1 each rank maps its
-    contiguous shard, the new columns are gathered in rank order, and every rank returns the
-    full dataset with them (identical to a single-process run).
-    """
-    features = fn.features() if hasattr(fn, "features") else None
-    if features is not None:
-        from datasets import Features
-
-        features = Features({**ds.features, **features})
-    kwargs = dict(batched=True, batch_size=batch_size, num_proc=num_proc, desc=desc, features=features, **map_kwargs)
-    state = partial_state()
-    if state is None:
-        return ds.map(fn, **kwargs)
-    from accelerate.utils import gather_object
-    from datasets import Dataset, concatenate_datasets
-
-    shard = ds.shard(state.num_processes, state.process_index, contiguous=True)
-    mapped = shard.map(fn, **kwargs)
-    new = [c for c in mapped.column_names if c not in ds.column_names]
-    parts = gather_object([mapped.select_columns(new).to_dict()])
-    merged = {c: [v for part in parts for v in part[c]] for c in new}
-    added = Dataset.from_dict(merged, features=mapped.select_columns(new).features)
-    return concatenate_datasets([ds.remove_columns([c for c in new if c in ds.column_names]), added], axis=1)
-
-
-__all__ = ["SAEFeaturizer", "map_features", "decoder_layers", "resolve_layer"]
+__all__ = ["SAEFeaturizer", "decoder_layers", "resolve_layer"]
