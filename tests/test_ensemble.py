@@ -19,14 +19,9 @@ from hf_ext.merge import (
     balanced_tfidf_kmeans,
     typology_clusters,
 )
-from hf_ext.testing import tiny_llama, tiny_tokenizer
+from hf_ext.testing import tiny_llama
 
 DATA = Path(__file__).parent / "data" / "merge" / "flores200_devtest_5lang_80.jsonl.gz"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

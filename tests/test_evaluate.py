@@ -17,13 +17,6 @@ from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
 DATA = Path(__file__).parent / "data" / "eval"
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    tok = tiny_tokenizer()
-    model = tiny_llama(vocab_size=len(tok)).eval()
-    return model, tok
-
-
 def _rows(name):
     with gzip.open(DATA / name, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f]
@@ -49,8 +42,8 @@ def test_every_data_file_has_a_local_task_and_subset():
         assert len(_rows(Path(config["dataset_kwargs"]["data_files"]).name)) <= 30
 
 
-def test_accuracy_equals_hand_computed_loglikelihoods(tiny):
-    model, tok = tiny
+def test_accuracy_equals_hand_computed_loglikelihoods(tiny_lm, tok):
+    model = tiny_lm
     metrics = evaluate_model(model, tok, EvaluateConfig(tasks=["arc_easy", "copa", "winogrande"], eval_data_dir=str(DATA)))
     # ARC-Easy: "{query}\nAnswer:" then " choice"; acc = argmax log-likelihood, acc_norm = argmax per character.
     correct, correct_norm = [], []
@@ -82,8 +75,8 @@ def test_accuracy_equals_hand_computed_loglikelihoods(tiny):
     assert dclm["core_over_present"] == pytest.approx(expected)
 
 
-def test_response_nll_matches_hand_computed(tiny, tmp_path):
-    model, tok = tiny
+def test_response_nll_matches_hand_computed(tiny_lm, tok, tmp_path):
+    model = tiny_lm
     rows = [{"instruction": "Name a colour.", "input": "", "output": "Blue is a colour."},
             {"instruction": "Add the numbers.", "input": "2 and 3", "output": "Five."}]
     path = tmp_path / "heldout.jsonl"
@@ -106,10 +99,10 @@ def test_response_nll_matches_hand_computed(tiny, tmp_path):
         evaluate_model(model, tok, EvaluateConfig(tasks=[], response_nll_dataset=str(path), chat_template=False, response_column="answer"))
 
 
-def test_job_writes_metrics_and_model_index_that_round_trips(tiny, tmp_path):
+def test_job_writes_metrics_and_model_index_that_round_trips(tiny_lm, tok, tmp_path):
     from huggingface_hub import ModelCard
 
-    model, tok = tiny
+    model = tiny_lm
     folder = save_tiny(tmp_path / "model", model, tok)
     out = tmp_path / "eval"
     metrics = run_evaluate(EvaluateConfig(model_name_or_path=str(folder), tasks=["copa", "piqa"], eval_data_dir=str(DATA),

@@ -15,17 +15,7 @@ from hf_ext.errors import InputError
 from hf_ext.fingerprint import state_fingerprint
 from hf_ext.merge import WeightSource
 from hf_ext.merge.weights import fingerprint
-from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def base(tok):
-    return tiny_llama(seed=0, tokenizer=tok)
+from hf_ext.testing import save_tiny, tiny_llama
 
 
 def _shifted_after(model, start=256, delta=1e-3):
@@ -37,8 +27,8 @@ def _shifted_after(model, start=256, delta=1e-3):
     return other
 
 
-def test_fingerprint_sees_changes_past_the_first_values(base):
-    assert fingerprint(WeightSource(_shifted_after(base))) != fingerprint(WeightSource(base))
+def test_fingerprint_sees_changes_past_the_first_values(tiny_lm):
+    assert fingerprint(WeightSource(_shifted_after(tiny_lm))) != fingerprint(WeightSource(tiny_lm))
 
 
 def test_fingerprint_sees_a_block_changed_in_the_middle_of_a_large_tensor():
@@ -51,34 +41,34 @@ def test_fingerprint_sees_a_block_changed_in_the_middle_of_a_large_tensor():
     assert state_fingerprint({"embed.weight": big["embed.weight"].double()}) != state_fingerprint(big)  # dtypes count
 
 
-def test_fingerprint_of_a_saved_model_equals_the_one_in_memory(base, tok, tmp_path):
-    save_tiny(tmp_path / "base", base, tok)
-    assert fingerprint(WeightSource(tmp_path / "base")) == fingerprint(WeightSource(base))
+def test_fingerprint_of_a_saved_model_equals_the_one_in_memory(tiny_lm, tok, tmp_path):
+    save_tiny(tmp_path / "base", tiny_lm, tok)
+    assert fingerprint(WeightSource(tmp_path / "base")) == fingerprint(WeightSource(tiny_lm))
 
 
-def test_time_vector_refuses_a_base_changed_past_the_first_values(base):
-    tau = TimeVector.from_models(base, _shifted_after(base, start=0, delta=0.05))
+def test_time_vector_refuses_a_base_changed_past_the_first_values(tiny_lm):
+    tau = TimeVector.from_models(tiny_lm, _shifted_after(tiny_lm, start=0, delta=0.05))
     with pytest.raises(InputError, match="different model"):
-        tau.apply_to(_shifted_after(base))
-    tau.apply_to(copy.deepcopy(base))  # its own base is fine
+        tau.apply_to(_shifted_after(tiny_lm))
+    tau.apply_to(copy.deepcopy(tiny_lm))  # its own base is fine
 
 
-def test_time_vector_refuses_a_null_fingerprint_unless_forced(base, tmp_path):
-    tau = TimeVector.from_models(base, _shifted_after(base, start=0, delta=0.05))
+def test_time_vector_refuses_a_null_fingerprint_unless_forced(tiny_lm, tmp_path):
+    tau = TimeVector.from_models(tiny_lm, _shifted_after(tiny_lm, start=0, delta=0.05))
     tau.config.base_fingerprint = None
     with pytest.raises(InputError, match="no base fingerprint.*force=True"):
-        tau.apply_to(copy.deepcopy(base))
+        tau.apply_to(copy.deepcopy(tiny_lm))
     with pytest.raises(InputError, match="no base fingerprint"):
-        tau.add(TimeVector.from_models(base, _shifted_after(base, start=0, delta=0.01)))
-    tau.apply_to(copy.deepcopy(base), force=True)
+        tau.add(TimeVector.from_models(tiny_lm, _shifted_after(tiny_lm, start=0, delta=0.01)))
+    tau.apply_to(copy.deepcopy(tiny_lm), force=True)
     tau.config.base_fingerprint = "0123456789abcdef0123456789abcdef"  # the older 256-value scheme
     with pytest.raises(InputError, match="older hf_ext"):
-        tau.apply_to(copy.deepcopy(base))
+        tau.apply_to(copy.deepcopy(tiny_lm))
 
 
-def test_to_lora_writes_no_local_base_path(base, tok, tmp_path):
-    save_tiny(tmp_path / "base", base, tok)
-    save_tiny(tmp_path / "ft", _shifted_after(base, start=0, delta=0.05), tok)
+def test_to_lora_writes_no_local_base_path(tiny_lm, tok, tmp_path):
+    save_tiny(tmp_path / "base", tiny_lm, tok)
+    save_tiny(tmp_path / "ft", _shifted_after(tiny_lm, start=0, delta=0.05), tok)
     tau = TimeVector.from_models(tmp_path / "base", tmp_path / "ft")
     tau.to_lora(tmp_path / "lora", rank=2, base_model=tmp_path / "base")
     config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())

@@ -19,12 +19,7 @@ from hf_ext.merge import (
     average_models,
     merge_models,
 )
-from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from hf_ext.testing import save_tiny, tiny_llama
 
 
 @pytest.fixture(scope="module")

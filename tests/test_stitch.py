@@ -15,11 +15,6 @@ D, L = 32, 4
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module")
 def models(tok):
     seed = tiny_llama(tokenizer=tok, num_layers=L, hidden_size=D)
     experts = {name: tiny_llama(tokenizer=tok, num_layers=L, hidden_size=D, seed=i + 1) for i, name in enumerate(["math", "code", "de"])}

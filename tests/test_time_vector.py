@@ -10,12 +10,7 @@ from safetensors.torch import load_file
 from hf_ext.adapters.time_vector import TimeVector, analogy, interpolate
 from hf_ext.errors import InputError
 from hf_ext.merge import WeightSource, merge_models
-from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from hf_ext.testing import save_tiny, tiny_llama
 
 
 def _finetune_like(base, seed, scale=0.05):
