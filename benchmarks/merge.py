@@ -164,7 +164,7 @@ def _version(name: str) -> str | None:
 
 
 def time_vector_benchmark(args) -> dict:
-    from hf_ext.adapters.time_vector.experiment import TimeVectorExperimentConfig, run_time_vectors
+    from trainers.jobs.time_vectors import TimeVectorExperimentConfig, run_time_vectors
 
     size = (dict(train_sentences=400, eval_sentences=100, pretrain_chars=200_000, pretrain_steps=60, finetune_steps=20,
                  hidden_size=64, num_layers=2, vocab_size=1024, batch_size=8, block_size=64, alphas=[0, 0.25, 0.5, 0.75, 1])
@@ -186,7 +186,7 @@ def time_vector_benchmark(args) -> dict:
 
 
 def xelm_benchmark(args) -> dict:
-    from hf_ext.merge.xelm import XELMConfig, run_xelm
+    from trainers.jobs.xelm import XELMConfig, run_xelm
 
     size = (dict(languages=["de", "fr", "cs", "ru"], train_sentences=300, eval_sentences=50, seed_steps=40, expert_steps=40,
                  hidden_size=64, num_layers=2, vocab_size=1024, batch_size=8, block_size=64)

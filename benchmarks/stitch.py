@@ -69,7 +69,7 @@ def main() -> None:
     from hf_ext.adapters.stitch import CONFIG_NAME, WEIGHTS_NAME, StitchedModel
     from hf_ext.config import load_recipe, parse_config
     from hf_ext.lm import pack_texts
-    from trainers.bts import BTSConfig, load_domain_texts, run_bts
+    from trainers.jobs.bts import BTSConfig, load_domain_texts, run_bts
     from trainers.stitch import StitchTrainer, StitchTrainingConfig
 
     torch.manual_seed(args.seed)

@@ -39,7 +39,7 @@ def test_hf_ext_merge_recipe_with_flag_override(tmp_path, capsys):
 
 
 def test_time_vector_job_endpoints_match_year_models(tmp_path):
-    from hf_ext.adapters.time_vector.experiment import TimeVectorExperimentConfig, run_time_vectors
+    from trainers.jobs.time_vectors import TimeVectorExperimentConfig, run_time_vectors
 
     data = str(DATA / "wmt_newstest_en_2012_2014_2016_150.jsonl.gz")
     m = run_time_vectors(TimeVectorExperimentConfig(
@@ -58,7 +58,7 @@ def test_time_vector_job_endpoints_match_year_models(tmp_path):
 
 
 def test_xelm_job_single_expert_and_balanced_clusters(tmp_path):
-    from hf_ext.merge.xelm import XELMConfig, run_xelm
+    from trainers.jobs.xelm import XELMConfig, run_xelm
 
     m = run_xelm(XELMConfig(
         data_file=str(DATA / "flores200_devtest_5lang_80.jsonl.gz"), languages=["eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl"],

@@ -164,7 +164,7 @@ def test_merge_job_pushes_this_runs_metrics(tmp_path, three_models, local_hub):
 
 
 def test_old_hub_keys_are_refused_with_the_new_names(tmp_path):
-    from trainers.critic_rm_job import CriticRMJobConfig
+    from trainers.jobs.critic_rm import CriticRMJobConfig
 
     with pytest.raises(RecipeError, match="push_to_hub: true and hub_model_id: me/sel"):
         parse_config(SelectionConfig, {"push_to_hub": "me/sel"})

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hf_ext.errors import InputError, RecipeError
-from hf_ext.scaling.testbed import ScalingTestbedConfig
+from trainers.jobs.scaling_tiny import ScalingTestbedConfig
 
 DATA = Path(__file__).parent / "data" / "scaling"
 
@@ -66,7 +66,7 @@ def test_scaling_tiny_config_checks():
     with pytest.raises(InputError, match="multiple of head_dim"):
         ScalingTestbedConfig(hidden_sizes=[12, 16, 24, 32])
     with pytest.raises(InputError, match="does not exist; set data_dir"):
-        from hf_ext.scaling.testbed import read_texts
+        from trainers.jobs.scaling_tiny import read_texts
 
         read_texts(DATA, ["nope.txt"])
     recipe = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "scaling_tiny.yaml").read_text())

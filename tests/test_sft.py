@@ -9,7 +9,7 @@ import torch
 
 from hf_ext.errors import InputError
 from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
-from trainers.sft_job import SFTJobConfig, build_trainer, load_training_set, run_sft
+from trainers.jobs.sft import SFTJobConfig, build_trainer, load_training_set, run_sft
 
 DATA = Path(__file__).parent / "data" / "eval"
 ROWS = [

@@ -11,7 +11,7 @@ import yaml
 from hf_ext.config import JOBS, import_path, parse_config
 from hf_ext.errors import InputError, RecipeError
 from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
-from trainers.compare import CompareConfig, paired_bootstrap, run_compare
+from trainers.jobs.compare import CompareConfig, paired_bootstrap, run_compare
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "eval"

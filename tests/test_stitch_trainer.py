@@ -120,7 +120,7 @@ def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
     import datasets
 
     from hf_ext.errors import InputError
-    from trainers.bts import BTSConfig, mixed_blocks, run_bts
+    from trainers.jobs.bts import BTSConfig, mixed_blocks, run_bts
 
     blocks = {name: datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(size)], "domain": [name] * size})
               for name, size in {"math": 5, "code": 50, "german": 50, "general": 500}.items()}

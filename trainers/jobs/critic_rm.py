@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 from hf_ext.errors import InputError
 from hf_ext.jobs import check_job_output, job_output, refuse_old_hub_keys
 
-from .critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, compute_reward_accuracy
+from ..critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, compute_reward_accuracy
 
 
 @dataclass

@@ -13,18 +13,16 @@ Run with ``hf-ext run recipes/bts_tiny.yaml``.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from hf_ext.errors import InputError
-from hf_ext.jobs import JobOptions, job_output
+from hf_ext.jobs import JobOptions
+
+from .common import load_seed, read_jsonl, require, run_in_output, small_llama, training_args
 
 __all__ = ["BTSConfig", "run_bts", "load_domain_texts", "mixed_blocks"]
 
@@ -93,14 +91,6 @@ class BTSConfig(JobOptions):
 
 
 # -- data ---------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"Data file {str(path)!r} does not exist; check data_dir and the domain's file name.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _chunks(text: str, size: int) -> list[str]:
     # Gutenberg books: drop the licence header/footer, then cut at paragraph breaks.
     start, end = text.find("*** START OF"), text.find("*** END OF")
@@ -121,7 +111,7 @@ def _chunks(text: str, size: int) -> list[str]:
 def load_domain_texts(path: Path, template: str, *, row_filter: str | None = None, group: int = 1,
                       chunk_chars: int = 0) -> list[str]:
     """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots)."""
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path, field="data_dir and the domain's file name")
     if row_filter:
         key, _, value = row_filter.partition("=")
         rows = [r for r in rows if str(r.get(key)) == value]
@@ -166,22 +156,8 @@ def mixed_blocks(blocks: dict[str, Any], ratios: dict[str, float], total: int, s
 
 # -- the job ------------------------------------------------------------------------------------
 def _args(output_dir: Path, steps: int, lr: float, config: BTSConfig, **extra: Any) -> dict[str, Any]:
-    return {"output_dir": str(output_dir), "max_steps": steps, "learning_rate": lr, "per_device_train_batch_size": config.batch_size,
-            "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 20), "weight_decay": 0.0, "logging_steps": 25,
-            "save_strategy": "no", "report_to": "none", "seed": config.seed, "use_cpu": not torch.cuda.is_available(),
-            "dataloader_num_workers": 0, **extra}
-
-
-def _scratch_seed(config: BTSConfig, tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    llama = LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-                        num_attention_heads=config.num_heads, num_key_value_heads=config.num_heads,
-                        intermediate_size=config.intermediate_size, max_position_embeddings=max(256, config.block_size),
-                        tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(config.seed)
-    return LlamaForCausalLM(llama)
+    return training_args(output_dir, steps=steps, batch_size=config.batch_size, learning_rate=lr, seed=config.seed,
+                         warmup_steps=max(1, steps // 20), logging_steps=25, disable_tqdm=False, **extra)
 
 
 def run_bts(config: BTSConfig) -> dict[str, Any]:
@@ -190,23 +166,18 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
     Everything is written to a temporary folder that replaces ``output_dir`` when the run finished
     (:func:`hf_ext.jobs.job_output`); with ``push_to_hub`` the stitch layers and their card are pushed last.
     """
-    with job_output(config, repo_type="model", writer="bts", push_subdir="stitch",
-                    commit_message="hf_ext: BTS stitch layers") as result:
-        result.metrics = _run_bts(config, result.dir)
-    return result.metrics
+    return run_in_output(config, _run_bts, repo_type="model", writer="bts", push_subdir="stitch", commit_message="hf_ext: BTS stitch layers")
 
 
 def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from hf_ext.adapters.stitch import StitchConfig, StitchedModel
-    from hf_ext.lm import branch_experts, eval_loss, pack_texts, train_bpe_tokenizer, train_causal_lm
+    from hf_ext.adapters.stitch import StitchedModel
+    from hf_ext.lm import branch_experts, pack_texts, train_bpe_tokenizer, train_causal_lm
 
-    from .stitch import StitchTrainer, StitchTrainingConfig
+    from ..stitch import StitchTrainer, StitchTrainingConfig
 
-    if not config.data_dir:
-        raise InputError("BTSConfig.data_dir is not set: point it at the folder holding the domain files "
-                         "(recipes/bts_tiny.yaml uses a copy of the staged datasets, e.g. --data_dir /path/to/data).")
+    require(config.data_dir, "data_dir", "the folder holding the domain files")
     start = time.perf_counter()
     data_dir = Path(config.data_dir)
     rng = random.Random(config.seed)
@@ -223,15 +194,14 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     # 1. the seed
     t = time.perf_counter()
     if config.seed_model:
-        from hf_ext.models import resolve_model
-
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(config.seed_model))
-        seed = AutoModelForCausalLM.from_pretrained(resolve_model(config.seed_model))
+        seed, tokenizer = load_seed(config.seed_model)
         seed_hub_id = config.seed_model
     else:
         corpus = [t for texts in train.values() for t in texts]
         tokenizer = train_bpe_tokenizer(corpus, vocab_size=config.vocab_size)
-        seed = _scratch_seed(config, tokenizer)
+        seed = small_llama(tokenizer, config.hidden_size, config.num_layers, config.seed, num_heads=config.num_heads,
+                           num_kv_heads=config.num_heads, intermediate_size=config.intermediate_size,
+                           max_positions=max(256, config.block_size))
         train_causal_lm(seed, tokenizer, train["general"], _args(out / ".checkpoints" / "seed", config.seed_steps, config.seed_lr, config),
                         block_size=config.block_size)
         seed.save_pretrained(out / "seed")

@@ -61,7 +61,7 @@ class CompareConfig(JobOptions):
             check_keys(config_cls, self._selection_values(name), source=f"selections.{name}")
         if self.baseline not in self.selections:
             raise InputError(f"baseline {self.baseline!r} is not one of the selections: {sorted(self.selections)}.")
-        from .sft_job import SFTJobConfig
+        from .sft import SFTJobConfig
         from hf_ext.evaluation import EvaluateConfig
 
         check_keys(SFTJobConfig, self.sft, source="`sft` mapping")
@@ -182,7 +182,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     from hf_ext.evaluation.local_tasks import resolve_tasks
     from hf_ext.hub.cards import hub_ids, render_model_card
 
-    from .sft_job import SFTJobConfig, run_sft
+    from .sft import SFTJobConfig, run_sft
 
     c = config
     start = time.perf_counter()
@@ -210,7 +210,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             stage(f"selection {name!r} ({c.selections[name]['job']})")
             if c.selections[name]["job"] == "existing":  # made earlier (same pool split): read its metrics.json
-                from .sft_job import selection_info
+                from .sft import selection_info
 
                 selection_metrics[name] = selection_info(c.selections[name]["path"]) or {}
                 continue

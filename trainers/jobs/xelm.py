@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -20,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import InputError
-from ..jobs import JobOptions, job_output
+from hf_ext.errors import InputError
+from hf_ext.jobs import JobOptions
+
+from .common import load_seed, read_jsonl, require, run_in_output, small_llama, training_args
 
 __all__ = ["XELMConfig", "run_xelm"]
 
@@ -62,10 +63,8 @@ class XELMConfig(JobOptions):
 
 
 def _language_texts(config: XELMConfig) -> dict[str, tuple[list[str], list[str]]]:
-    from ..adapters.time_vector.experiment import read_jsonl
-
     by_lang: dict[str, list[str]] = {}
-    for r in read_jsonl(config.data_file):
+    for r in read_jsonl(config.data_file, field="data_file"):
         if r["lang"] in config.languages:
             by_lang.setdefault(r["lang"], []).append(r["text"])
     need = config.train_sentences + config.eval_sentences
@@ -84,7 +83,7 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
     """Cluster labels of the training sentences and a clustering router for them."""
     import numpy as np
 
-    from .ensemble import ClusterRouter, TfidfClusters, balanced_tfidf_kmeans, typology_clusters
+    from hf_ext.merge.ensemble import ClusterRouter, TfidfClusters, balanced_tfidf_kmeans, typology_clusters
 
     clusters = balanced_tfidf_kmeans(texts, k, seed=config.seed)
     if config.clustering == "typology":
@@ -98,33 +97,25 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
 
 def run_xelm(config: XELMConfig) -> dict[str, Any]:
     """Run the replication; returns (and writes) the metrics."""
-    if not config.data_file:
-        raise InputError("data_file is not set: point it at a JSON Lines file with `lang` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
-    with job_output(config, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication") as result:
-        result.metrics = _run_xelm(config, result.dir)
-    return result.metrics
+    require(config.data_file, "data_file", "a JSON Lines file with `lang` and `text`")
+    return run_in_output(config, _run_xelm, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication")
 
 
 def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
-    from ..adapters.time_vector.experiment import _train_args, small_llama
     from transformers import AutoModelForCausalLM
 
-    from ..lm import branch_experts, eval_loss, train_bpe_tokenizer, train_causal_lm
-    from .ensemble import BayesianRouter, ExpertEnsemble
+    from hf_ext.lm import branch_experts, eval_loss, train_bpe_tokenizer, train_causal_lm
+    from hf_ext.merge.ensemble import BayesianRouter, ExpertEnsemble
 
     start = time.perf_counter()
     data = _language_texts(config)
     train = [(t, lang) for lang in config.languages for t in data[lang][0]]
     random.Random(config.seed).shuffle(train)
     texts, langs = [t for t, _ in train], [lang for _, lang in train]
-    args = lambda name, steps, lr: _train_args(out / ".ckpt" / name, steps, config.batch_size, lr, config.seed)  # noqa: E731
+    args = lambda name, steps, lr: training_args(out / ".ckpt" / name, steps=steps, batch_size=config.batch_size,  # noqa: E731
+                                                 learning_rate=lr, seed=config.seed)
     if config.seed_model:
-        from transformers import AutoTokenizer
-
-        from ..models import resolve_model
-
-        path = resolve_model(config.seed_model)
-        seed_model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        seed_model, tokenizer = load_seed(config.seed_model)
     else:
         tokenizer = train_bpe_tokenizer(texts, config.vocab_size)
         seed_model = small_llama(tokenizer, config.hidden_size, config.num_layers, config.seed)

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import gc
 import gzip
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..jobs import JobOptions, job_output
+from hf_ext.errors import InputError
+from hf_ext.jobs import JobOptions
+
+from .common import read_jsonl, require, run_in_output, small_llama, training_args
 
 LM_CORPUS = ["lm_corpus/gutenberg_books.jsonl.gz", "lm_corpus/tinyshakespeare.txt.gz", "lm_corpus/botchan.txt.gz"]
 
@@ -81,11 +82,10 @@ def read_texts(data_dir: str | Path, files: list[str]) -> list[str]:
         path = Path(data_dir) / name
         if not path.is_file():
             raise InputError(f"Corpus file {str(path)!r} does not exist; set data_dir (now {str(data_dir)!r}) to the folder holding {name}.")
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            if ".jsonl" in path.name:
-                texts += [json.loads(line)["text"] for line in f if line.strip()]
-            else:
+        if ".jsonl" in path.name:
+            texts += [row["text"] for row in read_jsonl(path, field="data_dir and corpus_files")]
+        else:
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
                 texts.append(f.read())
     return [t for t in texts if t.strip()]
 
@@ -114,11 +114,8 @@ def _param_count(model, count_embeddings: bool) -> int:
 
 def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
     """Train the grid of tiny models, fit on all but the largest size, predict the largest."""
-    if not config.data_dir:
-        raise InputError("data_dir is not set: point it at the folder holding the corpus_files (the recipes use a copy of the staged datasets, e.g. --data_dir /path/to/data/...).")
-    with job_output(config, repo_type="dataset", writer="scaling_tiny", commit_message="hf_ext: scaling-law fit") as result:
-        result.metrics = _run_scaling_testbed(config, result.dir)
-    return result.metrics
+    require(config.data_dir, "data_dir", "the folder holding the corpus_files")
+    return run_in_output(config, _run_scaling_testbed, repo_type="dataset", writer="scaling_tiny", commit_message="hf_ext: scaling-law fit")
 
 
 def _run_scaling_testbed(config: ScalingTestbedConfig, out: Path) -> dict[str, Any]:
@@ -127,12 +124,11 @@ def _run_scaling_testbed(config: ScalingTestbedConfig, out: Path) -> dict[str, A
     from tqdm.auto import tqdm
     from transformers import Trainer, TrainingArguments, default_data_collator
 
-    from ..lm import pack_texts, train_bpe_tokenizer
-    from ..testing import tiny_llama
-    from .card import write_fit_folder
-    from .laws import OvertrainingLaw
-    from .plots import plot_loss_vs_compute, plot_predicted_vs_actual
-    from .runs import runs_from_trainer_state, size_label, split_largest
+    from hf_ext.lm import pack_texts, train_bpe_tokenizer
+    from hf_ext.scaling.card import write_fit_folder
+    from hf_ext.scaling.laws import OvertrainingLaw
+    from hf_ext.scaling.plots import plot_loss_vs_compute, plot_predicted_vs_actual
+    from hf_ext.scaling.runs import runs_from_trainer_state, size_label, split_largest
 
     start = time.perf_counter()
     if config.num_threads:
@@ -156,22 +152,21 @@ def _run_scaling_testbed(config: ScalingTestbedConfig, out: Path) -> dict[str, A
     # millions of long-lived objects that costs seconds per run. Freezing them skips them.
     gc.freeze()
     for width, mult in tqdm(grid, desc="scaling runs"):
-        model = tiny_llama(tokenizer=tokenizer, hidden_size=width, num_layers=config.num_layers, num_heads=width // config.head_dim,
-                           num_kv_heads=width // config.head_dim, intermediate_size=4 * width,
-                           max_position_embeddings=config.block_size, seed=config.seed)
+        heads = width // config.head_dim
+        model = small_llama(tokenizer, width, config.num_layers, config.seed, num_heads=heads, num_kv_heads=heads,
+                            max_positions=config.block_size)
         n = _param_count(model, config.count_embeddings)
         tokens = mult * n
         n_blocks = max(config.batch_size, math.ceil(tokens / config.block_size))
         # More tokens than the corpus has: repeat it (recorded; the law assumes unique data).
         idx = [i % len(train_blocks) for i in range(n_blocks)]
         run_dir = out / "runs" / f"h{width}_M{mult:g}"
-        args = TrainingArguments(
-            output_dir=str(run_dir), per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=64,
-            learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(1, int(0.05 * n_blocks / config.batch_size)),
-            weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0, num_train_epochs=1, logging_steps=50, save_strategy="no",
-            report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, seed=config.seed, data_seed=config.seed,
-            include_num_input_tokens_seen=True, disable_tqdm=True, dataloader_drop_last=False,
-        )
+        args = TrainingArguments(**training_args(
+            run_dir, steps=-1, batch_size=config.batch_size, learning_rate=config.learning_rate, seed=config.seed,
+            num_train_epochs=1, per_device_eval_batch_size=64, warmup_steps=max(1, int(0.05 * n_blocks / config.batch_size)),
+            weight_decay=0.1, adam_beta2=0.95, max_grad_norm=1.0, logging_steps=50, bf16=False, data_seed=config.seed,
+            include_num_input_tokens_seen=True, dataloader_drop_last=False,
+        ))
         trainer = Trainer(model=model, args=args, train_dataset=train_blocks.select(idx), eval_dataset=eval_blocks,
                           data_collator=default_data_collator, processing_class=tokenizer)
         trainer.train()

@@ -12,43 +12,18 @@
 from __future__ import annotations
 
 import copy
-import gzip
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import InputError
-from ...jobs import JobOptions, job_output
+from hf_ext.errors import InputError
+from hf_ext.jobs import JobOptions
 
-__all__ = ["TimeVectorExperimentConfig", "run_time_vectors", "read_jsonl", "small_llama"]
+from .common import load_seed, read_jsonl, require, run_in_output, small_llama, training_args
 
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Data file {str(path)!r} does not exist; point the recipe's data file field at a copy of the staged data.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def small_llama(tokenizer, hidden_size: int, num_layers: int, seed: int, max_positions: int = 512):
-    """A small randomly initialised Llama for CPU experiments (4 heads, 2 KV heads, 4× MLP)."""
-    from hf_ext.testing import tiny_llama
-
-    return tiny_llama(hidden_size=hidden_size, num_layers=num_layers, num_heads=4, num_kv_heads=2,
-                      intermediate_size=4 * hidden_size, max_position_embeddings=max_positions, seed=seed,
-                      tokenizer=tokenizer)  # fmt: skip
-
-
-def _train_args(output_dir: Path, steps: int, batch_size: int, lr: float, seed: int) -> dict[str, Any]:
-    return {"output_dir": str(output_dir), "max_steps": steps, "per_device_train_batch_size": batch_size,
-            "learning_rate": lr, "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "weight_decay": 0.0,
-            "logging_steps": max(1, steps // 5), "seed": seed, "save_strategy": "no", "report_to": "none",
-            "disable_tqdm": True, "dataloader_num_workers": 0}  # fmt: skip
+__all__ = ["TimeVectorExperimentConfig", "run_time_vectors"]
 
 
 @dataclass
@@ -85,7 +60,7 @@ class TimeVectorExperimentConfig(JobOptions):
 
 
 def _year_texts(config: TimeVectorExperimentConfig) -> dict[int, tuple[list[str], list[str]]]:
-    rows = read_jsonl(config.data_file)
+    rows = read_jsonl(config.data_file, field="data_file")
     by_year: dict[int, list[str]] = {}
     for r in rows:
         by_year.setdefault(int(r["year"]), []).append(r["text"])
@@ -102,7 +77,7 @@ def _year_texts(config: TimeVectorExperimentConfig) -> dict[int, tuple[list[str]
 
 
 def _pretrain_texts(config: TimeVectorExperimentConfig) -> list[str]:
-    rows = read_jsonl(config.pretrain_file)
+    rows = read_jsonl(config.pretrain_file, field="pretrain_file")
     texts, total = [], 0
     for r in rows:
         for para in r["text"].split("\n\n"):
@@ -117,44 +92,34 @@ def _pretrain_texts(config: TimeVectorExperimentConfig) -> list[str]:
 
 def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
     """Run the experiment; returns (and writes) the metrics."""
-    if not config.data_file:
-        raise InputError("data_file is not set: point it at a JSON Lines file with `year` and `text` (the recipes use a copy of the staged datasets, e.g. --data_file /path/to/data/...).")
+    require(config.data_file, "data_file", "a JSON Lines file with `year` and `text`")
     if not config.pretrain_file and not config.base_model:
         raise InputError("pretrain_file is not set and there is no base_model: point pretrain_file at English text (JSON Lines with `text`) or give base_model.")
-    with job_output(config, repo_type="model", writer="time_vectors", commit_message="hf_ext: time vectors experiment") as result:
-        result.metrics = _run_time_vectors(config, result.dir)
-    return result.metrics
+    return run_in_output(config, _run_time_vectors, repo_type="model", writer="time_vectors", commit_message="hf_ext: time vectors experiment")
 
 
 def _run_time_vectors(config: TimeVectorExperimentConfig, out: Path) -> dict[str, Any]:
-    import torch
-
-    from ...lm import eval_loss, train_bpe_tokenizer, train_causal_lm
-    from .model import TimeVector, interpolate
+    from hf_ext.adapters.time_vector import TimeVector, interpolate
+    from hf_ext.lm import eval_loss, train_bpe_tokenizer, train_causal_lm
 
     start = time.perf_counter()
     data = _year_texts(config)
+    args = lambda name, steps, lr: training_args(out / ".ckpt" / name, steps=steps, batch_size=config.batch_size,  # noqa: E731
+                                                 learning_rate=lr, seed=config.seed)
     if config.base_model:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from ...models import resolve_model
-
-        path = resolve_model(config.base_model)
-        base, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        base, tokenizer = load_seed(config.base_model)
     else:
         pretrain = _pretrain_texts(config)
         tokenizer = train_bpe_tokenizer(pretrain + [t for tr, _ in data.values() for t in tr], config.vocab_size)
         base = small_llama(tokenizer, config.hidden_size, config.num_layers, config.seed)
-        train_causal_lm(base, tokenizer, pretrain, _train_args(out / ".ckpt" / "base", config.pretrain_steps, config.batch_size,
-                                                               config.pretrain_lr, config.seed), block_size=config.block_size)  # fmt: skip
+        train_causal_lm(base, tokenizer, pretrain, args("base", config.pretrain_steps, config.pretrain_lr), block_size=config.block_size)
     base.eval()
     losses = lambda model: {y: eval_loss(model, tokenizer, data[y][1], block_size=config.block_size) for y in config.years}  # noqa: E731
     base_loss = losses(base)
     vectors, year_loss = {}, {}
     for year in config.years:
         model = copy.deepcopy(base)
-        train_causal_lm(model, tokenizer, data[year][0], _train_args(out / ".ckpt" / str(year), config.finetune_steps,
-                                                                   config.batch_size, config.finetune_lr, config.seed))  # fmt: skip
+        train_causal_lm(model, tokenizer, data[year][0], args(str(year), config.finetune_steps, config.finetune_lr))
         model.eval()
         year_loss[year] = losses(model)
         vectors[year] = TimeVector.from_models(base, model, period=str(year), base_hub_id=config.base_hub_id)
@@ -185,7 +150,6 @@ def _run_time_vectors(config: TimeVectorExperimentConfig, out: Path) -> dict[str
         "params": sum(p.numel() for p in base.parameters()),
     }
     _plot(metrics, config, out / "time_vectors.png")
-    del torch
     return metrics
 
 
