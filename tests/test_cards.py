@@ -79,3 +79,65 @@ def test_dataset_card_and_versions():
 def test_unknown_template():
     with pytest.raises(InputError, match="available templates: .*model_card.md.j2"):
         render_dataset_card("nope.md.j2", {})
+
+
+@pytest.mark.parametrize("relation", ["adapter", "merge", "quantized", "finetune"])
+def test_the_hubs_base_model_relations_are_accepted(relation):
+    card = render_model_card("model_card.md.j2", {"base_model": ["org/seed"], "base_model_relation": relation}, title="t")
+    assert _front(card)["base_model_relation"] == relation
+
+
+@pytest.mark.parametrize("relation", ["frankenmerge", "Merge", "fine-tune", ""])
+def test_other_base_model_relations_are_refused_naming_the_field(relation):
+    with pytest.raises(InputError, match=r"'base_model_relation' is .*\['adapter', 'merge', 'quantized', 'finetune'\]"):
+        render_model_card("model_card.md.j2", {"base_model": ["org/seed"], "base_model_relation": relation}, title="t")
+
+
+@pytest.mark.parametrize("library", ["hf_ext", "hf-ext ", "HF-EXT", None])
+def test_library_name_has_one_spelling(library):
+    with pytest.raises(InputError, match="'library_name' is .*'hf-ext'"):
+        render_model_card("model_card.md.j2", {"library_name": library}, title="t")
+    assert _front(render_model_card("model_card.md.j2", {"library_name": "hf-ext"}, title="t"))["library_name"] == "hf-ext"
+
+
+def _card_literals(key):
+    """(file:line, value) of every string literal hf_ext/ and trainers/ give `key` in a dict or a call."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in [*(root / "hf_ext").rglob("*.py"), *(root / "trainers").rglob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            pairs = []
+            if isinstance(node, ast.Dict):
+                pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+            elif isinstance(node, ast.Call):
+                pairs = [(kw.arg, kw.value) for kw in node.keywords]
+            for name, value in pairs:
+                if name == key:
+                    found += [(f"{path.relative_to(root)}:{value.lineno}", v) for v in _outcomes(value)]
+    return found
+
+
+def _outcomes(node):
+    """The string constants an expression can evaluate to (through `a if c else b` and `a or b`)."""
+    import ast
+
+    if isinstance(node, ast.Constant):
+        return [node.value] if isinstance(node.value, str) else []
+    if isinstance(node, ast.IfExp):
+        return _outcomes(node.body) + _outcomes(node.orelse)
+    if isinstance(node, ast.BoolOp):
+        return [v for value in node.values for v in _outcomes(value)]
+    return []
+
+
+def test_every_card_writer_uses_the_hubs_values():
+    from hf_ext.hub.cards import BASE_MODEL_RELATIONS, LIBRARY_NAMES
+
+    libraries, relations = _card_literals("library_name"), _card_literals("base_model_relation")
+    assert len(libraries) >= 6 and len(relations) >= 6  # the scan sees the card writers
+    assert [x for x in libraries if x[1] not in LIBRARY_NAMES] == []
+    assert [x for x in relations if x[1] not in BASE_MODEL_RELATIONS] == []

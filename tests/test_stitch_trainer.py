@@ -210,7 +210,7 @@ def test_save_model_writes_the_stitch_card_with_the_gate_plot(default_run, tmp_p
     card = (tmp_path / "final" / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["base_model"] == ["org/tiny-seed", "org/tiny-expert-a", "org/tiny-expert-b"]
-    assert front["base_model_relation"] == "adapter" and front["library_name"] == "hf_ext"
+    assert front["base_model_relation"] == "adapter" and front["library_name"] == "hf-ext"
     assert "generated_from_trainer" not in card  # not Trainer's generic card
     assert front["model-index"][0]["results"][0]["metrics"][0]["value"] == pytest.approx(after)
     assert "![" in card and "(gates.png)" in card

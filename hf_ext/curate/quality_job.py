@@ -388,7 +388,7 @@ def _card(c, metrics: dict, title: str):
     eval_results = [{"task_type": "text-classification", "dataset_type": "hf-ext/heldout-pages", "dataset_name": name,
                      "metric_type": "roc_auc", "metric_value": round(r["auc"], 4)} for name, r in metrics["heldout"].items()]
     base = c._embedder.model if metrics["scorer"] != "fasttext" else None
-    card_data = {"license": "apache-2.0", "library_name": "hf-ext" if base is None else "transformers",
+    card_data = {"license": "apache-2.0", "library_name": "hf-ext",  # a head only hf_ext loads, on a base encoder or not
                  "tags": ["hf-ext", "data-curation", "quality-classifier", metrics["scorer"]]}
     if base:
         card_data.update(base_model=base, base_model_relation="adapter")

@@ -23,6 +23,14 @@ import yaml
 
 from ..errors import InputError, redact_values
 
+# `library_name` of a model card: the library that loads the artefact. hf_ext's own artefacts (SAEs, time
+# vectors, stitch layers, quality scorers) say "hf-ext" (the distribution's name, one spelling); full models
+# say "transformers", PEFT adapters "peft".
+LIBRARY_NAME = "hf-ext"
+LIBRARY_NAMES = (LIBRARY_NAME, "transformers", "peft")
+# The Hub's values of `base_model_relation` (what the model tree shows); anything else is refused.
+BASE_MODEL_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+
 _LIBRARIES = ("hf-ext", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "evaluate", "huggingface_hub")
 
 
@@ -91,6 +99,25 @@ def _check(card, kind: str) -> None:
         raise InputError(f"Rendered {kind} card's front matter does not round-trip through huggingface_hub's card data.")
 
 
+def check_card_fields(data: dict[str, Any]) -> None:
+    """Refuse a `base_model_relation` the Hub does not know and a `library_name` spelled another way.
+
+    Args:
+        data (`dict`): model card data (front-matter fields).
+
+    Raises:
+        InputError: naming the field, its value and the valid ones.
+    """
+    relation = data.get("base_model_relation")
+    if relation is not None and relation not in BASE_MODEL_RELATIONS:
+        raise InputError(f"Card field 'base_model_relation' is {relation!r}; the Hub knows {list(BASE_MODEL_RELATIONS)} "
+                         "(a layer-stacking 'frankenmerge' is a 'merge').")
+    library = data.get("library_name")
+    if library not in LIBRARY_NAMES:
+        raise InputError(f"Card field 'library_name' is {library!r}; use one of {list(LIBRARY_NAMES)} "
+                         f"({LIBRARY_NAME!r} for artefacts only hf_ext loads).")
+
+
 def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any):
     """Render a `huggingface_hub.DatasetCard` from a template in ``hub_cards/``.
 
@@ -137,6 +164,7 @@ def render_model_card(
     if "datasets" in data:
         data["datasets"] = hub_ids(data["datasets"], field="datasets")
     data.setdefault("library_name", "transformers")
+    check_card_fields(data)
     results = [EvalResult(**r) for r in eval_results]
     try:
         card_data_obj = ModelCardData(eval_results=results or None, model_name=model_name, **data)

@@ -478,7 +478,7 @@ class StitchedModel(nn.Module, GenerationMixin):
                 "models are given by Hub id (or by a path the resolver hf_ext.models knows)."
             )
         card_data = {"base_model": [cfg.seed_model, *cfg.expert_models] if known else None, "base_model_relation": "adapter",
-                     "library_name": "hf_ext", "tags": ["hf_ext", "branch-train-stitch", "stitch", "arxiv:2502.00075"]}
+                     "library_name": "hf-ext", "tags": ["hf-ext", "branch-train-stitch", "stitch", "arxiv:2502.00075"]}
         if datasets:
             card_data["datasets"] = datasets
         experts = dict(zip(cfg.expert_names, cfg.expert_models)) if known else dict.fromkeys(cfg.expert_names)
