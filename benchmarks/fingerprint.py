@@ -5,7 +5,7 @@ schemes it sits between, on one real checkpoint, in the same run.
 
 - ``first256_seconds``: the replaced scheme (first 256 values of every tensor; it accepted a base
   that differed everywhere past value 256).
-- ``strided_seconds``: ``hf_ext.merge.weights.fingerprint`` (whole tensors up to 65,536 values,
+- ``strided_seconds``: ``hf_ext.weights.fingerprint`` (whole tensors up to 65,536 values,
   else 1,024 windows of 16 values), file source, warm page cache.
 - ``full_sha256_seconds``: sha256 of every safetensors byte (what hashing "everything" costs).
 - ``in_memory_seconds``: the same fingerprint of the loaded model (``WeightSource(model)``).
@@ -31,7 +31,7 @@ def main() -> None:
     import math
 
     from hf_ext.fingerprint import sample_windows
-    from hf_ext.merge.weights import DTYPES, WeightSource, fingerprint
+    from hf_ext.weights import DTYPES, WeightSource, fingerprint
     from hf_ext.models import load_model, resolve_model
 
     tmp = None

@@ -223,19 +223,17 @@ def branch_experts(
     Returns:
         domain -> folder of the saved expert.
     """
-    from transformers import AutoModelForCausalLM
-
     from .hub.cards import render_model_card
 
     if not domains:
         raise InputError("branch_experts needs at least one domain: domains={'math': [...], ...}.")
     if isinstance(seed_model_or_path, (str, os.PathLike)):
-        from .models import hub_id_for, resolve_model
+        from .models import hub_id_for, load_causal_lm
 
         seed_hub_id = seed_hub_id or hub_id_for(seed_model_or_path) or (
             str(seed_model_or_path) if not Path(seed_model_or_path).exists() else None
         )
-        seed = AutoModelForCausalLM.from_pretrained(resolve_model(str(seed_model_or_path)))
+        seed = load_causal_lm(seed_model_or_path, role="seed")
     else:
         seed = seed_model_or_path
     output_dir = Path(output_dir)

@@ -31,7 +31,7 @@ from typing import Any, Union
 
 from .errors import HfExtError, InputError
 
-__all__ = ["resolve_model", "register_local_model", "hub_id_for", "load_model", "load_tokenizer", "cache_dir"]
+__all__ = ["resolve_model", "register_local_model", "hub_id_for", "load_model", "load_causal_lm", "load_tokenizer", "cache_dir"]
 
 logger = logging.getLogger(__name__)
 PathSource = Union[str, os.PathLike, Callable[[], Union[str, os.PathLike, None]]]
@@ -218,20 +218,23 @@ def _missing_path(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~", "\\")) or os.path.exists(model_id) or not _HUB_ID.fullmatch(model_id)
 
 
-def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision: str | None = None, **kwargs: Any):
+def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision: str | None = None, role: str | None = None,
+               **kwargs: Any):
     """``auto_class.from_pretrained(resolve_model(model_id), **kwargs)``; ``auto_class`` defaults to ``AutoModel``.
 
     ``trust_remote_code`` is passed only if the caller passes it. A path that does not exist, a
     truncated or corrupt ``*.safetensors`` in a local folder, or a checkpoint transformers cannot
-    open raise one :class:`InputError` naming it.
+    open raise one :class:`InputError` naming it (and `role`, e.g. "seed", when given; else "model"
+    or "tokenizer").
     """
     if auto_class is None:
         from transformers import AutoModel as auto_class
     name = os.fspath(model_id)
-    what = "tokenizer" if "Tokenizer" in getattr(auto_class, "__name__", "") else "model"
+    is_model = "Tokenizer" not in getattr(auto_class, "__name__", "")
+    what = role or ("model" if is_model else "tokenizer")
     path = resolve_model(model_id, revision)
     if os.path.isdir(path):
-        if what == "model":
+        if is_model:
             from .outputs import check_safetensors
 
             for weights in sorted(Path(path).glob("*.safetensors")):
@@ -247,6 +250,35 @@ def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision:
         return auto_class.from_pretrained(path, **kwargs)
     except OSError as exc:  # transformers' "not a valid model identifier", missing files, unreadable weights
         raise InputError(f"Could not load the {what} {name!r}: {exc}") from None
+
+
+def load_causal_lm(model: Any, *, role: str | None = None, copy: bool = False, revision: str | None = None, **kwargs: Any):
+    """A causal LM given as a model or as an id / path: the one loader of hf_ext's components.
+
+    Args:
+        model (`torch.nn.Module`, `str` or `os.PathLike`):
+            A loaded model (returned as it is) or a Hub id / local folder, loaded by :func:`load_model`
+            with ``AutoModelForCausalLM`` (packaged local copies, safetensors checks, one clear error).
+        role (`str`, *optional*):
+            What the model is, for error messages ("seed", "expert 'math'"); defaults to "model".
+        copy (`bool`, defaults to `False`):
+            Return a deep copy of a given model, for code that changes it in place (PEFT injection).
+        revision (`str`, *optional*):
+            Hub revision of an id.
+        **kwargs:
+            Passed to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
+    """
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        if copy:
+            import copy as copy_module
+
+            return copy_module.deepcopy(model)
+        return model
+    from transformers import AutoModelForCausalLM
+
+    return load_model(model, AutoModelForCausalLM, revision=revision, role=role, **kwargs)
 
 
 def load_tokenizer(model_id: str | os.PathLike, *, revision: str | None = None, **kwargs: Any):

@@ -14,8 +14,8 @@ from hf_ext.adapters.time_vector import TimeVector
 from hf_ext.errors import InputError
 from hf_ext.fingerprint import state_fingerprint
 from hf_ext.merge import WeightSource
-from hf_ext.merge.weights import fingerprint
 from hf_ext.testing import save_tiny, tiny_llama
+from hf_ext.weights import fingerprint
 
 
 def _shifted_after(model, start=256, delta=1e-3):

@@ -6,7 +6,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from hf_ext.adapters.time_vector import TimeVector, interpolate
-from hf_ext.hub import load_interpolation, load_merged_model, load_time_vector
+from hf_ext.merge.hub import load_interpolation, load_merged_model, load_time_vector
 from hf_ext.merge import merge_models
 from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
 

@@ -173,7 +173,7 @@ def test_push_to_hub_writes_a_card_and_loads_back_by_repo_id(models, batch, loca
     config = StitchConfig(num_stitch_layers=2, seed_model="org/seed", expert_models=["org/math", "org/code", "org/de"])
     model = StitchedModel(seed, experts, config)
     _perturb(model, seed=3)
-    model.push_to_hub("user/bts-stitch", card_kwargs={"summary": "tiny test"})
+    model.push_to_hub("user/bts-stitch", model_card_kwargs={"summary": "tiny test"})
     folder = pull("user/bts-stitch", repo_type="model")
     assert {p.name for p in folder.iterdir() if p.is_file()} - {".gitattributes"} == {"README.md", CONFIG_NAME, WEIGHTS_NAME}
     card = (folder / "README.md").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ import hashlib
 from typing import Any
 
 from ..errors import InputError
-from ..select.columns import require_columns
+from ..columns import require_columns
 
 _ASSISTANT = "\n\nAssistant:"
 

@@ -27,7 +27,7 @@ import os
 from typing import Any
 
 from ..errors import InputError
-from ..select.columns import require_columns
+from ..columns import require_columns
 from .generate import SIDES, cached_generate, request_key
 from .prompts import rank_messages, summary_messages
 from .scores import parse_ranking, parse_score

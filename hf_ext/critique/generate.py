@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..select.columns import require_columns, require_rows, require_strings
+from ..columns import require_columns, require_rows, require_strings
 from .backends import BackendError, Conversation
 from .prompts import critique_messages
 from .scores import parse_score

@@ -1,16 +1,15 @@
-"""Hub integration: push folders and pull repos (sync), card rendering."""
+"""Hub integration: push folders and pull repos (sync), card rendering, and :class:`PushToHubMixin`."""
 
+from .mixin import PushToHubMixin
 from .sync import pull, push_folder
 
-__all__ = ["pull", "push_folder", "load_merged_model", "load_time_vector", "load_interpolation"]
+__all__ = ["pull", "push_folder", "PushToHubMixin"]
 
-_MERGE_LOADERS = ("load_merged_model", "load_time_vector", "load_interpolation")
+# Loaders that lived here once; they belong to the domain that makes those repos (hf_ext.hub sits below it).
+_MOVED = {"load_merged_model": "hf_ext.merge.hub", "load_time_vector": "hf_ext.merge.hub", "load_interpolation": "hf_ext.merge.hub"}
 
 
 def __getattr__(name: str):
-    # Loaders of merged models / time vectors live in hf_ext.merge.hub; imported lazily (torch, transformers).
-    if name in _MERGE_LOADERS:
-        from ..merge import hub as merge_hub
-
-        return getattr(merge_hub, name)
+    if name in _MOVED:
+        raise AttributeError(f"{name} moved: use `from {_MOVED[name]} import {name}` (hf_ext.hub no longer imports the domains).")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

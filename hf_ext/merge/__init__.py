@@ -28,7 +28,7 @@ from .methods import (
     TiesMerge,
     get_merge_method,
 )
-from .weights import SafetensorsWriter, WeightSource, fingerprint
+from ..weights import SafetensorsWriter, WeightSource, fingerprint
 
 __all__ = [
     "MergeMethod", "LinearMerge", "TaskArithmetic", "TiesMerge", "DareMerge", "DellaMerge", "BreadcrumbsMerge",

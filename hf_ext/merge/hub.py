@@ -1,6 +1,6 @@
 """Load merged models, time vectors and interpolation points straight from Hub ids (or folders).
 
-Also reachable as ``hf_ext.hub.load_merged_model`` / ``load_time_vector`` / ``load_interpolation``.
+(They lived in ``hf_ext.hub`` before; that package sits below the domains and no longer imports them.)
 Downloads go through :func:`hf_ext.hub.pull` (HF_ENDPOINT, tokens, cache and offline mode as usual).
 """
 
@@ -28,7 +28,8 @@ def load_merged_model(repo_id: str | os.PathLike, *, revision: str | None = None
     """A merged model (any causal LM repo) as ``AutoModelForCausalLM``; its card's merge metadata is
     checked so a plain model is not mistaken for a merge. Extra kwargs go to ``from_pretrained``."""
     from huggingface_hub import ModelCard
-    from transformers import AutoModelForCausalLM
+
+    from ..models import load_causal_lm
 
     folder = _folder(repo_id, revision, endpoint)
     readme = folder / "README.md"
@@ -37,7 +38,7 @@ def load_merged_model(repo_id: str | os.PathLike, *, revision: str | None = None
         if data.get("base_model_relation") != "merge":
             raise InputError(f"{str(repo_id)!r} is not a merged model (its card's base_model_relation is "
                              f"{data.get('base_model_relation')!r}); load it with AutoModelForCausalLM.from_pretrained.")  # fmt: skip
-    return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    return load_causal_lm(folder, **kwargs)
 
 
 def load_time_vector(repo_id: str | os.PathLike, *, revision: str | None = None, endpoint: str | None = None):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -24,11 +23,12 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..models import load_causal_lm
 from ..outputs import output_folder
 from .methods import LinearMerge, MergeMethod, get_merge_method
-from .weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite
+from ..weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite, parse_size
 
-__all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources", "parse_size", "write_merged"]
+__all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tensors", "as_sources", "write_merged"]
 
 
 def as_sources(models: Sequence[Any], hub_ids: Sequence[str | None] | None = None) -> list[WeightSource]:
@@ -113,18 +113,6 @@ def output_dtype(dtype: torch.dtype | str | None, field: str = "dtype") -> torch
         raise InputError(f"{field} must be a floating-point dtype (float32, bfloat16, float16), got {dtype!r}: "
                          "merged weights cast to an integer type are zeros.")
     return dtype
-
-
-def parse_size(size: int | str) -> int:
-    """Bytes from ``5GB`` / ``500MB`` / ``1GiB`` / an int (save_pretrained's ``max_shard_size`` style)."""
-    if isinstance(size, int):
-        return size
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?i?B)\s*", str(size), flags=re.I)
-    if not match:
-        raise InputError(f"max_shard_size must be bytes or like '5GB'/'500MB', got {size!r}.")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    base = 1024 if "I" in unit else 1000
-    return int(number * base ** "BKMGT".index(unit[0]))
 
 
 def _card_ids(sources: Sequence[WeightSource], base: WeightSource | None) -> list[str]:
@@ -288,9 +276,9 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
     """
     if not models:
         raise InputError("average_models needs at least one model.")
-    modules = [m if isinstance(m, torch.nn.Module) else _load_causal_lm(m) for m in models]
+    modules = [load_causal_lm(m) for m in models]
     merge_method = get_merge_method(method or LinearMerge(), **method_params)
-    base_src = None if base is None else WeightSource(base if not isinstance(base, (str, os.PathLike)) else _load_causal_lm(base))
+    base_src = None if base is None else WeightSource(base if not isinstance(base, (str, os.PathLike)) else load_causal_lm(base, role="base"))
     sources = [WeightSource(m) for m in modules]
     merge_method.check_weights(_weights(weights, len(sources)))
     state = dict(merged_tensors(sources, merge_method, _weights(weights, len(sources)), base_src))
@@ -300,14 +288,6 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
     if unexpected or set(missing) - tied:
         raise InputError(f"Merged weights do not fit {type(merged).__name__}: missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]}.")
     return merged.eval()
-
-
-def _load_causal_lm(path: str | os.PathLike):
-    from transformers import AutoModelForCausalLM
-
-    from ..models import resolve_model
-
-    return AutoModelForCausalLM.from_pretrained(resolve_model(str(path)))
 
 
 def average_checkpoints(

@@ -56,7 +56,7 @@ from .methods import (
     TaskArithmetic,
     TiesMerge,
 )
-from .weights import WeightSource, check_finite
+from ..weights import WeightSource, check_finite
 
 __all__ = ["from_mergekit_config", "MergekitMerge", "MERGEKIT_METHODS", "is_mergekit_config"]
 

@@ -170,7 +170,7 @@ def load_critic_lm(path: str, *, new_head: bool = True, **model_kwargs: Any) -> 
 
 def _saved_head(folder: Path) -> torch.Tensor | None:
     """``score.weight`` from ``reward_head.safetensors``, else from the model's safetensors (None: neither has it)."""
-    from hf_ext.merge.weights import WeightSource
+    from hf_ext.weights import WeightSource
 
     key = f"{REWARD_HEAD}.weight"
     for prefix in (HEAD_FILE.removesuffix(".safetensors"), "model"):
@@ -182,7 +182,7 @@ def _saved_head(folder: Path) -> torch.Tensor | None:
 
 
 def _adapter_has_head(folder: Path) -> bool:
-    from hf_ext.merge.weights import WeightSource
+    from hf_ext.weights import WeightSource
 
     if not (folder / "adapter_model.safetensors").is_file():
         return False

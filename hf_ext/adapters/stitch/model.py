@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ...errors import InputError
+from ...hub.mixin import PushToHubMixin
+from ...models import load_causal_lm
 from .config import CONFIG_NAME, WEIGHTS_NAME, StitchConfig
 from .layer import StitchLayer
 
@@ -93,19 +94,6 @@ def _trunk(model: nn.Module, role: str) -> nn.Module:
     return trunk
 
 
-def _load_causal_lm(model: Any, role: str, **kwargs: Any) -> nn.Module:
-    if isinstance(model, nn.Module):
-        return model
-    from transformers import AutoModelForCausalLM
-
-    from ...models import load_model
-
-    try:
-        return load_model(model, AutoModelForCausalLM, **kwargs)
-    except OSError as exc:
-        raise InputError(f"Could not load the {role} from {str(model)!r}: {exc}") from None
-
-
 def _hub_id(given: Any, model: nn.Module) -> str | None:
     """The Hub id of a model given by id or path (mapped back through the resolver), else of the
     folder it was loaded from; ``None`` when unknown (a model built in memory, an unknown folder)."""
@@ -123,7 +111,7 @@ class StitchCache(DynamicCache):
         self.experts = {name: DynamicCache(config=cfg) for name, cfg in (experts or {}).items()}
 
 
-class StitchedModel(nn.Module, GenerationMixin):
+class StitchedModel(PushToHubMixin, nn.Module, GenerationMixin):
     """A frozen seed and frozen experts joined by trainable stitch layers.
 
     Args:
@@ -159,8 +147,8 @@ class StitchedModel(nn.Module, GenerationMixin):
                     "load without them and call add_expert() to stitch a new expert in."
                 )
             experts = {n: experts[n] for n in config.expert_names}
-        self.seed = _load_causal_lm(seed, "seed")
-        self.experts = nn.ModuleDict({name: _load_causal_lm(m, f"expert {name!r}") for name, m in experts.items()})
+        self.seed = load_causal_lm(seed, role="seed")
+        self.experts = nn.ModuleDict({name: load_causal_lm(m, role=f"expert {name!r}") for name, m in experts.items()})
         for model in (self.seed, *self.experts.values()):
             model.requires_grad_(False)
             model.eval()
@@ -259,7 +247,7 @@ class StitchedModel(nn.Module, GenerationMixin):
         """
         if name in self.experts:
             raise InputError(f"An expert named {name!r} is already stitched in; remove_expert({name!r}) first.")
-        expert = _load_causal_lm(expert, f"expert {name!r}").to(self.seed.device)
+        expert = load_causal_lm(expert, role=f"expert {name!r}").to(self.seed.device)
         expert.requires_grad_(False)
         expert.eval()
         self._check_expert(name, expert, tokenizer, expert_tokenizer, self.stitch_config)
@@ -491,17 +479,8 @@ class StitchedModel(nn.Module, GenerationMixin):
             plots=plots or [], held_out=eval_results or [],
         )
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None, endpoint: str | None = None,
-                    commit_message: str = "Upload stitch layers", card_kwargs: dict | None = None):
-        """Upload the stitch weights, config and a card (README.md) in one commit."""
-        from ...hub import push_folder
-
-        card = self.model_card(**(card_kwargs or {}))
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            card.save(str(Path(tmp) / "README.md"))
-            return push_folder(tmp, repo_id, repo_type="model", private=private, token=token, endpoint=endpoint,
-                               commit_message=commit_message)
+    def _hub_commit_message(self) -> str:
+        return "Upload stitch layers"
 
 
 __all__ += ["StitchConfig", "CONFIG_NAME", "WEIGHTS_NAME"]

@@ -6,7 +6,6 @@ Export is a truncated SVD per ``nn.Linear`` delta, with the reconstruction error
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Sequence
@@ -16,18 +15,9 @@ from typing import Any
 import torch
 
 from ...errors import InputError
+from ...models import load_causal_lm
 
 __all__ = ["lora_deltas", "export_lora"]
-
-
-def _load_causal_lm(source: Any):
-    if isinstance(source, torch.nn.Module):
-        return copy.deepcopy(source)  # PEFT injects layers in place: never touch the caller's model
-    from transformers import AutoModelForCausalLM
-
-    from ...models import resolve_model
-
-    return AutoModelForCausalLM.from_pretrained(resolve_model(str(source)))
 
 
 def _hub_id(name: str | None) -> str | None:
@@ -57,7 +47,8 @@ def lora_deltas(adapter: Any, base: Any = None, *, adapter_name: str = "default"
         base_id = cfg.base_model_name_or_path
         if base is None and base_id is None:
             raise InputError(f"{str(adapter)!r} does not name its base model (base_model_name_or_path is null); pass base=....")
-        peft_model = PeftModel.from_pretrained(_load_causal_lm(base if base is not None else base_id), str(adapter), adapter_name=adapter_name)
+        model = load_causal_lm(base if base is not None else base_id, role="base model", copy=True)  # PEFT injects in place
+        peft_model = PeftModel.from_pretrained(model, str(adapter), adapter_name=adapter_name)
     inner = peft_model.get_base_model()
     deltas: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -113,7 +104,7 @@ def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model
     source = base_model if base_model is not None else tv.config.base_model
     if source is None:
         raise InputError("to_lora needs the base model to know which weights are Linear layers: pass base_model=....")
-    model = _load_causal_lm(source)
+    model = load_causal_lm(source, copy=True)  # PEFT injects layers in place: never touch the caller's model
     keys = set(tv.keys())
     linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and f"{name}.weight" in keys
               and (target_modules is None or name in target_modules or name.split(".")[-1] in target_modules)]  # fmt: skip

@@ -15,7 +15,6 @@ records its base model's fingerprint; applying it to a different model is an err
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ import torch
 
 from ...errors import InputError
 from ...fingerprint import VERSION as FINGERPRINT_VERSION
-from ...merge.weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite, fingerprint
+from ...hub.mixin import PushToHubMixin
+from ...weights import CONFIG_FILES, SafetensorsWriter, WeightSource, check_compatible, check_finite, fingerprint, parse_size
 from .config import WEIGHTS_PREFIX, TimeVectorConfig
 
 __all__ = ["TimeVector", "interpolate", "analogy"]
@@ -45,7 +45,7 @@ def _label(tv: TimeVector) -> str:
     return tv.config.formula or (f"τ({tv.config.period})" if tv.config.period else "τ")
 
 
-class TimeVector:
+class TimeVector(PushToHubMixin):
     """τ = θ_ft − θ_base over floating-point weights, with PEFT-style save / load / push.
 
     Build one with :meth:`from_models`, :meth:`from_pretrained` (folder or Hub id) or
@@ -290,8 +290,6 @@ class TimeVector:
                                  f"{list(shapes[key])} in {name!r}: another architecture or size.")  # fmt: skip
 
     def _stream(self, base: WeightSource, scale: float, output_dir: Path, max_shard_size: int | str) -> Path:
-        from ...merge.merge import parse_size
-
         from ...outputs import output_folder
 
         layout = [(k, base.shape(k), base.dtype(k)) for k in base.keys()]
@@ -329,16 +327,13 @@ class TimeVector:
 
     def merged_model(self, base: Source | None = None, scale: float = 1.0, *, force: bool = False):
         """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ."""
-        from transformers import AutoModelForCausalLM
-
-        from ...models import resolve_model
+        from ...models import load_causal_lm
 
         if base is None:
             if not self.config.base_model:
                 raise InputError("This time vector does not name its base model; pass base=... (a model, folder or Hub id).")
             base = self.config.base_model
-        model = base if isinstance(base, torch.nn.Module) else AutoModelForCausalLM.from_pretrained(resolve_model(str(base)))
-        return self.apply_to(model, scale, force=force)
+        return self.apply_to(load_causal_lm(base, role="base model"), scale, force=force)
 
     # ---- saving --------------------------------------------------------------------------------
 
@@ -350,8 +345,6 @@ class TimeVector:
             dtype: storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
                 ``torch.float64`` keeps θ_base + τ bit-exact after a round trip).
         """
-        from ...merge.merge import parse_size
-
         folder = Path(save_directory)
         layout = []
         for key in self._keys:
@@ -366,30 +359,23 @@ class TimeVector:
                 for key, _, out_dtype in layout:
                     writer.write(key, self.get(key).to(out_dtype))
             self.config.save(tmp)
-            self._write_card(tmp)
+            self.model_card().save(str(tmp / "README.md"))
         return folder
 
-    def _write_card(self, folder: Path) -> None:
+    def model_card(self):
+        """The Hub model card: base_model = the base model's Hub id (relation adapter), the formula and periods."""
         from ...hub.cards import render_model_card
 
         base = self.config.base_model if self.config.base_model and not Path(self.config.base_model).exists() else None
-        card = render_model_card(
+        return render_model_card(
             "time_vector.md.j2",
             {"base_model": [base] if base else None, "base_model_relation": "adapter" if base else None, "library_name": "hf-ext",
              "tags": ["hf-ext", "time-vector", f"relation-{self.config.relation}"] + ([f"period-{self.config.period}"] if self.config.period else [])},
             title=f"Time vector {_label(self)}", config=self.config, base_model=base,
         )  # fmt: skip
-        card.save(str(folder / "README.md"))
 
-    def push_to_hub(self, repo_id: str, *, endpoint: str | None = None, token: str | None = None, private: bool = False,
-                    commit_message: str | None = None, dtype: torch.dtype | None = None) -> Any:
-        """Save to a temporary folder and upload it as one commit of a model repo; returns the CommitInfo."""
-        from ...hub import push_folder
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, dtype=dtype)
-            return push_folder(tmp, repo_id, repo_type="model", endpoint=endpoint, token=token, private=private,
-                               commit_message=commit_message or f"hf_ext: time vector {_label(self)}")  # fmt: skip
+    def _hub_commit_message(self) -> str:
+        return f"hf_ext: time vector {_label(self)}"
 
     def to_lora(self, output_dir: str | os.PathLike, rank: int, *, base_model: Any = None, target_modules: Sequence[str] | None = None) -> dict[str, Any]:
         """Export as a PEFT LoRA adapter by truncated SVD (plain ``PeftModel.from_pretrained`` loads it).

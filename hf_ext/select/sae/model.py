@@ -35,12 +35,13 @@ from torch import nn
 
 from ...config import read_json_object
 from ...errors import InputError
+from ...hub.mixin import PushToHubMixin
 
 SPARSIFY_WEIGHTS, SAE_LENS_WEIGHTS, CONFIG = "sae.safetensors", "sae_weights.safetensors", "cfg.json"
 SAEFormat = Literal["auto", "sparsify", "sae_lens"]
 
 
-class TopKSAE(nn.Module):
+class TopKSAE(PushToHubMixin, nn.Module):
     """TopK (or ReLU / JumpReLU) sparse autoencoder.
 
     Args:
@@ -166,18 +167,11 @@ class TopKSAE(nn.Module):
                 pass
         return render_model_card("sae_card.md.j2", card_data, model_name=repo_id or "sae", sae=self, meta=meta, repo_id=repo_id)
 
-    def push_to_hub(self, repo_id: str, *, endpoint: str | None = None, token: str | None = None, private: bool = False,
-                    format: Literal["sparsify", "sae_lens"] = "sparsify") -> Any:
-        """Save to a temporary folder and upload it in one commit (`hf_ext.hub.push_folder`)."""
-        import tempfile
+    def _hub_card(self, repo_id: str, **model_card_kwargs: Any):
+        return self.model_card(repo_id, **model_card_kwargs)
 
-        from ...hub import push_folder
-
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, format=format, card=False)
-            self.model_card(repo_id).save(str(Path(tmp) / "README.md"))
-            return push_folder(tmp, repo_id, repo_type="model", endpoint=endpoint, token=token, private=private,
-                               commit_message="hf_ext: sparse autoencoder")
+    def _hub_commit_message(self) -> str:
+        return "hf_ext: sparse autoencoder"
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike, subfolder: str | None = None, *, format: SAEFormat = "auto",

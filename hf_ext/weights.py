@@ -1,4 +1,4 @@
-"""Tensor-by-tensor access to model weights, for merges whose peak memory stays far below one model.
+"""Tensor-by-tensor access to model weights, for merges and time vectors whose peak memory stays far below one model.
 
 A :class:`WeightSource` is a model folder (one ``model.safetensors`` or shards listed in
 ``model.safetensors.index.json``), a Hub id (downloaded with huggingface_hub, or a packaged
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,9 +23,10 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from .errors import InputError
 
-__all__ = ["WeightSource", "SafetensorsWriter", "check_compatible", "check_finite", "fingerprint", "DTYPES", "CONFIG_FILES"]
+__all__ = ["WeightSource", "SafetensorsWriter", "check_compatible", "check_finite", "fingerprint", "parse_size", "DTYPES",
+           "CONFIG_FILES"]
 
 # safetensors dtype codes (the format's own names) <-> torch dtypes.
 DTYPES: dict[str, torch.dtype] = {
@@ -195,7 +197,7 @@ def fingerprint(source: WeightSource, *, exact: bool = True) -> str:
     same model saved with save_pretrained."""
     import numpy as np
 
-    from ..fingerprint import fingerprint_tensors, gather, raw_values, raw_view
+    from .fingerprint import fingerprint_tensors, gather, raw_values, raw_view
 
     maps: dict[Path, Any] = {}
 
@@ -221,17 +223,17 @@ def fingerprint(source: WeightSource, *, exact: bool = True) -> str:
 def _resolve_folder(source: str, hub_id: str | None) -> tuple[Path, str | None]:
     path = Path(source).expanduser()
     if path.is_dir():
-        from ..models import hub_id_for
+        from .models import hub_id_for
 
         return path, hub_id or hub_id_for(path)
     if path.exists():
         raise InputError(f"{source!r} is a file; pass the model folder that holds config.json and the safetensors weights.")
-    from ..models import resolve_model
+    from .models import resolve_model
 
     resolved = resolve_model(source)
     if resolved != source and Path(resolved).is_dir():
         return Path(resolved), hub_id or source
-    from ..hub import pull
+    from .hub import pull
 
     folder = pull(source, repo_type="model", allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"])
     return folder, hub_id or source
@@ -279,6 +281,22 @@ def check_finite(tensor: torch.Tensor, key: str, source_name: str) -> None:
             f"Tensor {key!r} of {source_name!r} holds {bad} NaN/inf values; a merge would spread them. "
             "Fix or retrain that model (check its training loss for divergence)."
         )
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from ``5GB`` / ``500MB`` / ``1GiB`` / an int (save_pretrained's ``max_shard_size`` style).
+
+    >>> parse_size("5GB"), parse_size("1GiB"), parse_size(123)
+    (5000000000, 1073741824, 123)
+    """
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?i?B)\s*", str(size), flags=re.I)
+    if not match:
+        raise InputError(f"max_shard_size must be bytes or like '5GB'/'500MB', got {size!r}.")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    base = 1024 if "I" in unit else 1000
+    return int(number * base ** "BKMGT".index(unit[0]))
 
 
 def _plan_shards(entries: Sequence[tuple[str, tuple[int, ...], torch.dtype]], max_shard_bytes: int) -> list[list[int]]:
