@@ -126,6 +126,50 @@ def test_model_repo_and_branch(local_hub, tmp_path):
     assert _tree(pull(repo, repo_type="model", revision="dev", endpoint=local_hub.endpoint))["config.json"] == b"{}"
 
 
+def test_one_push_to_hub_for_every_saved_object(local_hub, tmp_path):
+    import inspect
+
+    from huggingface_hub import ModelCard
+
+    from hf_ext.adapters.stitch import StitchedModel
+    from hf_ext.adapters.time_vector import TimeVector
+    from hf_ext.hub import PushToHubMixin
+    from hf_ext.select.sae import TopKSAE
+
+    for cls in (TimeVector, StitchedModel, TopKSAE):  # one method, not three hand-written copies
+        assert cls.push_to_hub is PushToHubMixin.push_to_hub, cls
+    params = inspect.signature(PushToHubMixin.push_to_hub).parameters
+    assert list(params)[:8] == ["self", "repo_id", "commit_message", "private", "token", "revision", "endpoint", "model_card_kwargs"]
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in params.items() if name not in ("self", "repo_id", "save_kwargs"))
+
+    calls = []
+
+    class Toy(PushToHubMixin):
+        def save_pretrained(self, folder, *, value="x"):
+            calls.append("save")
+            (Path(folder) / "w.txt").write_text(value)
+
+        def model_card(self, *, title="toy"):
+            calls.append("card")
+            if title == "bad":
+                raise InputError("no card")
+            return ModelCard(f"---\nlicense: mit\n---\n# {title}\n")
+
+    repo, api = "alice/toy", HfApi(endpoint=local_hub.endpoint)
+    with pytest.raises(InputError, match="no card"):  # the card is made first: a push it refuses saves and sends nothing
+        Toy().push_to_hub(repo, endpoint=local_hub.endpoint, model_card_kwargs={"title": "bad"})
+    assert calls == ["card"] and not api.repo_exists(repo)
+    calls.clear()
+    first = Toy().push_to_hub(repo, endpoint=local_hub.endpoint, token=TOKEN)
+    info = Toy().push_to_hub(repo, commit_message="second", revision="dev", endpoint=local_hub.endpoint, token=TOKEN,
+                             model_card_kwargs={"title": "T"}, value="y")
+    assert calls == ["card", "save"] * 2
+    assert first.commit_message == "Upload Toy with hf_ext" and first.oid == api.model_info(repo).sha
+    assert info.commit_message == "second" and info.oid == api.model_info(repo, revision="dev").sha != first.oid
+    got = _tree(pull(repo, repo_type="model", revision="dev", endpoint=local_hub.endpoint))
+    assert got["w.txt"] == b"y" and got["README.md"].endswith(b"# T\n")
+
+
 def test_errors_are_clear(local_hub, tmp_path, dataset_files):
     with pytest.raises(InputError, match=r"'nobody/missing'.*on http://127\.0\.0\.1:\d+.*not found") as err:
         pull("nobody/missing", endpoint=local_hub.endpoint, token=TOKEN)

@@ -10,10 +10,10 @@ them). ``importlib.import_module(".name", __name__)`` with the relative names a 
 
 Layers, bottom to top: the base modules (``hf_ext/*.py`` other than ``cli``, and ``hf_ext.hub``),
 the domains (``select``, ``curate``, ``merge``, ``adapters``, ``scaling``, ``critique``,
-``evaluation``, ``metrics``), ``hf_ext.cli``, then ``trainers``. An import may only point to the
-same layer or one below it, and nothing may go round in a circle: not between modules, and not
-between domains (``select`` -> ``critique`` -> ``select`` via two acyclic module paths is still a
-circle of concepts).
+``evaluation``, ``metrics``), ``trainers``, then ``hf_ext.cli`` (which loads every job). An import
+may only point to the same layer or one below it, no module of hf_ext imports trainers, and
+nothing may go round in a circle: not between modules, and not between domains (``select`` ->
+``critique`` -> ``select`` via two acyclic module paths is still a circle of concepts).
 
 The job registry (``hf_ext.config.JOBS``: "module:attribute" strings) is not an import here: it
 names runners the command line loads, as entry points would.
@@ -22,6 +22,7 @@ names runners the command line loads, as entry points would.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict, deque
 from pathlib import Path
 
@@ -30,26 +31,23 @@ PACKAGES = ("hf_ext", "trainers")
 DOMAINS = ("select", "curate", "merge", "adapters", "scaling", "critique", "evaluation", "metrics")
 
 # Cycles still allowed, each as the sorted tuple of the modules of its strongly connected component.
-# Empty when the graph is clean; an entry here is a known, owned debt, never a way to silence a new cycle.
-KNOWN_CYCLES: set[tuple[str, ...]] = set()
+# Empty when the graph is clean; an entry here is a known, owned debt, never a way to silence a new cycle
+# (the test fails once it is gone, so the entry is removed with the fix).
+KNOWN_CYCLES: set[tuple[str, ...]] = {
+    ("hf_ext.select.pipeline", "hf_ext.select.sae.job"),  # issue 14 section 2: being removed by the select split
+}
 
 
-def _modules() -> dict[str, Path]:
+def find_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+    """Dotted module name -> file, for every ``.py`` under the packages (a package is its ``__init__``)."""
     found = {}
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = path.relative_to(root).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             found[".".join(parts)] = path
     return found
-
-
-MODULES = _modules()
-
-
-def _is_package(name: str) -> bool:
-    return MODULES[name].name == "__init__.py"
 
 
 def _ancestors(name: str) -> list[str]:
@@ -57,62 +55,74 @@ def _ancestors(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def _resolve_relative(module: str, level: int, target: str | None) -> str:
-    package = module if _is_package(module) else module.rpartition(".")[0]
-    base = package.split(".")
-    if level > 1:
+class _Reader:
+    def __init__(self, modules: dict[str, Path]):
+        self.modules = modules
+        self._cache: dict[str, list[tuple[str, list[str] | None, int]]] = {}
+
+    def is_package(self, name: str) -> bool:
+        return self.modules[name].name == "__init__.py"
+
+    def resolve_relative(self, module: str, level: int, target: str | None) -> str:
+        base = (module if self.is_package(module) else module.rpartition(".")[0]).split(".")
         base = base[: len(base) - (level - 1)]
-    return ".".join([*base, target] if target else base)
+        return ".".join([*base, target] if target else base)
 
-
-def _imports(name: str) -> list[tuple[str, list[str] | None, int]]:
-    """(imported module, names taken from it or None for ``import x``, line) of every import in a module."""
-    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
-    found: list[tuple[str, list[str] | None, int]] = []
-    dynamic = False
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, None, node.lineno) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            module = _resolve_relative(name, node.level, node.module) if node.level else node.module
-            found.append((module, [alias.name for alias in node.names], node.lineno))
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
-            dynamic = True
-    if dynamic:  # lazy tables: {"Name": ".submodule"} read by importlib.import_module(..., __name__)
+    def imports(self, name: str) -> list[tuple[str, list[str] | None, int]]:
+        """(imported module, names taken from it or None for ``import x``, line) of every import in a module."""
+        if name in self._cache:
+            return self._cache[name]
+        tree = ast.parse(self.modules[name].read_text(encoding="utf-8"))
+        found: list[tuple[str, list[str] | None, int]] = []
+        dynamic = False
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("."):
-                relative = node.value.lstrip(".")
-                if relative and relative.replace(".", "").replace("_", "").isalnum():
-                    level = len(node.value) - len(relative)
-                    found.append((_resolve_relative(name, level, relative), None, node.lineno))
-    return found
+            if isinstance(node, ast.Import):
+                found += [(alias.name, None, node.lineno) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                module = self.resolve_relative(name, node.level, node.module) if node.level else node.module
+                found.append((module, [alias.name for alias in node.names], node.lineno))
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+                dynamic = True
+        if dynamic:  # lazy tables: {"Name": ".submodule"} read by importlib.import_module(..., __name__)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("."):
+                    relative = node.value.lstrip(".")
+                    if relative:
+                        module = self.resolve_relative(name, len(node.value) - len(relative), relative)
+                        if module in self.modules:
+                            found.append((module, None, node.lineno))
+        self._cache[name] = found
+        return found
 
-
-def _reexport_source(package: str, attribute: str, seen: frozenset = frozenset()) -> str:
-    """The module that defines ``attribute`` when it is taken from ``package``'s ``__init__``."""
-    if f"{package}.{attribute}" in MODULES:
-        return f"{package}.{attribute}"
-    if package in seen or not _is_package(package):
+    def reexport_source(self, package: str, attribute: str, seen: frozenset = frozenset()) -> str:
+        """The module that defines ``attribute`` when it is taken from ``package``'s ``__init__``."""
+        if f"{package}.{attribute}" in self.modules:
+            return f"{package}.{attribute}"
+        if package in seen or not self.is_package(package):
+            return package
+        for module, names, _ in self.imports(package):
+            if names and attribute in names and module in self.modules and module != package:
+                return self.reexport_source(module, attribute, seen | {package})
         return package
-    for module, names, _ in _imports(package):
-        if names and attribute in names and module in MODULES and module != package:
-            return _reexport_source(module, attribute, seen | {package}) if _is_package(module) else module
-    return package
 
 
-def import_graph() -> dict[str, dict[str, int]]:
-    """module -> {imported module: first line}, for the modules of hf_ext and trainers."""
-    graph: dict[str, dict[str, int]] = {name: {} for name in MODULES}
-    for name in MODULES:
-        own = set(_ancestors(name)) | {name}
-        for module, names, line in _imports(name):
-            if module is None or module.split(".")[0] not in PACKAGES:
+def import_graph(modules: dict[str, Path] | None = None) -> dict[str, dict[str, int]]:
+    """module -> {imported module: line of the first such import}, between the given modules (default:
+    hf_ext and trainers)."""
+    modules = find_modules() if modules is None else modules
+    reader = _Reader(modules)
+    roots = {name.split(".")[0] for name in modules}
+    graph: dict[str, dict[str, int]] = {name: {} for name in modules}
+    for name in modules:
+        own = set(_ancestors(name)) | {name}  # started before this module runs
+        for module, names, line in reader.imports(name):
+            if module is None or module.split(".")[0] not in roots:
                 continue
-            targets = [a for a in _ancestors(module) if a in MODULES]
-            if module in MODULES:
+            targets = [a for a in _ancestors(module) if a in modules]
+            if module in modules:
                 targets.append(module)
-                if names and _is_package(module):  # `from package import name`: also where name comes from
-                    targets += [_reexport_source(module, n) for n in names]
+                if names and reader.is_package(module):  # `from package import name`: also where name comes from
+                    targets += [reader.reexport_source(module, n) for n in names]
             for target in targets:
                 if target not in own:
                     graph[name].setdefault(target, line)
@@ -197,25 +207,45 @@ def layer(name: str) -> str:
     return "base"
 
 
-RANK = {"base": 0, "domain": 1, "cli": 2, "trainers": 3}
+RANK = {"base": 0, "domain": 1, "trainers": 2, "cli": 3}
 
 
-def test_the_graph_reads_the_known_shapes():
-    graph = import_graph()
-    assert "hf_ext.errors" in graph["hf_ext"]  # relative import in a package __init__
-    assert "hf_ext.hub.sync" in graph["hf_ext.hub"]
-    # a name from a package resolves to the submodule that defines it, and the package's own __init__ counts
-    users = [m for m, deps in graph.items() if "hf_ext.hub" in deps]
-    assert users and all("hf_ext.hub.sync" in graph[m] or "hf_ext.hub.cards" in graph[m] or m == "hf_ext.cli"
-                         or any(d.startswith("hf_ext.hub.") for d in graph[m]) for m in users)
-    assert "hf_ext.select.sae.featurizer" in graph["hf_ext.select.sae"]  # the lazy table of a __getattr__
-    toy = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}}
-    assert _components(toy) == [["a", "b", "c"]]
-    assert _describe(toy, _shortest_cycle(toy, "a", {"a", "b", "c"})) == "a (line 1) -> b (line 2) -> c (line 3) -> a"
+@functools.cache
+def _repo_graph() -> dict[str, dict[str, int]]:
+    return import_graph()
+
+
+def test_the_reader_follows_every_kind_of_import(tmp_path):
+    files = {
+        "pkg/__init__.py": "from .core import Thing\n",
+        "pkg/core.py": "import os\nThing = 1\n",
+        "pkg/base/__init__.py": "from .low import helper\n",
+        "pkg/base/low.py": "def helper():\n    from ..domain import lazy  # function level, two dots\n",
+        "pkg/domain/__init__.py": (
+            "import importlib\n_LAZY = {'lazy': '.heavy'}\n"
+            "def __getattr__(name):\n    return getattr(importlib.import_module(_LAZY[name], __name__), name)\n"
+        ),
+        "pkg/domain/heavy.py": "from pkg.base import helper  # a re-export: the edge goes to base.low\nlazy = 2\n",
+        "pkg/domain/sibling.py": "from . import heavy\nimport pkg.core\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    graph = import_graph(find_modules(tmp_path, ("pkg",)))
+    assert graph["pkg"] == {"pkg.core": 1}
+    assert graph["pkg.core"] == {}  # outside modules do not count
+    assert graph["pkg.base.low"] == {"pkg.domain": 2}
+    assert graph["pkg.domain"] == {"pkg.domain.heavy": 2}  # the lazy table of a __getattr__
+    assert graph["pkg.domain.heavy"] == {"pkg.base": 1, "pkg.base.low": 1}  # the package's __init__ runs too
+    assert graph["pkg.domain.sibling"] == {"pkg.domain.heavy": 1, "pkg.core": 2}  # own packages are already started
+    cycle = ["pkg.base.low", "pkg.domain", "pkg.domain.heavy", "pkg.base.low"]
+    assert _components(graph) == [sorted(["pkg.base", *cycle[:3]])]
+    assert _describe(graph, _shortest_cycle(graph, "pkg.base.low", set(cycle))) == (
+        "pkg.base.low (line 2) -> pkg.domain (line 2) -> pkg.domain.heavy (line 1) -> pkg.base.low")
 
 
 def test_no_import_cycles():
-    graph = import_graph()
+    graph = _repo_graph()
     found = {tuple(c): c for c in _components(graph)}
     unexpected = [_describe(graph, _shortest_cycle(graph, c[0], set(c))) + f"  [component: {', '.join(c)}]"
                   for key, c in found.items() if key not in KNOWN_CYCLES]
@@ -225,7 +255,7 @@ def test_no_import_cycles():
 
 
 def test_no_cycles_between_domains():
-    graph = import_graph()
+    graph = _repo_graph()
     domains: dict[str, dict[str, int]] = defaultdict(dict)
     via: dict[tuple[str, str], str] = {}
     for name, deps in graph.items():
@@ -248,7 +278,14 @@ def test_no_cycles_between_domains():
 
 
 def test_imports_only_go_downward():
-    graph = import_graph()
+    graph = _repo_graph()
     upward = [f"{name} ({layer(name)}) imports {dep} ({layer(dep)}) at line {line}"
               for name, deps in graph.items() for dep, line in deps.items() if RANK[layer(dep)] > RANK[layer(name)]]
-    assert not upward, "imports that go upward (base < domain < cli < trainers):\n" + "\n".join(upward)
+    assert not upward, "imports that go upward (base < domain < trainers < cli):\n" + "\n".join(upward)
+
+
+def test_hf_ext_never_imports_trainers():
+    graph = _repo_graph()
+    found = [f"{name} imports {dep} at line {line}" for name, deps in graph.items() if name.startswith("hf_ext")
+             for dep, line in deps.items() if dep.split(".")[0] == "trainers"]
+    assert not found, "hf_ext must not import trainers (trainers build on hf_ext):\n" + "\n".join(found)
