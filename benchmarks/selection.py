@@ -59,7 +59,8 @@ def matmul_gflops(dtype=None, device: str = "cpu") -> float:
 def coverage_part(args, results):
     from hf_ext.data import load_pool
     from hf_ext.select import get_selector
-    from hf_ext.select.pipeline import SelectionConfig, featurize
+    from hf_ext.select.featurize import featurize
+    from hf_ext.select.pipeline import SelectionConfig
     from hf_ext.select.sae import coverage, feature_matrix, length_feature_corr
     from hf_ext.select.sae.job import apply_threshold_quantile
 
@@ -67,12 +68,12 @@ def coverage_part(args, results):
     pool, _ = load_pool(str(args.data_dir / "instruction" / "alpaca_subsets_union.jsonl.gz"), license="cc-by-nc-4.0")
     pool = pool.select(range(n))
     c = SelectionConfig(dataset="alpaca_subsets_union", budget=budget, method="sae_greedy", output_dir="unused", category_column=None,
-                        sae_max_length=256, sae_train_examples=500, sae_threshold_quantile=0.97, seed=args.seed)
+                        featurizer={"max_length": 256}, sae_training={"max_examples": 500}, threshold_quantile=0.97, seed=args.seed)
     start = time.perf_counter()
     ds = featurize(pool, c, ["response_tokens", "sae_ids"])
     results["coverage_featurize_seconds"] = round(time.perf_counter() - start, 2)
     results["length_feature_corr_unthresholded"] = round(length_feature_corr(ds["response_tokens"], ds["sae_count"]), 4)
-    ds, threshold = apply_threshold_quantile(ds, c.sae_threshold_quantile)
+    ds, threshold = apply_threshold_quantile(ds, c.threshold_quantile)
     m = feature_matrix(ds["sae_ids"])
     cov = {}
     for name in ("sae_greedy", "sae_simscale", "longest", "random", "kcenter"):

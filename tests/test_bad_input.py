@@ -125,13 +125,26 @@ FIELD_CASES = [
     pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--judge_threshold", "nan"], "'judge_threshold'", id="select-flag-nan"),
     pytest.param("job: merge\ndtype: float8\n", [], "'dtype'", id="merge-dtype-float8"),
     pytest.param("job: curate\nhtml: off\n", [], "html: \"off\"", id="curate-html-off"),
-    pytest.param("job: select\nsae_dtype: float8\n", [], "'sae_dtype'", id="select-sae-dtype-float8"),
+    pytest.param("job: select\nfeaturizer: {dtype: float8}\n", [], "`featurizer` (SAEFeaturizer's fields): Field 'dtype'",
+                 id="select-featurizer-dtype-float8"),
+    pytest.param("job: select\nsae_layer: 31\nsae_num_latents: 64\n", [], "'sae_layer' -> featurizer: {layer: ...}; "
+                 "'sae_num_latents' -> sae_training: {num_latents: ...}", id="select-old-sae-keys"),
+    pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--sae_dtype", "bfloat16"], "'sae_dtype' -> featurizer: {dtype: ...}",
+                 id="select-old-sae-flag"),
+    pytest.param("job: compare\nselections: {sae: {job: select, sae_layer: 3}}\n", [], "'sae_layer' -> featurizer: {layer: ...}",
+                 id="compare-selection-old-sae-key"),
+    pytest.param("job: select\nfeaturizer: {layr: 3}\n", [], "Unknown key 'layr' in `featurizer` (SAEFeaturizer's fields). "
+                 "Did you mean 'layer'?", id="select-featurizer-typo"),
+    pytest.param("job: select\nsae_training: {k: 64, num_latents: 32}\n", [], "`sae_training` (SAETrainingConfig's fields)",
+                 id="select-sae-training-k"),
     pytest.param("job: select\njudge_threshold: .nan\n", [], "'judge_threshold'", id="select-nan-threshold"),
     pytest.param("job: no_such_job\n", [], "'no_such_job'", id="unknown-job"),
     pytest.param("job: select\nbudget: 0\n", [], "budget", id="select-budget-0"),
     pytest.param("- job\n- select\n", [], "mapping", id="recipe-not-a-mapping"),
-    pytest.param("job: select\nsae_hookpoint: ../../etc\noutput_dir: {tmp}/out\n", [], "sae_hookpoint '../../etc'",
-                 id="select-sae-hookpoint-dotdot"),
+    pytest.param("job: select\nsae_hookpoint: ../../etc\noutput_dir: {tmp}/out\n", [], "'sae_hookpoint' -> nothing: the SAE's "
+                 "subfolder is derived from featurizer.layer", id="select-sae-hookpoint-refused"),
+    pytest.param("job: select\nfeaturizer: {sae_subfolder: ../../etc}\noutput_dir: {tmp}/out\n", [],
+                 "featurizer.sae_subfolder is set by featurizer.layer", id="select-featurizer-subfolder-refused"),
     pytest.param("job: select\ntokenizer: ./no/such/tokenizer\noutput_dir: {tmp}/out\n", [], "'./no/such/tokenizer'",
                  id="select-tokenizer-missing"),
     pytest.param("job: select\ndataset: {tmp}/missing.jsonl\noutput_dir: {tmp}/out\n", [], "missing.jsonl",
@@ -343,12 +356,13 @@ def _case_ensemble_config_not_json(tmp):
     return lambda: ExpertEnsemble.from_pretrained(tmp / "ens"), "ensemble_config.json"
 
 
-def _case_selection_sae_hookpoint(tmp):
+def _case_selection_sae_no_layer_folder(tmp):
     from hf_ext.select.pipeline import SelectionConfig
     from hf_ext.select.sae.job import prepare_sae
 
-    return lambda: prepare_sae(SelectionConfig(method="sae_greedy", sae_path=str(tmp), sae_hookpoint="../x",
-                                               output_dir=str(tmp / "o")), None), "sae_hookpoint"
+    _sae(tmp / "repo" / "layers.0")
+    config = SelectionConfig(method="sae_greedy", featurizer={"sae": str(tmp / "repo"), "layer": 5}, output_dir=str(tmp / "o"))
+    return lambda: prepare_sae(config, None), "no SAE for featurizer.layer 5 (block 5): no layers.5 or blocks.5.hook_resid_post"
 
 
 def _case_openai_bad_url(tmp):

@@ -147,8 +147,8 @@ def test_selection_job_with_sae_methods_writes_coverage_card_and_sae(tmp_path):
     config = SelectionConfig(
         dataset=str(tmp_path / "pool.jsonl"), output_dir=str(out), budget=10, method="sae_greedy",
         compare_methods=["longest", "random", "sae_simscale", "kcenter"], tokenizer=str(tmp_path / "llama"),
-        sae_model=str(tmp_path / "llama"), sae_layer=-1, sae_num_latents=128, sae_k=4, sae_train_examples=60,
-        sae_train_epochs=2, sae_threshold_quantile=0.5, dataset_license="apache-2.0",
+        featurizer={"model": str(tmp_path / "llama"), "layer": -1},
+        sae_training={"num_latents": 128, "k": 4, "max_examples": 60, "epochs": 2}, threshold_quantile=0.5, dataset_license="apache-2.0",
     )
     import os
 

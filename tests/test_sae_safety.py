@@ -40,8 +40,8 @@ def test_selection_job_trains_one_sae_and_ships_the_one_it_used(tiny, tmp_path, 
     monkeypatch.setenv("HF_EXT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     config = SelectionConfig(dataset=str(tiny / "pool.jsonl"), output_dir=str(out), budget=5, method="sae_greedy",
-                             compare_methods=["random"], tokenizer=str(tiny / "llama"), sae_model=str(tiny / "llama"),
-                             sae_num_latents=64, sae_k=4, sae_train_examples=40, sae_train_epochs=1, dataset_license="mit")
+                             compare_methods=["random"], tokenizer=str(tiny / "llama"), featurizer={"model": str(tiny / "llama")},
+                             sae_training={"num_latents": 64, "k": 4, "max_examples": 40, "epochs": 1}, dataset_license="mit")
     run_selection(config)
     assert len(calls) == 1  # one SAE trained, not a second one after featurizing
     cached = [p for p in (tmp_path / "cache" / "sae").iterdir() if (p / "cfg.json").is_file()]
@@ -105,16 +105,32 @@ def test_sae_hookpoint_cannot_leave_the_sae_folder(tmp_path):
             TopKSAE.from_pretrained(tmp_path / "repo", hookpoint)
 
 
-def test_sae_hookpoint_in_a_recipe_is_refused_before_any_work(tmp_path):
+def test_the_sae_folder_follows_from_the_featurizer_layer(tmp_path):
+    """One source of truth: the SAE's subfolder is derived from featurizer.layer, never given."""
     from hf_ext.select.pipeline import SelectionConfig
     from hf_ext.select.sae.job import prepare_sae
 
-    with pytest.raises(InputError, match="sae_hookpoint '../../x' would reach outside"):
-        SelectionConfig(method="sae_greedy", sae_path=str(tmp_path), sae_hookpoint="../../x", output_dir=str(tmp_path / "o"))
-    config = SelectionConfig(method="sae_greedy", sae_path=str(tmp_path), output_dir=str(tmp_path / "o"))
-    config.sae_hookpoint = "../../x"  # set after the config's own check: the component refuses it too
-    with pytest.raises(InputError, match="sae_hookpoint '../../x' would reach outside"):
-        prepare_sae(config, None)
+    for name in ("layers.0", "layers.3", "blocks.1.hook_resid_post"):
+        TopKSAE(d_in=8, num_latents=16, k=2).save_pretrained(tmp_path / "repo" / name)
+    TopKSAE(d_in=8, num_latents=16, k=2).save_pretrained(tmp_path / "single")
+
+    def folder(sae, layer, **featurizer):
+        config = SelectionConfig(method="sae_greedy", featurizer={"sae": str(sae), "layer": layer, **featurizer},
+                                 output_dir=str(tmp_path / "o"))
+        return prepare_sae(config, None)
+
+    assert folder(tmp_path / "repo", 3) == (str(tmp_path / "repo"), "layers.3", False)
+    assert folder(tmp_path / "repo", 1) == (str(tmp_path / "repo"), "blocks.1.hook_resid_post", False)  # sae-lens name
+    assert folder(tmp_path / "single", 7) == (str(tmp_path / "single"), None, False)  # one SAE at the root
+    TopKSAE(d_in=8, num_latents=16, k=2, metadata={"layer": 2}).save_pretrained(tmp_path / "layer2")
+    assert folder(tmp_path / "layer2", 2) == (str(tmp_path / "layer2"), None, False)
+    with pytest.raises(InputError, match="trained on block 2, but featurizer.layer is 4 .* set featurizer.layer to 2"):
+        folder(tmp_path / "layer2", 4)  # the SAE's own cfg.json names its layer: the two must agree
+    with pytest.raises(InputError, match=r"no layers.1 folder.*Its SAE folders: \['blocks.1.hook_resid_post', 'layers.0', 'layers.3'\]"):
+        folder(tmp_path / "repo", 1, sae_format="sparsify")
+    with pytest.raises(InputError, match="featurizer.sae_subfolder is set by featurizer.layer"):
+        SelectionConfig(method="sae_greedy", featurizer={"sae": str(tmp_path / "repo"), "sae_subfolder": "../../x"},
+                        output_dir=str(tmp_path / "o"))
 
 
 def test_ensemble_expert_names_cannot_leave_the_folder(tmp_path):

@@ -149,7 +149,7 @@ def test_failure_keeps_the_previous_output_intact(tmp_path, monkeypatch):
     def broken_card(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pipeline, "_card", broken_card)
+    monkeypatch.setattr(pipeline, "selection_card", broken_card)
     with pytest.raises(RuntimeError, match="disk full"):
         run_selection(SelectionConfig(dataset=_pool(tmp_path, ROWS), output_dir=str(out), budget=3))
     assert (out / "metrics.json").read_bytes() == before

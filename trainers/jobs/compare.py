@@ -58,7 +58,10 @@ class CompareConfig(JobOptions):
                     raise InputError(f"selections.{name}: `job: existing` takes only `path` (a selection folder or Hub dataset id), got {sorted(spec)}.")
                 continue
             config_cls = import_path(JOBS[spec["job"]].config)
-            check_keys(config_cls, self._selection_values(name), source=f"selections.{name}")
+            values = self._selection_values(name)
+            if getattr(config_cls, "check_recipe", None) is not None:  # renamed keys: the error names the new ones
+                config_cls.check_recipe(values)
+            check_keys(config_cls, values, source=f"selections.{name}")
         if self.baseline not in self.selections:
             raise InputError(f"baseline {self.baseline!r} is not one of the selections: {sorted(self.selections)}.")
         from .sft import SFTJobConfig

@@ -188,7 +188,7 @@ class TopKSAE(PushToHubMixin, nn.Module):
             format = "sparsify" if (folder / SPARSIFY_WEIGHTS).is_file() else "sae_lens" if (folder / SAE_LENS_WEIGHTS).is_file() else None
             if format is None:
                 subs = sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / CONFIG).is_file()) if folder.is_dir() else []
-                hint = f" It has SAE subfolders {subs}: pass subfolder= (sae_hookpoint in a recipe)." if subs else ""
+                hint = f" It has SAE subfolders {subs}: pass subfolder= (a selection recipe derives it from featurizer.layer)." if subs else ""
                 raise InputError(f"No {SPARSIFY_WEIGHTS} (sparsify) or {SAE_LENS_WEIGHTS} (sae-lens) in {folder}.{hint}")
         if not (folder / CONFIG).is_file():
             raise InputError(f"{folder} has no {CONFIG}; an SAE folder holds {CONFIG} and its weights.")
@@ -214,7 +214,7 @@ def _locate(path_or_repo: str | os.PathLike, subfolder: str | None, revision: st
     if subfolder is not None:
         from ...paths import check_relative_name
 
-        check_relative_name(subfolder, field="SAE subfolder (sae_hookpoint)", folder=path_or_repo)
+        check_relative_name(subfolder, field="SAE subfolder", folder=path_or_repo)
     path = Path(path_or_repo).expanduser()
     if not path.exists():
         from huggingface_hub.utils import HFValidationError, validate_repo_id

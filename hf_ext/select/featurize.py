@@ -1,0 +1,79 @@
+"""The columns the selection job adds before selecting: one builder per column, run with ``ds.map``.
+
+A selector declares the columns it reads (`Selector.requires`); :func:`featurize` adds each missing
+one with the builder registered here. A builder takes the job's `SelectionConfig` (and the pool,
+when it needs to look at it first, as the SAE featurizer does to train an SAE on it):
+
+>>> sorted(FEATURIZERS)
+['judge_score', 'response_tokens', 'sae_count', 'sae_embedding', 'sae_ids', 'sae_values']
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from ..errors import InputError
+from .judge import JudgeScorer
+from .scores import ResponseLengthScorer
+
+
+def _judge_backend(c):
+    from ..critique.backends import OpenAIBackend, TransformersBackend
+
+    if c.judge_backend == "none":
+        raise InputError("Method 'alpagasus' needs judge scores: set judge_backend to 'transformers' or 'openai'.")
+    if c.judge_backend == "openai":
+        return OpenAIBackend(
+            base_url=c.judge_base_url, model=c.judge_model, api_key_env=c.judge_api_key_env,
+            max_new_tokens=c.judge_max_new_tokens, concurrency=c.judge_batch_size,
+        )
+    return TransformersBackend(model=c.judge_model, max_new_tokens=c.judge_max_new_tokens, batch_size=c.judge_batch_size, seed=c.seed)
+
+
+def _sae_featurizer(c, ds):
+    from .sae.job import build_featurizer
+
+    return build_featurizer(c, ds)
+
+
+# Column -> builder of the map function that produces it. Featurizers of other methods
+# (SAE features, gradients) register here so a selector's `requires` can be met.
+FEATURIZERS: dict[str, Callable[..., Callable]] = {
+    "response_tokens": lambda c: ResponseLengthScorer(tokenizer=c.tokenizer, response_column=c.response_column),
+    "judge_score": lambda c: JudgeScorer(
+        backend=_judge_backend(c),
+        instruction_column=c.instruction_column,
+        input_column=c.input_column,
+        response_column=c.response_column,
+    ),
+    # One map pass adds all SAE columns; builders that take (config, pool) get the pool.
+    **{name: _sae_featurizer for name in ("sae_ids", "sae_values", "sae_count", "sae_embedding")},
+}
+
+
+def featurize(ds, config, columns: list[str]):
+    """Add each missing column in `columns` with its registered featurizer via ``ds.map``.
+
+    Args:
+        ds (`datasets.Dataset`): the pool.
+        config (`SelectionConfig`): the job's settings; the builders read theirs from it.
+        columns (`list[str]`): the columns the selectors need.
+    """
+    for column in columns:
+        if column in ds.column_names:
+            continue
+        if column not in FEATURIZERS:
+            raise InputError(f"No featurizer produces column {column!r}; registered: {sorted(FEATURIZERS)}.")
+        builder = FEATURIZERS[column]
+        fn = builder(config, ds) if len(inspect.signature(builder).parameters) == 2 else builder(config)
+        if hasattr(fn, "features"):  # typed columns; sharded by rank under accelerate launch / torchrun
+            from ..dist import map_features
+
+            ds = map_features(ds, fn, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Featurizing {column}")
+        else:
+            ds = ds.map(fn, batched=True, batch_size=config.map_batch_size, num_proc=config.num_proc, desc=f"Scoring {column}")
+    return ds
+
+
+__all__ = ["FEATURIZERS", "featurize"]
