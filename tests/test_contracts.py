@@ -25,7 +25,7 @@ from hf_ext.curate.base import Filter
 from hf_ext.curate.pipeline import STEPS, CurationPipeline, build_step
 from hf_ext.errors import InputError, RecipeError
 from hf_ext.merge.methods import MERGE_METHODS, get_merge_method
-from hf_ext.select.pipeline import FEATURIZERS
+from hf_ext.select.featurize import FEATURIZERS
 from hf_ext.select.selectors import SELECTORS, get_selector
 
 # --- selectors ---------------------------------------------------------------------------------------------
