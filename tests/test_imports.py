@@ -33,9 +33,7 @@ DOMAINS = ("select", "curate", "merge", "adapters", "scaling", "critique", "eval
 # Cycles still allowed, each as the sorted tuple of the modules of its strongly connected component.
 # Empty when the graph is clean; an entry here is a known, owned debt, never a way to silence a new cycle
 # (the test fails once it is gone, so the entry is removed with the fix).
-KNOWN_CYCLES: set[tuple[str, ...]] = {
-    ("hf_ext.select.pipeline", "hf_ext.select.sae.job"),  # issue 14 section 2: being removed by the select split
-}
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def find_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
