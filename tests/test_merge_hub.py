@@ -46,3 +46,15 @@ def test_push_pull_merged_model_time_vector_and_interpolation(local_hub, tmp_pat
     merge_models([db], "linear", output_dir=tmp_path / "b_only", hub_ids=["org/b"], push_to_hub="org/b", hub_endpoint=local_hub.endpoint)
     models_point = load_interpolation("org/a", "org/b", 0.25)
     torch.testing.assert_close(models_point.lm_head.weight, ref.lm_head.weight, rtol=0, atol=1e-6)
+
+
+def test_the_old_hf_ext_hub_loader_names_say_where_they_moved():
+    import pytest
+
+    import hf_ext.hub
+
+    for name in ("load_merged_model", "load_time_vector", "load_interpolation"):
+        with pytest.raises(AttributeError, match=f"from hf_ext.merge.hub import {name}"):
+            getattr(hf_ext.hub, name)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        hf_ext.hub.nothing  # noqa: B018
