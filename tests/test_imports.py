@@ -30,11 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hf_ext", "trainers")
 DOMAINS = ("select", "curate", "merge", "adapters", "scaling", "critique", "evaluation", "metrics")
 
-# Cycles still allowed, each as the sorted tuple of the modules of its strongly connected component.
-# Empty when the graph is clean; an entry here is a known, owned debt, never a way to silence a new cycle
-# (the test fails once it is gone, so the entry is removed with the fix).
-KNOWN_CYCLES: set[tuple[str, ...]] = set()
-
 
 def find_modules(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every ``.py`` under the packages (a package is its ``__init__``)."""
@@ -244,12 +239,9 @@ def test_the_reader_follows_every_kind_of_import(tmp_path):
 
 def test_no_import_cycles():
     graph = _repo_graph()
-    found = {tuple(c): c for c in _components(graph)}
-    unexpected = [_describe(graph, _shortest_cycle(graph, c[0], set(c))) + f"  [component: {', '.join(c)}]"
-                  for key, c in found.items() if key not in KNOWN_CYCLES]
-    assert not unexpected, "import cycles:\n" + "\n".join(unexpected)
-    stale = KNOWN_CYCLES - set(found)
-    assert not stale, f"these cycles are gone; remove them from KNOWN_CYCLES: {sorted(stale)}"
+    cycles = [_describe(graph, _shortest_cycle(graph, c[0], set(c))) + f"  [component: {', '.join(c)}]"
+              for c in _components(graph)]
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 def test_no_cycles_between_domains():
