@@ -1,11 +1,19 @@
 """LESS gradient features as a ``datasets.map(batched=True)`` callable.
 
 For every example and every warmup checkpoint: the gradient of the response-token loss with
-respect to the LoRA parameters only (per example, computed for a whole batch at once with
-``torch.func.vmap(grad(...))`` over ``functional_call``), turned into the Adam feature
+respect to the LoRA parameters only, turned into the Adam feature
 Γ = m′ / sqrt(v′ + ε) with m′ = β1·m + (1 − β1)·g and v′ = β2·v + (1 − β2)·g² (``kind="adam"``,
 train examples) or kept as is (``kind="sgd"``, target examples), projected to d dimensions by
 a fixed-seed Rademacher projection and L2-normalised.
+
+Per-example gradients come from ONE batched forward and backward per micro-batch: every LoRA
+factor is an ``nn.Linear`` (y = x Wᵀ), so example b's weight gradient is Σ_t ∂L_b/∂y[b, t]ᵀ x[b, t]
+(one ``bmm`` per factor) from the factor's input x and the gradient of its output, which the
+backward of the summed per-example losses gives exactly (examples do not interact: right
+padding under causal attention). Only the gradients of the factors' outputs are requested
+from autograd, so no weight gradient of the frozen model is formed; attention runs on the
+fused SDPA kernel. (The previous ``torch.func.vmap(grad(...))`` path needed eager attention
+and ran 3-4x slower here; see ``benchmarks/less.py`` for the measured profile.)
 
 >>> from hf_ext.select.less import GradientFeaturizer
 >>> featurizer = GradientFeaturizer("base-model-or-id", ["warmup/checkpoint-10", "warmup/checkpoint-20"])  # doctest: +SKIP
@@ -41,14 +49,15 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors",)
 
 
 def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over positions whose label is not -100 (one sequence).
+    """Mean next-token cross-entropy over positions whose label is not -100, per sequence.
 
-    Written without data-dependent control flow so ``vmap`` can batch it; padding carries -100.
+    `logits` ``[..., T, V]`` and `labels` ``[..., T]`` (one sequence or a batch); returns one
+    loss per sequence (a scalar for one). Padding carries -100; no data-dependent control flow.
     """
-    logits, labels = logits[:-1].float(), labels[1:]
+    logits, labels = logits[..., :-1, :].float(), labels[..., 1:]
     mask = labels != IGNORE_INDEX
     logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+    return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def check_lora_targets(model: torch.nn.Module, target_modules: Sequence[str] | str) -> None:
@@ -80,7 +89,7 @@ class GradientFeaturizer:
         tokenizer: Tokenizer id/folder (default: the first checkpoint's, else the model's).
         proj_dim: Projection dimension d (LESS: 8192).
         seed: Projection seed; train and target features must share it.
-        micro_batch_size: Examples per vmapped gradient call (memory: about this many
+        micro_batch_size: Examples per batched forward and backward (memory: about this many
             copies of the LoRA gradients and activations).
         float16: Store features as float16 (half the space; matching renormalises).
         instruction_column, input_column, response_column, template, max_length: how an
@@ -158,8 +167,7 @@ class GradientFeaturizer:
         first = Path(self.checkpoints[0])
         tok_source = self.tokenizer_id or (str(first) if (first / "tokenizer_config.json").is_file() else self.model_id)
         tokenizer = load_tokenizer(tok_source)
-        # Eager attention: vmap has no batching rule for the fused CPU SDPA kernels.
-        base = load_model(self.model_id, AutoModelForCausalLM, dtype=torch.float32, attn_implementation="eager")
+        base = load_model(self.model_id, AutoModelForCausalLM, dtype=torch.float32, attn_implementation="sdpa")
         lora_config = LoraConfig.from_pretrained(str(first))
         check_lora_targets(base, lora_config.target_modules if isinstance(lora_config.target_modules, str)
                            else sorted(lora_config.target_modules))
@@ -169,6 +177,13 @@ class GradientFeaturizer:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         if not names or any("lora_" not in n for n in names):
             raise InputError(f"Only LoRA parameters may carry gradients, got trainable {names[:5]}...")
+        factors = []  # (param name, its nn.Linear factor), in gradient order
+        for n in names:
+            module = model.get_submodule(n.rsplit(".", 1)[0])
+            if not (n.endswith(".weight") and isinstance(module, torch.nn.Linear) and module.bias is None):
+                raise InputError(f"LoRA parameter {n!r} is not the weight of a bias-free linear factor (lora_A / lora_B); "
+                                 "LESS features support plain LoRA adapters (no DoRA, no embedding or conv LoRA).")
+            factors.append((n, module))
         shapes = {n: p.shape for n, p in model.named_parameters() if p.requires_grad}
         per_ckpt = []
         for ckpt in self.checkpoints:
@@ -186,7 +201,8 @@ class GradientFeaturizer:
             per_ckpt.append(entry)
         dim = sum(int(np.prod(shapes[n])) for n in names)
         projector = RademacherProjector(dim, self.proj_dim, self.seed, cache_mb=self.cache_mb)
-        self._state = {"tokenizer": tokenizer, "model": model, "names": names, "per_ckpt": per_ckpt, "projector": projector}
+        self._state = {"tokenizer": tokenizer, "model": model, "names": names, "factors": factors, "per_ckpt": per_ckpt,
+                       "projector": projector}
         return self._state
 
     @property
@@ -194,26 +210,38 @@ class GradientFeaturizer:
         return self._load()["projector"].input_dim
 
     # -- the computation -------------------------------------------------------------------------
-    def _grad_fn(self, keep: int):
-        from torch.func import functional_call, grad, vmap
-
-        model = self._load()["model"]
-
-        def loss(params, input_ids, labels):
-            # Logits only for the last `keep` positions: prompt positions have no loss.
-            logits = functional_call(model, params, (input_ids.unsqueeze(0),), {"logits_to_keep": keep}).logits[0]
-            return response_token_loss(logits, labels[-keep:])
-
-        return vmap(grad(loss), in_dims=(None, 0, 0))
-
     def per_example_grads(self, input_ids: torch.Tensor, labels: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Flattened per-example LoRA gradients ``[batch, num_lora_params]`` for right-padded inputs."""
-        names = self._load()["names"]
+        """Flattened per-example LoRA gradients ``[batch, num_lora_params]`` for right-padded inputs.
+
+        One forward and one backward for the whole batch (see the module docstring); `params`
+        (the checkpoint's LoRA weights) are swapped in with ``functional_call``, so the model's
+        own weights are left as they are.
+        """
+        from torch.func import functional_call
+
+        state = self._load()
+        model, factors = state["model"], state["factors"]
         labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
         first = int(labelled[0]) if len(labelled) else input_ids.shape[1] - 1
         keep = max(input_ids.shape[1] - first + 1, 2)  # logits from the position before the first label
-        grads = self._grad_fn(keep)(dict(params), input_ids, labels)
-        return torch.cat([grads[n].reshape(input_ids.shape[0], -1) for n in names], dim=1)
+        seen: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+        hooks = [m.register_forward_hook(lambda mod, args, out: seen.__setitem__(mod, (args[0].detach(), out)))
+                 for _, m in factors]
+        try:
+            with torch.enable_grad():
+                live = {n: params[n].detach().requires_grad_() for n, _ in factors}  # outputs of the factors need a graph
+                # Logits only for the last `keep` positions: prompt positions have no loss.
+                logits = functional_call(model, live, (input_ids,), {"logits_to_keep": keep, "use_cache": False}).logits
+                loss = response_token_loss(logits, labels[:, -keep:]).sum()  # examples do not interact: Σ keeps each one's grad
+                outputs = [seen[m][1] for _, m in factors]
+                grad_outputs = torch.autograd.grad(loss, outputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        # dL_b/dW = Σ_t (dL/dy[b, t])ᵀ x[b, t] for y = x Wᵀ: [batch, out, in], flattened like W.
+        grads = [torch.bmm(g.transpose(1, 2), seen[m][0]).reshape(input_ids.shape[0], -1)
+                 for (_, m), g in zip(factors, grad_outputs)]
+        return torch.cat(grads, dim=1)
 
     def features(self, rows: list[dict[str, list[int]]]) -> tuple[np.ndarray, np.ndarray]:
         """Features ``[n, num_checkpoints, proj_dim]`` and response-token counts for tokenised rows."""
@@ -224,25 +252,24 @@ class GradientFeaturizer:
         out = np.zeros((len(rows), len(self.checkpoints), self.proj_dim), dtype=np.float32)
         valid = [i for i in range(len(rows)) if n_tokens[i] > 0]
         valid.sort(key=lambda i: len(rows[i]["input_ids"]))  # similar lengths share a micro-batch: less padding
-        for c, entry in enumerate(state["per_ckpt"]):
-            flat = []
+        if not valid:
+            return out, n_tokens
+        flat = []  # [checkpoint][micro-batch] feature rows, in `valid` order
+        for entry in state["per_ckpt"]:
             for s in range(0, len(valid), self.micro_batch_size):
                 chunk = valid[s : s + self.micro_batch_size]
                 width = max(len(rows[i]["input_ids"]) for i in chunk)
                 # Right padding: with causal attention, pads after the text change nothing before them.
                 ids = torch.tensor([rows[i]["input_ids"] + [pad] * (width - len(rows[i]["input_ids"])) for i in chunk])
                 lab = torch.tensor([rows[i]["labels"] + [IGNORE_INDEX] * (width - len(rows[i]["labels"])) for i in chunk])
-                with torch.no_grad():
-                    g = self.per_example_grads(ids.to(self._device()), lab.to(self._device()), entry["params"])
+                g = self.per_example_grads(ids.to(self._device()), lab.to(self._device()), entry["params"])
                 if self.kind == "adam":
                     g = adam_feature(g, entry["m"], entry["v"], entry["betas"], entry["eps"])
                 flat.append(g)
-            if not flat:
-                continue
-            # One projection pass per map batch: each block of R is drawn once for all rows.
-            projected = state["projector"](torch.cat(flat))
-            projected = torch.nn.functional.normalize(projected, dim=1)
-            out[valid, c] = projected.cpu().numpy()
+        # One projection pass per map batch for all checkpoints: each block of R is visited once.
+        projected = torch.nn.functional.normalize(state["projector"](torch.cat(flat)), dim=1).cpu().numpy()
+        for c in range(len(state["per_ckpt"])):
+            out[valid, c] = projected[c * len(valid) : (c + 1) * len(valid)]
         return out, n_tokens
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class LessSelectConfig(PoolTargetColumns, JobOptions):
     max_length: int = field(default=512, metadata={"help": "Truncate prompt + response to this many tokens (as in the warmup)."})
     proj_dim: int = field(default=8192, metadata={"help": "Random projection dimension d (LESS: 8192)."})
     seed: int = field(default=0, metadata={"help": "Projection seed (shared by pool and target features)."})
-    micro_batch_size: int = field(default=8, metadata={"help": "Examples per vmapped per-example gradient call."})
+    micro_batch_size: int = field(default=8, metadata={"help": "Examples per batched forward and backward of the per-example gradients."})
     map_batch_size: int = field(default=64, metadata={"help": "Rows per datasets.map batch (one projection pass each)."})
     chunk_size: int = field(default=256, metadata={"help": "Rows per saved datastore chunk (resumption granularity)."})
     float16: bool = field(default=True, metadata={"help": "Store features as float16 (LESS stores 2 bytes per dim)."})
