@@ -233,6 +233,19 @@ def test_missing_optimizer_state_names_the_checkpoint(warm, tmp_path):
     GradientFeaturizer(warm["base"], [str(bare)], kind="sgd", proj_dim=64, max_length=96)._load()
 
 
+def test_adapters_other_than_plain_lora_fail_clearly(warm, tmp_path):
+    # Per-example gradients are formed from each LoRA factor's input and output gradient, which
+    # holds for bias-free nn.Linear factors only: a DoRA adapter (magnitude vectors) is refused.
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dora = get_peft_model(AutoModelForCausalLM.from_pretrained(warm["base"]),
+                          LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], use_dora=True))
+    dora.save_pretrained(tmp_path / "dora")
+    with pytest.raises(InputError, match="lora_magnitude_vector.*DoRA"):
+        GradientFeaturizer(warm["base"], [str(tmp_path / "dora")], kind="sgd", proj_dim=64, max_length=96)._load()
+
+
 def test_lora_targets_that_the_model_lacks_fail_clearly(warm, pool):
     config = LessWarmupConfig(model_name_or_path=warm["base"], output_dir=str(warm["root"] / "bad"),
                               lora_target_modules=["query", "value"], num_train_epochs=1)
