@@ -82,7 +82,12 @@ class MergeMethod:
 
 @dataclass
 class LinearMerge(MergeMethod):
-    """Weighted average of the weights: a model soup (Wortsman et al. 2022), Llama-3-style averaging."""
+    """Weighted average of the weights: a model soup (Wortsman et al. 2022), Llama-3-style averaging.
+
+    Args:
+        normalize (`bool`, *optional*, defaults to `True`):
+            Divide by the sum of the weights.
+    """
 
     name: ClassVar[str] = "linear"
     normalize: bool = field(default=True, metadata={"help": "Divide by the sum of the weights."})
@@ -102,7 +107,14 @@ class LinearMerge(MergeMethod):
 
 @dataclass
 class TaskArithmetic(MergeMethod):
-    """θ_base + scale · Σ w_i (θ_i − θ_base) (Ilharco et al. 2023)."""
+    """θ_base + scale · Σ w_i (θ_i − θ_base) (Ilharco et al. 2023).
+
+    Args:
+        scale (`float`, *optional*, defaults to `1.0`):
+            λ multiplying the summed task vectors.
+        normalize (`bool`, *optional*, defaults to `False`):
+            Divide the summed task vectors by Σ w_i (mergekit's `normalize`).
+    """
 
     name: ClassVar[str] = "task_arithmetic"
     needs_base: ClassVar[bool] = True
@@ -128,7 +140,25 @@ _CONVENTION_HELP = ("Arithmetic of the sign election and normalisation. 'peft' (
 
 @dataclass
 class TiesMerge(MergeMethod):
-    """TIES (Yadav et al. 2023): trim to the top-`density` magnitudes, elect signs, disjoint mean."""
+    """TIES (Yadav et al. 2023): trim to the top-`density` magnitudes, elect signs, disjoint mean.
+
+    Args:
+        density (`float` or `list[float]`, *optional*, defaults to `0.2`):
+            Fraction of each task vector's entries kept (by magnitude); one per model with convention='mergekit'.
+        majority_sign_method (`Literal['total', 'frequency']`, *optional*, defaults to `"total"`):
+            Sign election: by summed value or by count.
+        scale (`float`, *optional*, defaults to `1.0`):
+            λ multiplying the merged task vector.
+        convention (`Literal['peft', 'mergekit']`, *optional*, defaults to `"peft"`):
+            Arithmetic of the sign election and normalisation. 'peft' (hf_ext recipes): PEFT's merge_utils: signs
+            elected on the unweighted trimmed task vectors, the agreeing sum divided by the **count** of agreeing
+            models. 'mergekit' (mergekit configs): signs elected on the weighted task vectors, divided by the **sum of
+            the agreeing weights** when `normalize`; per-model densities allowed.
+        normalize (`bool`, *optional*, defaults to `True`):
+            convention='mergekit': divide by the summed weights of the agreeing models.
+        rescale (`bool`, *optional*, defaults to `False`):
+            convention='mergekit': rescale each trimmed task vector to its L1 norm.
+    """
 
     name: ClassVar[str] = "ties"
     needs_base: ClassVar[bool] = True
@@ -165,7 +195,31 @@ class TiesMerge(MergeMethod):
 
 @dataclass
 class DareMerge(MergeMethod):
-    """DARE (Yu et al. 2024): drop task-vector entries at random, rescale by 1/density, then sum or TIES."""
+    """DARE (Yu et al. 2024): drop task-vector entries at random, rescale by 1/density, then sum or TIES.
+
+    Args:
+        density (`float` or `list[float]`, *optional*, defaults to `0.5`):
+            Fraction of entries kept; one per model with convention='mergekit'.
+        ties (`bool`, *optional*, defaults to `False`):
+            Use TIES sign election and disjoint mean after dropping.
+        majority_sign_method (`Literal['total', 'frequency']`, *optional*, defaults to `"total"`):
+            Sign election (ties=True).
+        scale (`float`, *optional*, defaults to `1.0`):
+            λ multiplying the merged task vector.
+        seed (`int` or `None`, *optional*, defaults to `0`):
+            Seed of the drop masks (combined with each tensor's name); None: draw from torch's global generator in
+            merge order, as mergekit does after --random-seed.
+        convention (`Literal['peft', 'mergekit']`, *optional*, defaults to `"peft"`):
+            Arithmetic of the sign election and normalisation. 'peft' (hf_ext recipes): PEFT's merge_utils: signs
+            elected on the unweighted trimmed task vectors, the agreeing sum divided by the **count** of agreeing
+            models. 'mergekit' (mergekit configs): signs elected on the weighted task vectors, divided by the **sum of
+            the agreeing weights** when `normalize`; per-model densities allowed. With 'mergekit', kept entries are
+            rescaled to the task vector's L1 norm (`rescale`) instead of by 1/density.
+        normalize (`bool`, *optional*, defaults to `False`):
+            convention='mergekit': divide by the summed (agreeing) weights.
+        rescale (`bool`, *optional*, defaults to `True`):
+            convention='mergekit': rescale the kept entries to the task vector's L1 norm.
+    """
 
     name: ClassVar[str] = "dare"
     needs_base: ClassVar[bool] = True
@@ -200,7 +254,24 @@ class DellaMerge(MergeMethod):
     """DELLA (Deep et al. 2024, arXiv 2406.11617): MagPrune — drop each task-vector entry with a probability
     that falls linearly with its magnitude rank (keep probability in density ± epsilon, per row), rescale the
     survivors to the task vector's L1 norm, then TIES' sign election (``ties=True``, "della") or a plain
-    weighted sum (``ties=False``, "della_linear"). mergekit's arithmetic."""
+    weighted sum (``ties=False``, "della_linear"). mergekit's arithmetic.
+
+    Args:
+        density (`float` or `list[float]`, *optional*, defaults to `0.5`):
+            Mean fraction of entries kept (one value or one per model).
+        epsilon (`float` or `list[float]`, *optional*, defaults to `0.15`):
+            Half-width of the keep probabilities around density; density ± epsilon must lie in (0, 1).
+        ties (`bool`, *optional*, defaults to `True`):
+            TIES sign election after pruning (della); False: weighted sum (della_linear).
+        normalize (`bool`, *optional*, defaults to `True`):
+            Divide by the summed (agreeing) weights.
+        rescale (`bool`, *optional*, defaults to `True`):
+            Rescale the kept entries to the task vector's L1 norm.
+        scale (`float`, *optional*, defaults to `1.0`):
+            λ multiplying the merged task vector.
+        seed (`int` or `None`, *optional*, defaults to `0`):
+            Seed of the drop masks (with each tensor's name); None: torch's global generator (mergekit's).
+    """
 
     name: ClassVar[str] = "della"
     needs_base: ClassVar[bool] = True
@@ -230,7 +301,22 @@ class DellaMerge(MergeMethod):
 class BreadcrumbsMerge(MergeMethod):
     """Model Breadcrumbs (Davari & Belilovsky 2023, arXiv 2312.06795): drop the largest `gamma` and the smallest
     entries of each task vector so `density` remain, then a weighted sum, optionally with TIES' sign election
-    (mergekit's ``breadcrumbs`` / ``breadcrumbs_ties``)."""
+    (mergekit's ``breadcrumbs`` / ``breadcrumbs_ties``).
+
+    Args:
+        density (`float` or `list[float]`, *optional*, defaults to `0.9`):
+            Fraction of entries kept (one value or one per model).
+        gamma (`float` or `list[float]`, *optional*, defaults to `0.01`):
+            Fraction of the largest-magnitude entries removed as outliers.
+        ties (`bool`, *optional*, defaults to `False`):
+            TIES sign election after pruning (breadcrumbs_ties).
+        normalize (`bool`, *optional*, defaults to `False`):
+            Divide by the summed (agreeing) weights.
+        rescale (`bool`, *optional*, defaults to `False`):
+            Rescale the kept entries to the task vector's L1 norm.
+        scale (`float`, *optional*, defaults to `1.0`):
+            λ multiplying the merged task vector.
+    """
 
     name: ClassVar[str] = "breadcrumbs"
     needs_base: ClassVar[bool] = True
@@ -255,7 +341,14 @@ class SlerpMerge(MergeMethod):
     """Spherical interpolation of two models' weights, per tensor (mergekit's SLERP, the Hub's most common merge):
     both tensors are flattened and normalised, ``θ = acos(v0·v1)``, the result is ``sin((1−t)θ)/sin θ · v0 +
     sin(tθ)/sin θ · v1`` on the unnormalised tensors; nearly colinear pairs (|cos θ| > `dot_threshold`) fall back
-    to linear interpolation. ``t=0`` gives the first model (mergekit: the base), ``t=1`` the second."""
+    to linear interpolation. ``t=0`` gives the first model (mergekit: the base), ``t=1`` the second.
+
+    Args:
+        t (`float`, *optional*, defaults to `0.5`):
+            Interpolation factor from the first model (0) to the second (1).
+        dot_threshold (`float`, *optional*, defaults to `0.9995`):
+            Above this |cos θ| interpolate linearly.
+    """
 
     name: ClassVar[str] = "slerp"
     t: float = field(default=0.5, metadata={"help": "Interpolation factor from the first model (0) to the second (1)."})
@@ -270,7 +363,14 @@ class SlerpMerge(MergeMethod):
 @dataclass
 class NuSlerpMerge(MergeMethod):
     """mergekit's NuSLERP: SLERP of two models (or of their task vectors when a base is given) with
-    ``t = w_2 / (w_1 + w_2)`` from the two weights, over the flattened tensor or row/column-wise."""
+    ``t = w_2 / (w_1 + w_2)`` from the two weights, over the flattened tensor or row/column-wise.
+
+    Args:
+        row_wise (`bool`, *optional*, defaults to `False`):
+            Interpolate rows (dim 0) instead of columns (flatten=False).
+        flatten (`bool`, *optional*, defaults to `True`):
+            Treat each tensor as one vector.
+    """
 
     name: ClassVar[str] = "nuslerp"
     row_wise: bool = field(default=False, metadata={"help": "Interpolate rows (dim 0) instead of columns (flatten=False)."})
@@ -290,7 +390,12 @@ class NuSlerpMerge(MergeMethod):
 @dataclass
 class ModelStockMerge(MergeMethod):
     """Model Stock (Jang et al. 2024, arXiv 2403.19522): average the finetunes, then pull the average towards the
-    base by ``t = k·cos θ / (1 + (k−1)·cos θ)``, θ the mean angle between their task vectors (k models)."""
+    base by ``t = k·cos θ / (1 + (k−1)·cos θ)``, θ the mean angle between their task vectors (k models).
+
+    Args:
+        filter_wise (`bool`, *optional*, defaults to `False`):
+            One angle per row (filter) instead of per tensor.
+    """
 
     name: ClassVar[str] = "model_stock"
     needs_base: ClassVar[bool] = True
@@ -321,7 +426,12 @@ class ModelStockMerge(MergeMethod):
 @dataclass
 class PassthroughMerge(MergeMethod):
     """Copy one model's tensor (optionally scaled): with layer slices it stacks layers of several models into a
-    deeper one (a "frankenmerge")."""
+    deeper one (a "frankenmerge").
+
+    Args:
+        scale (`float` or `None`, *optional*, defaults to `None`):
+            Multiply the tensor by this (None: copy).
+    """
 
     name: ClassVar[str] = "passthrough"
     scale: float | None = field(default=None, metadata={"help": "Multiply the tensor by this (None: copy)."})
