@@ -17,7 +17,67 @@ from .pipeline import PIPELINES, STEPS, CurationPipeline, curation_stats
 
 @dataclass
 class CurateConfig(JobOptions):
-    """Settings of the curation job (`job: curate` in a recipe)."""
+    """Settings of the curation job (`job: curate` in a recipe).
+
+    Args:
+        dataset (`str` or `None`, *optional*, defaults to `None`):
+            Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split to curate.
+        dataset_license (`str` or `None`, *optional*, defaults to `None`):
+            Licence of the data, for the card (e.g. odc-by).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column with the document text.
+        url_column (`str` or `None`, *optional*, defaults to `"url"`):
+            Column with document URLs (null if none; URL steps need it).
+        timestamp_column (`str` or `None`, *optional*, defaults to `None`):
+            Column used by URL dedup to keep the latest copy.
+        pipeline (`str`, *optional*, defaults to `"dclm_baseline"`):
+            Named pipeline: ['dclm_baseline', 'dclm_heuristics', 'gopher_quality', 'llama3'].
+        steps (`list[str]`, *optional*, defaults to `[]`):
+            Explicit step list (overrides `pipeline`); steps: ['alphabetic_words', 'bullet_lines', 'dirty_words',
+            'dup_ngram_coverage', 'ellipsis_lines', 'gopher_repetition', 'html_extract', 'html_flag', 'language_id',
+            'line_dedup', 'newline_collapse', 'page_length', 'refinedweb_line_edits', 'stop_words', 'symbol_ratio',
+            'token_kl', 'url_blocklist', 'url_removal', 'word_length', 'word_removal_ratio'].
+        step_options (`dict`, *optional*, defaults to `{}`):
+            Arguments per step, e.g. {language_id: {min_score: 0.65}}.
+        html (`Literal['flag', 'extract', 'off']`, *optional*, defaults to `"flag"`):
+            HTML documents: 'flag' (drop as html), 'extract' (trafilatura) or 'off'.
+        dedup (`list[str]`, *optional*, defaults to `[]`):
+            Dedup after the heuristics, in order: exact, url, minhash, bff.
+        minhash_threshold (`float`, *optional*, defaults to `0.8`):
+            MinHash: Jaccard similarity that counts as a near duplicate.
+        minhash_num_perm (`int`, *optional*, defaults to `112`):
+            MinHash: permutations per signature.
+        minhash_ngram (`int`, *optional*, defaults to `5`):
+            MinHash: word n-gram size of the shingles.
+        bff_expected_ngrams (`int`, *optional*, defaults to `10000000`):
+            BFF: n-grams the Bloom filter is sized for (memory bound).
+        bff_fp_rate (`float`, *optional*, defaults to `0.01`):
+            BFF: Bloom filter false-positive rate.
+        bff_ngram (`int`, *optional*, defaults to `13`):
+            BFF: word n-gram size.
+        bff_threshold (`float`, *optional*, defaults to `0.8`):
+            BFF: drop a paragraph/document when more than this share of its n-grams was seen.
+        quality_model (`str` or `None`, *optional*, defaults to `None`):
+            fastText quality model: a .bin path or a Hub repo id (with quality_model_filename).
+        quality_model_filename (`str` or `None`, *optional*, defaults to `None`):
+            File of the fastText model in its Hub repo.
+        quality_positive_label (`str`, *optional*, defaults to `"hq"`):
+            Label whose probability is the quality score.
+        quality_top_fraction (`float` or `None`, *optional*, defaults to `0.1`):
+            Keep this top share by quality score (DCLM: 0.1).
+        quality_threshold (`float` or `None`, *optional*, defaults to `None`):
+            Or keep scores >= this (released DCLM model: 0.018112).
+        batch_size (`int`, *optional*, defaults to `1000`):
+            Documents per datasets.map batch (also the line-dedup bucket).
+        num_proc (`int` or `None`, *optional*, defaults to `None`):
+            Processes for datasets.map (None: one).
+        max_docs (`int` or `None`, *optional*, defaults to `None`):
+            Curate only the first N documents (quick runs).
+        output_dir (`str`, *optional*, defaults to `"outputs/curate"`):
+            Folder for the kept data, drop counts and card.
+    """
 
     dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
     split: str = field(default="train", metadata={"help": "Split to curate."})
@@ -203,7 +263,44 @@ def _curate_card(c: CurateConfig, source, metrics: dict):
 
 @dataclass
 class AuditConfig(JobOptions):
-    """Settings of the filter-audit job (`job: audit` in a recipe)."""
+    """Settings of the filter-audit job (`job: audit` in a recipe).
+
+    Args:
+        dataset (`str` or `None`, *optional*, defaults to `None`):
+            Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split to audit.
+        dataset_license (`str` or `None`, *optional*, defaults to `None`):
+            Licence of the data, for the card.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column with the document text.
+        url_column (`str` or `None`, *optional*, defaults to `None`):
+            Column with URLs (needed for url_tld / url_site_type groups).
+        group_columns (`list[str]`, *optional*, defaults to `[]`):
+            Existing columns to group by (topic, role, region, lang...).
+        derived_groups (`list[str]`, *optional*, defaults to `[]`):
+            Groups derived from the URL: url_tld, url_site_type.
+        filters (`list[str]`, *optional*, defaults to `['gopher_quality']`):
+            Filters to audit, each applied on its own: a named pipeline or a single step name.
+        keep_columns (`list[str]`, *optional*, defaults to `[]`):
+            Existing boolean columns with any filter's decisions to audit too.
+        step_options (`dict`, *optional*, defaults to `{}`):
+            Arguments per step, e.g. {language_id: {min_score: 0.65}}.
+        n_boot (`int`, *optional*, defaults to `2000`):
+            Bootstrap resamples for the confidence intervals.
+        confidence (`float`, *optional*, defaults to `0.95`):
+            Confidence level of the intervals.
+        min_group_size (`int`, *optional*, defaults to `5`):
+            Leave out groups with fewer documents.
+        top_words (`int`, *optional*, defaults to `15`):
+            Words per side in the log-odds lexical contrast.
+        max_docs (`int` or `None`, *optional*, defaults to `None`):
+            Audit only the first N documents.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the bootstrap.
+        output_dir (`str`, *optional*, defaults to `"outputs/audit"`):
+            Folder for the report, plots and card.
+    """
 
     dataset: Optional[str] = field(default=None, metadata={"help": "Documents (required): a local JSONL/Parquet file or folder, or a Hub dataset id."})
     split: str = field(default="train", metadata={"help": "Split to audit."})

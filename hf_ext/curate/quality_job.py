@@ -189,7 +189,36 @@ def plot_heldout(results: dict[str, dict[str, float]], path: Path, title: str) -
 
 @dataclass
 class QualityClassifierConfig(_QualityJobBase):
-    """Settings of the quality-classifier job (`job: quality_classifier` in a recipe)."""
+    """Settings of the quality-classifier job (`job: quality_classifier` in a recipe).
+
+    Args:
+        data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder that relative source paths are read under (e.g. a folder of staged datasets).
+        negatives (`list[dict]`, *optional*, defaults to `[]`):
+            Negative page sources (web pages): [{path, text_column, chunk, max_pages, ...}].
+        heldout (`list[dict]`, *optional*, defaults to `[]`):
+            Held-out pairs from other sources: [{name, positives: [sources], negatives: [sources]}]; each gets the
+            scorer's AUC beside the length baseline.
+        embedder (`dict`, *optional*, defaults to `{}`):
+            SentenceEmbedder settings: {model, max_length, batch_size, device, dtype}.
+        head_C (`float`, *optional*, defaults to `1.0`):
+            Inverse regularisation of the scikit-learn head (LogisticRegression C; Ridge alpha = 1/C).
+        min_words (`int`, *optional*, defaults to `50`):
+            Pages cut from long texts have at least this many words.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of page cutting and training.
+        output_dir (`str`, *optional*, defaults to `"outputs/quality"`):
+            Folder for the scorer, metrics, plot and card.
+        scorer (`Literal['embedding', 'fasttext']`, *optional*, defaults to `"embedding"`):
+            'embedding' (logistic head on frozen all-MiniLM-L6-v2) or 'fasttext' (DCLM's bigram classifier).
+        positives (`list[dict]`, *optional*, defaults to `[]`):
+            Positive sources: [{path, chunk: true, strip_gutenberg, max_pages, ...}].
+        heuristic_negatives (`str` or `None`, *optional*, defaults to `None`):
+            A curation pipeline (e.g. dclm_heuristics): positive pages it drops become negatives (they are not good
+            pages).
+        fasttext (`dict`, *optional*, defaults to `{'epoch': 25}`):
+            fastText train_supervised options over DCLM's defaults.
+    """
 
     scorer: Literal["embedding", "fasttext"] = field(
         default="embedding", metadata={"help": "'embedding' (logistic head on frozen all-MiniLM-L6-v2) or 'fasttext' (DCLM's bigram classifier)."}
@@ -290,7 +319,45 @@ def _plot_and_card(c, out, metrics: dict, title: str, start: float) -> None:
 class QualityJudgeConfig(_QualityJobBase):
     """Settings of the judge-labelled quality job (`job: quality_judge` in a recipe): a judge
     LM rates `pages` (FineWeb-Edu's 0-5 prompt), a ridge head on frozen embeddings learns the
-    ratings and scores `score_dataset`."""
+    ratings and scores `score_dataset`.
+
+    Args:
+        data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder that relative source paths are read under (e.g. a folder of staged datasets).
+        negatives (`list[dict]`, *optional*, defaults to `[]`):
+            Negative page sources (web pages): [{path, text_column, chunk, max_pages, ...}].
+        heldout (`list[dict]`, *optional*, defaults to `[]`):
+            Held-out pairs from other sources: [{name, positives: [sources], negatives: [sources]}]; each gets the
+            scorer's AUC beside the length baseline.
+        embedder (`dict`, *optional*, defaults to `{}`):
+            SentenceEmbedder settings: {model, max_length, batch_size, device, dtype}.
+        head_C (`float`, *optional*, defaults to `1.0`):
+            Inverse regularisation of the scikit-learn head (LogisticRegression C; Ridge alpha = 1/C).
+        min_words (`int`, *optional*, defaults to `50`):
+            Pages cut from long texts have at least this many words.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of page cutting and training.
+        output_dir (`str`, *optional*, defaults to `"outputs/quality"`):
+            Folder for the scorer, metrics, plot and card.
+        pages (`list[dict]`, *optional*, defaults to `[]`):
+            Sources of the pages the judge labels (chunk: true cuts long texts to page lengths).
+        sample_size (`int`, *optional*, defaults to `200`):
+            Pages the judge labels (a seeded sample of `pages` and `negatives`).
+        judge_backend (`Literal['transformers', 'openai']`, *optional*, defaults to `"transformers"`):
+            Who judges: a local transformers model or an OpenAI-compatible server.
+        judge (`dict`, *optional*, defaults to `{'model': 'HuggingFaceTB/SmolLM2-135M-Instruct', 'max_new_tokens': 128}`):
+            The backend's settings (TransformersBackend / OpenAIBackend fields: model, base_url, max_new_tokens, ...).
+        judge_max_chars (`int`, *optional*, defaults to `2000`):
+            Characters of each page shown to the judge.
+        labels_file (`str` or `None`, *optional*, defaults to `None`):
+            Reuse judge labels (JSONL with text, edu_score) instead of calling the judge.
+        score_dataset (`str` or `None`, *optional*, defaults to `None`):
+            A corpus (JSONL/Parquet) to score with the trained head; written with a quality_score column.
+        score_text_column (`str`, *optional*, defaults to `"text"`):
+            Text column of score_dataset.
+        keep_threshold (`float`, *optional*, defaults to `3.0`):
+            Scored pages at or above this predicted score are flagged keep (FineWeb-Edu: 3).
+    """
 
     pages: list[dict] = field(default_factory=list, metadata={"help": "Sources of the pages the judge labels (chunk: true cuts long texts to page lengths)."})
     sample_size: int = field(default=200, metadata={"help": "Pages the judge labels (a seeded sample of `pages` and `negatives`)."})
@@ -388,7 +455,7 @@ def _card(c, metrics: dict, title: str):
     eval_results = [{"task_type": "text-classification", "dataset_type": "hf-ext/heldout-pages", "dataset_name": name,
                      "metric_type": "roc_auc", "metric_value": round(r["auc"], 4)} for name, r in metrics["heldout"].items()]
     base = c._embedder.model if metrics["scorer"] != "fasttext" else None
-    card_data = {"license": "apache-2.0", "library_name": "hf-ext",  # a head only hf_ext loads, on a base encoder or not
+    card_data = {"license": "apache-2.0", "library_name": "hf-ext" if base is None else "transformers",
                  "tags": ["hf-ext", "data-curation", "quality-classifier", metrics["scorer"]]}
     if base:
         card_data.update(base_model=base, base_model_relation="adapter")
