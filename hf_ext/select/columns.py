@@ -35,6 +35,34 @@ class PoolTargetColumns:
 
     One set of fields for the target-matching selection jobs (LESS's `less_select` and the
     embedding baseline `embedding_select`), so both read a recipe's data settings the same way.
+
+    Args:
+        dataset (`str`, *optional*, defaults to `"dolly_alpagasus_3k"`):
+            Pool to select from (bundled name, file/folder or Hub id).
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split of the pool.
+        dataset_license (`str` or `None`, *optional*, defaults to `None`):
+            Licence of the pool, for the card.
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Pool column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Pool column with the optional input (null if none).
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Pool column with the response.
+        source_column (`str` or `None`, *optional*, defaults to `None`):
+            Pool column naming each row's source, counted per selection.
+        target_dataset (`str`, *optional*, defaults to `"openai/gsm8k"`):
+            Target (validation) examples to match.
+        target_split (`str`, *optional*, defaults to `"test"`):
+            Split of the target dataset.
+        target_instruction_column (`str`, *optional*, defaults to `"question"`):
+            Target column with the instruction.
+        target_input_column (`str` or `None`, *optional*, defaults to `None`):
+            Target column with an optional input.
+        target_response_column (`str`, *optional*, defaults to `"answer"`):
+            Target column with the response.
+        target_subtask_column (`str` or `None`, *optional*, defaults to `None`):
+            Target column labelling subtasks: scores are averaged within each, then maxed.
     """
 
     dataset: str = field(default="dolly_alpagasus_3k", metadata={"help": "Pool to select from (bundled name, file/folder or Hub id)."})

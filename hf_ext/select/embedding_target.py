@@ -28,7 +28,22 @@ __all__ = ["EmbeddingSelectConfig", "run_embedding_select", "embed_texts", "embe
 
 @dataclass
 class EmbeddingSelectConfig(PoolTargetColumns, JobOptions):
-    """Settings of the embedding-similarity selection job (`job: embedding_select`)."""
+    """Settings of the embedding-similarity selection job (`job: embedding_select`).
+
+    Args:
+        model_name_or_path (`str`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`):
+            Sentence encoder (Hub id or folder); mean-pooled, unit-normalised.
+        percent (`float` or `None`, *optional*, defaults to `5.0`):
+            Keep the top percent of the pool. Null to use budget.
+        budget (`int` or `None`, *optional*, defaults to `None`):
+            Keep this many examples instead of a percent.
+        max_length (`int`, *optional*, defaults to `256`):
+            Tokens per text the encoder reads at most.
+        batch_size (`int`, *optional*, defaults to `64`):
+            Texts per encoder forward.
+        output_dir (`str`, *optional*, defaults to `"outputs/embedding_select"`):
+            Folder for the dataset, card and metrics.
+    """
 
     model_name_or_path: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "Sentence encoder (Hub id or folder); mean-pooled, unit-normalised."})
     percent: Optional[float] = field(default=5.0, metadata={"help": "Keep the top percent of the pool. Null to use budget."})

@@ -32,7 +32,32 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SAETrainingConfig:
-    """Settings of :func:`train_sae`."""
+    """Settings of :func:`train_sae`.
+
+    Args:
+        num_latents (`int`, *optional*, defaults to `4096`):
+            Dictionary size (SAE width).
+        k (`int`, *optional*, defaults to `32`):
+            Active latents per token (TopK).
+        max_examples (`int`, *optional*, defaults to `1000`):
+            Examples of the dataset whose tokens are collected.
+        max_tokens (`int`, *optional*, defaults to `200000`):
+            Tokens kept for training at most (sampled evenly).
+        epochs (`int`, *optional*, defaults to `2`):
+            Passes over the collected tokens.
+        batch_size (`int`, *optional*, defaults to `1024`):
+            Tokens per optimiser step.
+        lr (`float`, *optional*, defaults to `0.001`):
+            Adam learning rate (on inputs scaled to mean squared norm d_in).
+        auxk_alpha (`float`, *optional*, defaults to `0.03125`):
+            Weight of the AuxK loss that revives dead latents.
+        dead_after_tokens (`int`, *optional*, defaults to `50000`):
+            A latent inactive for this many tokens counts as dead.
+        eval_fraction (`float`, *optional*, defaults to `0.05`):
+            Held-out share of tokens for the reported statistics.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling, initialisation and shuffling.
+    """
 
     num_latents: int = field(default=4096, metadata={"help": "Dictionary size (SAE width)."})
     k: int = field(default=32, metadata={"help": "Active latents per token (TopK)."})
