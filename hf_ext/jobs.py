@@ -88,10 +88,14 @@ class HubOptions:
     """Hub settings of a job, spelled as in ``transformers.TrainingArguments``.
 
     Args:
-        push_to_hub (`bool`, *optional*, defaults to `False`): Upload the finished output folder in one commit.
-        hub_model_id (`str`, *optional*): Hub repo (``namespace/name``) to push to; a dataset repo for data jobs.
-        hub_endpoint (`str`, *optional*): Hub URL; ``None`` means ``HF_ENDPOINT`` or huggingface.co.
-        hub_private_repo (`bool`, *optional*, defaults to `False`): Create the repo private.
+        push_to_hub (`bool`, *optional*, defaults to `False`):
+            Upload the finished output folder to the Hub in one commit (needs hub_model_id).
+        hub_model_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub repo id (namespace/name) to push to; a dataset repo for data jobs.
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub endpoint URL (default: HF_ENDPOINT or huggingface.co).
+        hub_private_repo (`bool`, *optional*, defaults to `False`):
+            Create the Hub repo as private.
     """
 
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the finished output folder to the Hub in one commit (needs hub_model_id)."})
@@ -107,14 +111,16 @@ class JobOptions(HubOptions):
     """Output and Hub settings of a job (the job declares its own ``output_dir``).
 
     Args:
-        overwrite_output_dir (`bool`, *optional*, defaults to `False`): Replace an existing output folder
-            that hf_ext did not write. Folders an earlier hf_ext run wrote (they hold ``.hf_ext_output.json``)
-            and empty ones are replaced without it; the current directory, a file or a folder holding an
-            input are refused always.
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace an existing output folder that hf_ext did not write. Folders an earlier hf_ext run wrote (they
+            hold .hf_ext_output.json) and empty ones are replaced without it; the current directory, a file or a
+            folder holding an input are refused always.
     """
 
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output folder that hf_ext did not write "
-                                                                         "(folders of earlier hf_ext runs are replaced without it)."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output folder that hf_ext did not write. "
+                                                                         "Folders an earlier hf_ext run wrote (they hold .hf_ext_output.json) and empty ones "
+                                                                         "are replaced without it; the current directory, a file or a folder holding an "
+                                                                         "input are refused always."})
 
     def __post_init__(self) -> None:
         check_job_output(self)

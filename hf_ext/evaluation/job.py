@@ -45,13 +45,50 @@ class EvaluateConfig(JobOptions):
     """Settings of the evaluation job (`job: evaluate` in a recipe).
 
     Args:
-        model_name_or_path (`str`): Hub id or folder of the causal LM (a PEFT adapter folder
-            is loaded on its base model and merged).
-        tasks (`list[str]`): local task names (with `eval_data_dir`) or lm-eval's own names.
-        eval_data_dir (`str`, *optional*): folder with the local tasks' data files.
-        limit (`int`, *optional*): first items per task (None: all).
-        response_nll_dataset (`str`, *optional*): held-out instruction set whose reference
-            responses are scored (mean NLL per response token); None skips it.
+        model_name_or_path (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Causal LM to evaluate: Hub id or folder (a PEFT adapter folder is merged into its base).
+        model_revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision of model_name_or_path (None: default branch).
+        base_model_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the evaluated model for the card when model_name_or_path is a local folder.
+        tasks (`list[str]`, *optional*, defaults to `list(DEFAULT_TASKS)`):
+            Tasks: local ones (arc_challenge, arc_easy, bbh, boolq, commonsense_qa, copa, gsm8k, lambada_openai,
+            mmlu_redux, openbook_qa, piqa, siqa, winogrande; need eval_data_dir) or lm-eval's own names (online).
+        eval_data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder with the local tasks' data files (arc_easy.jsonl.gz, ...). None: task names go to lm-eval.
+        limit (`int` or `None`, *optional*, defaults to `None`):
+            Evaluate the first `limit` items of each task (None: all).
+        num_fewshot (`int` or `None`, *optional*, defaults to `None`):
+            Few-shot examples per prompt (None: the task's default, 0 for the local tasks).
+        batch_size (`int`, *optional*, defaults to `8`):
+            Sequences per forward pass (lm-eval HFLM batch_size).
+        max_length (`int`, *optional*, defaults to `1024`):
+            Longest context + continuation in tokens; longer ones lose their left end.
+        dtype (`Literal['float32', 'bfloat16', 'float16']`, *optional*, defaults to `"float32"`):
+            Precision the model runs in.
+        dclm_version (`Literal['v1', 'v2']`, *optional*, defaults to `"v2"`):
+            Random baselines of DCLM's centered accuracy (v1: the paper's, v2: corrected).
+        response_nll_dataset (`str` or `None`, *optional*, defaults to `None`):
+            Held-out instruction set (bundled name, file, folder or Hub id; a file name inside eval_data_dir also
+            works) whose reference responses are scored; None: skip.
+        response_nll_split (`str`, *optional*, defaults to `"train"`):
+            Split of response_nll_dataset.
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction (response_nll_dataset).
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input/context (null if none).
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the reference response.
+        response_nll_limit (`int` or `None`, *optional*, defaults to `200`):
+            First rows of response_nll_dataset to score (None: all).
+        response_nll_max_tokens (`int`, *optional*, defaults to `256`):
+            Reference responses are cut to this many tokens.
+        chat_template (`bool`, *optional*, defaults to `True`):
+            Format instruction/response with the tokenizer's chat template (as the sft job trains); false: plain text.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of lm-eval's sampling (few-shot choice).
+        output_dir (`str`, *optional*, defaults to `"outputs/evaluate"`):
+            Folder for metrics.json, per-item scores and the card.
     """
 
     model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Causal LM to evaluate: Hub id or folder (a PEFT adapter folder is merged into its base)."})
