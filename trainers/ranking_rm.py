@@ -48,7 +48,15 @@ from .reward_common import (
 
 @dataclass
 class RankingRewardConfig(RewardModelConfig):
-    """TRL's RewardConfig plus where the ranked responses live."""
+    """TRL's RewardConfig plus where the ranked responses live.
+
+    Args:
+        ranked_columns (`list[str]`, *optional*, defaults to `['edited', 'chosen', 'rejected']`):
+            Response columns from best to worst; missing columns are skipped (a `responses` list column, best first,
+            is used instead when present).
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt text (prepended to each response).
+    """
 
     ranked_columns: list[str] = field(
         default_factory=lambda: ["edited", "chosen", "rejected"],

@@ -46,14 +46,36 @@ PACKED_SDPA = "sdpa_packed"
 class RewardModelConfig(RewardConfig):
     """TRL's RewardConfig under the current names of transformers 5.24 and TRL 1.16.
 
+    TRL's deprecated ``pad_token`` is refused here: set ``tokenizer.pad_token`` and pass the tokenizer as
+    ``processing_class`` (no pad token: EOS pads, TRL's rule).
+
     Args:
-        activation_checkpointing (`bool` or `None`, defaults to `None`): transformers' name for
-            gradient checkpointing. Unset means on, TRL's default for reward models.
-        gradient_checkpointing (`bool` or `None`, defaults to `None`): the deprecated alias
-            (transformers warns when it is set); read only when ``activation_checkpointing`` is unset.
-        padding_free (`bool`, defaults to `False`): pack each batch into one row (module docstring).
-        pad_token: deprecated in TRL; refused here. Set ``tokenizer.pad_token`` and pass the
-            tokenizer as ``processing_class`` (no pad token: EOS pads, TRL's rule).
+        lr_scheduler_kwargs (`dict` or `str` or `None`, *optional*, defaults to `None`):
+            Additional parameters for the lr_scheduler, such as {'num_cycles': 1} for cosine with hard restarts. See
+            the documentation of each scheduler for possible values.
+        bf16 (`bool` or `None`, *optional*, defaults to `None`):
+            Whether to use bf16 (mixed) precision instead of 32-bit. Requires Ampere or higher NVIDIA architecture or
+            Intel XPU or using CPU (use_cpu) or Ascend NPU. If not set, it defaults to `True` if `fp16` is not set.
+        activation_checkpointing (`bool` or `None`, *optional*, defaults to `None`):
+            Recompute activations in the backward pass to trade compute for memory (about 20% slower). Unset: on, as
+            in TRL's reward trainer.
+        gradient_checkpointing (`bool` or `None`, *optional*, defaults to `None`):
+            Deprecated alias of activation_checkpointing (transformers 5.24).
+        use_liger_kernel (`bool`, *optional*, defaults to `False`):
+            Enable Liger Kernel optimizations: transformers patches the model's layers with Liger's Triton kernels.
+            Deprecated in `SFTTrainer`, `DPOTrainer`, `KTOTrainer`, `GRPOTrainer` and `RLOOTrainer`, and will be
+            removed in v2.0.0: use `model_init_kwargs={"use_kernels": True}` instead.
+        torch_empty_cache_steps (`int` or `None`, *optional*, defaults to `None`):
+            Number of steps to wait before calling `torch.<device>.empty_cache()`. Helps avoid CUDA OOM at a cost of
+            ~10%% slower performance. If None, cache will not be emptied.
+        logging_steps (`float`, *optional*, defaults to `10`):
+            Log every X updates steps. Should be an integer or a float in range `[0,1)`. If smaller than 1, will be
+            interpreted as ratio of total training steps.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Concatenate the sequences of a batch into one row, position_ids restarting per sequence, instead of
+            padding each to the longest: no compute on padding. Rewards are read at each sequence's last token. Needs
+            attention that keeps packed sequences apart (sdpa or eager with use_cache=False, flash_attention_2
+            varlen); the trainer checks this once at start.
     """
 
     activation_checkpointing: bool | None = field(

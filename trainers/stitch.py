@@ -58,6 +58,40 @@ class StitchTrainingConfig(TrainingArguments):
     keeps two full copies and triples it. Intermediate checkpoints hold the stitch weights, the
     optimizer/scheduler/RNG state and the trainer state; the tokenizer (the seed's, unchanged) is
     written only by the final ``save_model``.
+
+    Args:
+        learning_rate (`float`, *optional*, defaults to `0.001`):
+            Peak learning rate of the stitch layers.
+        optim (`str`, *optional*, defaults to `"adafactor"`):
+            Optimizer ('adafactor' keeps checkpoints ~ the stitch weights; 'adamw_torch' triples them).
+        adam_epsilon (`float`, *optional*, defaults to `1e-16`):
+            Adam epsilon; must be below the e^-beta-scaled gradients at identity init.
+        logging_steps (`float`, *optional*, defaults to `10`):
+            Log every this many steps.
+        report_to (`Any`, *optional*, defaults to `"none"`):
+            Integrations to report to ('none', 'wandb', 'tensorboard', ...).
+        num_stitch_layers (`int`, *optional*, defaults to `4`):
+            K: stitch layers, one after every floor(L/K) layers.
+        stitch_after (`list[int]` or `None`, *optional*, defaults to `None`):
+            Explicit 1-based layer indices for the stitch layers (overrides num_stitch_layers).
+        stitch_dropout (`float`, *optional*, defaults to `0.0`):
+            Dropout inside the stitch layers.
+        stitch_init (`Literal['identity', 'random']`, *optional*, defaults to `"identity"`):
+            'identity': the stitched model equals the seed at step 0.
+        gate_offset (`float`, *optional*, defaults to `16.0`):
+            Fixed hub gate-logit offset beta (identity init).
+        gate_offset_final (`float` or `None`, *optional*, defaults to `2.0`):
+            Anneal beta linearly from gate_offset to this value over gate_offset_anneal_steps, so the stitched model
+            starts as the seed and the experts' share (~e^-beta) opens to where gradients can train the gates. None:
+            keep beta frozen at gate_offset (the exact identity start, but with beta = 16 the gates barely move and
+            the loss stays flat for hundreds of steps). Must not exceed gate_offset (that would sharpen the gates).
+        gate_offset_anneal_steps (`float`, *optional*, defaults to `0.3`):
+            Steps over which beta goes from gate_offset to gate_offset_final; below 1, a fraction of the total
+            training steps.
+        dataset_text_field (`str`, *optional*, defaults to `"text"`):
+            Text column of datasets without input_ids; tokenized with processing_class and packed.
+        max_length (`int`, *optional*, defaults to `1024`):
+            Tokens per packed block when the trainer packs a text dataset.
     """
 
     optim: str = field(default="adafactor", metadata={"help": "Optimizer ('adafactor' keeps checkpoints ~ the stitch weights; 'adamw_torch' triples them)."})

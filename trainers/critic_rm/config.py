@@ -20,6 +20,27 @@ class CriticRMConfig(RewardModelConfig):
     The λ schedule weighs the critique loss against the Bradley–Terry loss; see the module
     docstring. Everything else (margin column, ``center_rewards_coefficient``, ``max_length``,
     PEFT, gradient checkpointing) behaves as in TRL's RewardTrainer.
+
+    Args:
+        critique_weight_schedule (`Literal['constant', 'linear', 'cosine']`, *optional*, defaults to `"cosine"`):
+            Shape of λ(t), the weight of the critique loss over training: constant (λ = start), linear or cosine decay
+            from critique_weight_start to critique_weight_end.
+        critique_weight_start (`float`, *optional*, defaults to `0.9`):
+            λ at the first step (critique-heavy). Use 0 for a pure Bradley–Terry reward model.
+        critique_weight_end (`float`, *optional*, defaults to `0.1`):
+            λ at the last step (reward-heavy).
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt text.
+        chosen_critique_column (`str`, *optional*, defaults to `"chosen_critique"`):
+            Column with the critique of the chosen response.
+        rejected_critique_column (`str`, *optional*, defaults to `"rejected_critique"`):
+            Column with the critique of the rejected response.
+        fast_path_weight (`float`, *optional*, defaults to `0.0`):
+            Weight w of a second Bradley–Terry term on the reward read right after the critique prompt (before the
+            critique), which trains the no-generation fast path: L_BT = (1 − w)·BT(after critique) + w·BT(before
+            critique). 0 is the paper's loss; rows without critiques are unaffected.
+        max_critique_length (`int` or `None`, *optional*, defaults to `256`):
+            Critiques are cut to this many tokens before EOS (None: no cut).
     """
 
     critique_weight_schedule: Literal["constant", "linear", "cosine"] = field(

@@ -32,7 +32,35 @@ SELECTION_JOBS = ("select", "less_select", "embedding_select", "existing")  # ex
 @dataclass
 class CompareConfig(JobOptions):
     """Settings of the comparison job (`job: compare`); each stage's settings are a mapping of
-    that stage's own config fields (SelectionConfig / LessSelectConfig, SFTJobConfig, EvaluateConfig)."""
+    that stage's own config fields (SelectionConfig / LessSelectConfig, SFTJobConfig, EvaluateConfig).
+
+    Args:
+        pool (`str`, *optional*, defaults to `"dolly_alpagasus_3k"`):
+            Instruction pool: bundled name, file or Hub id; every selection reads its selectable part.
+        heldout_size (`int`, *optional*, defaults to `100`):
+            Pool rows held out of selection (seeded) whose responses give the response NLL (0: none).
+        selections (`dict`, *optional*, defaults to `{}`):
+            name -> mapping with `job` (select | less_select | embedding_select) and that job's fields; `dataset` and
+            `output_dir` are set by the compare job.
+        selection_defaults (`dict`, *optional*, defaults to `{}`):
+            Fields merged under every select-job mapping in `selections` (e.g. budget, seed).
+        sft (`dict`, *optional*, defaults to `{}`):
+            SFTJobConfig fields shared by every fine-tune (dataset, output_dir, evaluate are set per selection).
+        evaluate (`dict`, *optional*, defaults to `{}`):
+            EvaluateConfig fields for every model (tasks, limit, ...).
+        eval_data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder with the local tasks' files; sets evaluate.eval_data_dir (a flag for convenience).
+        include_base (`bool`, *optional*, defaults to `True`):
+            Also evaluate the untuned base model.
+        baseline (`str`, *optional*, defaults to `"random"`):
+            Selection every other method is compared to in the verdict.
+        bootstrap_samples (`int`, *optional*, defaults to `2000`):
+            Paired bootstrap resamples over items for the difference CIs.
+        seed (`int`, *optional*, defaults to `42`):
+            Seed of the held-out split and the bootstrap.
+        output_dir (`str`, *optional*, defaults to `"outputs/compare"`):
+            Folder for selections/, sft/, base/, metrics.json, comparison.png and the card.
+    """
 
     pool: str = field(default="dolly_alpagasus_3k", metadata={"help": "Instruction pool: bundled name, file or Hub id; every selection reads its selectable part."})
     heldout_size: int = field(default=100, metadata={"help": "Pool rows held out of selection (seeded) whose responses give the response NLL (0: none)."})

@@ -37,7 +37,44 @@ __all__ = ["SFTJobConfig", "run_sft", "build_trainer", "load_training_set", "sel
 
 @dataclass
 class SFTJobConfig(SFTConfig):
-    """A :class:`trl.SFTConfig` plus the model, data, LoRA, evaluation and card settings of the job."""
+    """A :class:`trl.SFTConfig` plus the model, data, LoRA, evaluation and card settings of the job.
+
+    Args:
+        model_name_or_path (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Causal LM to fine-tune: Hub id (resolved to a packaged copy offline) or folder.
+        model_revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision of model_name_or_path (None: default branch).
+        base_model_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the base model for the card when model_name_or_path is a local folder.
+        dataset (`str`, *optional*, defaults to `"dolly_alpagasus_3k"`):
+            Training set: a select/less_select output folder or Hub dataset id, a bundled name, or any file/folder
+            with the instruction columns.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split of `dataset`.
+        dataset_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the training set for the card when `dataset` is a local folder (default: the selection's source
+            datasets).
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input/context (null if none).
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response (the only tokens that carry loss).
+        chat_template (`bool`, *optional*, defaults to `True`):
+            Train on conversational prompt/completion with the tokenizer's chat template; false: plain text.
+        peft_config (`dict` or `None`, *optional*, defaults to `None`):
+            LoRA: a mapping of peft.LoraConfig fields (r, lora_alpha, target_modules, ...); None: full fine-tune.
+        evaluate (`dict` or `None`, *optional*, defaults to `None`):
+            Evaluate the trained model in memory: a mapping of EvaluateConfig fields (tasks, eval_data_dir, limit,
+            response_nll_dataset...).
+        model_dtype (`str`, *optional*, defaults to `"float32"`):
+            Precision the model's weights load in (float32 on CPU).
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace an existing output folder that hf_ext did not write (folders of earlier hf_ext runs are replaced
+            without it).
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub endpoint URL (default: HF_ENDPOINT or huggingface.co).
+    """
 
     model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Causal LM to fine-tune: Hub id (resolved to a packaged copy offline) or folder."})
     model_revision: Optional[str] = field(default=None, metadata={"help": "Revision of model_name_or_path (None: default branch)."})
