@@ -1,0 +1,151 @@
+"""Public API documentation in TRL's format, and config ``help`` texts that say the same.
+
+Every config dataclass whose docstring has an ``Args:`` block documents each of its own fields (and those
+of private mixins it inherits) as ``name (`type`, *optional*, defaults to `X`):`` with the field's ``help``
+text word for word: ``hf-ext JOB --help`` and the API docs cannot drift apart.
+
+``python tests/test_docstrings.py`` prints how many public classes and functions of hf_ext/ and trainers/
+have an ``Args:`` block (and how many of those use TRL's entry format).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_ENTRY = re.compile(r"^(?P<name>\*{0,2}\w+) \((?P<spec>.+)\):$")
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns|Yields|Raises|Example|Examples|Note|Notes|Attributes):\s*$")
+
+
+def args_block(doc: str) -> dict[str, str] | None:
+    """``{name: text}`` of the ``Args:`` block of a (cleaned) docstring, None when it has none. An entry is a
+    line ``name (`type`, ...):`` at the block's indent; its text is the more-indented lines under it."""
+    lines = doc.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Args:"), None)
+    if start is None:
+        return None
+    base = len(lines[start]) - len(lines[start].lstrip())
+    entries: dict[str, list[str]] = {}
+    indent, current = None, None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth <= base:
+            break
+        if indent is None:
+            indent = depth
+        if depth == indent:
+            match = _ENTRY.match(line.strip())
+            current = match.group("name") if match else None
+            if current:
+                entries[current] = []
+        elif current and depth > indent:
+            entries[current].append(line.strip())
+    return {name: " ".join(text) for name, text in entries.items()}
+
+
+def public_objects(root: Path = ROOT):
+    """(module path, node) of every top-level public class and function in hf_ext/ and trainers/."""
+    for path in sorted([*(root / "hf_ext").rglob("*.py"), *(root / "trainers").rglob("*.py")]):
+        if any(part.startswith("_") and part != "__init__.py" for part in path.relative_to(root).parts):
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                yield path, node
+
+
+def coverage(root: Path = ROOT) -> dict[str, int]:
+    counts = {"public": 0, "with_args": 0, "trl_format": 0}
+    for _, node in public_objects(root):
+        counts["public"] += 1
+        doc = ast.get_docstring(node) or ""
+        block = args_block(doc)
+        if block is not None:
+            counts["with_args"] += 1
+            lines = doc.splitlines()
+            start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
+            if block and all("`" in _spec(lines[start:], name) for name in block):
+                counts["trl_format"] += 1
+    return counts
+
+
+def _spec(lines: list[str], name: str) -> str:
+    for line in lines:
+        match = _ENTRY.match(line.strip())
+        if match and match.group("name") == name:
+            return match.group("spec")
+    return ""
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _dynamic_helps(node: ast.ClassDef) -> set[str]:
+    """Fields whose help is computed (an f-string over a registry): their text is checked for presence only."""
+    out = set()
+    for stmt in node.body:
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(stmt.value, ast.Call):
+            for kw in stmt.value.keywords:
+                if kw.arg == "metadata" and isinstance(kw.value, ast.Dict):
+                    for k, v in zip(kw.value.keys, kw.value.values):
+                        if isinstance(k, ast.Constant) and k.value == "help" and not isinstance(v, ast.Constant):
+                            out.add(stmt.target.id)
+    return out
+
+
+def documented_configs():
+    """(class, own field names, dynamic-help fields) of every dataclass whose docstring has an Args block and
+    whose fields carry ``help``."""
+    for path, node in public_objects():
+        if not isinstance(node, ast.ClassDef) or "Args:" not in (ast.get_docstring(node) or ""):
+            continue
+        cls = getattr(importlib.import_module(_module_name(path)), node.name, None)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            continue
+        own = set(cls.__dict__.get("__annotations__", {}))
+        for base in cls.__mro__[1:]:  # private mixins document nothing of their own
+            if base.__name__.startswith("_") and dataclasses.is_dataclass(base) and base.__module__.split(".")[0] in ("hf_ext", "trainers"):
+                own |= set(base.__dict__.get("__annotations__", {}))
+        fields = [f for f in dataclasses.fields(cls) if f.name in own and f.init and f.metadata.get("help")]
+        if fields:
+            yield cls, fields, _dynamic_helps(node)
+
+
+CONFIGS = list(documented_configs())
+
+
+def test_the_scan_sees_the_job_configs():
+    names = {cls.__name__ for cls, _, _ in CONFIGS}
+    assert {"CurateConfig", "LinearMerge", "SFTJobConfig"} <= names
+    assert len(CONFIGS) >= 15
+
+
+@pytest.mark.parametrize("cls, fields, dynamic", CONFIGS, ids=[c.__name__ for c, _, _ in CONFIGS])
+def test_config_args_block_is_its_fields_help(cls, fields, dynamic):
+    block = args_block(inspect.cleandoc(cls.__doc__))
+    missing = [f.name for f in fields if f.name not in block]
+    assert not missing, f"{cls.__name__}'s Args block does not document {missing}"
+    for f in fields:
+        if f.name in dynamic:
+            continue
+        assert block[f.name] == " ".join(f.metadata["help"].split()), f"{cls.__name__}.{f.name}: Args text != help"
+
+
+def test_args_block_parser():
+    doc = "Summary.\n\nArgs:\n    x (`int`, *optional*, defaults to `1`):\n        The x.\n        Two lines.\n    y (`str`):\n        Why.\n\nReturns:\n    z"
+    assert args_block(doc) == {"x": "The x. Two lines.", "y": "Why."}
+    assert args_block("No block.") is None
+
+
+if __name__ == "__main__":
+    print(coverage())
