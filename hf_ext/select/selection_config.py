@@ -99,14 +99,64 @@ class SelectionConfig(JobOptions):
     """Settings of the selection job (`job: select` in a recipe).
 
     Args:
-        featurizer (`dict`, *optional*, defaults to `{}`): `SAEFeaturizer` fields for the SAE methods (sae_greedy,
-            sae_greedy_sorted, sae_simscale, kcenter): model, revision, layer, sae, sae_format, threshold, max_length,
-            max_batch_tokens, dtype, use_chat_template, batch_size, device. The text columns are the job's, and the SAE's
-            subfolder follows from ``layer``.
-        sae_training (`dict`, *optional*, defaults to `{}`): `SAETrainingConfig` fields for the SAE trained on the pool
-            when ``featurizer.sae`` is unset; ``seed`` defaults to the job's.
-        threshold_quantile (`float`, *optional*): keep the SAE latents above this quantile of the pool's max-pooled values
-            instead of ``featurizer.threshold`` (give one of the two).
+        dataset (`str`, *optional*, defaults to `"dolly_alpagasus_3k"`):
+            Pool to select from: a bundled name (dolly_alpagasus_3k), a local file/folder, or a Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split of the pool to use.
+        dataset_license (`str` or `None`, *optional*, defaults to `None`):
+            Licence of the pool, for the card, when it is not bundled (e.g. cc-by-4.0).
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input/context (null if none).
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response.
+        category_column (`str` or `None`, *optional*, defaults to `"category"`):
+            Column with a category to count per selection (null if none).
+        method (`str`, *optional*, defaults to `"longest"`):
+            Selection method whose picks are written and pushed. Registered: ['alpagasus', 'kcenter', 'longest',
+            'random', 'sae_greedy', 'sae_greedy_sorted', 'sae_simscale'].
+        compare_methods (`list[str]`, *optional*, defaults to `['random']`):
+            Other methods to run on the same pool and report beside `method` (statistics only).
+        budget (`int`, *optional*, defaults to `300`):
+            Number of examples to select.
+        seed (`int`, *optional*, defaults to `42`):
+            Seed for random selection and any sampling.
+        tokenizer (`str`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`):
+            Tokenizer (Hub id or path) that counts response tokens for `longest` and the statistics.
+        judge_backend (`Literal['none', 'transformers', 'openai']`, *optional*, defaults to `"none"`):
+            AlpaGasus judge: 'transformers' (local model), 'openai' (OpenAI-compatible server) or 'none'.
+        judge_model (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Judge model: a Hub id/path (transformers) or the served model name (openai).
+        judge_base_url (`str` or `None`, *optional*, defaults to `None`):
+            Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1.
+        judge_api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            Environment variable holding the server's API key (never printed).
+        judge_max_new_tokens (`int`, *optional*, defaults to `32`):
+            Tokens the judge may generate per example.
+        judge_batch_size (`int`, *optional*, defaults to `8`):
+            Examples per judge generate call / request batch.
+        judge_threshold (`float`, *optional*, defaults to `4.5`):
+            AlpaGasus keeps examples scored at or above this (0-5).
+        featurizer (`dict`, *optional*, defaults to `{}`):
+            SAEFeaturizer fields (model, revision, layer, sae, sae_format, threshold, max_length, max_batch_tokens,
+            dtype, use_chat_template, batch_size, device) for the SAE methods and kcenter, e.g. {model:
+            HuggingFaceTB/SmolLM2-135M-Instruct, layer: 15, sae: org/repo, threshold: 10, dtype: bfloat16}; the text
+            columns are the job's, and the SAE's subfolder follows from layer.
+        sae_training (`dict`, *optional*, defaults to `{}`):
+            SAETrainingConfig fields for the SAE trained on the pool when featurizer.sae is unset, e.g. {num_latents:
+            8192, k: 32, max_examples: 400}; seed defaults to the job's.
+        threshold_quantile (`float` or `None`, *optional*, defaults to `None`):
+            Keep SAE latents above this quantile (0-1) of the pool's max-pooled values instead of
+            featurizer.threshold; portable across SAEs whose activation scale differs (e.g. ones trained here).
+        simscale_similarity (`Literal['jaccard', 'cosine']`, *optional*, defaults to `"jaccard"`):
+            sae_simscale: Jaccard on feature ids or cosine on max-pooled values.
+        output_dir (`str`, *optional*, defaults to `"outputs/quickstart"`):
+            Folder for the dataset, card and metrics.
+        map_batch_size (`int`, *optional*, defaults to `1000`):
+            Batch size of the datasets.map scoring passes.
+        num_proc (`int` or `None`, *optional*, defaults to `None`):
+            Processes for datasets.map (None: one).
     """
 
     dataset: str = field(
@@ -156,8 +206,10 @@ class SelectionConfig(JobOptions):
     judge_threshold: float = field(default=4.5, metadata={"help": "AlpaGasus keeps examples scored at or above this (0-5)."})
     featurizer: dict = field(
         default_factory=dict,
-        metadata={"help": "SAEFeaturizer fields for the SAE methods and kcenter, e.g. {model: HuggingFaceTB/SmolLM2-135M-Instruct, "
-                          "layer: 15, sae: org/repo, threshold: 10, dtype: bfloat16}; the SAE's subfolder follows from layer."},
+        metadata={"help": "SAEFeaturizer fields (model, revision, layer, sae, sae_format, threshold, max_length, max_batch_tokens, "
+                          "dtype, use_chat_template, batch_size, device) for the SAE methods and kcenter, e.g. {model: "
+                          "HuggingFaceTB/SmolLM2-135M-Instruct, layer: 15, sae: org/repo, threshold: 10, dtype: bfloat16}; the text "
+                          "columns are the job's, and the SAE's subfolder follows from layer."},
     )
     sae_training: dict = field(
         default_factory=dict,
