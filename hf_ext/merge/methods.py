@@ -189,7 +189,7 @@ class TiesMerge(MergeMethod):
             part = flat[:, start:start + _SIGN_CHUNK]
             sign_mask = merge_utils.calculate_majority_sign_mask(part, method=self.majority_sign_method)
             mixed[start:start + _SIGN_CHUNK] = merge_utils.disjoint_merge(part * w, sign_mask)
-        del flat
+        del flat, part  # the last slice is a view that would keep the stacked task vectors alive
         return base + self.scale * mixed.reshape(base.shape)
 
 
@@ -493,7 +493,7 @@ def _task_vector_merge(deltas: list[torch.Tensor], weights: torch.Tensor, base: 
             mask = sign == (vote >= 0).to(flat.dtype) * 2 - 1
             torch.sum(part * mask, dim=0, out=mixed[start:end])
             torch.sum(w_col * mask, dim=0, out=divisor[start:end])
-        del stacked, flat
+        del stacked, flat, part  # the last slice is a view that would keep the stacked task vectors alive
         mixed, divisor = mixed.reshape(base.shape), divisor.reshape(base.shape)
         divisor[divisor == 0] = 1
     else:
@@ -524,10 +524,14 @@ def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False)
     k = max(1, int(density * tensor.numel()))
     magnitude = tensor.abs().reshape(-1).float()
     mask = top_magnitude_mask(magnitude, k)
-    if mask is None:  # values tie at the threshold: the reference's own choice among them
+    if mask is None:  # values tie at the threshold: the reference's own choice among them (its argsort)
+        order = argsort_inplace(magnitude, descending=True)
+        del magnitude  # sorted in place: its memory held the sort's values
         mask = torch.zeros(tensor.numel(), dtype=torch.bool)
-        mask[torch.argsort(magnitude, descending=True)[:k]] = True
-    del magnitude
+        mask[order[:k]] = True
+        del order
+    else:
+        del magnitude
     return _rescaled(tensor, mask.reshape_as(tensor), rescale)
 
 
@@ -539,6 +543,7 @@ def peft_magnitude_prune(tensor: torch.Tensor, density: float) -> torch.Tensor:
     magnitude = tensor.abs().reshape(-1)
     mask = top_magnitude_mask(magnitude, k)
     if mask is None:  # values tie at the threshold: PEFT's own topk picks among them
+        del magnitude
         return merge_utils.magnitude_based_pruning(tensor, density)
     del magnitude
     return tensor * mask.reshape(tensor.shape)
@@ -548,8 +553,8 @@ def top_magnitude_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor | None:
     """The entries of the flat `magnitude` that a full sort (or topk) puts in its first `k`, or None when the
     choice depends on the sort's tie-breaking.
 
-    The k-th largest value ``v`` comes from ``torch.kthvalue`` (a selection, O(n), no int64 index of the whole
-    tensor). ``magnitude >= v`` is exactly the sorted top-k when it holds k entries. When more values equal
+    The k-th largest value ``v`` comes from a selection (:func:`kth_smallest`, O(n), no sort and no int64 index
+    of the whole tensor). ``magnitude >= v`` is exactly the sorted top-k when it holds k entries. When more values equal
     ``v`` the choice among them is the sort's; it does not matter when ``v`` is 0 (``x * 0`` and ``x * 1`` are
     the same ±0 for a zero ``x``), otherwise the caller falls back to the reference sort.
     """
@@ -558,11 +563,39 @@ def top_magnitude_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor | None:
         return torch.zeros(n, dtype=torch.bool)
     if k >= n:
         return torch.ones(n, dtype=torch.bool)
-    threshold = torch.kthvalue(magnitude, n - k + 1).values
+    (threshold,) = kth_smallest(magnitude, [n - k + 1])
     mask = magnitude >= threshold
     if threshold == 0 or int(mask.sum()) == k:
         return mask
     return None
+
+
+def kth_smallest(values: torch.Tensor, ks: list[int]) -> list[torch.Tensor]:
+    """The `ks`-th smallest entries (1-based, as ``torch.kthvalue(values, k).values``) of the flat `values`.
+
+    One copy of `values` is partitioned in place by numpy's introselect; ``torch.kthvalue`` on CPU keeps a copy
+    and an int64 index of the whole tensor (3× its size, the peak of a streamed TIES merge). The k-th value
+    is the same number either way (ties change which entry holds it, never its value)."""
+    if values.dtype not in (torch.float32, torch.float64, torch.float16):  # no numpy dtype (bfloat16): torch's
+        return [torch.kthvalue(values.reshape(-1), k).values for k in ks]
+    work = values.detach().reshape(-1).clone().numpy()
+    positions = [k - 1 for k in ks]
+    work.partition(positions)
+    return [torch.tensor(work[i]) for i in positions]
+
+
+def argsort_inplace(values: torch.Tensor, *, descending: bool) -> torch.Tensor:
+    """``torch.argsort(values, descending=descending)`` of a flat tensor the caller owns, sorting `values` in place.
+
+    The same sort kernel on the same data, so the same order, ties included (the reference's choice among tied
+    values); writing the sorted values over the input saves the copy ``argsort`` makes (a float32 tensor's
+    size, at the peak of a merge). Falls back to ``argsort`` where torch refuses the aliasing."""
+    indices = torch.empty(values.shape, dtype=torch.long)
+    try:
+        torch.sort(values, descending=descending, out=(values, indices))
+    except RuntimeError:
+        return torch.argsort(values, descending=descending)
+    return indices
 
 
 def random_prune(tensor: torch.Tensor, density: float, rescale: bool = True) -> torch.Tensor:
@@ -583,11 +616,14 @@ def outlier_prune(tensor: torch.Tensor, density: float, gamma: float, rescale: b
     magnitude = tensor.abs().reshape(-1).float()
     mask = torch.zeros(n, dtype=torch.bool)
     if keep > 0:  # ranks bottom .. bottom+keep-1 of the ascending sort, by two thresholds when no value ties across them
-        lo, hi = torch.kthvalue(magnitude, bottom + 1).values, torch.kthvalue(magnitude, bottom + keep).values
+        lo, hi = kth_smallest(magnitude, [bottom + 1, bottom + keep])
         mask = (magnitude >= lo).logical_and_(magnitude <= hi)
         if int(mask.sum()) != keep:
-            mask.zero_()
-            mask[torch.sort(magnitude, descending=False).indices[bottom:bottom + keep]] = True
+            del mask
+            order = argsort_inplace(magnitude, descending=False)
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[order[bottom:bottom + keep]] = True
+            del order
     del magnitude
     return _rescaled(tensor, mask.reshape_as(tensor), rescale)
 
