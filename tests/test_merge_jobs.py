@@ -20,10 +20,10 @@ def test_hf_ext_merge_recipe_with_flag_override(tmp_path, capsys):
     base, a, b = (save_tiny(tmp_path / n, tiny_llama(seed=s, tokenizer=tok), tok) for n, s in (("base", 0), ("a", 1), ("b", 2)))
     recipe = tmp_path / "ties.yaml"
     recipe.write_text(yaml.safe_dump({
-        "job": "merge", "method": "ties", "models": [str(a), str(b)], "base_model": str(base), "density": 0.5,
+        "job": "merge", "method": "ties", "models": [str(a), str(b)], "base_model": str(base), "method_options": {"density": 0.5},
         "input_hub_ids": ["org/a", "org/b"], "base_hub_id": "org/base", "output_dir": str(tmp_path / "out"),
     }))  # fmt: skip
-    assert main(["merge", str(recipe), "--density", "1.0"]) == 0
+    assert main(["merge", str(recipe), "--method_options", "{density: 1.0}"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["method"] == "ties"
     card = (tmp_path / "out" / "README.md").read_text()
@@ -36,6 +36,44 @@ def test_hf_ext_merge_recipe_with_flag_override(tmp_path, capsys):
     bad.write_text(yaml.safe_dump({"job": "merge", "models": [str(a)], "method": "linear", "densty": 0.2}))
     assert main(["merge", str(bad)]) == 2
     assert "Unknown key 'densty'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("key", "value"), [("density", 0.2), ("majority_sign_method", "total"), ("scale", 0.5),
+                                            ("normalize", False), ("ties", True)])  # fmt: skip
+def test_merge_method_settings_moved_into_method_options(tmp_path, capsys, key, value):
+    """The keys MergeConfig used to mirror from the methods are refused, in a recipe and as a flag, naming
+    method_options; method_options is checked by the method's dataclass (names and types) before any work."""
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump({"job": "merge", "method": "ties", "models": ["a"], key: value,
+                                      "output_dir": str(tmp_path / "out")}))  # fmt: skip
+    assert main(["merge", str(recipe)]) == 2
+    assert f"`{key}` moved: use method_options: {{{key}: ...}}" in capsys.readouterr().err
+    recipe.write_text(yaml.safe_dump({"job": "merge", "method": "ties", "models": ["a"], "output_dir": str(tmp_path / "out")}))
+    assert main(["merge", str(recipe), f"--{key}", str(value)]) == 2
+    assert f"`{key}` moved: use method_options" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_method_options_checked_by_the_methods_dataclass(tmp_path):
+    from hf_ext.config import parse_config
+    from hf_ext.errors import InputError
+    from hf_ext.merge.job import MergeConfig
+    from hf_ext.merge.methods import DareMerge, TiesMerge
+
+    values = {"models": ["a"], "method": "ties", "output_dir": str(tmp_path / "out")}
+    config = parse_config(MergeConfig, {**values, "method_options": {"density": 1, "majority_sign_method": "frequency"}})
+    assert config.merge_method() == TiesMerge(density=1.0, majority_sign_method="frequency")
+    flagged = parse_config(MergeConfig, values, ["--method_options", '{"density": 0.3}'])  # JSON or YAML text
+    assert flagged.method_options == {"density": 0.3} and flagged.merge_method().density == 0.3
+    assert parse_config(MergeConfig, {**values, "method": "dare", "seed": 7}).merge_method() == DareMerge(seed=7)
+    assert parse_config(MergeConfig, {**values, "method": "dare", "seed": 7, "method_options": {"seed": 3}}).merge_method().seed == 3
+    for options, message in [({"densty": 0.2}, "no setting 'densty'. Its settings: ['convention', 'density'"),
+                             ({"density": "most"}, "'method_options.density' must be float | list[float]"),
+                             ({"majority_sign_method": "most"}, "'method_options.majority_sign_method' must be one of ['total', 'frequency']")]:  # fmt: skip
+        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("|", r"\|")):
+            parse_config(MergeConfig, {**values, "method_options": options})
+    with pytest.raises(InputError, match="method_options must be a mapping"):
+        parse_config(MergeConfig, values, ["--method_options", "[0.3]"])
 
 
 def test_time_vector_job_endpoints_match_year_models(tmp_path):

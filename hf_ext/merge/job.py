@@ -2,36 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import InputError
-from ..jobs import JobOptions, job_output
+import yaml
+
+from ..errors import InputError, RecipeError
+from ..jobs import JobOptions, job_output, refuse_old_hub_keys
+
+if TYPE_CHECKING:
+    from .methods import MergeMethod
 
 __all__ = ["MergeConfig", "run_merge"]
 
-_METHOD_FIELDS = ("normalize", "scale", "density", "majority_sign_method", "ties")
+# Settings that were MergeConfig fields mirroring the methods' own; they live in `method_options` now.
+_MOVED_TO_METHOD_OPTIONS = ("density", "majority_sign_method", "normalize", "scale", "ties")
 
 
 @dataclass
 class MergeConfig(JobOptions):
-    """Settings of a merge; every field is a recipe key and a ``--flag``."""
+    """Settings of a merge; every field is a recipe key and a ``--flag``.
 
-    mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})
+    The method's own settings are one value, ``method_options``, checked by the method's dataclass
+    (:mod:`hf_ext.merge.methods`) when the config is built, as ``CurateConfig.step_options`` is by each step.
+    """
+
+    mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/method_options/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})
     models: list[str] = field(default_factory=list, metadata={"help": "Models to merge: Hub ids or local folders (safetensors), same architecture."})
     method: str = field(default="linear", metadata={"help": "A method of hf_ext.merge.MERGE_METHODS: linear (model soup / checkpoint averaging), task_arithmetic, ties, dare, della, breadcrumbs, slerp, nuslerp, model_stock, passthrough."})
-    method_options: dict[str, Any] | None = field(default=None, metadata={"help": "Further settings of the method's dataclass, checked by it (e.g. {t: 0.3} for slerp, {epsilon: 0.1} for della, {convention: mergekit} for ties/dare)."})
+    method_options: dict[str, Any] | str | None = field(default=None, metadata={"help": "The method's settings, the fields of its dataclass in hf_ext.merge.methods, checked by it (e.g. {density: 0.2, majority_sign_method: total, scale: 1.0} for ties, {t: 0.3} for slerp, {normalize: false} for linear, {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML or JSON)."})
     weights: list[float] | None = field(default=None, metadata={"help": "One weight per model (default uniform)."})
     base_model: str | None = field(default=None, metadata={"help": "The shared base (Hub id or folder); task_arithmetic, ties and dare take task vectors against it."})
     input_hub_ids: list[str] | None = field(default=None, metadata={"help": "Hub ids the card names for the models when they are local folders."})
     base_hub_id: str | None = field(default=None, metadata={"help": "Hub id the card names for a local base_model."})
-    normalize: bool | None = field(default=None, metadata={"help": "linear: divide by the sum of weights (default true)."})
-    scale: float | None = field(default=None, metadata={"help": "task_arithmetic / ties / dare: λ multiplying the merged task vector (default 1)."})
-    density: float | None = field(default=None, metadata={"help": "ties / dare: fraction of task-vector entries kept."})
-    majority_sign_method: str | None = field(default=None, metadata={"help": "ties / dare with ties: 'total' or 'frequency'."})
-    ties: bool | None = field(default=None, metadata={"help": "dare: TIES sign election after dropping (dare_ties)."})
-    seed: int = field(default=0, metadata={"help": "dare: seed of the drop masks."})
+    seed: int = field(default=0, metadata={"help": "Seed of random methods' drop masks (dare, della: their `seed` unless method_options sets it); mergekit-yaml's --random-seed for a mergekit config."})
     dtype: str | None = field(default=None, metadata={"help": "Output dtype (float32, bfloat16, float16); default: the inputs'."})
     max_shard_size: str = field(default="5GB", metadata={"help": "Largest safetensors shard, like save_pretrained's."})
     output_dir: str = field(default="outputs/merge", metadata={"help": "Folder for the merged model, its card and metrics.json."})
@@ -50,24 +57,50 @@ class MergeConfig(JobOptions):
         return {"mergekit_config": {k: v for k, v in values.items() if k not in cls._JOB_KEYS},
                 **{k: v for k, v in values.items() if k in cls._JOB_KEYS}}
 
+    @staticmethod
+    def check_recipe(values: dict[str, Any], argv: list[str] | None = None) -> None:
+        """Refuse the keys that moved into ``method_options`` (and the old Hub keys), naming the new spelling."""
+        refuse_old_hub_keys(values, argv)
+        flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in (argv or []) if a.startswith("--")}
+        for old in _MOVED_TO_METHOD_OPTIONS:
+            if old in values or old in flags:
+                raise RecipeError(f"`{old}` moved: use method_options: {{{old}: ...}} (a setting of the merge method's own "
+                                  f"dataclass, checked by it; as a flag: --method_options '{{{old}: ...}}').")
+
     def __post_init__(self) -> None:
+        if isinstance(self.method_options, str):  # a --method_options flag: YAML / JSON text
+            try:
+                options = yaml.safe_load(self.method_options)
+            except yaml.YAMLError as exc:
+                raise InputError(f"method_options {self.method_options!r} is not a YAML/JSON mapping ({exc}); "
+                                 "write e.g. --method_options '{density: 0.3}'.") from None
+            if not isinstance(options, dict):
+                raise InputError(f"method_options must be a mapping of the method's settings, got {self.method_options!r}; "
+                                 "write e.g. --method_options '{density: 0.3}'.")
+            self.method_options = options
         if self.mergekit_config is not None:
             if self.models or self.method != "linear" or self.weights or self.base_model or self.method_options:
-                raise InputError("MergeConfig: give either mergekit_config or models/method/weights/base_model, not both.")
+                raise InputError("MergeConfig: give either mergekit_config or models/method/method_options/weights/base_model, not both.")
             super().__post_init__()
             return
         if not self.models:
             raise InputError("MergeConfig.models is empty: list the Hub ids or folders of the models to merge.")
+        self.merge_method()  # the method's dataclass checks method_options now, before any tensor is read
         super().__post_init__()  # output folder and Hub settings
 
-    def method_params(self) -> dict[str, Any]:
-        params = {name: getattr(self, name) for name in _METHOD_FIELDS if getattr(self, name) is not None}
-        if self.method in ("dare", "della"):
-            params["seed"] = self.seed
-        overlap = sorted(set(params) & set(self.method_options or {}))
-        if overlap:
-            raise InputError(f"{overlap[0]!r} is set both as a field and in method_options; set it once.")
-        return {**params, **(self.method_options or {})}
+    def merge_method(self) -> MergeMethod:
+        """The method object: ``method`` built from ``method_options`` (and the job's ``seed`` for random methods)."""
+        from ..config import coerce
+        from .methods import MERGE_METHODS, get_merge_method
+
+        options = dict(self.method_options or {})
+        cls = MERGE_METHODS.get(self.method)
+        if cls is not None:  # an unknown method or setting is refused by get_merge_method, naming the valid ones
+            names, hints = {f.name for f in dataclasses.fields(cls)}, typing.get_type_hints(cls)
+            options = {k: coerce(v, hints[k], f"method_options.{k}") if k in names else v for k, v in options.items()}
+            if "seed" in names:
+                options.setdefault("seed", self.seed)
+        return get_merge_method(self.method, **options)
 
 
 def run_merge(config: MergeConfig) -> dict[str, Any]:
@@ -79,9 +112,9 @@ def run_merge(config: MergeConfig) -> dict[str, Any]:
         return _run_mergekit(config, start)
     with job_output(config, repo_type="model", writer="merge", commit_message=f"hf_ext: {config.method} merge") as out:
         merge_models(
-            config.models, config.method, output_dir=out.dir, weights=config.weights, base=config.base_model,
+            config.models, config.merge_method(), output_dir=out.dir, weights=config.weights, base=config.base_model,
             hub_ids=config.input_hub_ids, base_hub_id=config.base_hub_id, dtype=config.dtype,
-            max_shard_size=config.max_shard_size, **config.method_params(),
+            max_shard_size=config.max_shard_size,
         )  # fmt: skip; merge_models writes the card, job_output the metrics and then the push
         out.metrics = {"method": config.method, "models": config.models, "output_dir": str(config.output_dir),
                        "elapsed_seconds": round(time.perf_counter() - start, 3),
