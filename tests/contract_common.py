@@ -35,6 +35,7 @@ def _sae_rows(n: int, rng: np.random.Generator, num_latents: int = 64) -> dict[s
 COLUMN_MAKERS: dict[str, Any] = {
     "response_tokens": lambda n, rng: rng.integers(1, 400, size=n).tolist(),
     "judge_score": lambda n, rng: rng.uniform(4.5, 5.0, size=n).round(2).tolist(),  # all pass AlpaGasus' 4.5
+    "less_score": lambda n, rng: rng.uniform(-1.0, 1.0, size=n).round(4).tolist(),  # weighted cosines
     **{f"sae_{part}": (lambda part: lambda n, rng: _sae_rows(n, np.random.default_rng(int(rng.integers(1 << 30))))[part])(part)
        for part in ("ids", "values", "count", "embedding")},
 }
