@@ -24,6 +24,7 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ...errors import InputError
+from ...models import load_causal_lm
 from ...paths import check_plain_name
 from .routers import BayesianRouter, ClusterRouter, Router, router_from_dict
 
@@ -82,7 +83,7 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
 
     def __init__(self, experts: Sequence[Any], router: Router | None = None, *, mixing: Literal["probability", "logit"] = "probability",
                  top_k: int | None = None, names: Sequence[str] | None = None, tokenizer: Any = None):
-        experts = [e if isinstance(e, torch.nn.Module) else _load_expert(e) for e in experts]
+        experts = [load_causal_lm(e, role=f"expert {i}") for i, e in enumerate(experts)]
         if not experts:
             raise InputError("ExpertEnsemble needs at least one expert.")
         vocab = {e.config.vocab_size for e in experts}
@@ -236,17 +237,9 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
             raise InputError(f"{spec_file} must list expert_names (one folder name per expert under experts/).")
         for name in names:  # a name like '../../x' would load a model from outside the folder
             check_plain_name(name, field=f"expert name in {spec_file}", folder=folder / "experts")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        experts = [AutoModelForCausalLM.from_pretrained(folder / "experts" / n) for n in spec["expert_names"]]
+        experts = [load_causal_lm(folder / "experts" / n, role=f"expert {n!r}") for n in spec["expert_names"]]
         tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
         return cls(experts, router_from_dict(spec["router"]), mixing=spec["mixing"], top_k=spec["top_k"],
                    names=spec["expert_names"], tokenizer=tokenizer).eval()  # fmt: skip
-
-
-def _load_expert(source: str | os.PathLike):
-    from transformers import AutoModelForCausalLM
-
-    from ...models import resolve_model
-
-    return AutoModelForCausalLM.from_pretrained(resolve_model(str(source)))
