@@ -56,9 +56,12 @@ def featurize(ds, config, columns: list[str]):
     """Add each missing column in `columns` with its registered featurizer via ``ds.map``.
 
     Args:
-        ds (`datasets.Dataset`): the pool.
-        config (`SelectionConfig`): the job's settings; the builders read theirs from it.
-        columns (`list[str]`): the columns the selectors need.
+        ds (`datasets.Dataset`):
+            The pool.
+        config (`SelectionConfig`):
+            The job's settings; the builders read theirs from it.
+        columns (`list[str]`):
+            The columns the selectors need.
     """
     for column in columns:
         if column in ds.column_names:

@@ -76,10 +76,20 @@ class JudgeScorer:
     and ``judge_raw`` (the judge's text).
 
     Args:
-        backend: a `TransformersBackend` or `OpenAIBackend` (settings only are pickled).
-        instruction_column / input_column / response_column: where the example's text is;
-            ``input_column=None`` when the pool has no separate input.
-        dimension: what the judge rates ("accuracy" in AlpaGasus; "helpfulness" is the other).
+        backend (`TransformersBackend` or `OpenAIBackend`, *optional*, defaults to `TransformersBackend()`):
+            A `TransformersBackend` or `OpenAIBackend` (settings only are pickled).
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input; ``None`` when the pool has no separate input.
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response the judge rates.
+        dimension (`str`, *optional*, defaults to `"accuracy"`):
+            What the judge rates ("accuracy" in AlpaGasus; "helpfulness" is the other).
+        score_column (`str`, *optional*, defaults to `"judge_score"`):
+            Name of the added score column.
+        raw_column (`str`, *optional*, defaults to `"judge_raw"`):
+            Name of the added column with the judge's text.
     """
 
     backend: TransformersBackend | OpenAIBackend = field(default_factory=TransformersBackend)

@@ -42,7 +42,8 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
     """Run the selection job and return its metrics (also written to ``metrics.json``).
 
     Args:
-        config (`SelectionConfig`): the job's settings.
+        config (`SelectionConfig`):
+            The job's settings.
     """
     start = time.perf_counter()
     c = config

@@ -26,10 +26,15 @@ class ResponseLengthScorer:
     Adds ``response_tokens`` (int). Special tokens are not counted and nothing is truncated.
 
     Args:
-        tokenizer: Hub id or local path of the tokenizer to count with (resolved by
-            `hf_ext.models`, so packaged copies work offline). ``None`` counts whitespace words.
-        response_column: column holding the response text.
-        output_column: name of the added column.
+        tokenizer (`str` or `None`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`):
+            Hub id or local path of the tokenizer to count with (resolved by `hf_ext.models`, so packaged copies
+            work offline). ``None`` counts whitespace words.
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column holding the response text.
+        output_column (`str`, *optional*, defaults to `"response_tokens"`):
+            Name of the added column.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision of the tokenizer on the Hub.
     """
 
     tokenizer: str | None = "sentence-transformers/all-MiniLM-L6-v2"

@@ -56,7 +56,8 @@ class Selector:
         """Pick `budget` row indices from `columns` (a Dataset or a dict of columns).
 
         Args:
-            prefix: the featurizer's column prefix (``SAEFeaturizer(prefix=...)``); None: the default.
+            prefix (`str` or `None`, *optional*, defaults to `None`):
+                The featurizer's column prefix (``SAEFeaturizer(prefix=...)``); None: the default.
         """
         if prefix is not None and self.prefix is None:
             raise InputError(f"Selector {self.name!r} reads no featurizer columns; it takes no prefix (got {prefix!r}).")
