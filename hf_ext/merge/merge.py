@@ -176,20 +176,33 @@ def merge_models(
     """Merge models into ``output_dir``, streaming one tensor at a time (peak memory ≈ a few tensors).
 
     Args:
-        models: folders, Hub ids, models or :class:`WeightSource` objects of one architecture.
-        method: ``"linear"`` (soup), ``"task_arithmetic"``, ``"ties"``, ``"dare"`` or a
-            :class:`MergeMethod` object; ``method_params`` set a named method's fields.
-        output_dir: where the merged safetensors, config, tokenizer and card go.
-        weights: one weight per model (default uniform 1/n).
-        base: the shared base model, needed by task arithmetic, TIES and DARE.
-        hub_ids / base_hub_id: Hub ids the card names for local inputs.
-        dtype: output dtype (default: each tensor's own).
-        max_shard_size: shard size like ``save_pretrained``'s.
-        check_values: refuse NaN/inf weights (one extra pass over each tensor).
-        push_to_hub: repo id to upload the finished folder to (one commit).
-        overwrite: replace an existing ``output_dir`` that hf_ext did not write (see
-            :func:`hf_ext.outputs.output_folder`: the folder is written to a temporary sibling and
-            moved into place, so a failure or a kill leaves the previous one intact).
+        models (`Sequence[Any]`):
+            Folders, Hub ids, models or :class:`WeightSource` objects of one architecture.
+        method (`str` or `MergeMethod`, *optional*, defaults to `"linear"`):
+            ``"linear"`` (soup), ``"task_arithmetic"``, ``"ties"``, ``"dare"`` or a :class:`MergeMethod` object;
+            ``method_params`` set a named method's fields.
+        output_dir (`str` or `os.PathLike`):
+            Where the merged safetensors, config, tokenizer and card go.
+        weights (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            One weight per model (default uniform 1/n).
+        base (`Any`, *optional*, defaults to `None`):
+            The shared base model, needed by task arithmetic, TIES and DARE.
+        hub_ids (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+            Hub ids the card names for local inputs.
+        base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id the card names for a local base.
+        dtype (`torch.dtype` or `str` or `None`, *optional*, defaults to `None`):
+            Output dtype (default: each tensor's own).
+        max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+            Shard size like ``save_pretrained``'s.
+        check_values (`bool`, *optional*, defaults to `True`):
+            Refuse NaN/inf weights (one extra pass over each tensor).
+        push_to_hub (`str` or `None`, *optional*, defaults to `None`):
+            Repo id to upload the finished folder to (one commit).
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an existing ``output_dir`` that hf_ext did not write (see
+            :func:`hf_ext.outputs.output_folder`: the folder is written to a temporary sibling and moved into
+            place, so a failure or a kill leaves the previous one intact).
 
     Returns:
         The output folder; it loads with ``AutoModelForCausalLM.from_pretrained``.
@@ -259,10 +272,13 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
     """The (weighted) average of models' weights, as a new in-memory model: a model soup.
 
     Args:
-        models: ``nn.Module`` models (or folders / Hub ids, loaded with ``AutoModelForCausalLM``)
-            of one architecture, e.g. experts branched from one seed.
-        weights: one weight per model; default uniform. Weights are normalised to sum to 1.
-        method: another merge method (default :class:`LinearMerge`); ``base`` for methods that need one.
+        models (`Sequence[Any]`):
+            ``nn.Module`` models (or folders / Hub ids, loaded with ``AutoModelForCausalLM``) of one architecture,
+            e.g. experts branched from one seed.
+        weights (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            One weight per model; default uniform. Weights are normalised to sum to 1.
+        method (`str` or `MergeMethod` or `None`, *optional*, defaults to `None`):
+            Another merge method (default :class:`LinearMerge`); ``base`` for methods that need one.
 
     Returns:
         A copy of the first model (same class and config) holding the merged weights, in eval mode.
@@ -303,10 +319,12 @@ def average_checkpoints(
     """Llama-3-style model averaging: the uniform average of checkpoints (or of runs) of one stage.
 
     Args:
-        checkpoints: folders to average, or a Trainer ``output_dir`` whose ``checkpoint-N``
-            folders are averaged (the last `last_n` by step).
-        hub_ids: Hub ids of the averaged models for the card. Checkpoints of a local run have
-            none: then the card names ``base_hub_id`` (the model the run started from).
+        checkpoints (`str` or `os.PathLike` or `Sequence[str | os.PathLike]`):
+            Folders to average, or a Trainer ``output_dir`` whose ``checkpoint-N`` folders are averaged (the last
+            `last_n` by step).
+        hub_ids (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+            Hub ids of the averaged models for the card. Checkpoints of a local run have none: then the card names
+            ``base_hub_id`` (the model the run started from).
     """
     if isinstance(checkpoints, (str, os.PathLike)):
         run = Path(checkpoints)

@@ -212,9 +212,12 @@ class MergekitMerge:
     """A parsed, validated mergekit config; :meth:`run` writes the merged model (see the module docs).
 
     Args:
-        config: the config mapping (mergekit's schema).
-        seed: seed of DARE/DELLA drop masks (mergekit-yaml's ``--random-seed``).
-        text: the YAML text it was read from (embedded in the card).
+        config (`dict[str, Any]`):
+            The config mapping (mergekit's schema).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of DARE/DELLA drop masks (mergekit-yaml's ``--random-seed``).
+        text (`str` or `None`, *optional*, defaults to `None`):
+            The YAML text it was read from (embedded in the card).
     """
 
     def __init__(self, config: dict[str, Any], *, seed: int = 0, text: str | None = None):
@@ -530,9 +533,12 @@ class MergekitMerge:
         """Write the merged model to `output_dir` (safetensors, config, tokenizer, card with the config).
 
         Args:
-            hub_ids: Hub id per local model reference, for the card (``base_model`` lists Hub ids only).
-            push_to_hub: repo id to upload the finished folder to.
-            overwrite: replace an existing folder hf_ext did not write (:func:`hf_ext.outputs.output_folder`).
+            hub_ids (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
+                Hub id per local model reference, for the card (``base_model`` lists Hub ids only).
+            push_to_hub (`str` or `None`, *optional*, defaults to `None`):
+                Repo id to upload the finished folder to.
+            overwrite (`bool`, *optional*, defaults to `False`):
+                Replace an existing folder hf_ext did not write (:func:`hf_ext.outputs.output_folder`).
         """
         import time
 

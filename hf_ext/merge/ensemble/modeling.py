@@ -55,13 +55,19 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
     """An ensemble of causal-LM experts that behaves like one causal LM.
 
     Args:
-        experts: causal LMs sharing one tokenizer / vocabulary (models, folders or Hub ids).
-        router: a :class:`BayesianRouter` (default), :class:`ClusterRouter` or :class:`UniformRouter`.
-        mixing: ``"probability"`` — ``log Σ_j w_j p_j`` (X-ELM's perplexity setting) — or
-            ``"logit"`` — ``log_softmax(Σ_j w_j log p_j)`` (its downstream setting).
-        top_k: keep the k largest weights per position (renormalised); ``None`` keeps all.
-        names: one name per expert (e.g. the cluster's languages).
-        tokenizer: needed by the clustering router (it routes on text) and by :meth:`add_expert`.
+        experts (`Sequence[Any]`):
+            Causal LMs sharing one tokenizer / vocabulary (models, folders or Hub ids).
+        router (`Router` or `None`, *optional*, defaults to `None`):
+            A :class:`BayesianRouter` (default), :class:`ClusterRouter` or :class:`UniformRouter`.
+        mixing (`Literal['probability', 'logit']`, *optional*, defaults to `"probability"`):
+            ``"probability"`` — ``log Σ_j w_j p_j`` (X-ELM's perplexity setting) — or ``"logit"`` —
+            ``log_softmax(Σ_j w_j log p_j)`` (its downstream setting).
+        top_k (`int` or `None`, *optional*, defaults to `None`):
+            Keep the k largest weights per position (renormalised); ``None`` keeps all.
+        names (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+            One name per expert (e.g. the cluster's languages).
+        tokenizer (`Any`, *optional*, defaults to `None`):
+            Needed by the clustering router (it routes on text) and by :meth:`add_expert`.
 
     ``forward`` returns :class:`EnsembleOutput` whose ``logits`` are log-probabilities, so
     ``cross_entropy(logits, labels)`` is the ensemble's NLL and ``generate()`` samples from the mixture
@@ -176,9 +182,12 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
         slot for the new expert (a new cluster centre from `texts` for the clustering router).
 
         Args:
-            name: the new expert's name.
-            texts: its training texts.
-            args: ``TrainingArguments`` or a dict of its fields for :func:`hf_ext.lm.train_causal_lm`.
+            name (`str`):
+                The new expert's name.
+            texts (`Sequence[str]`):
+                Its training texts.
+            args (`Any`):
+                ``TrainingArguments`` or a dict of its fields for :func:`hf_ext.lm.train_causal_lm`.
 
         Returns:
             The index of the expert it was branched from.

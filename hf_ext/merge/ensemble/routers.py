@@ -74,8 +74,10 @@ class BayesianRouter(Router):
     the first position only the prior is known.
 
     Args:
-        prior: p(j) (default uniform).
-        temperature: likelihoods are raised to 1/temperature (1 = the exact posterior).
+        prior (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            P(j) (default uniform).
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Likelihoods are raised to 1/temperature (1 = the exact posterior).
     """
 
     needs_token_logprobs = True
