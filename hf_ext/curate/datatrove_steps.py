@@ -92,12 +92,16 @@ def datatrove_steps(pipeline: str | CurationPipeline, url_key: str = "url", step
     """The steps of a named (or built) curation pipeline as datatrove pipeline steps.
 
     Args:
-        pipeline: a name from `PIPELINES` or a `CurationPipeline`.
-        url_key: the ``doc.metadata`` key holding the URL.
-        step_options: ``{step: {argument: value}}`` for a named pipeline.
-        exclusion_writer: a datatrove ``DiskWriter`` for the dropped documents. Every filter gets
-            its own copy writing under a subfolder named after the step
-            (``<output_folder>/<step>/<output_filename>``), as datatrove's filters each take one.
+        pipeline (`str` or `CurationPipeline`):
+            A name from `PIPELINES` or a `CurationPipeline`.
+        url_key (`str`, *optional*, defaults to `"url"`):
+            The ``doc.metadata`` key holding the URL.
+        step_options (`dict` or `None`, *optional*, defaults to `None`):
+            ``{step: {argument: value}}`` for a named pipeline.
+        exclusion_writer (*optional*, defaults to `None`):
+            A datatrove ``DiskWriter`` for the dropped documents. Every filter gets its own copy writing under a
+            subfolder named after the step (``<output_folder>/<step>/<output_filename>``), as datatrove's filters
+            each take one.
     """
     pipe = CurationPipeline.from_name(pipeline, step_options) if isinstance(pipeline, str) else pipeline
     return [DatatroveFilter(s, url_key, exclusion_writer=_writer_for(exclusion_writer, s.name)) if isinstance(s, Filter)

@@ -34,12 +34,17 @@ class SentenceEmbedder:
     """Mean-pooled, L2-normalised sentence embeddings from a transformers encoder.
 
     Args:
-        model: Hub id or folder (default: the packaged ``all-MiniLM-L6-v2``).
-        max_length: tokens per text (the model's sentence-transformers setting: 256); longer
-            texts are truncated, so the head sees the start of a page.
-        batch_size: texts per forward pass.
-        device: torch device (default: CUDA when available).
-        dtype: weights' precision (None: the checkpoint's).
+        model (`str`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`):
+            Hub id or folder (default: the packaged ``all-MiniLM-L6-v2``).
+        max_length (`int`, *optional*, defaults to `256`):
+            Tokens per text (the model's sentence-transformers setting: 256); longer texts are truncated, so the
+            head sees the start of a page.
+        batch_size (`int`, *optional*, defaults to `32`):
+            Texts per forward pass.
+        device (`str` or `None`, *optional*, defaults to `None`):
+            Torch device (default: CUDA when available).
+        dtype (`str` or `None`, *optional*, defaults to `None`):
+            Weights' precision (None: the checkpoint's).
     """
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -104,10 +109,15 @@ class EmbeddingQualityScorer:
     """``ds.map(scorer, batched=True)``: ``quality_score`` = head(embedding(text)).
 
     Args:
-        weights / bias: the linear head (``len(weights)`` = the encoder's hidden size).
-        link: ``"logistic"`` (score = p(positive), from a classifier) or ``"identity"`` (the
-            predicted label, e.g. an educational score 0-5, from a regressor).
-        embedder: the frozen encoder's settings.
+        weights (`list[float]`):
+            Weights of the linear head, one per hidden unit (``len(weights)`` = the encoder's hidden size).
+        bias (`float`, *optional*, defaults to `0.0`):
+            Bias of the linear head.
+        link (`Literal['logistic', 'identity']`, *optional*, defaults to `"logistic"`):
+            ``"logistic"`` (score = p(positive), from a classifier) or ``"identity"`` (the predicted label, e.g.
+            an educational score 0-5, from a regressor).
+        embedder (`SentenceEmbedder`, *optional*, defaults to `SentenceEmbedder()`):
+            The frozen encoder's settings.
     """
 
     weights: list[float]

@@ -73,9 +73,12 @@ class EduJudge:
     valid score) and ``edu_raw`` (the judge's text).
 
     Args:
-        backend: a `TransformersBackend` or `OpenAIBackend` (only its settings are pickled).
-        prompt: the rating prompt with an ``{extract}`` slot (default: FineWeb-Edu's).
-        max_chars: characters of each page shown to the judge.
+        backend (`TransformersBackend` or `OpenAIBackend`, *optional*, defaults to `TransformersBackend()`):
+            A `TransformersBackend` or `OpenAIBackend` (only its settings are pickled).
+        prompt (`str`, *optional*, defaults to `FINEWEB_EDU_PROMPT`):
+            The rating prompt with an ``{extract}`` slot (default: FineWeb-Edu's).
+        max_chars (`int`, *optional*, defaults to `2000`):
+            Characters of each page shown to the judge.
     """
 
     backend: TransformersBackend | OpenAIBackend = field(default_factory=TransformersBackend)

@@ -69,14 +69,18 @@ class LanguageIDFilter(Filter):
     and a page of only ASCII punctuation and spaces (or empty) has no language and is dropped.
 
     Args:
-        language: fastText label without ``__label__`` (default ``"en"``).
-        min_score: the probability the label must exceed (DCLM: 0.65).
-        model_path: a local fastText lid.176 model (``lid.176.bin`` for DCLM's exact model), or a
-            Hub repo id together with ``model_filename``. Default: the packaged quantised
-            ``lid.176.ftz``.
-        model_filename: the model's file in the Hub repo ``model_path``.
-        newline: what replaces each newline before prediction: ``""`` (DCLM removes them, so
-            the last word of a line runs into the next) or ``" "`` (datatrove's LanguageFilter).
+        language (`str`, *optional*, defaults to `"en"`):
+            FastText label without ``__label__`` (default ``"en"``).
+        min_score (`float`, *optional*, defaults to `0.65`):
+            The probability the label must exceed (DCLM: 0.65).
+        model_path (`str` or `None`, *optional*, defaults to `None`):
+            A local fastText lid.176 model (``lid.176.bin`` for DCLM's exact model), or a Hub repo id together
+            with ``model_filename``. Default: the packaged quantised ``lid.176.ftz``.
+        model_filename (`str` or `None`, *optional*, defaults to `None`):
+            The model's file in the Hub repo ``model_path``.
+        newline (`str`, *optional*, defaults to `""`):
+            What replaces each newline before prediction: ``""`` (DCLM removes them, so the last word of a line
+            runs into the next) or ``" "`` (datatrove's LanguageFilter).
     """
 
     name = "language_id"

@@ -152,9 +152,12 @@ class CurationPipeline:
     """An ordered list of curation steps with per-step drop counts.
 
     Args:
-        steps: step names (see `STEPS`) or step objects, in order.
-        step_options: ``{step name: {argument: value}}`` for named steps.
-        name: a label for cards and logs.
+        steps (`Sequence`):
+            Step names (see `STEPS`) or step objects, in order.
+        step_options (`dict[str, dict]` or `None`, *optional*, defaults to `None`):
+            ``{step name: {argument: value}}`` for named steps.
+        name (`str`, *optional*, defaults to `"custom"`):
+            A label for cards and logs.
     """
 
     def __init__(self, steps: Sequence, step_options: dict[str, dict] | None = None, name: str = "custom"):

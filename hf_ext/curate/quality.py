@@ -41,9 +41,14 @@ def train_fasttext_classifier(
     """Train DCLM's fastText quality classifier and save it to `output_path`.
 
     Args:
-        positives / negatives: texts (e.g. ``ds["text"]``) of the two classes.
-        hyperparameters: fastText ``train_supervised`` options overriding `DCLM_FASTTEXT_DEFAULTS`.
-        threads: fastText threads (1 makes training reproducible).
+        positives (`Sequence[str]`):
+            Texts (e.g. ``ds["text"]``) of the positive (high-quality) class.
+        negatives (`Sequence[str]`):
+            Texts of the negative class.
+        hyperparameters:
+            FastText ``train_supervised`` options overriding `DCLM_FASTTEXT_DEFAULTS`.
+        threads (`int`, *optional*, defaults to `1`):
+            FastText threads (1 makes training reproducible).
     """
     try:
         import fasttext
@@ -73,10 +78,12 @@ class FastTextQualityScorer:
     """``ds.map(scorer, batched=True)``: adds ``quality_score`` = p(positive label).
 
     Args:
-        model: a local .bin path, or ``"repo_id/filename.bin"`` / ``"repo_id"`` + ``filename``
-            on the Hub (e.g. the released DCLM classifier
-            ``mlfoundations/fasttext-oh-eli5`` / ``openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin``).
-        positive_label: the label whose probability is the score (DCLM: ``hq``).
+        model (`str`):
+            A local .bin path, or ``"repo_id/filename.bin"`` / ``"repo_id"`` + ``filename`` on the Hub (e.g. the
+            released DCLM classifier ``mlfoundations/fasttext-oh-eli5`` /
+            ``openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin``).
+        positive_label (`str`, *optional*, defaults to `"hq"`):
+            The label whose probability is the score (DCLM: ``hq``).
     """
 
     def __init__(self, model: str, positive_label: str = "hq", filename: str | None = None,

@@ -71,10 +71,14 @@ def length_matched_pages(texts: Sequence[str], reference: Sequence[str], n: int 
     evenly across the texts (one long book does not crowd out the rest).
 
     Args:
-        texts: long documents (articles, books, answers) in their original form.
-        reference: pages whose word-count distribution the spans copy.
-        n: spans wanted (None: as many as the texts give).
-        seed: seeds the sampled lengths and the choice of spans.
+        texts (`Sequence[str]`):
+            Long documents (articles, books, answers) in their original form.
+        reference (`Sequence[str]`):
+            Pages whose word-count distribution the spans copy.
+        n (`int` or `None`, *optional*, defaults to `None`):
+            Spans wanted (None: as many as the texts give).
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the sampled lengths and the choice of spans.
     """
     if not reference:
         raise InputError("length_matched_pages needs reference pages to copy the word-count distribution from.")

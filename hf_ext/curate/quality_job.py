@@ -27,15 +27,22 @@ class PageSource:
     """One source of pages in a quality recipe.
 
     Args:
-        path: JSONL/Parquet file, or a .txt/.txt.gz file with one document per line (relative
-            paths are read under the job's ``data_dir``).
-        text_column: column with the text.
-        name: label in metrics and cards (default: the file name).
-        chunk: cut the documents into page-like spans matched in length to the training
-            negatives (for articles and books); False keeps documents whole (web pages).
-        strip_gutenberg: drop Project Gutenberg's licence header and footer first.
-        max_docs: read at most this many documents (None: all).
-        max_pages: keep at most this many pages (None: all), spread over the documents.
+        path (`str`):
+            JSONL/Parquet file, or a .txt/.txt.gz file with one document per line (relative paths are read under
+            the job's ``data_dir``).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column with the text.
+        name (`str` or `None`, *optional*, defaults to `None`):
+            Label in metrics and cards (default: the file name).
+        chunk (`bool`, *optional*, defaults to `False`):
+            Cut the documents into page-like spans matched in length to the training negatives (for articles and
+            books); False keeps documents whole (web pages).
+        strip_gutenberg (`bool`, *optional*, defaults to `False`):
+            Drop Project Gutenberg's licence header and footer first.
+        max_docs (`int` or `None`, *optional*, defaults to `None`):
+            Read at most this many documents (None: all).
+        max_pages (`int` or `None`, *optional*, defaults to `None`):
+            Keep at most this many pages (None: all), spread over the documents.
     """
 
     path: str
