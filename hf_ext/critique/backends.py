@@ -47,13 +47,18 @@ class TransformersBackend:
     """Generate with a local transformers causal LM.
 
     Args:
-        model: Hub id or local path (packaged copies are resolved by `hf_ext.models`).
-        max_new_tokens: tokens to generate per conversation.
-        temperature: 0 means greedy decoding.
-        batch_size: conversations per `generate` call (similar lengths together, left padding).
-        device: torch device; defaults to CUDA when available.
-        dtype: weights' precision (``"bfloat16"`` is faster on GPUs and AMX CPUs); None keeps
-            the checkpoint's.
+        model (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Hub id or local path (packaged copies are resolved by `hf_ext.models`).
+        max_new_tokens (`int`, *optional*, defaults to `64`):
+            Tokens to generate per conversation.
+        temperature (`float`, *optional*, defaults to `0.0`):
+            0 means greedy decoding.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Conversations per `generate` call (similar lengths together, left padding).
+        device (`str` or `None`, *optional*, defaults to `None`):
+            Torch device; defaults to CUDA when available.
+        dtype (`str` or `None`, *optional*, defaults to `None`):
+            Weights' precision (``"bfloat16"`` is faster on GPUs and AMX CPUs); None keeps the checkpoint's.
     """
 
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -133,16 +138,22 @@ class OpenAIBackend:
     """Generate through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
 
     Args:
-        base_url: e.g. ``http://localhost:8000/v1`` (vLLM) or ``https://api.openai.com/v1``.
-        model: the model name the server expects.
-        api_key_env: name of the environment variable holding the key (may be unset for
-            local servers). The key itself is never stored in the object.
-        timeout: deadline in seconds for each try of a request, from connecting to the last byte
-            of the answer (a server that trickles bytes cannot hold it longer; the try may
-            overrun by one network read, which itself waits at most `timeout`).
-        max_retries: retries after the first try, with exponential backoff; a 429/503 answer's
-            ``Retry-After`` (seconds or an HTTP date, at most `max_retry_after`) replaces the backoff.
-        concurrency: requests in flight at once.
+        base_url (`str`, *optional*, defaults to `"http://localhost:8000/v1"`):
+            E.g. ``http://localhost:8000/v1`` (vLLM) or ``https://api.openai.com/v1``.
+        model (`str`, *optional*, defaults to `"default"`):
+            The model name the server expects.
+        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            Name of the environment variable holding the key (may be unset for local servers). The key itself is
+            never stored in the object.
+        timeout (`float`, *optional*, defaults to `60.0`):
+            Deadline in seconds for each try of a request, from connecting to the last byte of the answer (a
+            server that trickles bytes cannot hold it longer; the try may overrun by one network read, which
+            itself waits at most `timeout`).
+        max_retries (`int`, *optional*, defaults to `3`):
+            Retries after the first try, with exponential backoff; a 429/503 answer's ``Retry-After`` (seconds or
+            an HTTP date, at most `max_retry_after`) replaces the backoff.
+        concurrency (`int`, *optional*, defaults to `8`):
+            Requests in flight at once.
     """
 
     base_url: str = "http://localhost:8000/v1"

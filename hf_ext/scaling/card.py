@@ -46,12 +46,18 @@ def write_fit_folder(
     """Write laws, runs and card into `folder` (plots must already be files inside it).
 
     Args:
-        laws: name -> fitted law (e.g. {"loss": OvertrainingLaw, "err17": DownstreamErrorLaw}).
-        runs: every run, fit points and held-out ones.
-        predictions: rows {run, N, M, quantity, predicted, actual, rel_err} for held-out runs.
-        plots: (png path inside `folder`, caption) pairs.
-        fit_points: name -> the fit-point specs used (e.g. ["11M@20", ...]), shown in the card.
-        source_datasets: Hub ids of the datasets the runs were trained on (card metadata).
+        laws (`Mapping[str, ScalingLaw]`):
+            Name -> fitted law (e.g. {"loss": OvertrainingLaw, "err17": DownstreamErrorLaw}).
+        runs (`Runs`):
+            Every run, fit points and held-out ones.
+        predictions (`Sequence[Mapping[str, Any]]`, *optional*, defaults to `()`):
+            Rows {run, N, M, quantity, predicted, actual, rel_err} for held-out runs.
+        plots (`Sequence[tuple[str | os.PathLike, str]]`, *optional*, defaults to `()`):
+            (png path inside `folder`, caption) pairs.
+        fit_points (`Mapping[str, Sequence[str]]` or `None`, *optional*, defaults to `None`):
+            Name -> the fit-point specs used (e.g. ["11M@20", ...]), shown in the card.
+        source_datasets (`Sequence[str]`, *optional*, defaults to `()`):
+            Hub ids of the datasets the runs were trained on (card metadata).
     """
     from ..hub.cards import render_dataset_card
 

@@ -162,9 +162,11 @@ def load_runs(source: Any, *, columns: Mapping[str, str] | None = None) -> Runs:
     `datasets.Dataset`, a pandas DataFrame, or a list of dicts.
 
     Args:
-        source: the table.
-        columns: rename map from the table's names to ours, e.g.
-            ``{"params": "N", "tokens": "D", "eval_loss": "loss"}``.
+        source (`Any`):
+            The table.
+        columns (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
+            Rename map from the table's names to ours, e.g. ``{"params": "N", "tokens": "D", "eval_loss":
+            "loss"}``.
     """
     columns = dict(columns or {})
     label = ""
