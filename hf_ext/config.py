@@ -84,10 +84,14 @@ def register_job(name: str, config_path: str, runner_path: str, help: str = "") 
     """Make `hf-ext run` accept recipes with `job: name` and add the `hf-ext name` subcommand.
 
     Args:
-        name (`str`): the recipe's `job` value and the subcommand.
-        config_path (`str`): "module:ConfigClass" of the job's config dataclass.
-        runner_path (`str`): "module:function" that takes the config and returns the metrics.
-        help (`str`, defaults to `""`): the one line `hf-ext --help` shows.
+        name (`str`):
+            The recipe's `job` value and the subcommand.
+        config_path (`str`):
+            "module:ConfigClass" of the job's config dataclass.
+        runner_path (`str`):
+            "module:function" that takes the config and returns the metrics.
+        help (`str`, *optional*, defaults to `""`):
+            The one line `hf-ext --help` shows.
     """
     JOBS[name] = Job(config_path, runner_path, help)
 
@@ -166,9 +170,11 @@ def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
     """Read a JSON config file written by hf_ext (or a peer) that must hold one JSON object.
 
     Args:
-        path (`str` or `os.PathLike`): the file.
-        fix (`str`): what the user can do when it is not valid JSON, e.g. "save it again with
-            save_pretrained"; it ends the error message.
+        path (`str` or `os.PathLike`):
+            The file.
+        fix (`str`):
+            What the user can do when it is not valid JSON, e.g. "save it again with save_pretrained"; it ends the
+            error message.
 
     Raises:
         InputError: the file is not UTF-8 JSON, or not an object; the message names the file.
@@ -331,9 +337,12 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
     """Build `config_cls` from recipe values (checked) and command-line flags (which win).
 
     Args:
-        config_cls: a dataclass whose fields all have `metadata={"help": ...}`.
-        values: recipe values (keys must be fields of `config_cls`).
-        argv: flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
+        config_cls (`type[T]`):
+            A dataclass whose fields all have `metadata={"help": ...}`.
+        values (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Recipe values (keys must be fields of `config_cls`).
+        argv (`list[str]` or `None`, *optional*, defaults to `None`):
+            Flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
     """
     values = dict(values or {})
     adapt = getattr(config_cls, "adapt_recipe", None)  # a config that also reads another tool's schema

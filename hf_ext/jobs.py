@@ -144,13 +144,18 @@ def job_output(config: Any, *, repo_type: str = "dataset", writer: Optional[str]
     """The output of one job run: safe folder, ``metrics.json``, card, then the push.
 
     Args:
-        config: the job config (``output_dir``, ``overwrite_output_dir``, ``push_to_hub``, ``hub_model_id``,
+        config (`Any`):
+            The job config (``output_dir``, ``overwrite_output_dir``, ``push_to_hub``, ``hub_model_id``,
             ``hub_endpoint``, ``hub_private_repo``; missing ones count as unset).
-        repo_type (`str`, *optional*, defaults to `"dataset"`): ``"dataset"`` or ``"model"``.
-        writer (`str`, *optional*): Name of the job, for the marker file.
-        commit_message (`str`, *optional*): Hub commit summary (``out.commit_message`` wins).
-        push_subdir (`str`, *optional*): Push only this subfolder of the output (e.g. the stitch layers
-            with their own card); default: the whole folder.
+        repo_type (`str`, *optional*, defaults to `"dataset"`):
+            ``"dataset"`` or ``"model"``.
+        writer (`str` or `None`, *optional*, defaults to `None`):
+            Name of the job, for the marker file.
+        commit_message (`str` or `None`, *optional*, defaults to `None`):
+            Hub commit summary (``out.commit_message`` wins).
+        push_subdir (`str` or `None`, *optional*, defaults to `None`):
+            Push only this subfolder of the output (e.g. the stitch layers with their own card); default: the
+            whole folder.
 
     The body writes files into ``out.dir`` (a temporary sibling of ``output_dir``) and sets
     ``out.metrics`` and ``out.card``. On success ``metrics.json`` and ``README.md`` are written, the

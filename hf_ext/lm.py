@@ -142,12 +142,18 @@ def train_causal_lm(model, tokenizer, train_texts, args: Any, *, block_size: int
     """(Continue to) pretrain `model` on `train_texts` with the standard `Trainer`.
 
     Args:
-        model: a causal LM (trained in place).
-        tokenizer: its tokenizer (EOS separates texts).
-        train_texts: list of strings or a Dataset with a ``text`` column.
-        args: `TrainingArguments`, or a dict of its fields (defaults: no saving, no reporting).
-        block_size: tokens per training block.
-        eval_texts: optional held-out texts; evaluated with the Trainer's eval loop.
+        model:
+            A causal LM (trained in place).
+        tokenizer:
+            Its tokenizer (EOS separates texts).
+        train_texts:
+            List of strings or a Dataset with a ``text`` column.
+        args (`Any`):
+            `TrainingArguments`, or a dict of its fields (defaults: no saving, no reporting).
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per training block.
+        eval_texts (*optional*, defaults to `None`):
+            Optional held-out texts; evaluated with the Trainer's eval loop.
 
     Returns:
         The `Trainer` after ``train()`` (its ``state.log_history`` has the losses).
@@ -210,15 +216,22 @@ def branch_experts(
     tokenizer, and a model card whose ``base_model`` is the seed (relation ``finetune``).
 
     Args:
-        seed_model_or_path: the seed causal LM, or a path / Hub id to load it from.
-        domains: domain name -> texts (list of strings or a Dataset with ``text``).
-        tokenizer: the seed's tokenizer (experts share it).
-        output_dir: parent folder of the experts.
-        args: `TrainingArguments` or a dict of its fields; each expert's checkpoints (if any)
-            go to ``output_dir/.checkpoints/<domain>``, outside the folder that is pushed.
-        seed_hub_id: the seed's Hub id for the cards (required when the seed is a local model
-            with no known Hub id; cards never carry local paths).
-        push_to_hub: optional domain -> repo id to upload each expert to.
+        seed_model_or_path:
+            The seed causal LM, or a path / Hub id to load it from.
+        domains (`dict[str, Any]`):
+            Domain name -> texts (list of strings or a Dataset with ``text``).
+        tokenizer:
+            The seed's tokenizer (experts share it).
+        output_dir (`str` or `os.PathLike`):
+            Parent folder of the experts.
+        args (`Any`):
+            `TrainingArguments` or a dict of its fields; each expert's checkpoints (if any) go to
+            ``output_dir/.checkpoints/<domain>``, outside the folder that is pushed.
+        seed_hub_id (`str` or `None`, *optional*, defaults to `None`):
+            The seed's Hub id for the cards (required when the seed is a local model with no known Hub id; cards
+            never carry local paths).
+        push_to_hub (`dict[str, str]` or `None`, *optional*, defaults to `None`):
+            Optional domain -> repo id to upload each expert to.
 
     Returns:
         domain -> folder of the saved expert.

@@ -150,9 +150,11 @@ def resolve_model(model_id: str | os.PathLike, revision: str | None = None) -> s
     """Return a local folder for ``model_id`` when there is one, else ``model_id`` unchanged.
 
     Args:
-        model_id: A Hub id (``org/name``) or a local folder (returned as is).
-        revision: A packaged copy stands for the default revision; any other revision than
-            ``None``/``"main"`` passes the id through so transformers fetches exactly that revision.
+        model_id (`str` or `os.PathLike`):
+            A Hub id (``org/name``) or a local folder (returned as is).
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            A packaged copy stands for the default revision; any other revision than ``None``/``"main"`` passes
+            the id through so transformers fetches exactly that revision.
 
     Raises:
         InputError: The id has a packaged copy, its pip package is missing and the Hub is offline,
@@ -256,14 +258,14 @@ def load_causal_lm(model: Any, *, role: str | None = None, copy: bool = False, r
     """A causal LM given as a model or as an id / path: the one loader of hf_ext's components.
 
     Args:
-        model (`torch.nn.Module`, `str` or `os.PathLike`):
-            A loaded model (returned as it is) or a Hub id / local folder, loaded by :func:`load_model`
-            with ``AutoModelForCausalLM`` (packaged local copies, safetensors checks, one clear error).
-        role (`str`, *optional*):
+        model (`Any`):
+            A loaded model (returned as it is) or a Hub id / local folder, loaded by :func:`load_model` with
+            ``AutoModelForCausalLM`` (packaged local copies, safetensors checks, one clear error).
+        role (`str` or `None`, *optional*, defaults to `None`):
             What the model is, for error messages ("seed", "expert 'math'"); defaults to "model".
-        copy (`bool`, defaults to `False`):
+        copy (`bool`, *optional*, defaults to `False`):
             Return a deep copy of a given model, for code that changes it in place (PEFT injection).
-        revision (`str`, *optional*):
+        revision (`str` or `None`, *optional*, defaults to `None`):
             Hub revision of an id.
         **kwargs:
             Passed to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).

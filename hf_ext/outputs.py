@@ -98,15 +98,17 @@ def check_output_dir(
     and :func:`output_folder` calls it again before it moves anything.
 
     Args:
-        output_dir (`str` or `os.PathLike`): Where the run will write its folder.
-        overwrite (`bool`, *optional*, defaults to `False`): Replace an existing non-empty folder that
-            has no hf_ext marker (the current directory, a file or a folder holding an input are
-            refused even then).
-        inputs (`dict[str, path]`, *optional*): Field name -> local input path of the run; the output
-            folder may not be, or contain, any of them.
-        field (`str`, *optional*, defaults to `"output_dir"`): Name of the setting, for messages.
-        overwrite_field (`str`, *optional*, defaults to `"overwrite_output_dir"`): Name of the
-            overwrite setting, for messages.
+        output_dir (`str` or `os.PathLike`):
+            Where the run will write its folder.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an existing non-empty folder that has no hf_ext marker (the current directory, a file or a
+            folder holding an input are refused even then).
+        inputs (`dict[str, str | os.PathLike]` or `None`, *optional*, defaults to `None`):
+            Field name -> local input path of the run; the output folder may not be, or contain, any of them.
+        field (`str`, *optional*, defaults to `"output_dir"`):
+            Name of the setting, for messages.
+        overwrite_field (`str`, *optional*, defaults to `"overwrite_output_dir"`):
+            Name of the overwrite setting, for messages.
 
     Raises:
         InputError: naming `field`, the path and the fix.
@@ -203,11 +205,18 @@ def output_folder(
     untouched; after a kill it stays behind and the next successful run into `output_dir` removes it.
 
     Args:
-        output_dir (`str` or `os.PathLike`): The folder to (re)place.
-        overwrite (`bool`, *optional*, defaults to `False`): see :func:`check_output_dir`.
-        inputs (`dict[str, path]`, *optional*): see :func:`check_output_dir`.
-        writer (`str`, *optional*, defaults to `"hf_ext"`): What wrote the folder (job or class), for the marker.
-        field, overwrite_field (`str`, *optional*): Setting names used in error messages.
+        output_dir (`str` or `os.PathLike`):
+            The folder to (re)place.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            See :func:`check_output_dir`.
+        inputs (`dict[str, str | os.PathLike]` or `None`, *optional*, defaults to `None`):
+            See :func:`check_output_dir`.
+        writer (`str`, *optional*, defaults to `"hf_ext"`):
+            What wrote the folder (job or class), for the marker.
+        field (`str`, *optional*, defaults to `"output_dir"`):
+            Setting names used in error messages.
+        overwrite_field (`str`, *optional*, defaults to `"overwrite_output_dir"`):
+            Setting names used in error messages.
     """
     target = check_output_dir(output_dir, overwrite=overwrite, inputs=inputs, field=field, overwrite_field=overwrite_field)
     target.parent.mkdir(parents=True, exist_ok=True)

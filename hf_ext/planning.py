@@ -55,12 +55,17 @@ class ModelCost:
     """Parameter and per-token FLOP counts of one model (from its module shapes).
 
     Args:
-        params: unique parameters (tied weights once).
-        linear_params: weights of the ``nn.Linear`` layers other than the vocabulary head, each of
-            which costs 2 FLOPs per token in a forward pass.
-        head_params: weights of the vocabulary head (``lm_head``; 0 for tied heads' embedding side).
-        layers, attention_width: decoder layers and query width (heads × head dim), for attention's
-            ``4 × context × width`` FLOPs per token per layer (scores and values).
+        params (`int`):
+            Unique parameters (tied weights once).
+        linear_params (`int`):
+            Weights of the ``nn.Linear`` layers other than the vocabulary head, each of which costs 2 FLOPs per
+            token in a forward pass.
+        head_params (`int`):
+            Weights of the vocabulary head (``lm_head``; 0 for tied heads' embedding side).
+        layers (`int`):
+            Decoder layers, for attention's ``4 × context × width`` FLOPs per token per layer (scores and values).
+        attention_width (`int`):
+            Query width (heads × head dim) of those attention FLOPs.
     """
 
     params: int

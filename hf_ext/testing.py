@@ -73,8 +73,10 @@ def tiny_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerF
     Training is cached per process; every call returns a fresh copy that callers may mutate.
 
     Args:
-        vocab_size: Upper bound on the vocabulary (the built-in corpus yields ~900 at most).
-        seed: Seeds the generated part of the corpus; the same seed gives the same vocabulary.
+        vocab_size (`int`, *optional*, defaults to `512`):
+            Upper bound on the vocabulary (the built-in corpus yields ~900 at most).
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the generated part of the corpus; the same seed gives the same vocabulary.
 
     Example:
         >>> tok = tiny_tokenizer()
