@@ -114,14 +114,16 @@ def load_critic_lm(path: str, *, new_head: bool = True, **model_kwargs: Any) -> 
     """Load a causal LM with a reward head, whichever way the head was saved.
 
     Args:
-        path: a Hub id or folder: a plain causal LM, a full Critic-RM checkpoint
-            (``trainer.save_model`` or ``model.save_pretrained``: the head is ``score.weight`` in
-            the model's safetensors and/or ``reward_head.safetensors``), or a PEFT adapter folder
-            (the head in the adapter's ``modules_to_save``, or ``reward_head.safetensors``).
-        new_head (`bool`, defaults to `True`): what to do with a plain causal LM, which has no
-            reward head: add a freshly initialised one (to train it), or, with `False`, refuse
-            (inference: a random head scores noise).
-        model_kwargs: passed to ``from_pretrained`` (``dtype`` defaults to float32).
+        path (`str`):
+            A Hub id or folder: a plain causal LM, a full Critic-RM checkpoint (``trainer.save_model`` or
+            ``model.save_pretrained``: the head is ``score.weight`` in the model's safetensors and/or
+            ``reward_head.safetensors``), or a PEFT adapter folder (the head in the adapter's ``modules_to_save``,
+            or ``reward_head.safetensors``).
+        new_head (`bool`, *optional*, defaults to `True`):
+            What to do with a plain causal LM, which has no reward head: add a freshly initialised one (to train
+            it), or, with `False`, refuse (inference: a random head scores noise).
+        model_kwargs:
+            Passed to ``from_pretrained`` (``dtype`` defaults to float32).
 
     Raises:
         InputError: a Critic-RM checkpoint or adapter whose head is in none of its files, a head

@@ -51,8 +51,10 @@ def read_jsonl(path: str | Path, *, field: str = "the recipe's data file field")
     """Rows of a JSON Lines file, gzipped when it ends in ``.gz``.
 
     Args:
-        path (`str` or `Path`): the file.
-        field (`str`, *optional*): the recipe field that names it, for the error when it is missing.
+        path (`str` or `Path`):
+            The file.
+        field (`str`, *optional*, defaults to `"the recipe's data file field"`):
+            The recipe field that names it, for the error when it is missing.
     """
     path = Path(path)
     if not path.is_file():
@@ -67,14 +69,22 @@ def small_llama(tokenizer: Any, hidden_size: int, num_layers: int, seed: int, *,
     """A randomly initialised fp32 Llama for CPU experiments, matching `tokenizer`.
 
     Args:
-        tokenizer: the tokenizer whose vocabulary and special tokens the model uses.
-        hidden_size (`int`): width.
-        num_layers (`int`): decoder layers.
-        seed (`int`): initialisation seed (the caller's global RNG is left untouched).
-        num_heads (`int`, *optional*, defaults to 4): attention heads.
-        num_kv_heads (`int`, *optional*, defaults to 2): key/value heads.
-        intermediate_size (`int`, *optional*): MLP width; default ``4 * hidden_size``.
-        max_positions (`int`, *optional*, defaults to 512): ``max_position_embeddings``.
+        tokenizer (`Any`):
+            The tokenizer whose vocabulary and special tokens the model uses.
+        hidden_size (`int`):
+            Width.
+        num_layers (`int`):
+            Decoder layers.
+        seed (`int`):
+            Initialisation seed (the caller's global RNG is left untouched).
+        num_heads (`int`, *optional*, defaults to `4`):
+            Attention heads.
+        num_kv_heads (`int`, *optional*, defaults to `2`):
+            Key/value heads.
+        intermediate_size (`int` or `None`, *optional*, defaults to `None`):
+            MLP width; default ``4 * hidden_size``.
+        max_positions (`int`, *optional*, defaults to `512`):
+            ``max_position_embeddings``.
     """
     from hf_ext.testing import tiny_llama
 
@@ -97,12 +107,18 @@ def training_args(output_dir: str | Path, *, steps: int, batch_size: int, learni
     """``TrainingArguments`` fields of one training stage of a job.
 
     Args:
-        output_dir (`str` or `Path`): the Trainer's folder (inside the job's temporary output).
-        steps (`int`): ``max_steps``.
-        batch_size (`int`): ``per_device_train_batch_size``.
-        learning_rate (`float`): peak learning rate of the cosine schedule (5% warmup).
-        seed (`int`): the Trainer's seed.
-        overrides: any other ``TrainingArguments`` field, replacing the defaults here.
+        output_dir (`str` or `Path`):
+            The Trainer's folder (inside the job's temporary output).
+        steps (`int`):
+            ``max_steps``.
+        batch_size (`int`):
+            ``per_device_train_batch_size``.
+        learning_rate (`float`):
+            Peak learning rate of the cosine schedule (5% warmup).
+        seed (`int`):
+            The Trainer's seed.
+        overrides:
+            Any other ``TrainingArguments`` field, replacing the defaults here.
     """
     import torch
 
