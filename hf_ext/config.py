@@ -333,6 +333,35 @@ def check_writable_dir(path: str | os.PathLike, field: str = "output_dir") -> No
     os.unlink(probe)
 
 
+def _mapping_flags(config_cls: type, hints: dict[str, Any], checked: dict[str, Any], argv: list[str]) -> tuple[dict, list]:
+    """Take ``--name VALUE`` of a mapping field out of `argv`: VALUE is YAML (``--featurizer '{layer: 15}'``),
+    and its keys update the recipe's mapping one by one (the flag wins for the keys it names)."""
+    mappings = {name for name, f in config_fields(config_cls).items() if hints[name] is dict or get_origin(hints[name]) is dict}
+    rest, checked = [], dict(checked)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name in mappings and (eq or i + 1 < len(argv)):
+            if not eq:
+                value, i = argv[i + 1], i + 1
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError as exc:
+                raise RecipeError(f"Flag --{name} takes a YAML mapping, e.g. --{name} '{{key: value}}'; got {value!r} ({exc}).") from None
+            parsed = coerce(parsed, hints[name], name)
+            _check_values(parsed)
+            base = checked.get(name)
+            if base is None:
+                field = config_fields(config_cls)[name]
+                base = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            checked[name] = {**(base or {}), **parsed}
+        else:
+            rest.append(arg)
+        i += 1
+    return checked, rest
+
+
 def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv: list[str] | None = None) -> T:
     """Build `config_cls` from recipe values (checked) and command-line flags (which win).
 
@@ -342,7 +371,8 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
         values (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
             Recipe values (keys must be fields of `config_cls`).
         argv (`list[str]` or `None`, *optional*, defaults to `None`):
-            Flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``.
+            Flags such as ``["--budget", "100"]``, parsed by ``HfArgumentParser``. A mapping field's flag
+            takes YAML and updates the recipe's mapping key by key (``--featurizer '{layer: 15}'``).
     """
     values = dict(values or {})
     adapt = getattr(config_cls, "adapt_recipe", None)  # a config that also reads another tool's schema
@@ -355,6 +385,8 @@ def parse_config(config_cls: type[T], values: dict[str, Any] | None = None, argv
     hints = typing.get_type_hints(config_cls)
     checked = {k: coerce(v, hints[k], k) for k, v in values.items()}
     _check_values(checked)
+    if argv:
+        checked, argv = _mapping_flags(config_cls, hints, checked, list(argv))
     if argv:
         from transformers import HfArgumentParser
 

@@ -59,6 +59,21 @@ def test_cli_flags_override_recipe_values():
     assert (config.budget, config.seed, config.compare_methods) == (20, 1, ["random", "longest"])
 
 
+def test_a_mapping_flag_takes_yaml_and_updates_the_recipe_mapping_key_by_key():
+    recipe = {"featurizer": {"model": "org/model", "layer": 3}}
+    config = parse_config(SelectionConfig, recipe, ["--featurizer", "{layer: 15, dtype: bfloat16}", "--budget", "5"])
+    assert config.featurizer == {"model": "org/model", "layer": 15, "dtype": "bfloat16"} and config.budget == 5
+    assert parse_config(SelectionConfig, recipe, ['--featurizer={"layer": 1}']).featurizer == {"model": "org/model", "layer": 1}
+    assert parse_config(SelectionConfig, {}, ["--sae_training", "{k: 8}"]).sae_training == {"k": 8}  # over the default {}
+    assert recipe == {"featurizer": {"model": "org/model", "layer": 3}}  # the recipe's values are not changed
+    with pytest.raises(RecipeError, match="Flag --featurizer takes a YAML mapping"):
+        parse_config(SelectionConfig, recipe, ["--featurizer", "{layer: ["])
+    with pytest.raises(RecipeError, match="'featurizer' must be a mapping"):
+        parse_config(SelectionConfig, recipe, ["--featurizer", "15"])
+    with pytest.raises(RecipeError, match="Unknown key 'layr' in `featurizer`"):
+        parse_config(SelectionConfig, recipe, ["--featurizer", "{layr: 15}"])
+
+
 def test_unknown_flag_fails_clearly():
     with pytest.raises(RecipeError, match="Valid flags for SelectionConfig"):
         parse_config(SelectionConfig, {}, ["--not_a_field", "1"])
