@@ -147,3 +147,26 @@ def test_ensemble_expert_names_cannot_leave_the_folder(tmp_path):
         ExpertEnsemble.from_pretrained(ens)
     with pytest.raises(InputError, match="expert name"):
         ExpertEnsemble([tiny_llama(tokenizer=tok)], None, names=["a/b"])
+
+
+def test_the_sae_folder_of_a_hub_repo_follows_from_the_layer(tmp_path, local_hub, monkeypatch):
+    """A Hub SAE repo with one folder per layer: the job asks for the cfg.json files only, picks the
+    layer's folder and the featurizer loads that SAE."""
+    import huggingface_hub
+
+    from hf_ext.hub import push_folder
+    from hf_ext.select.pipeline import SelectionConfig
+    from hf_ext.select.sae.job import prepare_sae
+
+    for layer in (0, 3):
+        TopKSAE(d_in=8, num_latents=16 * (layer + 1), k=2).save_pretrained(tmp_path / "repo" / f"layers.{layer}")
+    push_folder(tmp_path / "repo", "alice/sae-per-layer", repo_type="model", endpoint=local_hub.endpoint, token="hf_x")
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", local_hub.endpoint)  # what HF_ENDPOINT sets
+    monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        local_hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    config = SelectionConfig(method="sae_greedy", featurizer={"sae": "alice/sae-per-layer", "layer": 3}, output_dir=str(tmp_path / "o"))
+    assert prepare_sae(config, None) == ("alice/sae-per-layer", "layers.3", False)
+    assert TopKSAE.from_pretrained("alice/sae-per-layer", "layers.3", endpoint=local_hub.endpoint).num_latents == 64
+    config = SelectionConfig(method="sae_greedy", featurizer={"sae": "alice/sae-per-layer", "layer": 2}, output_dir=str(tmp_path / "o"))
+    with pytest.raises(InputError, match=r"Its SAE folders: \['layers.0', 'layers.3'\]"):
+        prepare_sae(config, None)
