@@ -112,3 +112,16 @@ def test_argsort_inplace_equals_argsort(name, descending):
     order = argsort_inplace(work, descending=descending)
     assert torch.equal(order, reference)
     assert torch.equal(work, flat[reference])  # the values were sorted in place
+
+
+@pytest.mark.parametrize("name", ["distinct", "tied", "sparse_with_zeros"])
+@pytest.mark.parametrize("density", [0.001, 0.2, 0.5, 0.9])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_consuming_prune_is_bit_identical(name, density, rescale):
+    """magnitude_prune(consume=True) (the tie path sorts the tensor's own memory) == the reference, signs of zeros too."""
+    t = _cases()[name]
+    reference = magnitude_prune(t, density, rescale)
+    ours = magnitude_prune(t.clone(), density, rescale, consume=True)
+    assert torch.equal(ours, reference) and torch.equal(ours.signbit(), reference.signbit())
+    if not rescale:
+        assert torch.equal(ours, _argsort_prune(t, density))

@@ -174,7 +174,7 @@ class TiesMerge(MergeMethod):
         if self.convention == "mergekit":
             density = _per_model(self.density, len(deltas), "density")
             for i in range(len(deltas)):  # one task vector's trim temporaries at a time
-                deltas[i] = magnitude_prune(deltas[i], density[i], self.rescale)
+                deltas[i] = magnitude_prune(deltas[i], density[i], self.rescale, consume=True)  # the task vectors are ours
             return _task_vector_merge(deltas, weights, base, consensus=_consensus(self.majority_sign_method),
                                       normalize=self.normalize, scale=self.scale)  # fmt: skip
         if isinstance(self.density, list):
@@ -515,8 +515,11 @@ def _rescaled(tensor: torch.Tensor, mask: torch.Tensor, rescale: bool, eps: floa
     return masked if before < eps or after < eps else masked * (before / after)
 
 
-def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
-    """Keep the ``max(1, ⌊density·n⌋)`` largest-magnitude entries (TIES' trim)."""
+def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False, *, consume: bool = False) -> torch.Tensor:
+    """Keep the ``max(1, ⌊density·n⌋)`` largest-magnitude entries (TIES' trim).
+
+    ``consume=True``: the caller drops `tensor` (a streamed merge's task vector), so where values tie at the
+    threshold its memory is the sort's buffer (:func:`_prune_by_sort_consuming`); the result is the same."""
     if density >= 1:
         return tensor
     if density <= 0 or tensor.numel() == 0:
@@ -524,6 +527,9 @@ def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False)
     k = max(1, int(density * tensor.numel()))
     magnitude = tensor.abs().reshape(-1).float()
     mask = top_magnitude_mask(magnitude, k)
+    if mask is None and consume and tensor.dtype == torch.float32 and tensor.is_contiguous():
+        del magnitude
+        return _prune_by_sort_consuming(tensor, k, rescale)
     if mask is None:  # values tie at the threshold: the reference's own choice among them (its argsort)
         order = argsort_inplace(magnitude, descending=True)
         del magnitude  # sorted in place: its memory held the sort's values
@@ -533,6 +539,34 @@ def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False)
     else:
         del magnitude
     return _rescaled(tensor, mask.reshape_as(tensor), rescale)
+
+
+def _prune_by_sort_consuming(tensor: torch.Tensor, k: int, rescale: bool) -> torch.Tensor:
+    """``tensor * mask`` for the mask of argsort's first `k` magnitudes, with `tensor` itself as the sort's buffer.
+
+    The sign bits are kept aside (a bool per entry), the magnitudes sorted in place (:func:`argsort_inplace`: the
+    reference's kernel, so its choice among tied values), and the result rebuilt from the sorted values: |x| at
+    the kept entries, +0 elsewhere, then each negative entry's sign restored — bit for bit ``x * mask`` (±0 where
+    dropped). A float32 tensor less than sorting a copy of the magnitudes, at a streamed TIES merge's peak.
+    `tensor` is left holding the sorted magnitudes."""
+    shape, flat = tensor.shape, tensor.reshape(-1)
+    negative = flat.signbit()
+    flat.abs_()
+    before = flat.view(shape).sum() if rescale else None  # tensor.abs().sum(): the same values in the same order
+    order = argsort_inplace(flat, descending=True)  # flat now holds the magnitudes, sorted
+    out = torch.zeros_like(flat)
+    out[order[:k]] = flat[:k]
+    del order
+    for start in range(0, out.numel(), _SIGN_CHUNK):
+        part, neg = out[start:start + _SIGN_CHUNK], negative[start:start + _SIGN_CHUNK]
+        out[start:start + _SIGN_CHUNK] = torch.where(neg, part.neg(), part)
+    del negative
+    out = out.view(shape)
+    if rescale:  # as _rescaled
+        after = out.abs().sum()
+        if not (before < 1e-7 or after < 1e-7):
+            out = out * (before / after)
+    return out
 
 
 def peft_magnitude_prune(tensor: torch.Tensor, density: float) -> torch.Tensor:
