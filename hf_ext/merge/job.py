@@ -28,6 +28,40 @@ class MergeConfig(JobOptions):
 
     The method's own settings are one value, ``method_options``, checked by the method's dataclass
     (:mod:`hf_ext.merge.methods`) when the config is built, as ``CurateConfig.step_options`` is by each step.
+
+    Args:
+        mergekit_config (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype,
+            ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext
+            merge config.yml --output_dir OUT`). Then models/method/method_options/weights/base_model stay unset;
+            `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is
+            mergekit-yaml's --random-seed.
+        models (`list[str]`, *optional*, defaults to `[]`):
+            Models to merge: Hub ids or local folders (safetensors), same architecture.
+        method (`str`, *optional*, defaults to `"linear"`):
+            A method of hf_ext.merge.MERGE_METHODS: linear (model soup / checkpoint averaging), task_arithmetic, ties,
+            dare, della, breadcrumbs, slerp, nuslerp, model_stock, passthrough.
+        method_options (`dict[str, Any]` or `str` or `None`, *optional*, defaults to `None`):
+            The method's settings, the fields of its dataclass in hf_ext.merge.methods, checked by it (e.g. {density:
+            0.2, majority_sign_method: total, scale: 1.0} for ties, {t: 0.3} for slerp, {normalize: false} for linear,
+            {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML or JSON).
+        weights (`list[float]` or `None`, *optional*, defaults to `None`):
+            One weight per model (default uniform).
+        base_model (`str` or `None`, *optional*, defaults to `None`):
+            The shared base (Hub id or folder); task_arithmetic, ties and dare take task vectors against it.
+        input_hub_ids (`list[str]` or `None`, *optional*, defaults to `None`):
+            Hub ids the card names for the models when they are local folders.
+        base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id the card names for a local base_model.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of random methods' drop masks (dare, della: their `seed` unless method_options sets it);
+            mergekit-yaml's --random-seed for a mergekit config.
+        dtype (`str` or `None`, *optional*, defaults to `None`):
+            Output dtype (float32, bfloat16, float16); default: the inputs'.
+        max_shard_size (`str`, *optional*, defaults to `"5GB"`):
+            Largest safetensors shard, like save_pretrained's.
+        output_dir (`str`, *optional*, defaults to `"outputs/merge"`):
+            Folder for the merged model, its card and metrics.json.
     """
 
     mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/method_options/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})

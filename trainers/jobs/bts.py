@@ -30,7 +30,84 @@ __all__ = ["BTSConfig", "run_bts", "load_domain_texts", "mixed_blocks"]
 @dataclass
 class BTSConfig(JobOptions):
     """Settings of the ``bts`` job. Data specs are JSON Lines files (``.jsonl`` / ``.jsonl.gz``)
-    relative to ``data_dir`` (or absolute), turned into texts by a ``str.format`` template."""
+    relative to ``data_dir`` (or absolute), turned into texts by a ``str.format`` template.
+
+    Args:
+        output_dir (`str`, *optional*, defaults to `"outputs/bts"`):
+            Where the seed, experts, stitch layers and metrics.json go.
+        data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder the data files are relative to (a copy of the staged datasets); required.
+        general_data (`str`, *optional*, defaults to `"lm_corpus/gutenberg_books.jsonl.gz"`):
+            General text (the seed's data and the general share of the stitch mix).
+        general_template (`str`, *optional*, defaults to `"{text}"`):
+            Template turning a general row into text.
+        general_chunk_chars (`int`, *optional*, defaults to `1500`):
+            General documents longer than this are cut at paragraph breaks into chunks of about this size (0: keep
+            whole).
+        expert_data (`dict[str, str]`, *optional*):
+            Domain name -> data file of that expert.
+        expert_templates (`dict[str, str]`, *optional*):
+            Domain name -> template turning a row into text.
+        expert_filters (`dict[str, str]`, *optional*, defaults to `{'german': 'lang=de'}`):
+            Domain name -> 'field=value' row filter.
+        group_rows (`dict[str, int]`, *optional*, defaults to `{'german': 8}`):
+            Domain name -> join this many consecutive rows into one text (sentence-level corpora).
+        dataset_ids (`list[str]`, *optional*, defaults to `['openai/gsm8k', 'openai/openai_humaneval', 'wmt/wmt19']`):
+            Hub ids of the datasets, for the cards.
+        max_texts (`int`, *optional*, defaults to `4000`):
+            At most this many texts per domain (after shuffling).
+        eval_fraction (`float`, *optional*, defaults to `0.1`):
+            Held-out fraction of every domain (at most eval_max_texts texts).
+        eval_max_texts (`int`, *optional*, defaults to `200`):
+            At most this many held-out texts per domain.
+        mix_ratios (`dict[str, float]`, *optional*, defaults to `{'math': 0.15, 'code': 0.15, 'german': 0.15, 'general': 0.55}`):
+            Share of each domain (and 'general') in the stitch-training mix and in the 'mixed' loss.
+        seed_model (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of a pretrained seed; None trains a small Llama from scratch on general_data.
+        seed_hub_id (`str`, *optional*, defaults to `"hf-ext/bts-tiny-seed"`):
+            Hub id the seed is (or would be) published under, for the cards.
+        vocab_size (`int`, *optional*, defaults to `8192`):
+            BPE vocabulary trained on all domains (scratch seed only).
+        hidden_size (`int`, *optional*, defaults to `96`):
+            Scratch seed: hidden size.
+        num_layers (`int`, *optional*, defaults to `12`):
+            Scratch seed: layers.
+        num_heads (`int`, *optional*, defaults to `4`):
+            Scratch seed: attention heads.
+        intermediate_size (`int`, *optional*, defaults to `256`):
+            Scratch seed: MLP width.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per training / evaluation block.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Blocks per training step (all stages).
+        seed_steps (`int`, *optional*, defaults to `600`):
+            Steps of seed pretraining (scratch seed only).
+        seed_lr (`float`, *optional*, defaults to `0.003`):
+            Seed pretraining learning rate.
+        expert_steps (`int`, *optional*, defaults to `150`):
+            Continued-pretraining steps per expert.
+        expert_lr (`float`, *optional*, defaults to `0.001`):
+            Expert continued-pretraining learning rate.
+        stitch_steps (`int`, *optional*, defaults to `200`):
+            Stitch-training steps.
+        stitch_lr (`float`, *optional*, defaults to `0.003`):
+            Stitch-training learning rate.
+        stitch_optim (`str`, *optional*, defaults to `"adafactor"`):
+            Stitch-training optimizer ('adafactor': checkpoints ~ the stitch weights; 'adamw_torch').
+        num_stitch_layers (`int`, *optional*, defaults to `2`):
+            K: stitch layers, one after every floor(L/K) layers.
+        gate_offset (`float`, *optional*, defaults to `16.0`):
+            Hub gate-logit offset beta at step 0 (identity init).
+        gate_offset_final (`float` or `None`, *optional*, defaults to `2.0`):
+            Anneal beta to this value over the first gate_anneal_fraction of stitch training (None: keep beta).
+        gate_anneal_fraction (`float`, *optional*, defaults to `0.3`):
+            Fraction of stitch steps over which beta is annealed.
+        baselines (`list[str]`, *optional*, defaults to `['soup', 'ensemble']`):
+            Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior
+            mixture of seed + experts).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for data splits, initialisation and training.
+    """
 
     output_dir: str = field(default="outputs/bts", metadata={"help": "Where the seed, experts, stitch layers and metrics.json go."})
     data_dir: str | None = field(default=None, metadata={"help": "Folder the data files are relative to (a copy of the staged datasets); required."})

@@ -29,7 +29,59 @@ from ..critic_rm import CriticRewardModel, CriticRMConfig, CriticRMTrainer, comp
 
 @dataclass
 class CriticRMJobConfig(CriticRMConfig):
-    """A :class:`CriticRMConfig` plus the data, stage-1 and publishing settings of the job."""
+    """A :class:`CriticRMConfig` plus the data, stage-1 and publishing settings of the job.
+
+    Args:
+        model_name_or_path (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Causal LM to train (Hub id or path).
+        base_model_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the base model for the card when model_name_or_path is a local folder.
+        train_file (`str` or `None`, *optional*, defaults to `None`):
+            Preference pairs: AlpacaEval annotations (instruction, output_1, output_2, preference) or rows with
+            prompt, chosen, rejected (JSON Lines, may be gzipped).
+        train_dataset_id (`str`, *optional*, defaults to `"tatsu-lab/alpaca_eval"`):
+            Hub id of the training data, for the card.
+        train_pairs (`int`, *optional*, defaults to `64`):
+            Training pairs to critique and train on (0: all).
+        max_chars (`int`, *optional*, defaults to `600`):
+            Keep pairs whose prompt + longest response has fewer characters (CPU budget).
+        test_fraction (`float`, *optional*, defaults to `0.2`):
+            Share of prompts held out of training (split by prompt).
+        eval_file (`str` or `None`, *optional*, defaults to `None`):
+            Held-out pairs (hh-rlhf chosen/rejected transcripts or prompt/chosen/rejected).
+        eval_dataset_id (`str`, *optional*, defaults to `"Anthropic/hh-rlhf"`):
+            Hub id of the held-out data, for the card.
+        eval_pairs (`int`, *optional*, defaults to `40`):
+            Held-out pairs to score (0: all).
+        eval_num_critiques (`int`, *optional*, defaults to `1`):
+            Critiques generated per held-out response (0: fast path, no generation).
+        critiques_file (`str` or `None`, *optional*, defaults to `None`):
+            Stage-1 output to reuse (JSONL with chosen_critiques, chosen_scores, ...).
+        critique_backend (`Literal['transformers', 'openai']`, *optional*, defaults to `"transformers"`):
+            Who writes stage-1 critiques.
+        critique_model (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Model id (transformers) or served model name (openai).
+        critique_base_url (`str` or `None`, *optional*, defaults to `None`):
+            OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (openai backend).
+        num_critiques (`int`, *optional*, defaults to `2`):
+            Critiques sampled per response in stage 1; also the most (chosen, rejected) critique pairs one row gives
+            training.
+        critique_max_new_tokens (`int`, *optional*, defaults to `64`):
+            Tokens per generated critique.
+        critique_batch_size (`int`, *optional*, defaults to `16`):
+            Conversations per generate call (transformers backend).
+        critique_dtype (`str` or `None`, *optional*, defaults to `None`):
+            Precision of the transformers critique model, e.g. bfloat16 (None: the checkpoint's).
+        critique_variant (`Literal['none', 'summ', 'rank']`, *optional*, defaults to `"none"`):
+            After the consistency filter: merge (summ) or rank (rank) the kept critiques.
+        lora_r (`int`, *optional*, defaults to `0`):
+            LoRA rank (0: full fine-tuning); the reward head is always trained and saved.
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub endpoint URL (default: HF_ENDPOINT or huggingface.co).
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace an existing output folder that hf_ext did not write (folders of earlier hf_ext runs are replaced
+            without it).
+    """
 
     model_name_or_path: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Causal LM to train (Hub id or path)."})
     base_model_id: str | None = field(default=None, metadata={"help": "Hub id of the base model for the card when model_name_or_path is a local folder."})

@@ -30,7 +30,48 @@ LM_CORPUS = ["lm_corpus/gutenberg_books.jsonl.gz", "lm_corpus/tinyshakespeare.tx
 
 @dataclass
 class ScalingTestbedConfig(JobOptions):
-    """Tiny-Llama scaling testbed (recipe job ``scaling_tiny``)."""
+    """Tiny-Llama scaling testbed (recipe job ``scaling_tiny``).
+
+    Args:
+        data_dir (`str` or `None`, *optional*, defaults to `None`):
+            Folder the corpus_files paths are relative to (a copy of the staged datasets); required.
+        corpus_files (`list[str]`, *optional*, defaults to `list(LM_CORPUS)`):
+            Text files under data_dir: .txt(.gz) (one text) or .jsonl(.gz) with a 'text' field (one text per line).
+        output_dir (`str`, *optional*, defaults to `"outputs/scaling_tiny"`):
+            Where runs, the fit, plots and the card go.
+        hidden_sizes (`list[int]`, *optional*, defaults to `[16, 24, 32, 40]`):
+            Model widths, one model size each (>= 4 for a fit on all but the largest).
+        num_layers (`int`, *optional*, defaults to `2`):
+            Decoder layers of every model.
+        head_dim (`int`, *optional*, defaults to `8`):
+            Attention head size (heads = width / head_dim).
+        token_multipliers (`list[float]`, *optional*, defaults to `[5.0, 20.0]`):
+            Tokens per parameter M; every size trains once at each (D = M·N).
+        count_embeddings (`bool`, *optional*, defaults to `False`):
+            Count embedding/unembedding weights in N (the paper does; for tiny models the vocabulary would dominate).
+        vocab_size (`int`, *optional*, defaults to `512`):
+            Byte-level BPE vocabulary trained on the corpus.
+        tokenizer_chars (`int`, *optional*, defaults to `2000000`):
+            Characters of the corpus the tokenizer is trained on.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per training block.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Blocks per optimiser step.
+        learning_rate (`float`, *optional*, defaults to `0.003`):
+            Peak learning rate (cosine decay, 5% warmup).
+        eval_fraction (`float`, *optional*, defaults to `0.02`):
+            Tail of each text held out for the loss (never trained on).
+        max_eval_blocks (`int`, *optional*, defaults to `256`):
+            Held-out blocks used for the loss.
+        max_chars (`int`, *optional*, defaults to `0`):
+            Use only this many characters of the corpus (0: all). For quick checks.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for initialisation and block order.
+        num_threads (`int`, *optional*, defaults to `0`):
+            torch CPU threads (0: torch's default). On a busy shared machine 1 is often fastest.
+        bootstrap (`int`, *optional*, defaults to `100`):
+            Bootstrap resamples for the law's parameter intervals (0: none).
+    """
 
     data_dir: str | None = field(default=None, metadata={"help": "Folder the corpus_files paths are relative to (a copy of the staged datasets); required."})
     corpus_files: list[str] = field(default_factory=lambda: list(LM_CORPUS), metadata={

@@ -28,7 +28,54 @@ __all__ = ["TimeVectorExperimentConfig", "run_time_vectors"]
 
 @dataclass
 class TimeVectorExperimentConfig(JobOptions):
-    """Time vectors on news by year; every field is a recipe key."""
+    """Time vectors on news by year; every field is a recipe key.
+
+    Args:
+        data_file (`str` or `None`, *optional*, defaults to `None`):
+            JSON Lines with `year` and `text` (e.g. time/wmt_newstest_en_by_year.jsonl.gz of the staged datasets).
+        dataset_id (`str`, *optional*, defaults to `"Helsinki-NLP/OPUS-MT-testsets"`):
+            Hub id the cards name as the data source.
+        years (`list[int]`, *optional*, defaults to `[2012, 2013, 2014, 2015, 2016]`):
+            Years, in order; the first and last are the interpolation ends.
+        train_sentences (`int`, *optional*, defaults to `2500`):
+            Training sentences per year.
+        eval_sentences (`int`, *optional*, defaults to `400`):
+            Held-out sentences per year (taken after the training ones, disjoint).
+        base_model (`str` or `None`, *optional*, defaults to `None`):
+            Hub id or folder of θ_pre; empty trains a small base on pretrain_file.
+        pretrain_file (`str` or `None`, *optional*, defaults to `None`):
+            General English for the small base (JSON Lines with `text`, e.g. lm_corpus/gutenberg_books.jsonl.gz).
+        pretrain_chars (`int`, *optional*, defaults to `3000000`):
+            Characters of pretrain_file used for the base and the tokenizer.
+        vocab_size (`int`, *optional*, defaults to `4096`):
+            BPE vocabulary of the small base.
+        hidden_size (`int`, *optional*, defaults to `192`):
+            Width of the small base.
+        num_layers (`int`, *optional*, defaults to `4`):
+            Layers of the small base.
+        pretrain_steps (`int`, *optional*, defaults to `600`):
+            Optimizer steps of base pretraining.
+        finetune_steps (`int`, *optional*, defaults to `200`):
+            Optimizer steps of each year's finetune.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Blocks per step.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per block.
+        pretrain_lr (`float`, *optional*, defaults to `0.002`):
+            Peak learning rate of base pretraining.
+        finetune_lr (`float`, *optional*, defaults to `0.0005`):
+            Peak learning rate of the finetunes.
+        alphas (`list[float]`, *optional*, defaults to `[round(0.1 * i, 1) for i in range(11)]`):
+            Interpolation weights α of the first year.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling, initialisation and training.
+        output_dir (`str`, *optional*, defaults to `"outputs/time_vectors"`):
+            Where time vectors, metrics.json and the plot go.
+        save_vectors (`bool`, *optional*, defaults to `True`):
+            Save each year's time vector (safetensors + card).
+        base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id the cards name for the base (e.g. where you push it).
+    """
 
     data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `year` and `text` (e.g. time/wmt_newstest_en_by_year.jsonl.gz of the staged datasets)."})
     dataset_id: str = field(default="Helsinki-NLP/OPUS-MT-testsets", metadata={"help": "Hub id the cards name as the data source."})

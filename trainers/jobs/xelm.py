@@ -29,7 +29,55 @@ __all__ = ["XELMConfig", "run_xelm"]
 
 @dataclass
 class XELMConfig(JobOptions):
-    """X-ELM on multilingual news; every field is a recipe key."""
+    """X-ELM on multilingual news; every field is a recipe key.
+
+    Args:
+        data_file (`str` or `None`, *optional*, defaults to `None`):
+            JSON Lines with `lang` and `text` (e.g. multilingual/wmt_newstest_monolingual.jsonl.gz of the staged
+            datasets).
+        dataset_id (`str`, *optional*, defaults to `"Helsinki-NLP/OPUS-MT-testsets"`):
+            Hub id the cards name as the data source.
+        languages (`list[str]`, *optional*, defaults to `['de', 'fr', 'es', 'cs', 'ru', 'fi']`):
+            Languages (values of `lang`); at least 4.
+        train_sentences (`int`, *optional*, defaults to `3000`):
+            Training sentences per language.
+        eval_sentences (`int`, *optional*, defaults to `300`):
+            Held-out sentences per language (disjoint from training).
+        experts (`list[int]`, *optional*, defaults to `[1, 2, 4]`):
+            Numbers of experts k to compare with the dense model.
+        clustering (`Literal['tfidf', 'typology']`, *optional*, defaults to `"tfidf"`):
+            Balanced TF-IDF k-means on sentences, or language-family clusters.
+        seed_model (`str` or `None`, *optional*, defaults to `None`):
+            Hub id or folder of a pretrained seed (and its tokenizer); empty trains a small one from scratch.
+        vocab_size (`int`, *optional*, defaults to `8192`):
+            BPE vocabulary trained on the mix.
+        hidden_size (`int`, *optional*, defaults to `192`):
+            Model width.
+        num_layers (`int`, *optional*, defaults to `4`):
+            Model layers.
+        seed_steps (`int`, *optional*, defaults to `600`):
+            Steps of seed training on the mix.
+        expert_steps (`int`, *optional*, defaults to `600`):
+            Steps of the dense continuation; k experts get expert_steps / k each.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Blocks per step (same for the seed, dense and experts).
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per block.
+        learning_rate (`float`, *optional*, defaults to `0.002`):
+            Peak learning rate of seed training.
+        branch_learning_rate (`float`, *optional*, defaults to `0.001`):
+            Peak learning rate of the dense continuation and the experts.
+        temperature (`float`, *optional*, defaults to `0.1`):
+            Clustering router temperature T in softmax(−d²/T).
+        top_k (`int` or `None`, *optional*, defaults to `None`):
+            Keep the top-k experts per position (None keeps all).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed for sampling, initialisation and training.
+        output_dir (`str`, *optional*, defaults to `"outputs/xelm"`):
+            Where metrics.json, the plot and (optionally) the ensembles go.
+        save_ensembles (`bool`, *optional*, defaults to `False`):
+            Save each ensemble (experts + router) with save_pretrained.
+    """
 
     data_file: str | None = field(default=None, metadata={"help": "JSON Lines with `lang` and `text` (e.g. multilingual/wmt_newstest_monolingual.jsonl.gz of the staged datasets)."})
     dataset_id: str = field(default="Helsinki-NLP/OPUS-MT-testsets", metadata={"help": "Hub id the cards name as the data source."})
