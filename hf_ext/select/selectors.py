@@ -84,7 +84,18 @@ SELECTORS: dict[str, Selector] = {}
 
 def register_selector(name: str, *, requires: tuple[str, ...] = (), description: str = "",
                       prefix: str | None = None) -> Callable[[SelectFn], SelectFn]:
-    """Register `fn` as method `name`; `prefix`: the featurizer prefix its `requires` columns carry."""
+    """Register `fn` as method `name`; `prefix`: the featurizer prefix its `requires` columns carry.
+
+    Args:
+        name (`str`):
+            The method's name (a key of `SELECTORS`, the `method` of a recipe).
+        requires (`tuple[str, ...]`, *optional*, defaults to `()`):
+            Columns the function reads; the selection job runs the featurizers that produce them first.
+        description (`str`, *optional*, defaults to `""`):
+            One line for listings; default: the first line of the function's docstring.
+        prefix (`str` or `None`, *optional*, defaults to `None`):
+            The featurizer prefix its `requires` columns carry (``"sae"`` for ``sae_ids``), so ``prefix=`` can redirect them.
+    """
 
     def decorator(fn: SelectFn) -> SelectFn:
         SELECTORS[name] = Selector(name, tuple(requires), fn, description or (fn.__doc__ or "").strip().split("\n")[0], prefix)
@@ -94,6 +105,15 @@ def register_selector(name: str, *, requires: tuple[str, ...] = (), description:
 
 
 def get_selector(name: str) -> Selector:
+    """The registered :class:`Selector` called `name`.
+
+    Args:
+        name (`str`):
+            A key of `SELECTORS`.
+
+    Raises:
+        InputError: for an unknown name, listing the registered ones.
+    """
     if name not in SELECTORS:
         raise InputError(f"Unknown selection method {name!r}. Available: {sorted(SELECTORS)}.")
     return SELECTORS[name]
@@ -126,5 +146,19 @@ def select_alpagasus(
 
 def select(dataset, method: str, budget: int, *, seed: int = 0, **kwargs: Any) -> list[int]:
     """Indices of `dataset` chosen by `method`: ``ds.select(select(ds, "longest", 300))``;
-    ``prefix=featurizer.prefix`` for SAE methods over a featurizer with its own prefix."""
+    ``prefix=featurizer.prefix`` for SAE methods over a featurizer with its own prefix.
+
+    Args:
+        dataset (`datasets.Dataset` or `Mapping[str, Sequence]`):
+            The pool, holding the columns the method reads (see `Selector.requires`).
+        method (`str`):
+            A registered selection method (a key of `SELECTORS`: longest, random, alpagasus, sae_greedy, ...).
+        budget (`int`):
+            How many rows to pick; at most the pool's size.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the methods that draw at random (random, kcenter's first center).
+        **kwargs:
+            The method's own options (``threshold=`` for alpagasus, ``similarity=`` for sae_simscale) and ``prefix=``,
+            the featurizer's column prefix.
+    """
     return get_selector(method).select(dataset, budget, seed=seed, **kwargs)
