@@ -97,6 +97,12 @@ def register_job(name: str, config_path: str, runner_path: str, help: str = "") 
 
 
 def import_path(path: str) -> Any:
+    """The object a ``"module:attribute"`` path names (what `JOBS` entries hold), imported now.
+
+    Args:
+        path (`str`):
+            ``"package.module:attribute"``, e.g. ``"hf_ext.curate.job:CurateConfig"``.
+    """
     module, _, attribute = path.partition(":")
     import importlib
 
@@ -132,7 +138,12 @@ RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _ma
 
 def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe file with a ``yaml.SafeLoader``; it must be a UTF-8 mapping of field names,
-    each given once."""
+    each given once.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The YAML recipe.
+    """
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"Recipe file {str(path)!r} does not exist. Pass the path of a YAML recipe, e.g. recipes/quickstart.yaml.")
@@ -158,7 +169,16 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def recipe_job(values: dict[str, Any], default: str = "select", source: str = "the recipe") -> str:
-    """Pop ``job`` from recipe values and check it names a registered job."""
+    """Pop ``job`` from recipe values and check it names a registered job.
+
+    Args:
+        values (`dict[str, Any]`):
+            Recipe values; ``job`` is removed from them.
+        default (`str`, *optional*, defaults to `"select"`):
+            The job when the recipe names none.
+        source (`str`, *optional*, defaults to `"the recipe"`):
+            What the values came from, for the error message.
+    """
     job = values.pop("job", default)
     if not isinstance(job, str) or job not in JOBS:
         raise RecipeError(f"Unknown job {job!r} in {source}: `job` must be one name, one of {', '.join(sorted(JOBS))} "
@@ -196,7 +216,16 @@ def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
 
 
 def check_keys(config_cls: type, values: dict[str, Any], source: str = "recipe") -> None:
-    """Fail on the first key that is not a field of `config_cls`, naming the valid ones."""
+    """Fail on the first key that is not a field of `config_cls`, naming the valid ones.
+
+    Args:
+        config_cls (`type`):
+            The config dataclass.
+        values (`dict[str, Any]`):
+            Recipe values.
+        source (`str`, *optional*, defaults to `"recipe"`):
+            What the values came from, for the error message.
+    """
     valid = config_fields(config_cls)
     for key in values:
         if key not in valid:

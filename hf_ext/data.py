@@ -68,6 +68,16 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".gz": "json", ".csv": "csv
 def load_pool(name_or_path: str, *, split: str = "train", revision: str | None = None, license: str | None = None):
     """Load a pool by bundled name, local path or Hub id.
 
+    Args:
+        name_or_path (`str`):
+            A bundled pool's name (``dolly_alpagasus_3k``), a local file or folder, or a Hub dataset id.
+        split (`str`, *optional*, defaults to `"train"`):
+            Split to load.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Branch, tag or commit of a Hub dataset.
+        license (`str` or `None`, *optional*, defaults to `None`):
+            Licence for the card when the pool is not bundled.
+
     Returns:
         ``(dataset, source)``: a `datasets.Dataset` and its :class:`DatasetSource`.
     """

@@ -182,6 +182,10 @@ def hub_id_for(path_or_id: str | os.PathLike) -> str | None:
 
     Returns the canonical id for a registered Hub id, the id itself for any other string that
     looks like a Hub id and is not a local path, and ``None`` for an unknown local folder.
+
+    Args:
+        path_or_id (`str` or `os.PathLike`):
+            A local folder (e.g. what :func:`resolve_model` returned) or a Hub id.
     """
     name = os.fspath(path_or_id)
     if name.lower() in _REGISTRY:
@@ -228,6 +232,18 @@ def load_model(model_id: str | os.PathLike, auto_class: Any = None, *, revision:
     truncated or corrupt ``*.safetensors`` in a local folder, or a checkpoint transformers cannot
     open raise one :class:`InputError` naming it (and `role`, e.g. "seed", when given; else "model"
     or "tokenizer").
+
+    Args:
+        model_id (`str` or `os.PathLike`):
+            Hub id or folder; packaged local copies resolve offline (:func:`resolve_model`).
+        auto_class (`Any`, *optional*, defaults to `None`):
+            The ``Auto*`` class to load with (e.g. ``AutoModelForCausalLM``); ``None``: ``AutoModel``.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Branch, tag or commit on the Hub.
+        role (`str` or `None`, *optional*, defaults to `None`):
+            What the model is for ("seed", "expert math"...), named in errors.
+        **kwargs:
+            Passed to ``from_pretrained`` (``dtype``, ``device_map``, ``trust_remote_code``...).
     """
     if auto_class is None:
         from transformers import AutoModel as auto_class
@@ -284,7 +300,16 @@ def load_causal_lm(model: Any, *, role: str | None = None, copy: bool = False, r
 
 
 def load_tokenizer(model_id: str | os.PathLike, *, revision: str | None = None, **kwargs: Any):
-    """``AutoTokenizer.from_pretrained(resolve_model(model_id), **kwargs)``."""
+    """``AutoTokenizer.from_pretrained(resolve_model(model_id), **kwargs)``.
+
+    Args:
+        model_id (`str` or `os.PathLike`):
+            Hub id or folder; packaged local copies resolve offline (:func:`resolve_model`).
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Branch, tag or commit on the Hub.
+        **kwargs:
+            Passed to ``AutoTokenizer.from_pretrained``.
+    """
     from transformers import AutoTokenizer
 
     return load_model(model_id, AutoTokenizer, revision=revision, **kwargs)

@@ -123,6 +123,26 @@ def tiny_llama(vocab_size: int | None = None, hidden_size: int = 32, num_layers:
                seed: int = 0, tokenizer: PreTrainedTokenizerFast | None = None) -> LlamaForCausalLM:
     """A tiny randomly initialised fp32 ``LlamaForCausalLM`` matching ``tokenizer`` (default: ``tiny_tokenizer()``).
 
+    Args:
+        vocab_size (`int` or `None`, *optional*, defaults to `None`):
+            Embedding rows; ``None``: the tokenizer's size.
+        hidden_size (`int`, *optional*, defaults to `32`):
+            Width of the residual stream.
+        num_layers (`int`, *optional*, defaults to `2`):
+            Decoder layers.
+        num_heads (`int`, *optional*, defaults to `4`):
+            Attention heads.
+        num_kv_heads (`int`, *optional*, defaults to `2`):
+            Key/value heads (grouped-query attention).
+        intermediate_size (`int`, *optional*, defaults to `64`):
+            Width of the MLP.
+        max_position_embeddings (`int`, *optional*, defaults to `256`):
+            Longest sequence.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the initial weights (the same seed gives the same model; the global RNG is left untouched).
+        tokenizer (`PreTrainedTokenizerFast` or `None`, *optional*, defaults to `None`):
+            Tokenizer whose vocabulary and special token ids the model matches; ``None``: ``tiny_tokenizer()``.
+
     Example:
         >>> model = tiny_llama(seed=1)
         >>> model.config.pad_token_id == tiny_tokenizer().pad_token_id
@@ -138,6 +158,28 @@ def tiny_sequence_classifier(num_labels: int = 1, vocab_size: int | None = None,
                              intermediate_size: int = 64, max_position_embeddings: int = 256, seed: int = 0,
                              tokenizer: PreTrainedTokenizerFast | None = None) -> LlamaForSequenceClassification:
     """A tiny ``LlamaForSequenceClassification``; ``num_labels=1`` is a reward model for TRL's ``RewardTrainer``.
+
+    Args:
+        num_labels (`int`, *optional*, defaults to `1`):
+            Outputs of the classification head (1: a scalar reward).
+        vocab_size (`int` or `None`, *optional*, defaults to `None`):
+            Embedding rows; ``None``: the tokenizer's size.
+        hidden_size (`int`, *optional*, defaults to `32`):
+            Width of the residual stream.
+        num_layers (`int`, *optional*, defaults to `2`):
+            Decoder layers.
+        num_heads (`int`, *optional*, defaults to `4`):
+            Attention heads.
+        num_kv_heads (`int`, *optional*, defaults to `2`):
+            Key/value heads (grouped-query attention).
+        intermediate_size (`int`, *optional*, defaults to `64`):
+            Width of the MLP.
+        max_position_embeddings (`int`, *optional*, defaults to `256`):
+            Longest sequence.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the initial weights (the same seed gives the same model; the global RNG is left untouched).
+        tokenizer (`PreTrainedTokenizerFast` or `None`, *optional*, defaults to `None`):
+            Tokenizer whose vocabulary and special token ids the model matches; ``None``: ``tiny_tokenizer()``.
 
     Example:
         >>> tok = tiny_tokenizer()
@@ -155,6 +197,24 @@ def tiny_bert(vocab_size: int | None = None, hidden_size: int = 32, num_layers: 
               tokenizer: PreTrainedTokenizerFast | None = None) -> BertModel:
     """A tiny randomly initialised ``BertModel`` encoder over the tokenizer's vocabulary.
 
+    Args:
+        vocab_size (`int` or `None`, *optional*, defaults to `None`):
+            Embedding rows; ``None``: the tokenizer's size.
+        hidden_size (`int`, *optional*, defaults to `32`):
+            Width of the residual stream.
+        num_layers (`int`, *optional*, defaults to `2`):
+            Encoder layers.
+        num_heads (`int`, *optional*, defaults to `4`):
+            Attention heads.
+        intermediate_size (`int`, *optional*, defaults to `64`):
+            Width of the MLP.
+        max_position_embeddings (`int`, *optional*, defaults to `256`):
+            Longest sequence.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the initial weights (the same seed gives the same model; the global RNG is left untouched).
+        tokenizer (`PreTrainedTokenizerFast` or `None`, *optional*, defaults to `None`):
+            Tokenizer whose vocabulary and special token ids the model matches; ``None``: ``tiny_tokenizer()``.
+
     Example:
         >>> tok = tiny_tokenizer()
         >>> tiny_bert(tokenizer=tok)(**tok(["encode me"], return_tensors="pt")).last_hidden_state.shape[-1]
@@ -171,6 +231,12 @@ def tiny_bert(vocab_size: int | None = None, hidden_size: int = 32, num_layers: 
 
 def save_tiny(path: str | Path, *objects: Any) -> Path:
     """Save models and tokenizers into one folder with ``save_pretrained``; returns the folder.
+
+    Args:
+        path (`str` or `Path`):
+            The folder (created if needed).
+        *objects (`Any`):
+            Models, tokenizers or configs: anything with ``save_pretrained``.
 
     Example:
         >>> import tempfile
