@@ -40,7 +40,12 @@ def _mean(values: list[float]) -> float:
 
 
 def consistency_filter(dataset: Any) -> tuple[Any, dict[str, int]]:
-    """Keep exactly the critiques whose scores agree with the preference label (see module doc)."""
+    """Keep exactly the critiques whose scores agree with the preference label (see module doc).
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The output of :func:`hf_ext.critique.generate.generate_critiques` (critiques and their scores per response).
+    """
     require_columns(dataset.column_names, CRITIQUE_COLUMNS, what="consistency_filter")
     stats = {"rows_in": len(dataset), "critiques_in": 0, "unparsable": 0, "disagreeing": 0, "critiques_kept": 0, "rows_kept": 0}
 

@@ -162,6 +162,26 @@ def generate_critiques(
     Returns the new dataset and counts: rows, critiques, requests (sent this call; 0 when all
     came from the cache) and unparsable (critiques without a valid score, dropped later by
     :func:`hf_ext.critique.filters.consistency_filter`).
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Preference pairs with prompt, chosen and rejected columns.
+        backend (`TransformersBackend` or `OpenAIBackend`):
+            The critic LM that writes the critiques.
+        num_critiques (`int`, *optional*, defaults to `4`):
+            Critiques per response (Critic-RM samples several and keeps the consistent ones).
+        cache_path (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+            JSON Lines cache of critiques already generated; a rerun sends only the missing requests.
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt.
+        chosen_column (`str`, *optional*, defaults to `"chosen"`):
+            Column with the preferred response.
+        rejected_column (`str`, *optional*, defaults to `"rejected"`):
+            Column with the other response.
+        chunk_size (`int`, *optional*, defaults to `64`):
+            Requests per backend call (each result is cached as it arrives).
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a tqdm progress bar.
     """
     if not isinstance(num_critiques, int) or num_critiques < 1:
         raise InputError(f"num_critiques must be a positive integer, got {num_critiques!r}.")

@@ -729,7 +729,15 @@ MERGE_METHODS: dict[str, type[MergeMethod]] = {
 
 
 def get_merge_method(method: str | MergeMethod, **params: Any) -> MergeMethod:
-    """A merge-method object from its name and settings (or the object itself)."""
+    """A merge-method object from its name and settings (or the object itself).
+
+    Args:
+        method (`str` or `MergeMethod`):
+            A key of `MERGE_METHODS` (linear, task_arithmetic, ties, dare, della, breadcrumbs, slerp, nuslerp,
+            model_stock, passthrough), or a method object (returned as is).
+        **params:
+            The method's settings (fields of its dataclass); unknown ones raise an `InputError` listing the valid ones.
+    """
     if isinstance(method, MergeMethod):
         if params:
             raise InputError(f"Settings {sorted(params)} were given with a {type(method).__name__} object; set them on the object.")

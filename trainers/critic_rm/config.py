@@ -85,7 +85,18 @@ class CriticRMConfig(RewardModelConfig):
 
 
 def critique_weight(schedule: str, start: float, end: float, progress: float) -> float:
-    """λ at training progress in [0, 1]: constant = start; linear and cosine go start → end."""
+    """λ at training progress in [0, 1]: constant = start; linear and cosine go start → end.
+
+    Args:
+        schedule (`str`):
+            ``"constant"``, ``"linear"`` or ``"cosine"``.
+        start (`float`):
+            λ at the start of training.
+        end (`float`):
+            λ at the end (unused by ``"constant"``).
+        progress (`float`):
+            Share of training done, in [0, 1].
+    """
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "constant":
         return start
