@@ -65,6 +65,8 @@ def test_merge_method_options_checked_by_the_methods_dataclass(tmp_path):
     assert config.merge_method() == TiesMerge(density=1.0, majority_sign_method="frequency")
     flagged = parse_config(MergeConfig, values, ["--method_options", '{"density": 0.3}'])  # JSON or YAML text
     assert flagged.method_options == {"density": 0.3} and flagged.merge_method().density == 0.3
+    both = parse_config(MergeConfig, {**values, "method_options": {"density": 0.5, "scale": 0.7}}, ["--method_options", "{density: 1}"])
+    assert both.merge_method() == TiesMerge(density=1.0, scale=0.7)  # the flag's keys update the recipe's
     assert parse_config(MergeConfig, {**values, "method": "dare", "seed": 7}).merge_method() == DareMerge(seed=7)
     assert parse_config(MergeConfig, {**values, "method": "dare", "seed": 7, "method_options": {"seed": 3}}).merge_method().seed == 3
     for options, message in [({"densty": 0.2}, "no setting 'densty'. Its settings: ['convention', 'density'"),
@@ -72,7 +74,7 @@ def test_merge_method_options_checked_by_the_methods_dataclass(tmp_path):
                              ({"majority_sign_method": "most"}, "'method_options.majority_sign_method' must be one of ['total', 'frequency']")]:  # fmt: skip
         with pytest.raises(InputError, match=message.replace("[", r"\[").replace("|", r"\|")):
             parse_config(MergeConfig, {**values, "method_options": options})
-    with pytest.raises(InputError, match="method_options must be a mapping"):
+    with pytest.raises(InputError, match="'method_options' must be a mapping"):
         parse_config(MergeConfig, values, ["--method_options", "[0.3]"])
 
 

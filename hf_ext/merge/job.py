@@ -8,8 +8,6 @@ import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import yaml
-
 from ..errors import InputError, RecipeError
 from ..jobs import JobOptions, job_output, refuse_old_hub_keys
 
@@ -67,7 +65,7 @@ class MergeConfig(JobOptions):
     mergekit_config: dict[str, Any] | None = field(default=None, metadata={"help": "A mergekit YAML config (its schema unchanged: merge_method, base_model, models/slices, parameters, dtype, ...), run by hf_ext with mergekit's semantics; a recipe in mergekit's schema lands here by itself (`hf-ext merge config.yml --output_dir OUT`). Then models/method/method_options/weights/base_model stay unset; `input_hub_ids` lists a Hub id per referenced model (base first, in order of appearance) and `seed` is mergekit-yaml's --random-seed."})
     models: list[str] = field(default_factory=list, metadata={"help": "Models to merge: Hub ids or local folders (safetensors), same architecture."})
     method: str = field(default="linear", metadata={"help": "A method of hf_ext.merge.MERGE_METHODS: linear (model soup / checkpoint averaging), task_arithmetic, ties, dare, della, breadcrumbs, slerp, nuslerp, model_stock, passthrough."})
-    method_options: dict[str, Any] | str | None = field(default=None, metadata={"help": "The method's settings, the fields of its dataclass in hf_ext.merge.methods, checked by it (e.g. {density: 0.2, majority_sign_method: total, scale: 1.0} for ties, {t: 0.3} for slerp, {normalize: false} for linear, {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML or JSON)."})
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "The method's settings, the fields of its dataclass in hf_ext.merge.methods, checked by it (e.g. {density: 0.2, majority_sign_method: total, scale: 1.0} for ties, {t: 0.3} for slerp, {normalize: false} for linear, {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML; its keys update the recipe's)."})
     weights: list[float] | None = field(default=None, metadata={"help": "One weight per model (default uniform)."})
     base_model: str | None = field(default=None, metadata={"help": "The shared base (Hub id or folder); task_arithmetic, ties and dare take task vectors against it."})
     input_hub_ids: list[str] | None = field(default=None, metadata={"help": "Hub ids the card names for the models when they are local folders."})
@@ -102,16 +100,6 @@ class MergeConfig(JobOptions):
                                   f"dataclass, checked by it; as a flag: --method_options '{{{old}: ...}}').")
 
     def __post_init__(self) -> None:
-        if isinstance(self.method_options, str):  # a --method_options flag: YAML / JSON text
-            try:
-                options = yaml.safe_load(self.method_options)
-            except yaml.YAMLError as exc:
-                raise InputError(f"method_options {self.method_options!r} is not a YAML/JSON mapping ({exc}); "
-                                 "write e.g. --method_options '{density: 0.3}'.") from None
-            if not isinstance(options, dict):
-                raise InputError(f"method_options must be a mapping of the method's settings, got {self.method_options!r}; "
-                                 "write e.g. --method_options '{density: 0.3}'.")
-            self.method_options = options
         if self.mergekit_config is not None:
             if self.models or self.method != "linear" or self.weights or self.base_model or self.method_options:
                 raise InputError("MergeConfig: give either mergekit_config or models/method/method_options/weights/base_model, not both.")
