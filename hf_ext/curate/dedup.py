@@ -112,6 +112,20 @@ class MinHashDeduplicator:
     is speed: all shingles of a batch of documents are permuted in one numpy operation.
     Bands/rows come from datasketch's optimiser for ``threshold``; a candidate pair is merged
     only when its estimated Jaccard similarity is ``>= threshold``.
+
+    Args:
+        num_perm (`int`, *optional*, defaults to `112`):
+            Permutations per signature.
+        ngram (`int`, *optional*, defaults to `5`):
+            Word n-gram size of the shingles.
+        threshold (`float`, *optional*, defaults to `0.8`):
+            Jaccard similarity that counts as a near duplicate (sets the LSH bands and rows).
+        seed (`int`, *optional*, defaults to `1`):
+            Seed of the permutations (datasketch's default).
+        batch_size (`int`, *optional*, defaults to `1024`):
+            Documents hashed per numpy operation.
+        chunk_shingles (`int`, *optional*, defaults to `16384`):
+            Shingles per block of the permutation product (kept in cache).
     """
 
     num_perm: int = 112
@@ -265,6 +279,20 @@ class BFFDeduplicator:
     ``mode="naive-both"`` is the mistake the spec warns about (insert the document's n-grams,
     then check its paragraphs against a filter that already holds them): it over-removes,
     and exists for the regression test.
+
+    Args:
+        expected_ngrams (`int`, *optional*, defaults to `1000000`):
+            N-grams the Bloom filter is sized for (memory bound).
+        fp_rate (`float`, *optional*, defaults to `0.01`):
+            The Bloom filter's false-positive rate.
+        ngram (`int`, *optional*, defaults to `13`):
+            Word n-gram size.
+        threshold (`float`, *optional*, defaults to `0.8`):
+            Drop a paragraph or document when more than this share of its n-grams was seen.
+        min_ngram (`int`, *optional*, defaults to `1`):
+            Paragraphs with fewer words are neither checked nor inserted.
+        mode (`Literal["old-both", "naive-both"]`, *optional*, defaults to `"old-both"`):
+            ``"old-both"`` (DCLM's) or the over-removing ``"naive-both"`` kept for the regression test.
     """
 
     def __init__(self, expected_ngrams: int = 1_000_000, fp_rate: float = 0.01, ngram: int = 13, threshold: float = 0.8,

@@ -40,7 +40,13 @@ def dedup_lines_in_bucket(texts: list[str], max_occurrences: int = 6) -> tuple[l
 
 class DuplicatedNgramCoverageFilter(Filter):
     """Drop documents whose words are covered by repeated n-grams beyond a limit (Gopher's
-    duplicated n-gram character coverage, which Llama 3 uses against logs and boilerplate)."""
+    duplicated n-gram character coverage, which Llama 3 uses against logs and boilerplate).
+
+    Args:
+        limits (`tuple`, *optional*, defaults to `GOPHER_DUP_NGRAMS`):
+            ``(n, max fraction)`` pairs: drop when the characters covered by repeated n-grams exceed the fraction
+            (Gopher: 0.15 for 5-grams down to 0.10 for 10-grams).
+    """
 
     name = "dup_ngram_coverage"
 
@@ -72,7 +78,16 @@ def default_dirty_words() -> list[str]:
 
 class DirtyWordsFilter(Filter):
     """Drop documents where dirty words make up more than ``max_ratio`` of the words (or occur
-    more than ``max_count`` times when given). The list is configurable."""
+    more than ``max_count`` times when given). The list is configurable.
+
+    Args:
+        words (`list[str]` or `None`, *optional*, defaults to `None`):
+            The dirty words (compared lower-cased); ``None``: the bundled list.
+        max_ratio (`float`, *optional*, defaults to `0.01`):
+            Largest share of dirty words kept.
+        max_count (`int` or `None`, *optional*, defaults to `None`):
+            Instead of the ratio, the most dirty-word occurrences kept.
+    """
 
     name = "dirty_words"
 
@@ -96,6 +111,14 @@ class TokenKLFilter(Filter):
     vocabulary plus one bucket for unseen tokens. Tokens are lower-cased words by default.
 
     Fit it on reference text with `fit`, save it with `save` and reload with `load`.
+
+    Args:
+        max_kl (`float`, *optional*, defaults to `2.0`):
+            Largest KL(P_doc || Q_ref) in nats kept.
+        alpha (`float`, *optional*, defaults to `0.5`):
+            Add-alpha smoothing of the reference distribution.
+        reference_counts (`dict[str, int]` or `None`, *optional*, defaults to `None`):
+            Token counts of the reference corpus; ``None``: call `fit` first.
     """
 
     name = "token_kl"

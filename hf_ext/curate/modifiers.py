@@ -36,7 +36,12 @@ class URLRemoval(Modifier):
 
 
 class NewlineCollapse(Modifier):
-    """Collapse runs of newlines to at most ``max_consecutive`` (DCLM: 2)."""
+    """Collapse runs of newlines to at most ``max_consecutive`` (DCLM: 2).
+
+    Args:
+        max_consecutive (`int`, *optional*, defaults to `2`):
+            Longest run of newlines kept.
+    """
 
     name = "newline_collapse"
 
@@ -251,7 +256,12 @@ class RefinedWebLineEdits(Modifier):
 class WordRemovalRatioFilter(Filter):
     """Drop the document if the edits removed more than ``max_removed_ratio`` of its words
     (DCLM: 5%), comparing ``doc.meta["words_before_edits"]`` with the current word count
-    (both fastText tokens starting with an alphanumeric, DCLM's ``split_words``)."""
+    (both fastText tokens starting with an alphanumeric, DCLM's ``split_words``).
+
+    Args:
+        max_removed_ratio (`float`, *optional*, defaults to `0.05`):
+            Largest share of the words the edits may remove.
+    """
 
     name = "word_removal_ratio"
 

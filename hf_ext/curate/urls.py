@@ -15,7 +15,18 @@ from .base import Doc, Filter
 
 
 class URLBlocklistFilter(Filter):
-    """Drop documents whose URL is blocklisted (reason ``url_blocklist:<rule>``)."""
+    """Drop documents whose URL is blocklisted (reason ``url_blocklist:<rule>``).
+
+    Args:
+        soft_word_threshold (`int`, *optional*, defaults to `2`):
+            A URL holding this many soft-banned words or more is dropped (datatrove's URLFilter).
+        extra_domains (`list[str]` or `None`, *optional*, defaults to `None`):
+            Domains blocked on top of the lists.
+        banned_words (`list[str]` or `None`, *optional*, defaults to `None`):
+            Words that block a URL on top of the lists.
+        use_integrated_lists (`bool`, *optional*, defaults to `True`):
+            Use datatrove's bundled RefinedWeb blocklists.
+    """
 
     name = "url_blocklist"
     needs_url = True
