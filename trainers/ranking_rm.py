@@ -114,7 +114,26 @@ class DataCollatorForRanking(DataCollatorMixin):
 
 
 class RankingRewardTrainer(SafeResumeMixin, RewardTrainer):
-    """TRL's RewardTrainer over ranked rows (Llama 3): all ordered pairs, no margin."""
+    """TRL's RewardTrainer over ranked rows (Llama 3): all ordered pairs, no margin.
+
+    Args:
+        model (`str` or `PreTrainedModel`):
+            The reward model: a sequence classifier with one label, or its Hub id or folder.
+        args (`RankingRewardConfig` or `None`, *optional*, defaults to `None`):
+            Training settings (TRL's `RewardConfig` fields plus the ranking ones); ``None``: the defaults, with
+            ``output_dir="ranking-rm"``.
+        data_collator (`Any`, *optional*, defaults to `None`):
+            Batches of ranked rows; ``None``: a :class:`DataCollatorForRanking` for `processing_class`.
+        train_dataset (`datasets.Dataset`, *optional*, defaults to `None`):
+            ``prompt`` plus ``responses`` (a list, best first) or the columns of ``args.ranked_columns``
+            (edited > chosen > rejected), tokenised into ``ranked_ids``.
+        eval_dataset (`datasets.Dataset`, *optional*, defaults to `None`):
+            Held-out rows of the same shape.
+        processing_class (`PreTrainedTokenizerBase`, *optional*, defaults to `None`):
+            The tokenizer, as in TRL.
+        **kwargs:
+            Passed to TRL's `RewardTrainer` (callbacks, peft_config, ...).
+    """
 
     _tag_names = ["trl", "reward-trainer", "ranking-rm", "hf_ext"]
 

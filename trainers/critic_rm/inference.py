@@ -22,6 +22,18 @@ class CriticRewardModel:
     >>> rm = CriticRewardModel(attach_reward_head(tiny_llama()), tiny_tokenizer())
     >>> isinstance(rm.score("2+2?", "4", num_critiques=0), float)
     True
+
+    Args:
+        model (`PreTrainedModel`):
+            A trained Critic-RM: a causal LM with its reward head attached (:func:`attach_reward_head`).
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer.
+        max_new_tokens (`int`, *optional*, defaults to `128`):
+            Longest critique generated.
+        temperature (`float`, *optional*, defaults to `0.7`):
+            Sampling temperature when several critiques are drawn (one critique is greedy).
+        top_p (`float`, *optional*, defaults to `0.95`):
+            Nucleus sampling when several critiques are drawn.
     """
 
     def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, *, max_new_tokens: int = 128,
