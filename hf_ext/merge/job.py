@@ -39,10 +39,10 @@ class MergeConfig(JobOptions):
         method (`str`, *optional*, defaults to `"linear"`):
             A method of hf_ext.merge.MERGE_METHODS: linear (model soup / checkpoint averaging), task_arithmetic, ties,
             dare, della, breadcrumbs, slerp, nuslerp, model_stock, passthrough.
-        method_options (`dict[str, Any]` or `str` or `None`, *optional*, defaults to `None`):
+        method_options (`dict[str, Any]`, *optional*, defaults to `{}`):
             The method's settings, the fields of its dataclass in hf_ext.merge.methods, checked by it (e.g. {density:
             0.2, majority_sign_method: total, scale: 1.0} for ties, {t: 0.3} for slerp, {normalize: false} for linear,
-            {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML or JSON).
+            {ties: true} for dare). As a flag: --method_options '{density: 0.3}' (YAML; its keys update the recipe's).
         weights (`list[float]` or `None`, *optional*, defaults to `None`):
             One weight per model (default uniform).
         base_model (`str` or `None`, *optional*, defaults to `None`):
