@@ -83,6 +83,14 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2048, *, chat_te
 
     Special tokens ``<s> </s> <pad> <unk> <|im_start|> <|im_end|>``; a ChatML chat template
     with ``{% generation %}`` markers when `chat_template`.
+
+    Args:
+        texts (`Iterable[str]`):
+            Training text.
+        vocab_size (`int`, *optional*, defaults to `2048`):
+            Upper bound on the vocabulary (256 byte tokens and the special tokens included).
+        chat_template (`bool`, *optional*, defaults to `True`):
+            Attach the ChatML chat template.
     """
     if vocab_size < 262:
         raise InputError(f"vocab_size must be >= 262 (256 bytes + 6 special tokens), got {vocab_size}.")
@@ -106,6 +114,16 @@ def pack_texts(tokenizer, texts: Sequence[str] | Any, block_size: int = 128, *, 
 
     Returns a `datasets.Dataset` with ``input_ids`` and ``labels`` (equal; the model shifts).
     The tail shorter than a block is dropped. Raises `InputError` when not one block fits.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            Tokenises the texts; its EOS token ends each one.
+        texts (`Sequence[str]` or `datasets.Dataset`):
+            The texts, or a dataset holding them in `text_column`.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per block.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column with the text when `texts` is a dataset.
     """
     import datasets
     import numpy as np
@@ -177,7 +195,20 @@ def train_causal_lm(model, tokenizer, train_texts, args: Any, *, block_size: int
 
 @torch.no_grad()
 def eval_loss(model, tokenizer, texts, *, block_size: int = 128, batch_size: int = 16) -> float:
-    """Mean next-token cross-entropy (nats per predicted token) on packed held-out blocks."""
+    """Mean next-token cross-entropy (nats per predicted token) on packed held-out blocks.
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM (its training mode is restored afterwards).
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer.
+        texts (`Sequence[str]` or `datasets.Dataset`):
+            Held-out texts, packed as :func:`pack_texts` does.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per block.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Blocks per forward pass.
+    """
     blocks = torch.tensor(pack_texts(tokenizer, texts, block_size)["input_ids"])
     device = next(model.parameters()).device
     was_training = model.training
