@@ -36,7 +36,18 @@ def embedding_diversity(embeddings: Any) -> float:
 
 
 def feature_coverage(ids: Any, picks: Sequence[int] | None = None, *, embeddings: Any = None, matrix=None) -> dict[str, float]:
-    """Coverage statistics of `picks` (all rows when None) over the feature-id column `ids`."""
+    """Coverage statistics of `picks` (all rows when None) over the feature-id column `ids`.
+
+    Args:
+        ids (`Sequence[Sequence[int]]`):
+            One list of activated latent ids per example (``sae_ids``).
+        picks (`Sequence[int]` or `None`, *optional*, defaults to `None`):
+            Row indices of the selection; ``None``: all rows.
+        embeddings (`Any`, *optional*, defaults to `None`):
+            Per-example vectors; when given, ``embedding_diversity`` of the picks is added.
+        matrix (`scipy.sparse.csr_matrix`, *optional*, defaults to `None`):
+            The :func:`feature_matrix` of `ids`, when already built.
+    """
     m = matrix if matrix is not None else feature_matrix(ids)
     picks = np.arange(m.shape[0]) if picks is None else np.asarray(picks, dtype=np.int64)
     pool_cov = int(np.unique(m.indices).size)
@@ -51,7 +62,14 @@ def feature_coverage(ids: Any, picks: Sequence[int] | None = None, *, embeddings
 
 
 def length_feature_corr(lengths: Sequence[float], counts: Sequence[float]) -> float:
-    """Pearson r between text length and number of activated features (paper: 0.92)."""
+    """Pearson r between text length and number of activated features (paper: 0.92).
+
+    Args:
+        lengths (`Sequence[float]`):
+            Text length per example.
+        counts (`Sequence[float]`):
+            Activated features per example (``sae_count``).
+    """
     a, b = np.asarray(lengths, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return 0.0

@@ -56,6 +56,14 @@ def feature_matrix(ids: Any, values: Any = None, num_features: int | None = None
     """Examples × latents ``scipy.sparse.csr_matrix`` from a list-of-ids column (and values).
 
     Data are the values when given (float32), else ones (uint8). Duplicate ids in a row are merged.
+
+    Args:
+        ids (`Sequence[Sequence[int]]`):
+            One list of latent ids per example (the featurizer's ``sae_ids`` column).
+        values (`Sequence[Sequence[float]]` or `None`, *optional*, defaults to `None`):
+            The matching values (``sae_values``); ``None``: ones.
+        num_features (`int` or `None`, *optional*, defaults to `None`):
+            Columns of the matrix at least (it is never narrower than the largest id + 1).
     """
     import scipy.sparse as sp
 
@@ -91,7 +99,14 @@ def feature_matrix(ids: Any, values: Any = None, num_features: int | None = None
 
 
 def coverage(matrix, picks: Sequence[int]) -> int:
-    """|∪ F(x)| over `picks`: distinct latents activated by any picked example."""
+    """|∪ F(x)| over `picks`: distinct latents activated by any picked example.
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents, from :func:`feature_matrix`.
+        picks (`Sequence[int]`):
+            Row indices of the picked examples.
+    """
     picks = np.asarray(picks, dtype=np.int64)
     if picks.size == 0:
         return 0
@@ -261,7 +276,16 @@ def _dense(column: Any) -> np.ndarray:
 
 
 def kcenter(embeddings: np.ndarray, budget: int, seed: int = 0) -> list[int]:
-    """Greedy k-center (farthest-first): a seeded random start, then the point farthest from all centres."""
+    """Greedy k-center (farthest-first): a seeded random start, then the point farthest from all centres.
+
+    Args:
+        embeddings (`np.ndarray`):
+            One vector per example (the featurizer's ``sae_embedding``).
+        budget (`int`):
+            How many centres to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the random first centre.
+    """
     from threadpoolctl import threadpool_limits
 
     x = np.asarray(embeddings, dtype=np.float32)
