@@ -134,6 +134,40 @@ def test_adam_moments_read_by_name_whatever_the_file_is_called(warm, tmp_path):
     assert from_torch.betas == (0.9, 0.999) and from_torch.eps == 1e-8
 
 
+def test_adam_moments_read_equal_a_hand_computed_first_step(warm, pool, tmp_path):
+    # One warmup step on one batch (no dropout): Adam's moments after it are m = (1 - β1)·g and
+    # v = (1 - β2)·g², g the gradient of the batch's mean response loss at the initial LoRA
+    # weights (B = 0, so only B has a gradient and A has not moved). The moments hf_ext reads for
+    # each parameter NAME must be those of that parameter, recomputed here by hand.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from hf_ext.select.less.formatting import tokenize_batch
+
+    rows = pool.select(range(6))
+    config = LessWarmupConfig(model_name_or_path=warm["base"], output_dir=str(tmp_path / "w"), lora_r=4, lora_alpha=16,
+                              lora_dropout=0.0, num_train_epochs=1, per_device_train_batch_size=6, warmup_fraction=1.0,
+                              gradient_accumulation_steps=1, learning_rate=1e-3, max_length=96, seed=0)
+    ckpt = run_less_warmup(config, dataset=rows)["checkpoints"][0]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(warm["base"]), ckpt, is_trainable=True)
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, p in named.items():
+            if "lora_B" in n:
+                p.zero_()  # the initial B; A is unchanged by a step whose A-gradient is zero
+    tok = GradientFeaturizer(warm["base"], [ckpt], kind="sgd", proj_dim=64)._load()["tokenizer"]
+    enc = tokenize_batch(tok, config.example_format, rows[:])
+    batch = DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True)(
+        [{k: enc[k][i] for k in enc} for i in range(len(rows))])
+    model(**batch).loss.backward()
+    state = load_adam_state(ckpt, model)
+    for n, p in named.items():
+        if p.requires_grad:
+            assert torch.allclose(state.exp_avg[n], 0.1 * p.grad, atol=1e-7, rtol=1e-4), n
+            assert torch.allclose(state.exp_avg_sq[n], 0.001 * p.grad**2, atol=1e-10, rtol=1e-3), n
+    assert all(named[n].grad.abs().sum() > 0 for n in named if "lora_B" in n)
+
+
 def test_adam_feature_equals_the_formula(warm):
     g = torch.randn(3, 50)
     m, v = torch.randn(50), torch.rand(50)
