@@ -12,6 +12,16 @@ what ``bergson build`` runs) and writes the per-example projected gradients and 
 collection's wall time.
 
     python benchmarks/_bergson_grads.py SPEC.json OUT.npz
+
+The environment used for the numbers in the LESS issue (CPU torch first, then bergson and its
+torch add-on without their CUDA requirements; bitsandbytes and torchaudio are not imported on
+this path):
+
+    python -m venv /work/venv-bergson
+    /work/venv-bergson/bin/pip install torch==2.13.0          # the CPU build
+    /work/venv-bergson/bin/pip install transformers==5.24.0 peft==0.21.2 datasets==5.2.0 accelerate==1.15.0 \
+        jaxtyping ml_dtypes natsort petname simple-parsing optree
+    /work/venv-bergson/bin/pip install --no-deps bergson==2.5.1 torchopt torchvision==0.28.0
 """
 
 from __future__ import annotations
