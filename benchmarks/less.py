@@ -272,6 +272,8 @@ def _extra_args(p) -> None:
                         "whose pool is small).")
     p.add_argument("--warmup-epochs", type=int, default=None,
                    help="Warmup epochs, one checkpoint each (default: 2 with --quick, 4 without, 1 with --model smollm2).")
+    p.add_argument("--tables-only", action="store_true",
+                   help="Stop after the precision tables (skip throughput, bergson and projection fidelity).")
     p.add_argument("--reuse-base", default=None, metavar="DIR",
                    help="A base model folder an earlier run of this script pretrained with the same --quick/--seed: skip "
                         "pretraining (pretraining is seeded, so it gives the same model; the JSON records the folder).")
@@ -414,7 +416,7 @@ def main() -> None:
                                  "less_sgd": "plain gradient features on both sides (same checkpoints, projection, weights)",
                                  "embedding": "all-MiniLM-L6-v2 mean-pooled cosine", "random": "seeded random k"},
     }
-    if smol:
+    if smol or args.tables_only:
         results["peak_rss_gb"] = peak_rss_bytes() / 2**30
         write_results(args.out, results)
         return
