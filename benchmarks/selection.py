@@ -35,6 +35,8 @@ matmuls, dominate; Python between micro-batches and padding are small. Not fixed
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -46,14 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import benchmark_args, peak_rss_bytes, plan_flop_rate, write_results  # noqa: E402
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def matmul_gflops(dtype=None, device: str = "cpu") -> float:
-    import torch
-
-    from hf_ext.planning import measured_flop_rate
-
-    return measured_flop_rate(device, dtype or torch.float32, size=4096) / 1e9
 
 
 def coverage_part(args, results):
@@ -124,28 +118,37 @@ def linear_flops_per_token(model_config, layers: int) -> float:
     return 2.0 * per_layer * layers
 
 
-def padded_micro_batches(f, ids):
-    """The featurizer's own micro-batches as device tensors (what its forward sees), built once."""
-    pad = f._tok.pad_token_id if f._tok.pad_token_id is not None else 0
-    batches = []
-    for rows in f.micro_batches([len(x) for x in ids]):
-        input_ids, attention = f.padded(ids, rows, pad)
-        mask = None if len(ids[rows[-1]]) == input_ids.shape[1] else attention.to(f._device())
-        batches.append((input_ids.to(f._device()), mask))
-    return batches
-
-
-def bare_forward_seconds(f, batches) -> float:
-    """Only the truncated model's forward on pre-built batches: the featurizer's practical ceiling."""
+def bare_forward(f, batches) -> None:
+    """Only the truncated model's forward on pre-built device inputs: the featurizer's practical ceiling."""
     import torch
 
-    sync = torch.cuda.synchronize if f._device().type == "cuda" else (lambda: None)
-    start = time.perf_counter()
     with torch.inference_mode():
-        for input_ids, mask in batches:
-            f._forward(input_ids, mask)
-    sync()
-    return time.perf_counter() - start
+        for inputs in batches:
+            f._forward(**inputs)
+
+
+def interleaved_seconds(variants: dict, rounds: int, device: str = "cpu") -> dict[str, list[float]]:
+    """Seconds of each variant in each of ``rounds`` rounds; in a round every variant runs once, in an
+    order rotated from round to round, so a change of the machine's load hits all of them alike."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    names, times = list(variants), {name: [] for name in variants}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            variants[name]()
+            sync()
+            times[name].append(time.perf_counter() - start)
+            print(f"[round {r + 1}/{rounds}] {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def padded_path(f):
+    """The same featurizer on right-padded batches with transformers' own sdpa (the path before packing)."""
+    f._model.set_attn_implementation("sdpa")
+    f.packed = False
+    return f
 
 
 def profile_featurizer(f, batch) -> dict[str, float]:
@@ -232,42 +235,75 @@ def featurize_part(args, results):
     cfg = AutoConfig.from_pretrained(resolve_model(SMOL))
     TopKSAE(cfg.hidden_size, width, k=32, seed=0).save_pretrained(tmp / "sae", card=False)
 
-    def timed(dtype: str):
+    n_rows, rounds = (96, 3) if args.quick else (200, 5)
+    first = {k: v[:n_rows] for k, v in first.items()}
+
+    def loaded(dtype: str):
         f = SAEFeaturizer(model=SMOL, sae=str(tmp / "sae"), layer=layer, max_length=2048, max_batch_tokens=4096,
                           batch_size=64, dtype=dtype, device=args.device).load()
         f({k: v[:8] for k, v in first.items()})  # warm-up: allocator and oneDNN kernels, as any long map has
-        start = time.perf_counter()
-        result = f(first)
-        return f, result, time.perf_counter() - start
+        return f
 
     # The recipe's precision (bfloat16: AMX / AVX512-BF16 CPUs and GPUs) is the headline; float32 beside it.
-    fn32, out32, secs32 = timed("float32")
-    fn, out, ours = timed("bfloat16")
+    fn32, fn = loaded("float32"), loaded("bfloat16")
     ids, _ = fn.token_ids(first)
+    inputs = {dtype: [x for _, x, _, _ in f.model_inputs(ids)] for dtype, f in (("fp32", fn32), ("bf16", fn))}
+    size, mm = 4096, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size, device=args.device, dtype=dtype)
+        mm[dtype] = (a, torch.randn(size, size, device=args.device, dtype=dtype))
+        a @ a  # warm-up
+    outputs = {}
+    variants = {
+        "featurize_fp32": lambda: outputs.__setitem__("fp32", fn32(first)),
+        "bare_forward_fp32": lambda: bare_forward(fn32, inputs["fp32"]),
+        "matmul_fp32": lambda: mm[torch.float32][0] @ mm[torch.float32][1],
+        "featurize_bf16": lambda: outputs.__setitem__("bf16", fn(first)),
+        "bare_forward_bf16": lambda: bare_forward(fn, inputs["bf16"]),
+        "matmul_bf16": lambda: mm[torch.bfloat16][0] @ mm[torch.bfloat16][1],
+    }
+    results["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
+    times = interleaved_seconds(variants, rounds, args.device)
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    results["timing"] = {"rounds": rounds, "rows": n_rows, "statistic": "median of interleaved rounds",
+                         "torch_threads": torch.get_num_threads(), "matmul_shape": [size, size, size],
+                         "seconds": {k: [round(x, 3) for x in v] for k, v in times.items()}}
+    out32, out, secs32, ours = outputs["fp32"], outputs["bf16"], med["featurize_fp32"], med["featurize_bf16"]
     tokens = [len(x) for x in ids]
     kept = sum(t - (1 if x and x[0] in fn.special_ids else 0) for t, x in zip(tokens, ids))
-    flops = linear_flops_per_token(cfg, layer + 1) * sum(tokens)
-    flops += sum(4.0 * cfg.hidden_size * t * (t + 1) / 2 * (layer + 1) for t in tokens)  # causal QKᵀ and AV
-    flops += 2.0 * cfg.hidden_size * width * kept  # SAE encoder
+    model_flops = linear_flops_per_token(cfg, layer + 1) * sum(tokens)
+    model_flops += sum(4.0 * cfg.hidden_size * t * (t + 1) / 2 * (layer + 1) for t in tokens)  # causal QKᵀ and AV
+    flops = model_flops + 2.0 * cfg.hidden_size * width * kept  # + the SAE encoder
     results["smollm2_tokens"] = int(sum(tokens))
     results["smollm2_dtype"] = "bfloat16"
-    results["smollm2_examples_per_s"] = round(200 / ours, 3)
-    results["smollm2_examples_per_s_fp32"] = round(200 / secs32, 3)
+    results["featurize_flops"] = {"model_matmuls": model_flops, "sae_encoder": flops - model_flops,
+                                  "attention_share": round(sum(4.0 * cfg.hidden_size * t * (t + 1) / 2 * (layer + 1) for t in tokens) / flops, 4)}
+    results["smollm2_examples_per_s"] = round(n_rows / ours, 3)
+    results["smollm2_examples_per_s_fp32"] = round(n_rows / secs32, 3)
+    results["smollm2_tokens_per_s"] = round(sum(tokens) / ours, 1)
+    results["smollm2_tokens_per_s_fp32"] = round(sum(tokens) / secs32, 1)
     results["featurize_gflops"] = round(flops / ours / 1e9, 2)
     results["featurize_gflops_fp32"] = round(flops / secs32 / 1e9, 2)
-    results["matmul_gflops"] = round(matmul_gflops(device=args.device), 2)
-    results["matmul_gflops_bf16"] = round(matmul_gflops(torch.bfloat16, args.device), 2)
+    results["matmul_gflops"] = round(2.0 * size**3 / med["matmul_fp32"] / 1e9, 2)
+    results["matmul_gflops_bf16"] = round(2.0 * size**3 / med["matmul_bf16"] / 1e9, 2)
     results["featurize_fraction_of_matmul"] = round(results["featurize_gflops"] / results["matmul_gflops"], 3)
     results["featurize_fraction_of_matmul_fp32"] = round(results["featurize_gflops_fp32"] / results["matmul_gflops"], 3)
     results["featurize_fraction_of_matmul_bf16"] = round(results["featurize_gflops"] / results["matmul_gflops_bf16"], 3)
+    for suffix, key in (("", "bf16"), ("_fp32", "fp32")):  # same tokens, so the time ratio is the tokens/s ratio
+        results[f"bare_forward_seconds{suffix}"] = round(med[f"bare_forward_{key}"], 3)
+        results[f"featurize_seconds{suffix}"] = round(med[f"featurize_{key}"], 3)
+        results[f"featurize_vs_bare_forward{suffix}"] = round(med[f"bare_forward_{key}"] / med[f"featurize_{key}"], 3)
     jac = [len(set(a) & set(b)) / max(1, len(set(a) | set(b))) for a, b in zip(out["sae_ids"], out32["sae_ids"])]
     results["bf16_vs_fp32_ids_jaccard"] = round(float(np.mean(jac)), 4)
-    # The same truncated model's bare forward on the same micro-batches (no tokenizing, no SAE, no pooling).
-    for f, secs, suffix in ((fn, ours, ""), (fn32, secs32, "_fp32")):
-        bare = min(bare_forward_seconds(f, padded_micro_batches(f, ids)) for _ in range(2))
-        results[f"bare_forward_seconds{suffix}"] = round(bare, 3)
-        results[f"featurize_seconds{suffix}"] = round(secs, 3)
-        results[f"featurize_vs_bare_forward{suffix}"] = round(bare / secs, 3)  # tokens/s ratio, same tokens
+    # Identity: float32 ids of the packed path against the padded batches with transformers' sdpa (before packing).
+    start = time.perf_counter()
+    padded32 = padded_path(loaded("float32"))(first)
+    results["padded_path_seconds_fp32_single_run"] = round(time.perf_counter() - start, 3)
+    results["fp32_ids_identical_to_padded_path"] = all(
+        list(a) == list(b) for a, b in zip(out32["sae_ids"], padded32["sae_ids"]))
+    results["fp32_max_value_diff_vs_padded_path"] = float(max(
+        (np.abs(np.asarray(a) - np.asarray(b)).max() if len(a) else 0.0) for a, b in zip(out32["sae_values"], padded32["sae_values"])))
     if args.profile:
         results["featurize_profile"] = {"bfloat16": profile_featurizer(fn, first), "float32": profile_featurizer(fn32, first)}
     fn = fn32  # the naive comparison below is float32 against float32

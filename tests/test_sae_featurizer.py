@@ -134,3 +134,60 @@ def test_bad_input(models, kwargs, rows, fragment):
     with pytest.raises(InputError) as err:
         fn(Dataset.from_dict(rows)[:])
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize("k, width", [(32, 16384), (128, 16384), (4, 4096)])
+def test_grouped_topk_is_torch_topk(k, width):
+    from hf_ext.select.sae.featurizer import _topk
+
+    z = torch.randn(50, width, generator=torch.Generator().manual_seed(k))
+    z[:5, 100:200] += 8.0  # the top k crowded into a few groups
+    values, ids = _topk(z, k)
+    want_values, want_ids = z.topk(k, dim=-1)
+    assert torch.equal(ids.sort(-1).values, want_ids.sort(-1).values)
+    assert torch.equal(values.sort(-1).values, want_values.sort(-1).values)
+    assert torch.equal(z.gather(1, ids), values)
+
+
+def test_packed_decoder_batches_equal_padded_ones(models):
+    """Decoders run one packed row per micro-batch (no padding, no mask); the hidden states of every
+    kept token are those of transformers' padded sdpa path, so the ids are the same."""
+    kwargs = dict(model=str(models / "llama"), sae=str(models / "sae"), layer=1, threshold=0.05, max_length=64,
+                  batch_size=4, max_batch_tokens=96)
+    packed = SAEFeaturizer(**kwargs).load()
+    padded = SAEFeaturizer(**kwargs).load()
+    padded._model.set_attn_implementation("sdpa")
+    padded.packed = False
+    assert packed.packed and not SAEFeaturizer(model=str(models / "bert"), sae=str(models / "sae"), layer=1).load().packed
+    ids, _ = packed.token_ids(ROWS)
+    batches = list(packed.model_inputs(ids))
+    for rows, inputs, keep, _ in batches:
+        assert inputs["input_ids"].shape == (1, sum(len(ids[r]) for r in rows)) and "attention_mask" not in inputs
+        assert len(rows) == 1 or inputs["input_ids"].shape[1] <= 96
+    assert sorted(r for rows, *_ in batches for r in rows) == list(range(len(ROWS["output"])))
+
+    def per_row(fn):  # example index -> hidden states of its kept tokens
+        return {r: h[t == j] for rows, h, t in fn.hidden_states(ids) for j, r in enumerate(rows)}
+
+    got, want = per_row(packed), per_row(padded)
+    assert sorted(got) == sorted(want) == list(range(len(ids)))
+    for r in want:
+        torch.testing.assert_close(got[r], want[r], rtol=1e-5, atol=1e-6)
+    a, b = packed(Dataset.from_dict(ROWS)[:]), padded(Dataset.from_dict(ROWS)[:])
+    assert [list(x) for x in a["sae_ids"]] == [list(x) for x in b["sae_ids"]]
+
+
+def test_bfloat16_rms_norm_without_float32_copy_matches_transformers():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from hf_ext.select.sae.featurizer import _low_precision_rms_norms
+
+    model = tiny_llama(num_layers=1, seed=4).to(torch.bfloat16)
+    norm = model.model.norm
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(7, 32, dtype=torch.bfloat16) * 3
+    want = LlamaRMSNorm.forward(norm, x)
+    _low_precision_rms_norms(model)
+    got = norm(x)
+    assert got.dtype == torch.bfloat16 and "forward" in vars(norm)  # replaced on the instance
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)

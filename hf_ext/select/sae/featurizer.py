@@ -169,6 +169,9 @@ class SAEFeaturizer:
         # Drop the blocks above the hooked one (memory) and stop right after it (compute).
         setattr(parent, attr, torch.nn.ModuleList(list(layers)[: self.layer_index + 1]))
         getattr(parent, attr)[self.layer_index].register_forward_hook(_stop_hook)
+        self.packed = _use_packed_attention(model)
+        if self.dtype != "float32":
+            _low_precision_rms_norms(model)  # the float32 path keeps transformers' modules (and its ids) as they are
         self.hidden_size = int(model.config.hidden_size)
         context = getattr(model.config, "max_position_embeddings", None) or self.max_length
         self.max_tokens = min(self.max_length, int(context))
@@ -182,7 +185,24 @@ class SAEFeaturizer:
                                  f"has hidden size {self.hidden_size}. Use an SAE trained on this model.")
             self._sae = sae.to(self._device(), getattr(torch, self.dtype)).eval()
         self._tok, self._model = tok, model.to(self._device())
+        if self.packed and not self._packed_matches_padded():
+            logger.warning("SAEFeaturizer: %s does not pass the packing boundaries to its attention; using padded batches.", self.model)
+            self._model.set_attn_implementation("sdpa")
+            self.packed = False
         return self
+
+    def _packed_matches_padded(self) -> bool:
+        """One packed row of two short sequences gives each sequence's own forward (a model whose
+        layers drop the ``cu_seq_lens_q`` keyword would attend across them and fail this)."""
+        import torch
+
+        seqs = [[5, 9, 3, 7], [4, 8, 6]]
+        self.packed = True
+        rows, inputs, keep, _ = next(self.model_inputs(seqs))
+        with torch.inference_mode():
+            packed = self._forward(**inputs)[0]
+            alone = [self._forward(torch.tensor([seqs[r]], device=self._device()))[0] for r in rows]
+        return torch.allclose(packed, torch.cat(alone), rtol=1e-2, atol=1e-2)
 
     # -- text -> token ids -------------------------------------------------------------------
     def texts(self, batch: dict[str, list]) -> list[str]:
@@ -222,12 +242,21 @@ class SAEFeaturizer:
 
     # -- forward -----------------------------------------------------------------------------
     def micro_batches(self, lengths: list[int]) -> Iterator[list[int]]:
-        """Row indices grouped by similar length under the padded-token budget (longest first)."""
+        """Row indices grouped by similar length under the token budget (longest first).
+
+        Packed (decoders): the budget counts real tokens. Padded (encoders): rows × the longest row.
+        """
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         start = 0
         while start < len(order):
-            longest = lengths[order[start]]
-            rows = max(1, min(self.batch_size, self.max_batch_tokens // max(longest, 1)))
+            if getattr(self, "packed", False):
+                rows, total = 0, 0
+                while start + rows < len(order) and rows < self.batch_size and (
+                        rows == 0 or total + lengths[order[start + rows]] <= self.max_batch_tokens):
+                    total += lengths[order[start + rows]]
+                    rows += 1
+            else:
+                rows = max(1, min(self.batch_size, self.max_batch_tokens // max(lengths[order[start]], 1)))
             yield order[start:start + rows]
             start += rows
 
@@ -244,32 +273,53 @@ class SAEFeaturizer:
             attention[j, : len(ids[r])] = 1
         return input_ids, attention
 
-    def hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[list[int], Any, Any]]:
-        """For each micro-batch: (row indices, hidden states [n_tok, d] of kept tokens, row of each token).
+    def model_inputs(self, ids: list[list[int]]) -> Iterator[tuple[list[int], dict[str, Any], Any, Any]]:
+        """For each micro-batch: (row indices, the model's keyword inputs on the device, kept-token
+        mask over the output positions, row of each kept token). What the forward sees, nothing else.
 
-        Kept tokens are real (not padding) and not a special token in position 0 (BOS/CLS).
+        Decoders get one packed row: the sequences concatenated, ``position_ids`` restarting at 0
+        and the boundaries as ``cu_seq_lens_q`` (varlen FlashAttention's convention), which the
+        packed attention reads: no padding and no mask. Encoders get right-padded rows. Kept tokens
+        are real (not padding) and not a special token in position 0 (BOS/CLS).
         """
         import torch
 
         self.load()
         device, pad = self._device(), self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
         for rows in self.micro_batches([len(x) for x in ids]):
-            input_ids, attention = self.padded(ids, rows, pad)
-            width = input_ids.shape[1]
-            keep = attention.bool()
             first_special = torch.tensor([bool(ids[r]) and ids[r][0] in self.special_ids for r in rows])
+            if self.packed:
+                lengths = torch.tensor([len(ids[r]) for r in rows])
+                starts = torch.cumsum(lengths, 0) - lengths
+                flat = torch.tensor([t for r in rows for t in ids[r]], dtype=torch.long)
+                positions = torch.arange(len(flat)) - torch.repeat_interleave(starts, lengths)
+                keep = torch.ones(len(flat), dtype=torch.bool)
+                keep[starts[first_special]] = False
+                token_rows = torch.repeat_interleave(torch.arange(len(rows)), lengths)[keep]
+                cu = torch.cat([starts, lengths.sum()[None]]).to(torch.int32)
+                inputs = {"input_ids": flat[None].to(device), "position_ids": positions[None].to(device), "cu_seq_lens_q": cu,
+                          "cu_seq_lens_k": cu, "max_length_q": int(lengths.max()), "max_length_k": int(lengths.max())}
+                yield rows, inputs, keep.to(device), token_rows.to(device)
+                continue
+            input_ids, attention = self.padded(ids, rows, pad)
+            keep = attention.bool()
             keep[:, 0] &= ~first_special
-            if len(ids[rows[-1]]) == width:  # no padding in this micro-batch: skip the mask
-                attention = None
-            with torch.inference_mode():
-                hidden = self._forward(input_ids.to(device), None if attention is None else attention.to(device))
-                keep = keep.to(device)
-                token_rows = torch.arange(len(rows), device=device)[:, None].expand_as(keep)[keep]
-                yield rows, hidden[keep], token_rows
+            token_rows = torch.arange(len(rows))[:, None].expand_as(keep)[keep]
+            mask = None if len(ids[rows[-1]]) == input_ids.shape[1] else attention.to(device)  # unpadded: no mask
+            yield rows, {"input_ids": input_ids.to(device), "attention_mask": mask}, keep.to(device), token_rows.to(device)
 
-    def _forward(self, input_ids, attention_mask):
+    def hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[list[int], Any, Any]]:
+        """For each micro-batch: (row indices, hidden states [n_tok, d] of kept tokens, row of each token)."""
+        import torch
+
+        for rows, inputs, keep, token_rows in self.model_inputs(ids):
+            with torch.inference_mode():
+                hidden = self._forward(**inputs)
+                yield rows, hidden.reshape(-1, hidden.shape[-1])[keep.reshape(-1)], token_rows
+
+    def _forward(self, input_ids, attention_mask=None, **kwargs):
         try:
-            out = self._model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False) if _is_decoder(self._model) \
+            out = self._model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs) if _is_decoder(self._model) \
                 else self._model(input_ids=input_ids, attention_mask=attention_mask)
         except _StopForward as stop:
             return stop.hidden
@@ -286,7 +336,12 @@ class SAEFeaturizer:
         keys, vals = [], []
         for s in range(0, hidden.shape[0], chunk):
             h, r = hidden[s:s + chunk], token_rows[s:s + chunk]
-            if sae.k:
+            if sae.k and sae.threshold is None:  # TopK: one GEMM, then an exact top-k in two cheap stages
+                x = h - sae.b_dec if sae.apply_b_dec_to_input else h
+                values, ids = _topk(sae.encoder(x), sae.k)
+                values = torch.relu(values)
+                rr = r[:, None].expand_as(ids)
+            elif sae.k:
                 ids, values = sae.encode_topk(h)
                 rr = r[:, None].expand_as(ids)
             else:
@@ -355,6 +410,79 @@ def _messages(prompt: str, response: str | None) -> list[dict[str, str]]:
 def _is_decoder(model) -> bool:
     return not getattr(model.config, "is_encoder_decoder", False) and getattr(model.config, "model_type", "") not in (
         "bert", "roberta", "distilbert", "xlm-roberta", "electra", "deberta", "deberta-v2", "mpnet")
+
+
+def _topk(z, k: int):
+    """``z.topk(k, dim=-1, sorted=False)`` as (values, ids), exactly, at a fraction of its cost on wide rows.
+
+    The row is cut into groups of 32; a group holding one of the k largest values has its own
+    maximum among the k largest group maxima (else k groups would each hold a larger value), so
+    the top k of the row are the top k of those k groups' 32·k values. The pick may differ from
+    ``topk``'s only among exactly equal values, which carry the same value either way.
+    """
+    n, width = z.shape
+    group = 32
+    if width % group or width <= 4 * group * k:
+        values, ids = z.topk(k, dim=-1, sorted=False)
+        return values, ids
+    grouped = z.view(n, width // group, group)
+    best = grouped.amax(-1).topk(k, dim=-1, sorted=False).indices  # [n, k] groups
+    candidates = grouped.gather(1, best[:, :, None].expand(n, k, group)).view(n, k * group)
+    values, pos = candidates.topk(k, dim=-1, sorted=False)
+    ids = best.gather(1, pos // group) * group + pos % group
+    return values, ids
+
+
+PACKED_ATTENTION = "hf_ext_packed_sdpa"
+
+
+def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                 is_causal: bool | None = None, cu_seq_lens_q=None, **kwargs):
+    """SDPA per sequence of a packed row (boundaries in ``cu_seq_lens_q``): causal, GQA inside the kernel,
+    no mask and no padding. Without boundaries it is transformers' ``sdpa``."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if cu_seq_lens_q is None or attention_mask is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
+    bounds = cu_seq_lens_q.tolist()
+    out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        o = torch.nn.functional.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scale=scaling,
+                                                             is_causal=e - s > 1, enable_gqa=gqa)
+        out[:, s:e] = o.transpose(1, 2)
+    return out, None
+
+
+def _use_packed_attention(model) -> bool:
+    """Decoders on transformers' attention interface with sdpa get the packed attention (registered once)."""
+    if not (_is_decoder(model) and getattr(model, "_supports_attention_backend", False)
+            and getattr(model.config, "_attn_implementation", None) == "sdpa" and getattr(model.config, "is_causal", True)):
+        return False
+    from transformers import AttentionInterface
+
+    if PACKED_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(PACKED_ATTENTION, _packed_sdpa)
+    model.set_attn_implementation(PACKED_ATTENTION)
+    return True
+
+
+def _low_precision_rms_norms(model) -> None:
+    """RMSNorms in bfloat16/float16 without a float32 copy of the activations: the sum of squares is
+    accumulated in float32 inside ``vector_norm`` and only the per-token scale is float32."""
+    import torch
+
+    def forward(self, x):
+        eps = getattr(self, "variance_epsilon", getattr(self, "eps", 1e-6))
+        ms = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32).square_() / x.shape[-1]
+        return (x * ms.add_(eps).rsqrt_().to(x.dtype)).mul_(self.weight)
+
+    for module in model.modules():
+        if type(module).__name__.endswith("RMSNorm") and getattr(module, "weight", None) is not None and \
+                hasattr(module, "variance_epsilon") and getattr(module, "weight", None).shape == (model.config.hidden_size,):
+            module.forward = forward.__get__(module)
 
 
 def _stop_hook(module, args, output):
