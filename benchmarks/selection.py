@@ -14,22 +14,37 @@ Every speed is compared with its baseline in the same run (the machine is shared
   returned, the dense SAE output, unsorted batches of 8;
 - select_seconds vs select_naive_seconds: lazy vs naive greedy on synthetic ids (131,072 latents,
   ~500 ids per example, heavy-tailed; full: 5,000 of 50,000), picks checked identical;
-- smollm2_examples_per_s: the featurizer over the first 200 bundled Dolly rows (chat template,
-  SAE at layer 15) in bfloat16, as recipes/sae_select_smollm2.yaml runs it (after an 8-row
-  warm-up); featurize_gflops counts the model's matmul FLOPs (+ the SAE encoder) for the tokens
-  actually processed, matmul_gflops is a plain fp32 4096² torch matmul. The *_fp32 keys give
-  the float32 featurizer, matmul_gflops_bf16 a bfloat16 matmul, bf16_vs_fp32_ids_jaccard how
-  much the two precisions' feature sets agree.
+- smollm2_examples_per_s / smollm2_tokens_per_s: the featurizer over the first 200 bundled Dolly
+  rows (``--quick``: 32) (chat template, SAE at layer 15) in bfloat16, as
+  recipes/sae_select_smollm2.yaml runs it (after an 8-row warm-up); featurize_gflops counts the
+  model's matmul FLOPs (linears + causal QKᵀ/AV) and the SAE encoder GEMM for the tokens actually
+  processed (``featurize_flops`` splits them); matmul_gflops is a 4096² torch matmul at the default
+  thread count, layer_gemm_gflops one layer's seven linears at a 4096-token pack (the best rate
+  this model's GEMMs reach). The *_fp32 keys give the float32 featurizer, *_bf16 the bfloat16
+  matmul, bf16_vs_fp32_ids_jaccard how much the two precisions' feature sets agree, and
+  fp32_ids_identical_to_padded_path the float32 ids against right-padded batches with
+  transformers' own sdpa (the path before packing).
 - featurize_vs_bare_forward(_fp32): the same truncated model's forward alone on the featurizer's
-  own pre-built micro-batches (no tokenizing, no SAE, no pooling) over the featurizer's time.
+  own pre-built inputs (no tokenizing, no SAE, no pooling) over the featurizer's time.
 
-Where the time goes (``--profile``, forward hooks, exclusive wall time of one 200-row call;
-2026-12-01, 2 shared cores under load ~17, so read the shares, not the seconds):
-bfloat16: attention core (RoPE + SDPA + reshapes) 33%, RMSNorm 23%, linears 18%, SAE encode 13%,
-Python/padding/pooling 6%, MLP gate product 3%, SiLU 3%, tokenizing 0.2%; float32: linears 40%,
-attention core 28%, SAE encode 14%, RMSNorm 10%, other 4%, gate product 2.5%, SiLU 2%. So in
-bfloat16 on this CPU (no native bf16 kernels for the elementwise ops) norms and attention, not
-matmuls, dominate; Python between micro-batches and padding are small. Not fixed yet.
+Timing: the featurizers, the bare forwards and the matmuls run in interleaved rounds (order
+rotated per round; 3 with ``--quick``, else 5) and every number is the median of its rounds, so
+a change of load hits them alike; ``timing`` keeps every round's seconds and ``load_average_*``
+the machine's load around them.
+
+Where the time goes (``--profile``, forward hooks, exclusive wall time of one call; 2026-12-02,
+32 rows, 4,799 tokens, 2 shared cores under load ~18, so read the shares, not the seconds).
+Before (padded micro-batches, dense masks, 200 rows, load ~17): bfloat16: attention core (RoPE +
+SDPA + reshapes) 33%, RMSNorm 23%, linears 18%, SAE encode 13%, Python/padding 6%; float32:
+linears 40%, attention core 28%, SAE encode 14%, RMSNorm 10%. After packing (packed rows, one causal SDPA call per sequence, two-stage top-k, bfloat16 RMSNorm
+without a float32 copy): bfloat16: attention core 62%, SAE encode 12%, linears 10%, RMSNorm 9%,
+other 4%, gate product 1.4%, SiLU 1.4%; float32: attention core 41%, linears 29%, SAE encode 13%,
+RMSNorm 8.5%, other 3.5%. Attention is 3.2% of the FLOPs but was most of the time: one SDPA call
+per sequence and layer, each a short OpenMP region. Attention alone on one 16-sequence pack
+(1,945 tokens, 16 layers, same load): per-sequence calls 10.6 s fp32 / 18.8 s bf16 with 2 threads
+but 1.5 s / 0.6 s with 1 thread, one right-padded causal call 2.8 s / 1.9 s: on 2 cores shared
+by ~20 processes each region waits for its descheduled partner thread. So the packed attention
+now stacks sequences of similar length (padding ≤ 1.25×) into one ``is_causal`` call per group.
 """
 
 from __future__ import annotations
@@ -235,7 +250,7 @@ def featurize_part(args, results):
     cfg = AutoConfig.from_pretrained(resolve_model(SMOL))
     TopKSAE(cfg.hidden_size, width, k=32, seed=0).save_pretrained(tmp / "sae", card=False)
 
-    n_rows, rounds = (96, 3) if args.quick else (200, 5)
+    n_rows, rounds = (32, 3) if args.quick else (200, 5)
     first = {k: v[:n_rows] for k, v in first.items()}
 
     def loaded(dtype: str):
@@ -253,8 +268,22 @@ def featurize_part(args, results):
         a = torch.randn(size, size, device=args.device, dtype=dtype)
         mm[dtype] = (a, torch.randn(size, size, device=args.device, dtype=dtype))
         a @ a  # warm-up
+    # The model's own GEMMs (one layer's q, k, v, o, gate, up, down at a 4096-token pack): the best
+    # rate its linears can reach on this machine, beside the square matmul the targets use.
+    d, inter, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads)
+    shapes = [(d, d), (kv, d), (kv, d), (d, d), (inter, d), (inter, d), (d, inter)]
+    linears = {dtype: (torch.randn(4096, max(d, inter), device=args.device, dtype=dtype),
+                       [torch.randn(o, i, device=args.device, dtype=dtype) for o, i in shapes]) for dtype in mm}
+
+    def layer_gemms(dtype):
+        x, weights = linears[dtype]
+        for w in weights:
+            torch.nn.functional.linear(x[:, : w.shape[1]], w)
+
     outputs = {}
     variants = {
+        "layer_gemms_fp32": lambda: layer_gemms(torch.float32),
+        "layer_gemms_bf16": lambda: layer_gemms(torch.bfloat16),
         "featurize_fp32": lambda: outputs.__setitem__("fp32", fn32(first)),
         "bare_forward_fp32": lambda: bare_forward(fn32, inputs["fp32"]),
         "matmul_fp32": lambda: mm[torch.float32][0] @ mm[torch.float32][1],
@@ -287,6 +316,11 @@ def featurize_part(args, results):
     results["featurize_gflops_fp32"] = round(flops / secs32 / 1e9, 2)
     results["matmul_gflops"] = round(2.0 * size**3 / med["matmul_fp32"] / 1e9, 2)
     results["matmul_gflops_bf16"] = round(2.0 * size**3 / med["matmul_bf16"] / 1e9, 2)
+    layer_flops = 2.0 * 4096 * sum(o * i for o, i in shapes)
+    results["layer_gemm_gflops"] = round(layer_flops / med["layer_gemms_fp32"] / 1e9, 2)
+    results["layer_gemm_gflops_bf16"] = round(layer_flops / med["layer_gemms_bf16"] / 1e9, 2)
+    results["featurize_fraction_of_layer_gemms_fp32"] = round(results["featurize_gflops_fp32"] / results["layer_gemm_gflops"], 3)
+    results["featurize_fraction_of_layer_gemms_bf16"] = round(results["featurize_gflops"] / results["layer_gemm_gflops_bf16"], 3)
     results["featurize_fraction_of_matmul"] = round(results["featurize_gflops"] / results["matmul_gflops"], 3)
     results["featurize_fraction_of_matmul_fp32"] = round(results["featurize_gflops_fp32"] / results["matmul_gflops"], 3)
     results["featurize_fraction_of_matmul_bf16"] = round(results["featurize_gflops"] / results["matmul_gflops_bf16"], 3)
@@ -309,7 +343,7 @@ def featurize_part(args, results):
     fn = fn32  # the naive comparison below is float32 against float32
 
     # Naive path on the same model and rows: full forward, all hidden states, dense SAE output, unsorted batches.
-    n_cmp = 48 if args.quick else 200
+    n_cmp = 16 if args.quick else 200
     subset = {k: v[:n_cmp] for k, v in first.items()}
     tok = load_tokenizer(SMOL)
     tok.padding_side = "right"

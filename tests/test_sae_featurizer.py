@@ -191,3 +191,23 @@ def test_bfloat16_rms_norm_without_float32_copy_matches_transformers():
     got = norm(x)
     assert got.dtype == torch.bfloat16 and "forward" in vars(norm)  # replaced on the instance
     torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_packed_attention_is_each_sequence_attending_to_itself():
+    from types import SimpleNamespace
+
+    from hf_ext.select.sae.featurizer import _attention_groups, _packed_sdpa
+
+    lengths = [40, 38, 37, 12, 11, 3, 1]  # sorted longest first, as the micro-batches are
+    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    groups = list(_attention_groups(bounds))
+    assert [n for _, g in groups for n in g] == lengths and len(groups) > 1
+    assert all(max(g) * len(g) <= 1.25 * sum(g) for _, g in groups if len(g) > 1)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, h, sum(lengths), 8, generator=gen) for h in (4, 2, 2))
+    out, _ = _packed_sdpa(SimpleNamespace(num_key_value_groups=2), q, k, v, None, scaling=0.3,
+                          cu_seq_lens_q=torch.tensor(bounds, dtype=torch.int32))
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        alone = torch.nn.functional.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], scale=0.3,
+                                                                 is_causal=True, enable_gqa=True)
+        torch.testing.assert_close(out[:, s:e], alone.transpose(1, 2), rtol=1e-5, atol=1e-6)

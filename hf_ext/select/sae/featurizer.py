@@ -12,7 +12,9 @@ sparse autoencoder, and adds per-example columns:
 - ``sae_truncated``: whether the text was cut at ``max_length`` (counted, never an error).
 
 Nothing dense over the latents is stored. Examples are sorted by length inside each map batch
-and cut into micro-batches under a token budget (little padding), then put back in order.
+and cut into micro-batches under a token budget, then put back in order. A decoder's micro-batch
+is one packed row (``position_ids`` restarting per example, causal SDPA per example with the
+GQA heads shared inside the kernel: no padding, no dense mask); an encoder's is right-padded.
 Instruction + response go through the model's chat template when it has one (the paper's
 setting), else they are joined with a blank line.
 
@@ -88,7 +90,8 @@ class SAEFeaturizer:
         threshold: a latent counts as activated when its value is above this (paper: 10 on its SAE).
         max_length: tokens per example at most (also capped by the model's context); longer texts
             are truncated and flagged in ``sae_truncated``.
-        max_batch_tokens: padded tokens per forward micro-batch; ``batch_size`` caps its rows.
+        max_batch_tokens: tokens per forward micro-batch (a decoder's are packed, so all are real;
+            an encoder's count padding); ``batch_size`` caps its rows.
         dtype: weights and activations of the model and the SAE: ``"float32"`` (default, exact),
             ``"bfloat16"`` (about 2× faster on GPUs and on CPUs with AMX/AVX512-BF16, the paper's
             precision; a latent right at the threshold may flip) or ``"float16"``. Pooled values
@@ -438,8 +441,14 @@ PACKED_ATTENTION = "hf_ext_packed_sdpa"
 
 def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                  is_causal: bool | None = None, cu_seq_lens_q=None, **kwargs):
-    """SDPA per sequence of a packed row (boundaries in ``cu_seq_lens_q``): causal, GQA inside the kernel,
-    no mask and no padding. Without boundaries it is transformers' ``sdpa``."""
+    """Causal SDPA over the sequences of a packed row (boundaries in ``cu_seq_lens_q``), GQA inside the
+    kernel, no mask. Without boundaries it is transformers' ``sdpa``.
+
+    Sequences of similar length (the row is sorted longest first) are stacked right-padded into one
+    SDPA call with ``is_causal``: a real query only sees keys at or before it, so the padding never
+    reaches it and needs no mask. One call per group, not per sequence: each call is a parallel
+    region, and many short ones cost more than they compute on a few (shared) cores.
+    """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -449,11 +458,31 @@ def _packed_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
     gqa = getattr(module, "num_key_value_groups", 1) > 1
     bounds = cu_seq_lens_q.tolist()
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        o = torch.nn.functional.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], scale=scaling,
-                                                             is_causal=e - s > 1, enable_gqa=gqa)
-        out[:, s:e] = o.transpose(1, 2)
+    for starts, lengths in _attention_groups(bounds):
+        width, n = max(lengths), torch.tensor(lengths, device=query.device)
+        steps = torch.arange(width, device=query.device)[None]
+        pos = (torch.tensor(starts, device=query.device)[:, None] + torch.minimum(steps, n[:, None] - 1)).reshape(-1)
+        take = lambda x: x[0][:, pos].view(x.shape[1], len(starts), width, x.shape[-1]).transpose(0, 1)  # noqa: E731  [B, H, W, D]
+        o = torch.nn.functional.scaled_dot_product_attention(take(query), take(key), take(value), scale=scaling,
+                                                             is_causal=width > 1, enable_gqa=gqa)
+        # The group's sequences are consecutive in the row: their real positions, in order, fill it.
+        out[0, starts[0]:starts[0] + sum(lengths)] = o.transpose(1, 2)[steps < n[:, None]]
     return out, None
+
+
+def _attention_groups(bounds: list[int], slack: float = 1.25) -> Iterator[tuple[list[int], list[int]]]:
+    """Consecutive sequences of a packed row, grouped while the padded size stays within ``slack`` × the real one."""
+    starts, lengths = bounds[:-1], [e - s for s, e in zip(bounds[:-1], bounds[1:])]
+    i = 0
+    while i < len(starts):
+        j, width = i + 1, lengths[i]
+        while j < len(starts):
+            w = max(width, lengths[j])
+            if w * (j + 1 - i) > slack * sum(lengths[i:j + 1]):
+                break
+            width, j = w, j + 1
+        yield starts[i:j], lengths[i:j]
+        i = j
 
 
 def _use_packed_attention(model) -> bool:
