@@ -49,7 +49,7 @@ def test_selection_job_finishes_when_no_example_passes_the_threshold(tmp_path):
 
     with OpenAICompatibleServer(lambda body: "3\nmediocre") as server:
         config = SelectionConfig(dataset=_pool(tmp_path / "pool.jsonl"), method="alpagasus", compare_methods=["random"],
-                                 budget=3, judge_backend="openai", judge_base_url=server.base_url,
+                                 budget=3, judge_backend="openai", judge={"base_url": server.base_url},
                                  output_dir=str(tmp_path / "out"))
         metrics = run_selection(config)
         assert len(server.requests) == 10  # every judge call made once, and the job still finished
@@ -150,7 +150,7 @@ def test_card_and_metrics_hold_no_credentials(tmp_path, monkeypatch):
     with OpenAICompatibleServer(lambda body: "5") as server:
         url = server.base_url.replace("http://", "http://alice:pa55word@") + "?key=topsecret"
         config = SelectionConfig(dataset=_pool(tmp_path / "pool.jsonl", 4), method="alpagasus", compare_methods=[],
-                                 budget=2, judge_backend="openai", judge_base_url=url, output_dir=str(tmp_path / "out"))
+                                 budget=2, judge_backend="openai", judge={"base_url": url}, output_dir=str(tmp_path / "out"))
         run_selection(config)
         assert server.requests[0]["headers"]["Authorization"].startswith("Basic ")  # userinfo still used to log in
     for name in ("README.md", "metrics.json"):

@@ -127,3 +127,22 @@ def test_judge_scorer_missing_and_bad_columns():
         scorer({"instruction": ["x"], "input": [""]})
     with pytest.raises(InputError, match="Column 'instruction' must hold strings"):
         scorer({"instruction": [None], "input": [""], "output": ["y"]})
+
+
+def test_selection_job_builds_the_judge_from_its_judge_mapping():
+    """`judge` is the backend's own fields, over the job's defaults (model, 32 new tokens, the job's seed)."""
+    from hf_ext.critique.backends import OpenAIBackend, TransformersBackend
+    from hf_ext.select.featurize import FEATURIZERS
+    from hf_ext.select.pipeline import SelectionConfig
+
+    served = SelectionConfig(judge_backend="openai", seed=7,
+                             judge={"base_url": "http://localhost:9/v1", "concurrency": 3, "api_key_env": "MY_JUDGE_KEY"})
+    backend = served.judge_settings()
+    assert type(backend) is OpenAIBackend
+    assert (backend.base_url, backend.concurrency, backend.api_key_env) == ("http://localhost:9/v1", 3, "MY_JUDGE_KEY")
+    assert (backend.model, backend.max_new_tokens) == ("HuggingFaceTB/SmolLM2-135M-Instruct", 32)
+    local = SelectionConfig(judge_backend="transformers", seed=7, judge={"batch_size": 2, "max_new_tokens": 5})
+    scorer = FEATURIZERS["judge_score"](local)
+    assert type(scorer.backend) is TransformersBackend
+    assert (scorer.backend.batch_size, scorer.backend.max_new_tokens, scorer.backend.seed) == (2, 5, 7)
+    assert SelectionConfig(judge_backend="transformers", seed=7, judge={"seed": 1}).judge_settings().seed == 1

@@ -18,19 +18,6 @@ from .judge import JudgeScorer
 from .scores import ResponseLengthScorer
 
 
-def _judge_backend(c):
-    from ..critique.backends import OpenAIBackend, TransformersBackend
-
-    if c.judge_backend == "none":
-        raise InputError("Method 'alpagasus' needs judge scores: set judge_backend to 'transformers' or 'openai'.")
-    if c.judge_backend == "openai":
-        return OpenAIBackend(
-            base_url=c.judge_base_url, model=c.judge_model, api_key_env=c.judge_api_key_env,
-            max_new_tokens=c.judge_max_new_tokens, concurrency=c.judge_batch_size,
-        )
-    return TransformersBackend(model=c.judge_model, max_new_tokens=c.judge_max_new_tokens, batch_size=c.judge_batch_size, seed=c.seed)
-
-
 def _sae_featurizer(c, ds):
     from .sae.job import build_featurizer
 
@@ -42,7 +29,7 @@ def _sae_featurizer(c, ds):
 FEATURIZERS: dict[str, Callable[..., Callable]] = {
     "response_tokens": lambda c: ResponseLengthScorer(tokenizer=c.tokenizer, response_column=c.response_column),
     "judge_score": lambda c: JudgeScorer(
-        backend=_judge_backend(c),
+        backend=c.judge_settings(),
         instruction_column=c.instruction_column,
         input_column=c.input_column,
         response_column=c.response_column,

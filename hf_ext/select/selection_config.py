@@ -2,9 +2,10 @@
 
 The job's own fields say what to read, which methods to run and where to write. A component's
 settings are one value, checked by that component's own dataclass with its own field names:
-``featurizer`` holds :class:`~hf_ext.select.sae.SAEFeaturizer`'s fields and ``sae_training``
-:class:`~hf_ext.select.sae.SAETrainingConfig`'s (as ``CurateConfig.step_options`` holds the
-steps' arguments):
+``featurizer`` holds :class:`~hf_ext.select.sae.SAEFeaturizer`'s fields, ``sae_training``
+:class:`~hf_ext.select.sae.SAETrainingConfig`'s and ``judge`` the AlpaGasus judge's backend's
+(:class:`~hf_ext.critique.backends.TransformersBackend` or ``OpenAIBackend``, chosen by ``judge_backend``
+as in the quality-judge job), as ``CurateConfig.step_options`` holds the steps' arguments:
 
 >>> config = SelectionConfig(method="sae_greedy", featurizer={"layer": 15, "dtype": "bfloat16"},
 ...                          sae_training={"num_latents": 8192}, output_dir="outputs/demo")  # doctest: +SKIP
@@ -16,6 +17,10 @@ hf_ext.errors.RecipeError: Unknown key 'layr' in `featurizer` (SAEFeaturizer's f
 Traceback (most recent call last):
 ...
 hf_ext.errors.RecipeError: In `sae_training` (SAETrainingConfig's fields): Invalid SAETrainingConfig: Need 0 < k <= num_latents...
+>>> SelectionConfig(judge_backend="openai", judge={"base_url": "http://localhost:8000/v1", "concurency": 4})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+hf_ext.errors.RecipeError: Unknown key 'concurency' in `judge` (OpenAIBackend's fields). Did you mean 'concurrency'? ...
 """
 
 from __future__ import annotations
@@ -58,7 +63,15 @@ OLD_KEYS = {
     "sae_train_examples": "sae_training: {max_examples: ...}",
     "sae_train_tokens": "sae_training: {max_tokens: ...}",
     "sae_train_epochs": "sae_training: {epochs: ...}",
+    "judge_model": "judge: {model: ...}",
+    "judge_base_url": "judge: {base_url: ...}",
+    "judge_api_key_env": "judge: {api_key_env: ...}",
+    "judge_max_new_tokens": "judge: {max_new_tokens: ...}",
+    "judge_batch_size": "judge: {batch_size: ...} (transformers) or judge: {concurrency: ...} (openai)",
 }
+
+# The judge's settings the job sets unless `judge` does (the transformers backend's seed is the job's).
+JUDGE_DEFAULTS = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_new_tokens": 32}
 
 
 def refuse_old_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
@@ -68,8 +81,9 @@ def refuse_old_keys(values: dict[str, Any], argv: list[str] | None = None) -> No
     old = [k for k in dict.fromkeys(keys) if k in OLD_KEYS]
     if old:
         fixes = "; ".join(f"{k!r} -> {OLD_KEYS[k]}" for k in old)
-        raise RecipeError(f"The selection job now takes the SAE settings under the components' own names: {fixes}. "
-                          "`featurizer` holds SAEFeaturizer's fields, `sae_training` SAETrainingConfig's.")
+        raise RecipeError(f"The selection job now takes the SAE and judge settings under the components' own names: {fixes}. "
+                          "`featurizer` holds SAEFeaturizer's fields, `sae_training` SAETrainingConfig's, `judge` the "
+                          "judge_backend's (TransformersBackend / OpenAIBackend in hf_ext.critique.backends).")
 
 
 def _component(cls: type, values: dict[str, Any], name: str, given: dict[str, Any]) -> Any:
@@ -126,16 +140,11 @@ class SelectionConfig(JobOptions):
             Tokenizer (Hub id or path) that counts response tokens for `longest` and the statistics.
         judge_backend (`Literal['none', 'transformers', 'openai']`, *optional*, defaults to `"none"`):
             AlpaGasus judge: 'transformers' (local model), 'openai' (OpenAI-compatible server) or 'none'.
-        judge_model (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
-            Judge model: a Hub id/path (transformers) or the served model name (openai).
-        judge_base_url (`str` or `None`, *optional*, defaults to `None`):
-            Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1.
-        judge_api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
-            Environment variable holding the server's API key (never printed).
-        judge_max_new_tokens (`int`, *optional*, defaults to `32`):
-            Tokens the judge may generate per example.
-        judge_batch_size (`int`, *optional*, defaults to `8`):
-            Examples per judge generate call / request batch.
+        judge (`dict`, *optional*, defaults to `{}`):
+            The judge_backend's settings, checked by it: TransformersBackend fields (model, revision, max_new_tokens,
+            batch_size, device, dtype, seed, ...) or OpenAIBackend fields (base_url, model, api_key_env,
+            max_new_tokens, concurrency, timeout, ...), e.g. {base_url: http://localhost:8000/v1, model: judge};
+            model defaults to HuggingFaceTB/SmolLM2-135M-Instruct, max_new_tokens to 32, seed to the job's.
         judge_threshold (`float`, *optional*, defaults to `4.5`):
             AlpaGasus keeps examples scored at or above this (0-5).
         featurizer (`dict`, *optional*, defaults to `{}`):
@@ -191,18 +200,14 @@ class SelectionConfig(JobOptions):
         default="none",
         metadata={"help": "AlpaGasus judge: 'transformers' (local model), 'openai' (OpenAI-compatible server) or 'none'."},
     )
-    judge_model: str = field(
-        default="HuggingFaceTB/SmolLM2-135M-Instruct",
-        metadata={"help": "Judge model: a Hub id/path (transformers) or the served model name (openai)."},
+    judge: dict = field(
+        default_factory=dict,
+        metadata={"help": "The judge_backend's settings, checked by it: TransformersBackend fields (model, revision, "
+                          "max_new_tokens, batch_size, device, dtype, seed, ...) or OpenAIBackend fields (base_url, model, "
+                          "api_key_env, max_new_tokens, concurrency, timeout, ...), e.g. {base_url: http://localhost:8000/v1, "
+                          "model: judge}; model defaults to HuggingFaceTB/SmolLM2-135M-Instruct, max_new_tokens to 32, seed "
+                          "to the job's."},
     )
-    judge_base_url: Optional[str] = field(
-        default=None, metadata={"help": "Base URL of the OpenAI-compatible server, e.g. http://localhost:8000/v1."}
-    )
-    judge_api_key_env: str = field(
-        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the server's API key (never printed)."}
-    )
-    judge_max_new_tokens: int = field(default=32, metadata={"help": "Tokens the judge may generate per example."})
-    judge_batch_size: int = field(default=8, metadata={"help": "Examples per judge generate call / request batch."})
     judge_threshold: float = field(default=4.5, metadata={"help": "AlpaGasus keeps examples scored at or above this (0-5)."})
     featurizer: dict = field(
         default_factory=dict,
@@ -235,8 +240,12 @@ class SelectionConfig(JobOptions):
             get_selector(name)  # fails early, naming the registered methods
         if self.budget <= 0:
             raise InputError(f"budget must be a positive integer, got {self.budget}.")
-        if self.judge_backend == "openai" and not self.judge_base_url:
-            raise InputError("judge_backend='openai' needs judge_base_url (e.g. http://localhost:8000/v1).")
+        if self.judge_backend == "openai" and not (isinstance(self.judge, dict) and self.judge.get("base_url")):
+            raise InputError("judge_backend='openai' needs judge.base_url (e.g. judge: {base_url: http://localhost:8000/v1}).")
+        if self.judge_backend != "none":
+            self.judge_settings()
+        elif self.judge:
+            raise InputError("judge is set but judge_backend is 'none'; set judge_backend to 'transformers' or 'openai'.")
         if self.featurizer or self.reads_sae_features:  # the components' own checks, before any work
             self.featurizer_settings()
         if self.sae_training or self.reads_sae_features:
@@ -279,10 +288,21 @@ class SelectionConfig(JobOptions):
 
         return _component(SAETrainingConfig, {"seed": self.seed, **self.sae_training}, "sae_training", self.sae_training)
 
+    def judge_settings(self):
+        """The AlpaGasus judge's backend (`judge_backend`'s class) built from `judge` over the job's defaults."""
+        if not isinstance(self.judge, dict):
+            raise InputError(f"judge must be a mapping of the {self.judge_backend} backend's fields, got {self.judge!r}.")
+        if self.judge_backend == "none":
+            raise InputError("Method 'alpagasus' needs judge scores: set judge_backend to 'transformers' or 'openai'.")
+        from ..critique.backends import BACKENDS
+
+        defaults = {**JUDGE_DEFAULTS, **({"seed": self.seed} if self.judge_backend == "transformers" else {})}
+        return _component(BACKENDS[self.judge_backend], {**defaults, **self.judge}, "judge", self.judge)
+
     def selector_options(self, method: str) -> dict[str, Any]:
         """Keyword arguments of `method`'s selector that come from this config."""
         return {"alpagasus": {"threshold": self.judge_threshold},
                 "sae_simscale": {"similarity": self.simscale_similarity}}.get(method, {})
 
 
-__all__ = ["SelectionConfig", "OLD_KEYS", "refuse_old_keys"]
+__all__ = ["JUDGE_DEFAULTS", "SelectionConfig", "OLD_KEYS", "refuse_old_keys"]
