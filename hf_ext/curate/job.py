@@ -229,22 +229,15 @@ def _dedup(ds, method: str, c: CurateConfig, url_column: str | None):
     return ds.select([i for i, k in enumerate(result.keep) if k])
 
 
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M"
-
-
 def _curate_card(c: CurateConfig, source, metrics: dict):
-    from ..hub.cards import render_dataset_card
+    from ..hub.cards import render_dataset_card, size_category
 
     card_data = {
         "license": c.dataset_license or source.license or "other",
         "language": ["en"],
         "task_categories": ["text-generation"],
         "tags": ["hf-ext", "pretraining-data", "data-curation", f"curation-{metrics['pipeline']}"],
-        "size_categories": [_size_category(metrics["kept"])],
+        "size_categories": [size_category(metrics["kept"])],
         "pretty_name": f"{source.name} — {metrics['pipeline']} curation",
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
     }

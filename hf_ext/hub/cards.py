@@ -118,6 +118,22 @@ def check_card_fields(data: dict[str, Any]) -> None:
                          f"({LIBRARY_NAME!r} for artefacts only hf_ext loads).")
 
 
+def size_category(n: int) -> str:
+    """The Hub's ``size_categories`` value of a dataset card for `n` rows.
+
+    Args:
+        n (`int`):
+            Number of rows of the dataset.
+
+    >>> size_category(300), size_category(12_000), size_category(5_000_000)
+    ('n<1K', '10K<n<100K', '1M<n<10M')
+    """
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
 def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any):
     """Render a `huggingface_hub.DatasetCard` from a template in ``hub_cards/``.
 

@@ -76,16 +76,9 @@ def plot_selection(path: Path, tokens: list[int], picks: dict[str, list[int]], c
     plt.close(fig)
 
 
-def size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M"
-
-
 def selection_card(c, source: DatasetSource, metrics: dict[str, Any], license_id: str | None, *, sae_trained: bool = False):
     """The dataset card (`huggingface_hub.DatasetCard`) of a selection from its `metrics`."""
-    from ..hub.cards import render_dataset_card
+    from ..hub.cards import render_dataset_card, size_category
 
     card_data = {
         "license": license_id or "other",
@@ -125,4 +118,4 @@ def selection_card(c, source: DatasetSource, metrics: dict[str, Any], license_id
     )
 
 
-__all__ = ["card_settings", "plot_selection", "selection_card", "size_category"]
+__all__ = ["card_settings", "plot_selection", "selection_card"]
