@@ -49,7 +49,14 @@ def _column(data: Any, name: str) -> np.ndarray | None:
 
 
 class ScalingLaw:
-    """Base class: a parametric law with named parameters fitted to columns of runs."""
+    """Base class: a parametric law with named parameters fitted to columns of runs.
+
+    Args:
+        params (`Mapping[str, float]` or `None`, *optional*, defaults to `None`):
+            Known parameter values (all of `param_names`), e.g. a paper's fit; ``None``: call `fit`.
+        starts (`Sequence[Sequence[float]]` or `None`, *optional*, defaults to `None`):
+            Optimiser starting points, one tuple per start in the law's parameter order; ``None``: `default_starts`.
+    """
 
     name: ClassVar[str] = "law"
     formula: ClassVar[str] = ""
@@ -323,6 +330,14 @@ class DownstreamErrorLaw(ScalingLaw):
     Input ``loss``; the target column is ``target`` (default ``"error"``; the paper's runs
     have ``err17`` and ``err46``). The default start is the paper's: curve_fit's default
     p0 (all ones).
+
+    Args:
+        params (`Mapping[str, float]` or `None`, *optional*, defaults to `None`):
+            Known ``epsilon``, ``k`` and ``gamma``; ``None``: call `fit`.
+        target (`str`, *optional*, defaults to `"error"`):
+            Column of the runs the law predicts.
+        starts (`Sequence[Sequence[float]]` or `None`, *optional*, defaults to `None`):
+            Starting points of curve_fit; ``None``: all ones (the paper's).
     """
 
     name = "downstream_error"
@@ -369,6 +384,16 @@ class ChinchillaLaw(ScalingLaw):
     keeping the smallest objective, then polishing it (see `huber_lbfgs_grid`). Starts are
     given in that (a, b, e, α, β) space. The full grid has 4,500 starts (minutes on a busy
     CPU); pass a few starts for a quick fit: polished, they reach the same minimum.
+
+    Args:
+        params (`Mapping[str, float]` or `None`, *optional*, defaults to `None`):
+            Known ``E``, ``A``, ``B``, ``alpha`` and ``beta``; ``None``: call `fit`.
+        delta (`float`, *optional*, defaults to `1e-3`):
+            δ of the Huber loss on log L.
+        starts (`Sequence[Sequence[float]]` or `None`, *optional*, defaults to `None`):
+            Starts in (a, b, e, α, β) space; ``None``: Hoffmann et al.'s grid.
+        polish (`bool`, *optional*, defaults to `True`):
+            Polish the best start's minimum (see `huber_lbfgs_grid`).
     """
 
     name = "chinchilla"
