@@ -94,7 +94,14 @@ CORE_TASKS: tuple[str, ...] = (
 
 
 def centered(accuracy: float, baseline_percent: float) -> float:
-    """(acc - b) / (1 - b) with b given in percent, as DCLM's eval_meta_data lists it."""
+    """(acc - b) / (1 - b) with b given in percent, as DCLM's eval_meta_data lists it.
+
+    Args:
+        accuracy (`float`):
+            Accuracy in [0, 1].
+        baseline_percent (`float`):
+            The task's random baseline in percent.
+    """
     b = 0.01 * baseline_percent
     return (accuracy - b) / (1.0 - b)
 

@@ -31,7 +31,12 @@ def normalise(text: str) -> str:
 
 
 def exact_dedup(texts: Iterable[str]) -> list[int]:
-    """Indices of the first occurrence of each normalised text."""
+    """Indices of the first occurrence of each normalised text.
+
+    Args:
+        texts (`Iterable[str]`):
+            The documents.
+    """
     seen, keep = set(), []
     for i, text in enumerate(texts):
         digest = hashlib.blake2b(normalise(text or "").encode("utf-8"), digest_size=16).digest()
@@ -50,7 +55,14 @@ def normalise_url(url: str) -> str:
 
 def url_dedup(urls: Sequence[str], timestamps: Sequence | None = None) -> list[int]:
     """Llama 3's URL-level dedup: keep one document per normalised URL, the latest by
-    `timestamps` (any sortable values) or, without them, the last occurrence."""
+    `timestamps` (any sortable values) or, without them, the last occurrence.
+
+    Args:
+        urls (`Sequence[str]`):
+            One URL per document.
+        timestamps (`Sequence` or `None`, *optional*, defaults to `None`):
+            One sortable value per document; the latest copy is kept.
+    """
     best: dict[str, int] = {}
     for i, url in enumerate(urls):
         if not url:
@@ -220,7 +232,16 @@ class MinHashDeduplicator:
 
 
 def jaccard(a: str, b: str, ngram: int = 5) -> float:
-    """Exact Jaccard similarity of two texts' word n-gram sets (for tests and audits)."""
+    """Exact Jaccard similarity of two texts' word n-gram sets (for tests and audits).
+
+    Args:
+        a (`str`):
+            One text.
+        b (`str`):
+            The other.
+        ngram (`int`, *optional*, defaults to `5`):
+            Word n-gram size.
+    """
     def grams(t):
         w = split_words(t)
         return {tuple(w[i : i + ngram]) for i in range(max(1, len(w) - ngram + 1))}

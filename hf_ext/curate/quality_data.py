@@ -118,7 +118,14 @@ def word_count(texts: Sequence[str]) -> list[int]:
 
 
 def auc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """ROC AUC (ties count half), via scikit-learn."""
+    """ROC AUC (ties count half), via scikit-learn.
+
+    Args:
+        labels (`Sequence[int]`):
+            1 for the positive class, 0 for the other.
+        scores (`Sequence[float]`):
+            Higher means more likely positive.
+    """
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(list(labels), list(scores)))

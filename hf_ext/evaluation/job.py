@@ -145,6 +145,14 @@ def _score_key(result: dict[str, Any]) -> tuple[str, str] | None:
 def evaluate_model(model, tokenizer, config: EvaluateConfig) -> dict[str, Any]:
     """Run `config.tasks` and the response NLL on an in-memory model; return the metrics.
 
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM in memory.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer.
+        config (`EvaluateConfig`):
+            The tasks, data and settings (its model fields are not read).
+
     Returns:
         ``{"tasks": {task: {"acc", "acc_stderr", "acc_norm", ..., "n"}}, "dclm": {...},
         "response_nll": {...}, "items": {task: [per-item score]}}``.
