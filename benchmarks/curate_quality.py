@@ -11,8 +11,9 @@ vs the first 700 C4 documents (plus positive pages the DCLM heuristics drop) and
 the left-out source vs C4 documents 700-999, the LLaMA-Factory C4 demo and the Dolma CC
 documents (never seen in training). Scorers: DCLM's fastText bigram classifier, a logistic
 head on frozen all-MiniLM-L6-v2 embeddings, and a ridge head on the same embeddings trained on
-a judge LM's FineWeb-Edu scores (judge: the packaged SmolLM2-135M-Instruct; its sample comes
-from Wikipedia and C4 training pages, so it is tested on Gutenberg and LIMA).
+a judge LM's FineWeb-Edu scores (judge: the packaged SmolLM2-135M-Instruct, read as the
+expected score of its next-token distribution over "0".."5" after "Educational score: "; its
+sample comes from Wikipedia and C4 training pages, so it is tested on Gutenberg and LIMA).
 
 ``benchmarks/curate.py`` calls `quality_benchmark` and keeps its `quality_auc*` keys.
 """
@@ -164,7 +165,8 @@ def _judge_scores(src, embed, n_pages, seed, out_dir, length, results):
             f.write(json.dumps({"text": text, "edu_score": s, "edu_raw": r}) + "\n")
     ok = [i for i, s in enumerate(scores) if s >= 0]
     is_wiki = [1] * (n_pages // 2) + [0] * (n_pages - n_pages // 2)
-    info = {"model": judge.backend.model, "pages": n_pages, "parsed": len(ok), "label_seconds": round(label_s, 1),
+    info = {"model": judge.backend.model, "method": "logprobs" if judge.uses_logprobs else "generate",
+            "pages": n_pages, "parsed": len(ok), "label_seconds": round(label_s, 1),
             "mean_score_wikipedia": float(np.mean([scores[i] for i in ok if is_wiki[i]] or [np.nan])),
             "mean_score_c4": float(np.mean([scores[i] for i in ok if not is_wiki[i]] or [np.nan])),
             "label_auc_wikipedia_vs_c4": auc([is_wiki[i] for i in ok], [scores[i] for i in ok]) if len({is_wiki[i] for i in ok}) == 2 else None}

@@ -165,6 +165,43 @@ def test_edu_score_parsing(answer, expected):
     assert parse_edu_score(answer) == expected
 
 
+def test_judge_logprob_scores_equal_a_hand_computation_from_the_logits(tmp_path):
+    """method="logprobs": the expected score over the digits 0-5 after the answer prefix equals
+    one computed by hand from the model's last-position logits of each prompt scored alone
+    (the judge batches with left padding); every page gets a score."""
+    import torch
+
+    from hf_ext.critique.backends import TransformersBackend
+    from hf_ext.curate.judge_quality import EduJudge, edu_conversation
+    from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tokenizer=tok, max_position_embeddings=1024, seed=3).eval()
+    folder = save_tiny(tmp_path / "judge", model, tok)
+    texts = ["The cat sat on the mat.", "Photosynthesis turns light into sugar. " * 4, "Buy now!", "x"]
+    judge = EduJudge(TransformersBackend(model=str(folder), batch_size=3), max_chars=150, score_prefix="Score=")
+    assert judge.uses_logprobs
+    scores, raw = judge.label(texts)
+    digit_ids = tok.convert_tokens_to_ids(list("012345"))
+    for text, score, r in zip(texts, scores, raw):
+        prompt = tok.apply_chat_template(edu_conversation(text, max_chars=150), tokenize=False, add_generation_prompt=True)
+        ids = tok(prompt + "Score=", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)[digit_ids].double()
+        p = logp.exp() / logp.exp().sum()
+        assert score == pytest.approx(float((p * torch.arange(6)).sum()), abs=1e-5)
+        assert f"p(score digit) {float(logp.exp().sum()):.4f}" in r
+    assert all(0 <= s <= 5 for s in scores) and len(set(scores)) == len(scores)
+    # a candidate that is not one token after the prefix, and logprobs from a generate-only backend
+    with pytest.raises(InputError, match="not one token"):
+        EduJudge(TransformersBackend(model=str(folder)), score_prefix="Score= ").label(texts[:1])
+    from hf_ext.critique.backends import OpenAIBackend
+
+    with pytest.raises(InputError, match="method='generate'"):
+        EduJudge(OpenAIBackend(), method="logprobs")
+    assert not EduJudge(OpenAIBackend()).uses_logprobs  # a server's answer is parsed by default
+
+
 def test_judge_labels_through_an_openai_server_train_a_head(pages, tmp_path):
     """A fake judge (OpenAI-compatible server) rates Wikipedia pages 4 and C4 pages 1, with
     one unparsable answer; the edu judge parses them, the ridge head learns them, and the
@@ -224,6 +261,47 @@ def test_judge_labels_through_an_openai_server_train_a_head(pages, tmp_path):
 
 
 # -- jobs and recipes -------------------------------------------------------------------------
+
+def test_curate_job_takes_the_embedding_scorer_folder_as_quality_model(embedding_scorer, pages, tmp_path):
+    """`quality_model` = a folder written by EmbeddingQualityScorer.save (what the quality jobs
+    write): the curate job scores the kept pages with that head (scores equal the head's own)
+    and keeps the top fraction; a fastText .bin still works; a folder without a scorer is one
+    clear error."""
+    import datasets
+
+    from hf_ext.curate.embed_quality import EmbeddingQualityScorer
+    from hf_ext.curate.job import CurateConfig, run_curate
+    from hf_ext.curate.quality import train_fasttext_classifier
+
+    folder = tmp_path / "scorer"
+    embedding_scorer.save(folder)
+    docs = tmp_path / "docs.jsonl"
+    texts = pages["test_pos"][:10] + pages["test_neg"][:10]
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    ft = train_fasttext_classifier(pages["train_pos"], pages["train_neg"], tmp_path / "ft.bin", seed=0, epoch=5)
+    for model, kind in ((folder, "embedding"), (tmp_path / "ft.bin", "fasttext")):
+        out = tmp_path / f"out_{kind}"
+        metrics = run_curate(CurateConfig(dataset=str(docs), url_column=None, pipeline="gopher_quality", html="off",
+                                          quality_model=str(model), quality_top_fraction=0.5, output_dir=str(out)))
+        assert metrics["quality"]["scorer"] == kind
+        kept = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+        scorer = EmbeddingQualityScorer.load(folder) if kind == "embedding" else ft
+        heuristics_kept = metrics["quality"]["scored"]
+        assert len(kept) == metrics["kept"] == max(1, round(0.5 * heuristics_kept))
+        np.testing.assert_allclose(kept["quality_score"], scorer.score(kept["text"]), rtol=1e-5)
+        # the top half by the scorer's own scores: every kept page scores at least every dropped one
+        from hf_ext.curate.pipeline import CurationPipeline
+
+        passed = [t for t, k in zip(texts, CurationPipeline.from_name("gopher_quality").process(texts)[1]) if k]
+        dropped = [t for t in passed if t not in set(kept["text"])]
+        if dropped:
+            assert min(kept["quality_score"]) >= max(scorer.score(dropped)) - 1e-6
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="quality_scorer.json"):
+        run_curate(CurateConfig(dataset=str(docs), url_column=None, pipeline="gopher_quality", html="off",
+                                quality_model=str(tmp_path / "empty"), output_dir=str(tmp_path / "out_bad")))
+
+
 
 def test_quality_classifier_job_on_bundled_data(tmp_path):
     from hf_ext.config import load_recipe, parse_config

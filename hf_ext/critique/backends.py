@@ -132,6 +132,43 @@ class TransformersBackend:
                     on_result(i, text)
         return outputs
 
+    def next_token_logprobs(self, conversations: list[Conversation], candidates: list[str],
+                            assistant_prefix: str = "") -> list[list[float]]:
+        """Log-probabilities (over the whole vocabulary) of each of `candidates` as the next token
+        after each chat-templated conversation (generation prompt added) followed by
+        `assistant_prefix`: one forward pass per batch, nothing generated. Each candidate must
+        be a single token there (checked on the first conversation; the prompts all end with
+        the same template tail and prefix), else InputError."""
+        import torch
+
+        self._load()
+        tok, model = self._tokenizer, self._model
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) + assistant_prefix
+                   for c in conversations]
+        ids = tok(prompts, add_special_tokens=False)["input_ids"]
+        if not ids:
+            return []
+        token_ids = []
+        for cand in candidates:
+            full = tok(prompts[0] + cand, add_special_tokens=False)["input_ids"]
+            if len(full) != len(ids[0]) + 1 or full[:-1] != ids[0]:
+                raise InputError(f"Candidate {cand!r} is not one token after the prompt ending {prompts[0][-40:]!r} "
+                                 f"for {self.model}; change the assistant prefix or the candidates.")
+            token_ids.append(full[-1])
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        outputs: list[list[float]] = [[] for _ in ids]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            enc = tok.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(model.device)
+            # left padding: positions count real tokens only, so a padded prompt scores as alone
+            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1].float()
+            picked = logits.log_softmax(-1)[:, token_ids]
+            for i, row in zip(chunk, picked.tolist()):
+                outputs[i] = row
+        return outputs
+
 
 @dataclass
 class OpenAIBackend:

@@ -99,9 +99,9 @@ class CurateConfig(JobOptions):
     bff_fp_rate: float = field(default=0.01, metadata={"help": "BFF: Bloom filter false-positive rate."})
     bff_ngram: int = field(default=13, metadata={"help": "BFF: word n-gram size."})
     bff_threshold: float = field(default=0.8, metadata={"help": "BFF: drop a paragraph/document when more than this share of its n-grams was seen."})
-    quality_model: Optional[str] = field(default=None, metadata={"help": "fastText quality model: a .bin path or a Hub repo id (with quality_model_filename)."})
+    quality_model: Optional[str] = field(default=None, metadata={"help": "Quality scorer: a folder written by the quality_classifier/quality_judge job (embedding head, the shipped default), or a fastText .bin path or Hub repo id (with quality_model_filename)."})
     quality_model_filename: Optional[str] = field(default=None, metadata={"help": "File of the fastText model in its Hub repo."})
-    quality_positive_label: str = field(default="hq", metadata={"help": "Label whose probability is the quality score."})
+    quality_positive_label: str = field(default="hq", metadata={"help": "fastText: label whose probability is the quality score."})
     quality_top_fraction: Optional[float] = field(default=0.1, metadata={"help": "Keep this top share by quality score (DCLM: 0.1)."})
     quality_threshold: Optional[float] = field(default=None, metadata={"help": "Or keep scores >= this (released DCLM model: 0.018112)."})
     batch_size: int = field(default=1000, metadata={"help": "Documents per datasets.map batch (also the line-dedup bucket)."})
@@ -185,14 +185,15 @@ def run_curate(c: CurateConfig) -> dict:
         dedup_stats[method] = before - len(kept_ds)
     quality = None
     if c.quality_model and len(kept_ds):
-        from .quality import FastTextQualityScorer, select_by_score
+        from .quality import load_quality_scorer, select_by_score
 
-        scorer = FastTextQualityScorer(c.quality_model, positive_label=c.quality_positive_label, filename=c.quality_model_filename,
-                                       text_column=c.text_column)
+        scorer, kind, scorer_fp = load_quality_scorer(c.quality_model, c.quality_model_filename, c.quality_positive_label,
+                                                      c.text_column)
         kept_ds = kept_ds.map(scorer, batched=True, batch_size=c.batch_size, desc="Quality scores",
-                              new_fingerprint=_fingerprint(kept_ds._fingerprint, c.quality_model, c.quality_positive_label, c.text_column))
+                              new_fingerprint=_fingerprint(kept_ds._fingerprint, scorer_fp, c.text_column))
         picks = select_by_score(kept_ds["quality_score"], c.quality_top_fraction, c.quality_threshold)
-        quality = {"scored": len(kept_ds), "kept": len(picks), "positive_label": c.quality_positive_label,
+        quality = {"scorer": kind, "scored": len(kept_ds), "kept": len(picks),
+                   **({"positive_label": c.quality_positive_label} if kind == "fasttext" else {}),
                    "top_fraction": c.quality_top_fraction, "threshold": c.quality_threshold}
         kept_ds = kept_ds.select(picks)
     metrics = {

@@ -4,7 +4,15 @@ embeddings learns those ratings (FineWeb-Edu: a regression head on an embedding 
 3: DistilRoBERTa on Llama 2's labels), and the head scores the whole corpus cheaply.
 
 The judge runs through the critique backends (`hf_ext.critique.backends`): a local
-transformers model or any OpenAI-compatible server (vLLM, TGI, llama.cpp).
+transformers model or any OpenAI-compatible server (vLLM, TGI, llama.cpp). Two ways to read
+its rating (`EduJudge.method`):
+
+- ``"logprobs"`` (the default with a local transformers judge): the prompt is followed by
+  the assistant's answer prefix ``"Educational score: "`` and the score is the expected value
+  of the next-token distribution over the digits "0".."5" (renormalised over them). Every page
+  gets a score, and small judges that never write the requested format still rate.
+- ``"generate"`` (the default with a server): the judge writes its justification and the
+  last "Educational score: N" in the answer is parsed (`parse_edu_score`).
 
 >>> parse_edu_score("The page explains photosynthesis clearly.\\nEducational score: 4")
 4.0
@@ -19,9 +27,10 @@ True
 from __future__ import annotations
 
 import re
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..critique.backends import Conversation, OpenAIBackend, TransformersBackend
 from ..errors import InputError
@@ -62,6 +71,21 @@ def parse_edu_score(text: str | None, low: float = EDU_SCORE_MIN, high: float = 
     return value if low <= value <= high else None
 
 
+def expected_score(logprobs: Sequence[float], values: Sequence[float] | None = None) -> tuple[float, float]:
+    """(expected score, probability mass) of a next-token distribution restricted to the score
+    tokens: ``sum(v * p_v) / sum(p_v)`` over the scores ``values`` (default 0, 1, ...) with
+    ``p_v = exp(logprobs[v])``, and ``sum(p_v)`` (how much of the judge's belief the scores hold).
+
+    >>> round(expected_score([math.log(0.1), math.log(0.3), math.log(0.4)])[0], 4)  # (0.3 + 0.8) / 0.8
+    1.375
+    """
+    values = range(len(logprobs)) if values is None else values
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]  # stable: the largest is 1
+    total = sum(weights)
+    return sum(v * w for v, w in zip(values, weights)) / total, total * math.exp(top)
+
+
 def edu_conversation(text: str, prompt: str = FINEWEB_EDU_PROMPT, max_chars: int = 2000) -> Conversation:
     """The judge prompt for one page (cut to `max_chars` characters), as chat messages."""
     return [{"role": "user", "content": prompt.format(extract=(text or "")[:max_chars])}]
@@ -69,8 +93,9 @@ def edu_conversation(text: str, prompt: str = FINEWEB_EDU_PROMPT, max_chars: int
 
 @dataclass
 class EduJudge:
-    """``ds.map(judge, batched=True)``: adds ``edu_score`` (float; -1 when the answer has no
-    valid score) and ``edu_raw`` (the judge's text).
+    """``ds.map(judge, batched=True)``: adds ``edu_score`` (float; -1 when a generated answer
+    has no valid score) and ``edu_raw`` (the judge's text, or with ``method="logprobs"`` the
+    score digits' probabilities).
 
     Args:
         backend (`TransformersBackend` or `OpenAIBackend`, *optional*, defaults to `TransformersBackend()`):
@@ -79,6 +104,13 @@ class EduJudge:
             The rating prompt with an ``{extract}`` slot (default: FineWeb-Edu's).
         max_chars (`int`, *optional*, defaults to `2000`):
             Characters of each page shown to the judge.
+        method (`str`, *optional*, defaults to `"auto"`):
+            ``"logprobs"``: the expected score of the next-token distribution over "0".."5"
+            after `score_prefix` (needs a backend with ``next_token_logprobs``: the local
+            transformers one); ``"generate"``: parse the generated answer; ``"auto"``:
+            logprobs when the backend offers them, else generate.
+        score_prefix (`str`, *optional*, defaults to `"Educational score: "`):
+            The start of the judge's answer before the score digit (``method="logprobs"``).
     """
 
     backend: TransformersBackend | OpenAIBackend = field(default_factory=TransformersBackend)
@@ -87,15 +119,37 @@ class EduJudge:
     text_column: str = "text"
     score_column: str = "edu_score"
     raw_column: str = "edu_raw"
+    method: Literal["auto", "logprobs", "generate"] = "auto"
+    score_prefix: str = "Educational score: "
 
     def __post_init__(self) -> None:
         if "{extract}" not in self.prompt:
             raise InputError("EduJudge.prompt must contain an {extract} slot for the page text.")
         if self.max_chars < 1:
             raise InputError(f"EduJudge.max_chars must be positive, got {self.max_chars}.")
+        if self.method not in ("auto", "logprobs", "generate"):
+            raise InputError(f"EduJudge.method must be 'auto', 'logprobs' or 'generate', got {self.method!r}.")
+        if self.method == "logprobs" and not hasattr(self.backend, "next_token_logprobs"):
+            raise InputError(f"EduJudge.method='logprobs' needs a backend with next-token log-probabilities (the local "
+                             f"transformers one); {type(self.backend).__name__} only generates: use method='generate'.")
+
+    @property
+    def uses_logprobs(self) -> bool:
+        """Whether scores come from the next-token distribution (else from parsed answers)."""
+        return self.method == "logprobs" or (self.method == "auto" and hasattr(self.backend, "next_token_logprobs"))
 
     def label(self, texts: Sequence[str]) -> tuple[list[float], list[str]]:
-        raw = self.backend.generate([edu_conversation(t, self.prompt, self.max_chars) for t in texts])
+        conversations = [edu_conversation(t, self.prompt, self.max_chars) for t in texts]
+        if self.uses_logprobs:
+            digits = [str(v) for v in range(EDU_SCORE_MIN, EDU_SCORE_MAX + 1)]
+            scores, raw = [], []
+            for lps in self.backend.next_token_logprobs(conversations, digits, self.score_prefix):
+                score, mass = expected_score(lps, range(EDU_SCORE_MIN, EDU_SCORE_MAX + 1))
+                scores.append(score)
+                raw.append(f"expected {score:.4f}; p(score digit) {mass:.4f}; "
+                           + " ".join(f"p{d}={math.exp(lp):.4f}" for d, lp in zip(digits, lps)))
+            return scores, raw
+        raw = self.backend.generate(conversations)
         scores = [parse_edu_score(r) for r in raw]
         return [-1.0 if s is None else s for s in scores], raw
 

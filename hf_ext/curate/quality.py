@@ -174,6 +174,32 @@ class HFQualityScorer:
         return {self.score_column: self.score(batch[self.text_column])}
 
 
+def load_quality_scorer(model: str, filename: str | None = None, positive_label: str = "hq", text_column: str = "text"):
+    """The scorer a curate job's ``quality_model`` names: a folder written by
+    `EmbeddingQualityScorer.save` (the quality_classifier job's output with ``scorer:
+    embedding``, the shipped default, or the quality_judge job's) loads as that embedding head;
+    anything else is a fastText model (a .bin/.ftz path or a Hub repo + `filename`), scored as
+    p(`positive_label`). Returns ``(scorer, kind, fingerprint)``: the fingerprint names the
+    embedding head's weights and settings, so retraining into the same folder changes it."""
+    from .embed_quality import CONFIG_FILE, EmbeddingQualityScorer
+
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, CONFIG_FILE)):
+            raise InputError(f"quality_model {model!r} is a folder without {CONFIG_FILE}: pass a fastText .bin file or a "
+                             "folder written by the quality_classifier / quality_judge job (EmbeddingQualityScorer.save).")
+        scorer = EmbeddingQualityScorer.load(model)
+        scorer.text_column = text_column
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        state = json.dumps({"weights": scorer.weights, "bias": scorer.bias, "link": scorer.link,
+                            "embedder": asdict(scorer.embedder)}, sort_keys=True)
+        return scorer, "embedding", hashlib.sha1(state.encode("utf-8")).hexdigest()
+    scorer = FastTextQualityScorer(model, positive_label=positive_label, filename=filename, text_column=text_column)
+    return scorer, "fasttext", f"{model}|{filename}|{positive_label}"
+
+
 def select_by_score(scores: Sequence[float], top_fraction: float | None = None, threshold: float | None = None) -> list[int]:
     """Indices kept by score: the top ``top_fraction`` (DCLM: 0.1) or those ``>= threshold``
     (DCLM's released classifier: 0.018112). Exactly one of the two must be given."""

@@ -374,6 +374,9 @@ class QualityJudgeConfig(_QualityJobBase):
         metadata={"help": "The backend's settings (TransformersBackend / OpenAIBackend fields: model, base_url, max_new_tokens, ...)."},
     )
     judge_max_chars: int = field(default=2000, metadata={"help": "Characters of each page shown to the judge."})
+    judge_method: Literal["auto", "logprobs", "generate"] = field(default="auto", metadata={
+        "help": "How the rating is read: logprobs (expected score from the next-token distribution over 0-5; local "
+                "transformers judge), generate (parse the answer), auto (logprobs when the backend offers them)."})
     labels_file: Optional[str] = field(default=None, metadata={"help": "Reuse judge labels (JSONL with text, edu_score) instead of calling the judge."})
     score_dataset: Optional[str] = field(default=None, metadata={"help": "A corpus (JSONL/Parquet) to score with the trained head; written with a quality_score column."})
     score_text_column: str = field(default="text", metadata={"help": "Text column of score_dataset."})
@@ -393,7 +396,7 @@ class QualityJudgeConfig(_QualityJobBase):
             except TypeError as exc:
                 raise InputError(f"judge: {exc}; see the fields of the {self.judge_backend} backend "
                                  "(hf_ext.critique.backends).") from None
-            self._judge = EduJudge(self._backend, max_chars=self.judge_max_chars)
+            self._judge = EduJudge(self._backend, max_chars=self.judge_max_chars, method=self.judge_method)
 
 
 def run_quality_judge(c: QualityJudgeConfig) -> dict:
@@ -453,7 +456,7 @@ def run_quality_judge(c: QualityJudgeConfig) -> dict:
 def _judge_name(c: QualityJudgeConfig) -> str:
     if c.labels_file:
         return f"labels file {Path(c.labels_file).name}"
-    return f"{c.judge_backend}: {c._backend.model}"
+    return f"{c.judge_backend}: {c._backend.model} ({'next-token log-probs' if c._judge.uses_logprobs else 'parsed answers'})"
 
 
 def _card(c, metrics: dict, title: str):
