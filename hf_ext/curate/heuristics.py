@@ -166,7 +166,7 @@ def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: 
     """Characters of the most frequent n-gram (longest among ties) times its count / all word
     characters (with `with_count`, also that count)."""
     order = np.argsort(keys)
-    s = keys[order]
+    s = keys.take(order)
     ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
     counts = ends.copy()
     counts[1:] -= ends[:-1]
@@ -177,14 +177,14 @@ def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: 
     if window_chars is None:
         window_chars = np.lib.stride_tricks.sliding_window_view(lengths, n).sum(axis=1)
     members = order[np.repeat(counts == top, counts)]  # positions of the most frequent n-grams
-    value = float(window_chars[members].max() * top) / total_chars
+    value = float(window_chars.take(members).max() * top) / total_chars
     return (value, top) if with_count else value
 
 
 def dup_ngram_char_fraction(lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
     """Characters of words covered by any n-gram occurring more than once / all word characters."""
     order = np.argsort(keys)
-    s = keys[order]
+    s = keys.take(order)
     same = s[1:] == s[:-1]
     if not same.any():
         return 0.0

@@ -79,19 +79,25 @@ def _every_char() -> str:
     return "".join(map(chr, chain(range(0xD800), range(0xE000, 0x110000))))
 
 
+_UPPER, _DIGIT, _SPACE = 1, 2, 4  # bits of `_char_bits`
+
+
 @lru_cache(maxsize=1)
-def _char_tables() -> tuple[np.ndarray, np.ndarray]:
-    """str.isupper(), str.isdigit() and str.isspace() of every code point, as lookup tables."""
+def _char_bits() -> np.ndarray:
+    """str.isupper() (bit 1), str.isdigit() (2) and str.isspace() (4) of every code point, as one
+    uint8 lookup table (one ``take`` per document)."""
     every = range(0x110000)
     upper = np.fromiter((chr(c).isupper() for c in every), dtype=bool, count=0x110000)
     digit = np.fromiter((chr(c).isdigit() for c in every), dtype=bool, count=0x110000)
     space = np.fromiter((chr(c).isspace() for c in every), dtype=bool, count=0x110000)
-    return upper, digit, space
+    return (upper * _UPPER | digit * _DIGIT | space * _SPACE).astype(np.uint8)
 
 
-def _span_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    cum = np.concatenate(([0], np.cumsum(values)))
-    return cum[ends] - cum[starts]
+def _line_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per line, the sum of `values` over its characters. `starts` are the lines' first
+    positions (strictly increasing); each line's span runs to the next line's start, so it
+    includes its newline, where every counted value is 0 — an empty line sums to 0."""
+    return np.add.reduceat(np.append(values, values.dtype.type(0)), starts, dtype=np.int64)
 
 
 def _strip_ends(current: list[int], lines: list[str], edited: dict[int, str]) -> list[int]:
@@ -184,16 +190,17 @@ class RefinedWebLineEdits(Modifier):
             code_points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         except UnicodeEncodeError:  # lone surrogates: the plain passes
             return self.modify_plain(text)
-        upper, digit, space = _char_tables()
+        bits = _char_bits().take(code_points)
         lines = text.split("\n")
-        # per-line character counts of the original lines, in one vectorised pass
+        # per-line character counts of the original lines, in one vectorised pass: uppercase
+        # characters in the low 32 bits of one sum, digits in the high 32 (lines < 2**32 chars)
         breaks = np.flatnonzero(code_points == 10)
         starts = np.concatenate(([0], breaks + 1))
-        ends = np.append(breaks, len(code_points))
-        n_chars = ends - starts
+        n_chars = np.append(breaks, len(code_points)) - starts
+        packed = _line_sums((bits & _UPPER).astype(np.int64) | ((bits & _DIGIT).astype(np.int64) << 31), starts)
         with np.errstate(divide="ignore", invalid="ignore"):
-            up_ok = (n_chars == 0) | (_span_sums(upper[code_points], starts, ends) / n_chars <= self.max_uppercase_ratio)
-            num_ok = (n_chars == 0) | (_span_sums(digit[code_points], starts, ends) / n_chars <= self.max_numeric_ratio)
+            up_ok = (n_chars == 0) | ((packed & 0xFFFFFFFF) / n_chars <= self.max_uppercase_ratio)
+            num_ok = (n_chars == 0) | ((packed >> 32) / n_chars <= self.max_numeric_ratio)
         lowered = text.lower()
         counter_ok = None if any(w in lowered for w in _COUNTER_WORDS) and _COUNTER_ANY_RE.search(lowered) else True
         current = list(range(len(lines)))
@@ -211,9 +218,10 @@ class RefinedWebLineEdits(Modifier):
             if not current:
                 return ""
         # str.split() words per line (stripping the end lines does not change them)
-        nonspace = ~space[code_points]
-        word_starts = nonspace & ~np.concatenate(([False], nonspace[:-1]))
-        enough_words = (n_chars == 0) | (_span_sums(word_starts, starts, ends) >= self.min_words)
+        nonspace = (bits & _SPACE) == 0
+        word_starts = nonspace.copy()
+        word_starts[1:] &= ~nonspace[:-1]
+        enough_words = (n_chars == 0) | (_line_sums(word_starts, starts) >= self.min_words)
         kept = [edited.get(i, lines[i]) for i in current if enough_words[i]]
         # a pattern can only match a line holding its literal (lower-cased), or a character that
         # matches the literal case-insensitively but lower-cases differently (checked once)
