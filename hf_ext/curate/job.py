@@ -60,11 +60,12 @@ class CurateConfig(JobOptions):
         bff_threshold (`float`, *optional*, defaults to `0.8`):
             BFF: drop a paragraph/document when more than this share of its n-grams was seen.
         quality_model (`str` or `None`, *optional*, defaults to `None`):
-            fastText quality model: a .bin path or a Hub repo id (with quality_model_filename).
+            Quality scorer: a folder written by the quality_classifier/quality_judge job (embedding head, the
+            shipped default), or a fastText .bin path or Hub repo id (with quality_model_filename).
         quality_model_filename (`str` or `None`, *optional*, defaults to `None`):
             File of the fastText model in its Hub repo.
         quality_positive_label (`str`, *optional*, defaults to `"hq"`):
-            Label whose probability is the quality score.
+            fastText: label whose probability is the quality score.
         quality_top_fraction (`float` or `None`, *optional*, defaults to `0.1`):
             Keep this top share by quality score (DCLM: 0.1).
         quality_threshold (`float` or `None`, *optional*, defaults to `None`):

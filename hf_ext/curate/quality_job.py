@@ -356,6 +356,9 @@ class QualityJudgeConfig(_QualityJobBase):
             The backend's settings (TransformersBackend / OpenAIBackend fields: model, base_url, max_new_tokens, ...).
         judge_max_chars (`int`, *optional*, defaults to `2000`):
             Characters of each page shown to the judge.
+        judge_method (`Literal['auto', 'logprobs', 'generate']`, *optional*, defaults to `"auto"`):
+            How the rating is read: logprobs (expected score from the next-token distribution over 0-5; local
+            transformers judge), generate (parse the answer), auto (logprobs when the backend offers them).
         labels_file (`str` or `None`, *optional*, defaults to `None`):
             Reuse judge labels (JSONL with text, edu_score) instead of calling the judge.
         score_dataset (`str` or `None`, *optional*, defaults to `None`):
