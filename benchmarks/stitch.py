@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import benchmark_args, best_of, peak_rss_bytes, plan_flop_rate, write_results  # noqa: E402
 
-QUICK = {"max_texts": 1500, "eval_max_texts": 30, "seed_steps": 200, "expert_steps": 60, "stitch_steps": 100}
+QUICK = {"max_texts": 1500, "eval_max_texts": 30, "seed_steps": 200, "expert_steps": 60}
+QUICK_STITCH_STEPS = 100
 
 
 def _folder_bytes(folder: Path, names: set[str] | None = None) -> int:
@@ -61,7 +62,7 @@ def paper_plan(args) -> list:
 def main() -> None:
     def extra(parser):
         parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
-                            help="Override BTSConfig fields of the recipe, e.g. --set num_layers=4 stitch_steps=60.")
+                            help='Override BTSConfig fields of the recipe, e.g. --set num_layers=4 \'stitch_training={"max_steps": 60}\'.')
 
     args = benchmark_args(__doc__.splitlines()[0], extra, device=True, plan=paper_plan)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -77,6 +78,8 @@ def main() -> None:
     values.pop("job")
     work = Path(tempfile.mkdtemp(prefix="bts_bench_"))
     values.update(output_dir=str(work / "run"), data_dir=str(args.data_dir), seed=args.seed, **(QUICK if args.quick else {}))
+    if args.quick:
+        values["stitch_training"] = {**values["stitch_training"], "max_steps": QUICK_STITCH_STEPS}
     values.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     config = parse_config(BTSConfig, values)
     run = run_bts(config)
@@ -85,10 +88,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(out / "seed")
     seed = AutoModelForCausalLM.from_pretrained(out / "seed")
     experts = {n: AutoModelForCausalLM.from_pretrained(out / "experts" / n) for n in config.expert_data}
+    layers, recipe_args = config.stitch_config(), config.stitch_training_args(work / "ckpt")
     stitch_args = StitchTrainingConfig(output_dir=str(work / "ckpt"), max_steps=2, save_steps=2, per_device_train_batch_size=config.batch_size,
-                                       learning_rate=config.stitch_lr, num_stitch_layers=config.num_stitch_layers,
-                                       gate_offset=config.gate_offset, optim=config.stitch_optim, use_cpu=args.device == "cpu", seed=args.seed)
-    fresh = StitchedModel(seed, experts, stitch_args.stitch_config(list(experts)))
+                                       learning_rate=recipe_args.learning_rate, num_stitch_layers=layers.num_stitch_layers,
+                                       gate_offset=layers.gate_offset, optim=recipe_args.optim, use_cpu=args.device == "cpu", seed=args.seed)
+    fresh = StitchedModel(seed, experts, layers)
     texts = load_domain_texts(Path(config.data_dir) / config.expert_data["math"], config.expert_templates["math"])[-200:]
     blocks = pack_texts(tokenizer, texts, config.block_size)
     fresh.to(args.device)  # the seed and the experts are its submodules

@@ -163,6 +163,21 @@ FIELD_CASES = [
     pytest.param("job: select\ndataset: {tmp}/latin1.jsonl\noutput_dir: {tmp}/out\n", [], "latin1.jsonl' is not UTF-8",
                  id="select-dataset-latin1"),
     pytest.param("job: select\nbudget: [1\n", [], "not valid YAML", id="recipe-invalid-yaml"),
+    pytest.param("job: bts\nnum_stitch_layers: 2\n", [], "write stitch: {num_stitch_layers: ...} instead", id="bts-flat-stitch-key"),
+    pytest.param("job: bts\nstitch_steps: 20\n", [], "write stitch_training: {max_steps: ...} instead", id="bts-flat-stitch-steps"),
+    pytest.param("job: bts\noutput_dir: {tmp}/out\n", ["--gate_offset_final", "1.0"], "stitch_training: {gate_offset_final: ...}",
+                 id="bts-flat-stitch-flag"),
+    pytest.param("job: bts\nstitch: {num_stitch_layers: two}\n", [], "BTSConfig.stitch: Field 'num_stitch_layers' must be an integer",
+                 id="bts-stitch-wrong-type"),
+    pytest.param("job: bts\nstitch: {num_stitch_layers: 0}\n", [], "StitchConfig.num_stitch_layers must be >= 1", id="bts-stitch-zero-layers"),
+    pytest.param("job: bts\nstitch: {layers: 2}\n", [], "BTSConfig.stitch: Unknown key 'layers'", id="bts-stitch-unknown-key"),
+    pytest.param("job: bts\nstitch: {expert_names: [a]}\n", [], "BTSConfig.stitch.expert_names is not a setting here", id="bts-stitch-set-by-job"),
+    pytest.param("job: bts\nstitch_training: {max_steps: 10, num_stitch_layers: 2}\n", [],
+                 "BTSConfig.stitch_training.num_stitch_layers is not a setting here: put it under stitch", id="bts-training-layer-key"),
+    pytest.param("job: bts\nstitch_training: {learning_rate: 0.01}\n", [], "stitch_training.max_steps must be a positive number",
+                 id="bts-training-no-max-steps"),
+    pytest.param("job: bts\nstitch: {gate_offset: 1.0}\n", [], "gate_offset_final=2.0 is larger than stitch.gate_offset=1.0",
+                 id="bts-final-above-stitch-beta"),
 ]
 
 

@@ -102,7 +102,8 @@ def _values(job: str, a: dict, out: Path) -> dict:
                 "expert_templates": {"math": "{text}"}, "expert_filters": {}, "group_rows": {}, "dataset_ids": [],
                 "mix_ratios": {"math": 0.5, "general": 0.5}, "max_texts": 40, "eval_max_texts": 4, "vocab_size": 300, "hidden_size": 16,
                 "num_layers": 2, "num_heads": 2, "intermediate_size": 32, "block_size": 16, "batch_size": 2, "seed_steps": 1,
-                "expert_steps": 1, "stitch_steps": 1, "num_stitch_layers": 1, "baselines": [], "gate_offset_final": None}
+                "expert_steps": 1, "stitch": {"num_stitch_layers": 1}, "stitch_training": {"max_steps": 1, "gate_offset_final": None},
+                "baselines": []}
     if job == "time_vectors":
         f = str(data / "merge" / "wmt_newstest_en_2012_2014_2016_150.jsonl.gz")
         return {"data_file": f, "pretrain_file": f, "pretrain_chars": 5000, "years": [2012, 2014, 2016], "train_sentences": 20,

@@ -116,6 +116,35 @@ def test_two_processes_under_torchrun(tmp_path):
     assert results and all(r.endswith('{"world": 2, "equal_ranks": true, "frozen": true}') for r in results)
 
 
+def test_bts_config_carries_the_stitch_settings_checked_by_their_own_dataclasses(tmp_path):
+    import dataclasses
+
+    from hf_ext.config import load_recipe, parse_config
+    from trainers.jobs.bts import BTSConfig
+
+    values = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "bts_tiny.yaml")
+    values.pop("job")
+    config = parse_config(BTSConfig, {**values, "output_dir": str(tmp_path / "out")})
+    layers, args = config.stitch_config(), config.stitch_training_args(tmp_path / "ckpt")
+    # The recipe's stitch settings reach the model's StitchConfig and the trainer's config unchanged.
+    assert (layers.num_stitch_layers, layers.gate_offset, layers.expert_names) == (2, 16.0, ["math", "code", "german"])
+    assert (args.max_steps, args.learning_rate, args.gate_offset_final, args.gate_offset_anneal_steps) == (200, 0.003, 2.0, 0.3)
+    assert (args.optim.value, args.lr_scheduler_type.value, args.warmup_steps, args.per_device_train_batch_size, args.seed) == (
+        "adafactor", "cosine", 10, 16, 0)
+    assert (args.num_stitch_layers, args.gate_offset) == (layers.num_stitch_layers, layers.gate_offset)  # one value, two views
+    # One default per setting: what the recipe leaves out is the component's own default.
+    bare = BTSConfig(output_dir=str(tmp_path / "bare"))
+    own = bare.stitch_config()
+    for f in dataclasses.fields(StitchConfig):
+        if f.name not in ("expert_names", "seed_model", "expert_models"):
+            assert getattr(own, f.name) == getattr(StitchConfig(), f.name), f.name
+    trained = bare.stitch_training_args(tmp_path / "ckpt")
+    reference = StitchTrainingConfig(output_dir=str(tmp_path / "ref"))
+    for name in ("learning_rate", "optim", "adam_epsilon", "gate_offset_final", "gate_offset_anneal_steps", "num_stitch_layers"):
+        assert getattr(trained, name) == getattr(reference, name), name
+    assert bare.stitch == {} and bare.stitch_training == {"max_steps": 200}  # building them changes nothing
+
+
 def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
     import datasets
 
@@ -129,8 +158,8 @@ def test_the_stitch_mix_has_the_configured_ratios_and_bad_ratios_fail(tmp_path):
     assert counts == {"math": 30, "code": 30, "german": 30, "general": 110}  # math: 5 blocks, drawn with replacement
     with pytest.raises(InputError, match="sum to 1"):
         BTSConfig(mix_ratios={"math": 0.5, "code": 0.5, "german": 0.5, "general": 0.5})
-    with pytest.raises(InputError, match="BTSConfig.gate_offset_final=20.0 is larger .* sharpen the gates"):
-        BTSConfig(gate_offset_final=20.0)
+    with pytest.raises(InputError, match="BTSConfig.stitch_training.gate_offset_final=20.0 is larger .* sharpen the gates"):
+        BTSConfig(stitch_training={"max_steps": 10, "gate_offset_final": 20.0})
     with pytest.raises(InputError, match="exactly the keys"):
         BTSConfig(mix_ratios={"math": 1.0})
     with pytest.raises(InputError, match="data_dir is not set"):
@@ -179,6 +208,10 @@ def test_a_default_run_learns_and_logs_its_gates(default_run):
     assert [h["stitch/gate_offset"] for h in logs] == pytest.approx([16 - 14 * min(1.0, (s - 1) / 6) for s in range(1, 21)])
     assert args.gate_offset == model.stitch_config.gate_offset == 16.0 and model.gate_offset == 2.0
     assert json.loads((trainer.args.output_dir and Path(args.output_dir) / "checkpoint-20" / CONFIG_NAME).read_text())["gate_offset"] == 2.0
+    # beta is runtime state of the run: the trainer state holds it (saved with every checkpoint), not a config
+    state = json.loads((Path(args.output_dir) / "checkpoint-20" / "trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["GateOffsetAnneal"]["attributes"] == {"gate_offset": 2.0}
+    assert state["stateful_callbacks"]["GateOffsetAnneal"]["args"] == {"start": 16.0, "final": 2.0, "steps": 0.3}
     for k, layer in enumerate(model.stitch):
         names = ["hub", "a", "b"] if layer.kind == "e2h" else ["a", "b"]
         assert all(f"stitch/{k}/{layer.kind}_{n}" in h for h in logs for n in names)
@@ -228,8 +261,45 @@ def test_push_to_hub_uploads_the_stitch_card(default_run, local_hub):
     names = {p.name for p in folder.iterdir() if p.is_file()}
     assert {"README.md", "gates.png", CONFIG_NAME, WEIGHTS_NAME} <= names and "model.safetensors" not in names
     assert "base_model:\n- org/tiny-seed" in (folder / "README.md").read_text(encoding="utf-8")
+    _assert_stitch_card(folder / "README.md")
     loaded = StitchedModel.from_pretrained(trainer.model.seed, dict(trainer.model.experts), folder)
     assert loaded.gate_offset == trainer.model.gate_offset == 2.0
+
+
+def _assert_stitch_card(path):
+    import yaml
+
+    from hf_ext.hub.cards import LIBRARY_NAME
+
+    card = path.read_text(encoding="utf-8")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["base_model"] == ["org/tiny-seed", "org/tiny-expert-a", "org/tiny-expert-b"]  # the seed first, then the experts
+    assert front["base_model_relation"] == "adapter" and front["library_name"] == LIBRARY_NAME and "branch-train-stitch" in front["tags"]
+    assert "generated_from_trainer" not in card and "Stitch layers (Branch-Train-Stitch)" in card  # not Trainer's generic card
+
+
+def test_push_to_hub_true_runs_push_the_stitch_card_on_save_model(default_run, local_hub, tmp_path, monkeypatch):
+    import transformers.utils.hub
+    from huggingface_hub import HfApi
+
+    from hf_ext.hub import pull
+
+    # Trainer creates the repo (push_to_hub=True) through transformers' shared HfApi, made before the test set HF_ENDPOINT
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", HfApi(endpoint=local_hub.endpoint))
+    trainer, _, _, _ = default_run
+    args = _args(tmp_path / "auto", max_steps=2, save_strategy="no", push_to_hub=True, hub_model_id="user/auto-stitch",
+                 gate_offset=trainer.model.gate_offset, gate_offset_final=None)
+    run = StitchTrainer(model=trainer.model, args=args, train_dataset=trainer.train_dataset, processing_class=trainer.processing_class)
+    run.train()
+    run.save_model(str(tmp_path / "final"))  # Trainer's push_to_hub=True path: save_model pushes, through StitchTrainer.push_to_hub
+    folder = pull("user/auto-stitch", repo_type="model")
+    names = {p.name for p in folder.iterdir() if p.is_file()}
+    assert {"README.md", CONFIG_NAME, WEIGHTS_NAME} <= names and not names & {"model.safetensors", "pytorch_model.bin"}
+    _assert_stitch_card(folder / "README.md")
+    from safetensors.torch import load_file
+
+    pushed, saved = load_file(folder / WEIGHTS_NAME), load_file(tmp_path / "final" / WEIGHTS_NAME)
+    assert pushed.keys() == saved.keys() and all(torch.equal(pushed[k], saved[k]) for k in saved)  # this run's stitch weights
 
 
 def test_bad_input_gets_one_clear_error(setup, tmp_path):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
+from transformers.trainer_callback import ExportableState
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -30,7 +31,7 @@ from hf_ext.adapters.stitch import StitchConfig, StitchedModel
 from hf_ext.errors import InputError
 from hf_ext.outputs import SafeResumeMixin
 
-__all__ = ["StitchTrainer", "StitchTrainingConfig"]
+__all__ = ["StitchTrainer", "StitchTrainingConfig", "GateOffsetAnneal"]
 
 
 @dataclass
@@ -133,22 +134,44 @@ class StitchTrainingConfig(TrainingArguments):
                             gate_offset=self.gate_offset)
 
 
-class GateOffsetAnneal(TrainerCallback):
+class GateOffsetAnneal(TrainerCallback, ExportableState):
     """β(step) = β_0 + (β_final − β_0)·min(1, step / steps): the stitched model equals the seed
     at step 0 (large β_0), and the gates need not climb over β_0 by gradient steps alone.
     Derived from the trainer state's global step, so resuming from a checkpoint gives the same
-    schedule. ``steps`` below 1 is a fraction of the run's total steps."""
+    schedule. ``steps`` below 1 is a fraction of the run's total steps.
 
-    def __init__(self, model: StitchedModel, start: float, final: float, steps: float) -> None:
-        self.model, self.start, self.final, self.steps = model, start, final, steps
+    The β in use is runtime state of the run, not of any config: it is set on the model being
+    trained (the callback handler's ``model``), kept as ``gate_offset`` here, and saved with every
+    checkpoint in the trainer state (``trainer_state.json``, ``stateful_callbacks``), beside the
+    global step it follows.
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        steps = self.steps * (state.max_steps or 1) if self.steps < 1 else self.steps
-        fraction = min(1.0, state.global_step / max(1, round(steps)))
-        self.model.set_gate_offset(self.start + (self.final - self.start) * fraction)
+    Args:
+        start (`float`): β at step 0 (the model's gate offset when training starts).
+        final (`float`): β after the anneal.
+        steps (`float`): steps of the anneal; below 1, a fraction of ``state.max_steps``.
+        gate_offset (`float`, *optional*): the β in use (restored from a checkpoint); default ``start``.
+    """
 
-    def on_train_end(self, args, state, control, **kwargs):
-        self.on_step_begin(args, state, control)
+    def __init__(self, start: float, final: float, steps: float, gate_offset: float | None = None) -> None:
+        self.start, self.final, self.steps = float(start), float(final), steps
+        self.gate_offset = self.start if gate_offset is None else float(gate_offset)
+
+    def offset_at(self, global_step: int, max_steps: int) -> float:
+        """β at `global_step` of a run of `max_steps` steps."""
+        steps = self.steps * (max_steps or 1) if self.steps < 1 else self.steps
+        fraction = min(1.0, global_step / max(1, round(steps)))
+        return self.start + (self.final - self.start) * fraction
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.gate_offset = self.offset_at(state.global_step, state.max_steps)
+        if model is not None:
+            model.set_gate_offset(self.gate_offset)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.on_step_begin(args, state, control, model=model)
+
+    def state(self) -> dict:
+        return {"args": {"start": self.start, "final": self.final, "steps": self.steps}, "attributes": {"gate_offset": self.gate_offset}}
 
 
 class StitchTrainer(SafeResumeMixin, Trainer):
@@ -202,7 +225,7 @@ class StitchTrainer(SafeResumeMixin, Trainer):
         super().__init__(model=model, args=args, data_collator=data_collator or default_data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         if final is not None:
-            self.add_callback(GateOffsetAnneal(model, model.gate_offset, final, args.gate_offset_anneal_steps))
+            self.add_callback(GateOffsetAnneal(model.gate_offset, final, args.gate_offset_anneal_steps))
         frozen_trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("stitch.")]
         if frozen_trainable:  # someone unfroze a seed/expert weight: it would silently train
             raise InputError(f"Only stitch parameters may train, but {frozen_trainable[:3]} require grad; call requires_grad_(False) on them.")

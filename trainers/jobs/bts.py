@@ -8,6 +8,12 @@
    average of the experts' weights), a BTM-style ensemble (seed + experts mixed by their
    Bayesian posterior) and the stitched model — written to ``metrics.json`` and the card.
 
+The stitch component's settings are two values of the config, each checked by the component's
+own dataclass with one default per setting: ``stitch`` (the layers: a mapping of
+:class:`~hf_ext.adapters.stitch.StitchConfig` fields) and ``stitch_training`` (a mapping of
+:class:`~trainers.stitch.StitchTrainingConfig` fields). The annealed gate offset is runtime state
+of the trainer (:class:`~trainers.stitch.GateOffsetAnneal`), never written back into either.
+
 Run with ``hf-ext run recipes/bts_tiny.yaml``.
 """
 
@@ -17,7 +23,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hf_ext.errors import InputError
 from hf_ext.jobs import JobOptions
@@ -88,20 +94,16 @@ class BTSConfig(JobOptions):
             Continued-pretraining steps per expert.
         expert_lr (`float`, *optional*, defaults to `0.001`):
             Expert continued-pretraining learning rate.
-        stitch_steps (`int`, *optional*, defaults to `200`):
-            Stitch-training steps.
-        stitch_lr (`float`, *optional*, defaults to `0.003`):
-            Stitch-training learning rate.
-        stitch_optim (`str`, *optional*, defaults to `"adafactor"`):
-            Stitch-training optimizer ('adafactor': checkpoints ~ the stitch weights; 'adamw_torch').
-        num_stitch_layers (`int`, *optional*, defaults to `2`):
-            K: stitch layers, one after every floor(L/K) layers.
-        gate_offset (`float`, *optional*, defaults to `16.0`):
-            Hub gate-logit offset beta at step 0 (identity init).
-        gate_offset_final (`float` or `None`, *optional*, defaults to `2.0`):
-            Anneal beta to this value over the first gate_anneal_fraction of stitch training (None: keep beta).
-        gate_anneal_fraction (`float`, *optional*, defaults to `0.3`):
-            Fraction of stitch steps over which beta is annealed.
+        stitch (`dict[str, Any]`, *optional*):
+            The stitch layers: a mapping of StitchConfig fields (num_stitch_layers, stitch_after, dropout, init,
+            gate_offset, width_projections, init_std), checked by StitchConfig, whose defaults hold for the rest (e.g.
+            {num_stitch_layers: 2}). The expert names and Hub ids are set by the job.
+        stitch_training (`dict[str, Any]`, *optional*, defaults to `{'max_steps': 200}`):
+            Stitch training: a mapping of StitchTrainingConfig fields (max_steps, required; learning_rate, optim,
+            gate_offset_final, gate_offset_anneal_steps, ...), checked by StitchTrainingConfig, whose defaults hold
+            for the rest; the job's stage settings (cosine schedule, 5% warmup, no saving) apply where
+            StitchTrainingConfig keeps TrainingArguments' default. output_dir, per_device_train_batch_size
+            (batch_size) and seed and the Hub settings are the job's.
         baselines (`list[str]`, *optional*, defaults to `['soup', 'ensemble']`):
             Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior
             mixture of seed + experts).
@@ -136,23 +138,28 @@ class BTSConfig(JobOptions):
     seed_lr: float = field(default=3e-3, metadata={"help": "Seed pretraining learning rate."})
     expert_steps: int = field(default=150, metadata={"help": "Continued-pretraining steps per expert."})
     expert_lr: float = field(default=1e-3, metadata={"help": "Expert continued-pretraining learning rate."})
-    stitch_steps: int = field(default=200, metadata={"help": "Stitch-training steps."})
-    stitch_lr: float = field(default=3e-3, metadata={"help": "Stitch-training learning rate."})
-    stitch_optim: str = field(default="adafactor", metadata={"help": "Stitch-training optimizer ('adafactor': checkpoints ~ the stitch weights; 'adamw_torch')."})
-    num_stitch_layers: int = field(default=2, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
-    gate_offset: float = field(default=16.0, metadata={"help": "Hub gate-logit offset beta at step 0 (identity init)."})
-    gate_offset_final: float | None = field(default=2.0, metadata={"help": "Anneal beta to this value over the first gate_anneal_fraction of stitch training (None: keep beta)."})
-    gate_anneal_fraction: float = field(default=0.3, metadata={"help": "Fraction of stitch steps over which beta is annealed."})
+    stitch: dict[str, Any] = field(default_factory=dict, metadata={"help": (
+        "The stitch layers: a mapping of StitchConfig fields (num_stitch_layers, stitch_after, dropout, init, gate_offset, "
+        "width_projections, init_std), checked by StitchConfig, whose defaults hold for the rest (e.g. {num_stitch_layers: 2}). "
+        "The expert names and Hub ids are set by the job.")})
+    stitch_training: dict[str, Any] = field(default_factory=lambda: {"max_steps": 200}, metadata={"help": (
+        "Stitch training: a mapping of StitchTrainingConfig fields (max_steps, required; learning_rate, optim, gate_offset_final, "
+        "gate_offset_anneal_steps, ...), checked by StitchTrainingConfig, whose defaults hold for the rest; the job's stage "
+        "settings (cosine schedule, 5% warmup, no saving) apply where StitchTrainingConfig keeps TrainingArguments' default. "
+        "output_dir, per_device_train_batch_size (batch_size) and seed and the Hub settings are the job's.")})
     baselines: list[str] = field(default_factory=lambda: ["soup", "ensemble"], metadata={"help": "Baselines to evaluate: 'soup' (uniform weight average of the experts), 'ensemble' (BTM-style posterior mixture of seed + experts)."})
     seed: int = field(default=0, metadata={"help": "Seed for data splits, initialisation and training."})
 
+    check_recipe: ClassVar = staticmethod(lambda values, argv=None: _refuse_flat_stitch_keys(values, argv))
+
     def __post_init__(self) -> None:
-        if self.gate_offset_final is not None and self.gate_offset_final > self.gate_offset:  # before seed and experts train
-            raise InputError(f"BTSConfig.gate_offset_final={self.gate_offset_final} is larger than gate_offset={self.gate_offset}: "
-                             "it would sharpen the gates instead of opening them; use a value <= gate_offset or None.")
         domains = set(self.expert_data)
         if not domains:
             raise InputError("BTSConfig.expert_data is empty; give at least one domain -> data file.")
+        args = self.stitch_training_args(Path(self.output_dir) / ".checkpoints" / "stitch")  # before seed and experts train
+        if args.max_steps <= 0:
+            raise InputError(f"BTSConfig.stitch_training.max_steps must be a positive number of steps, got {args.max_steps}: "
+                             "the stitch mix is max_steps x batch_size blocks drawn in mix_ratios.")
         missing = sorted(domains - set(self.expert_templates))
         if missing:
             raise InputError(f"BTSConfig.expert_templates has no template for {missing}; add one per domain of expert_data.")
@@ -165,6 +172,88 @@ class BTSConfig(JobOptions):
         bad = [b for b in self.baselines if b not in ("soup", "ensemble")]
         if bad:
             raise InputError(f"BTSConfig.baselines has unknown entries {bad}; use 'soup' and/or 'ensemble'.")
+
+    def stitch_config(self, seed_model: str | None = None, expert_models: list[str] | None = None) -> Any:
+        """The :class:`~hf_ext.adapters.stitch.StitchConfig` of ``stitch``, for the experts of ``expert_data``."""
+        from hf_ext.adapters.stitch import StitchConfig
+
+        return _component(StitchConfig, self.stitch, "stitch", _STITCH_SET_BY_JOB, expert_names=list(self.expert_data),
+                          seed_model=seed_model, expert_models=expert_models)
+
+    def stitch_training_args(self, output_dir: str | Path) -> Any:
+        """The :class:`~trainers.stitch.StitchTrainingConfig` of ``stitch_training`` (its stitch-layer fields
+        agree with :meth:`stitch_config`, so the saved training arguments describe the model trained)."""
+        import dataclasses
+
+        from transformers import TrainingArguments
+
+        from ..stitch import StitchTrainingConfig
+
+        layers = self.stitch_config()
+        given = self.stitch_training if isinstance(self.stitch_training, dict) else {}
+        final = given.get("gate_offset_final", StitchTrainingConfig.__dataclass_fields__["gate_offset_final"].default)
+        if isinstance(final, (int, float)) and final > layers.gate_offset:
+            raise InputError(f"BTSConfig.stitch_training.gate_offset_final={final} is larger than stitch.gate_offset={layers.gate_offset}: "
+                             "it would sharpen the gates instead of opening them; use a value <= stitch.gate_offset or null.")
+        steps = given.get("max_steps", -1)
+        stage = _args(output_dir, steps if isinstance(steps, int) else -1, 0.0, self)  # the job's stage settings
+        base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
+        own = {f.name for f in dataclasses.fields(StitchTrainingConfig) if f.name not in base or f.default != base[f.name]}
+        stage = {k: v for k, v in stage.items() if k not in own}  # StitchTrainingConfig's own defaults win
+        return _component(StitchTrainingConfig, self.stitch_training, "stitch_training", _TRAINING_SET_BY_JOB, defaults=stage,
+                          num_stitch_layers=layers.num_stitch_layers, stitch_after=layers.stitch_after, stitch_dropout=layers.dropout,
+                          stitch_init=layers.init, gate_offset=layers.gate_offset)
+
+
+# Keys of the earlier flat BTSConfig -> where they went.
+_FLAT_STITCH_KEYS = {
+    "num_stitch_layers": "stitch: {num_stitch_layers: ...}",
+    "gate_offset": "stitch: {gate_offset: ...}",
+    "gate_offset_final": "stitch_training: {gate_offset_final: ...}",
+    "gate_anneal_fraction": "stitch_training: {gate_offset_anneal_steps: ...} (below 1: a fraction of max_steps)",
+    "stitch_steps": "stitch_training: {max_steps: ...}",
+    "stitch_lr": "stitch_training: {learning_rate: ...}",
+    "stitch_optim": "stitch_training: {optim: ...}",
+}
+# Fields of the components the job sets itself, and where to set them instead.
+_STITCH_SET_BY_JOB = {name: "set by the job from expert_data and the models" for name in (
+    "expert_names", "seed_model", "expert_models", "num_hidden_layers", "hub_hidden_size", "expert_hidden_sizes", "expert_hashes", "seed_hash")}
+_TRAINING_SET_BY_JOB = {
+    "output_dir": "the job writes checkpoints inside output_dir", "per_device_train_batch_size": "use batch_size (all stages)",
+    "seed": "use seed", "push_to_hub": "use push_to_hub (the job pushes the stitch layers last)", "hub_model_id": "use hub_model_id",
+    "num_stitch_layers": "put it under stitch", "stitch_after": "put it under stitch", "stitch_dropout": "put it under stitch as dropout",
+    "stitch_init": "put it under stitch as init", "gate_offset": "put it under stitch",
+}
+
+
+def _refuse_flat_stitch_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
+    from hf_ext.errors import RecipeError
+    from hf_ext.jobs import refuse_old_hub_keys
+
+    refuse_old_hub_keys(values, argv)
+    keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
+    for old in sorted(keys & set(_FLAT_STITCH_KEYS)):
+        raise RecipeError(f"BTSConfig.{old} moved into the component settings: write {_FLAT_STITCH_KEYS[old]} instead "
+                          "(StitchConfig holds the stitch layers, StitchTrainingConfig their training).")
+
+
+def _component(cls: type, values: Any, key: str, set_by_job: dict[str, str], defaults: dict[str, Any] | None = None,
+               **fixed: Any) -> Any:
+    """``cls`` built from the mapping ``values`` of BTSConfig field `key` over ``defaults`` (the job's), checked as
+    a recipe is (unknown keys, types, NaN, the class's own checks); errors name ``BTSConfig.<key>``. ``fixed`` are
+    the values the job sets; a key of ``set_by_job`` given in ``values`` is refused with where it goes instead."""
+    from hf_ext.config import parse_config
+    from hf_ext.errors import RecipeError
+
+    if not isinstance(values, dict):
+        raise RecipeError(f"BTSConfig.{key} must be a mapping of {cls.__name__} fields, got {values!r}.")
+    for name in values:
+        if name in set_by_job:
+            raise RecipeError(f"BTSConfig.{key}.{name} is not a setting here: {set_by_job[name]}.")
+    try:
+        return parse_config(cls, {**(defaults or {}), **values, **fixed})
+    except InputError as exc:
+        raise type(exc)(f"BTSConfig.{key}: {exc}") from None
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -252,7 +341,7 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     from hf_ext.adapters.stitch import StitchedModel
     from hf_ext.lm import branch_experts, pack_texts, train_bpe_tokenizer, train_causal_lm
 
-    from ..stitch import StitchTrainer, StitchTrainingConfig
+    from ..stitch import StitchTrainer
 
     require(config.data_dir, "data_dir", "the folder holding the domain files")
     start = time.perf_counter()
@@ -297,15 +386,11 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     # 3. the stitch layers
     t = time.perf_counter()
     blocks = {n: pack_texts(tokenizer, texts, config.block_size) for n, texts in train.items()}
-    mix = mixed_blocks(blocks, config.mix_ratios, config.stitch_steps * config.batch_size, seed=config.seed)
-    stitch_args = StitchTrainingConfig(**_args(out / ".checkpoints" / "stitch", config.stitch_steps, config.stitch_lr, config,
-                                              num_stitch_layers=config.num_stitch_layers, gate_offset=config.gate_offset,
-                                              gate_offset_final=config.gate_offset_final,
-                                              gate_offset_anneal_steps=int(config.gate_anneal_fraction * config.stitch_steps),
-                                              optim=config.stitch_optim))
-    stitch_config = stitch_args.stitch_config(list(experts))
-    stitch_config.seed_model = seed_hub_id
-    stitch_config.expert_models = [f"{seed_hub_id}-{n}-expert" for n in experts]
+    stitch_args = config.stitch_training_args(out / ".checkpoints" / "stitch")
+    steps = stitch_args.max_steps
+    mix = mixed_blocks(blocks, config.mix_ratios, steps * stitch_args.per_device_train_batch_size * stitch_args.gradient_accumulation_steps,
+                       seed=config.seed)
+    stitch_config = config.stitch_config(seed_model=seed_hub_id, expert_models=[f"{seed_hub_id}-{n}-expert" for n in experts])
     model = StitchedModel(seed, experts, stitch_config, tokenizer=tokenizer)
     trainer = StitchTrainer(model=model, args=stitch_args, train_dataset=mix, processing_class=tokenizer)
     trainer.train()
@@ -332,7 +417,7 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
                "stitch_after": model.stitch_after, "mix_ratios": config.mix_ratios,
                "held_out_texts": {n: len(v) for n, v in held_out.items()}, **timings,
                "elapsed_seconds": time.perf_counter() - start, "config": asdict(config)}
-    card = model.model_card(summary=_summary(loss), datasets=config.dataset_ids, training={"steps": config.stitch_steps, "mix_ratios": config.mix_ratios},
+    card = model.model_card(summary=_summary(loss), datasets=config.dataset_ids, training={"steps": steps, "mix_ratios": config.mix_ratios},
                             plots=[p for p in [trainer.plot_gates(out / "stitch")] if p],
                             eval_results=[{"task_type": "text-generation", "dataset_type": "mixed", "dataset_name": f"held-out {d}",
                                            "metric_type": "loss", "metric_value": v} for d, v in loss["stitched"].items()])
