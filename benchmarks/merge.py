@@ -12,6 +12,11 @@
    merge_peak_rss_bytes, outputs_identical, max_abs_diff, and the ratios; the top-level keys are the
    linear, all-threads run. Targets: merge_seconds ≤ mergekit_seconds, merge_peak_rss ≤ 0.6× mergekit's.
    mergekit (LGPL-3.0) is a benchmark-only reference: ``pip install 'hf-ext[mergekit]'``.
+   Memory profile of hf_ext's TIES (per 131 MB 32000x1024 tensor, T): the base and both task vectors (3T) plus the
+   trim of one task vector; where magnitudes tie at the threshold (about half of such tensors) the trim is
+   mergekit's full argsort, whose int64 indices and the int64 arange torch fills them from are 4T; it sorts the
+   task vector's own memory (sign bits aside), so the peak is ~7.7T (was ~9.3T with torch.kthvalue's copy +
+   int64 index and argsort's value copy). Peak RSS does not depend on the thread count beyond ~50 MB either way.
 2. Time vectors (``time/wmt_newstest_en_by_year``): interp_best_loss_mid vs endpoint_best_loss_mid.
 3. X-ELM (``multilingual/wmt_newstest_monolingual``): xelm_ppl and dense_ppl per language.
 """
