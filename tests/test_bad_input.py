@@ -122,7 +122,8 @@ def test_job_matrix_covers_every_job():
 # -- flags and single fields -----------------------------------------------------------------------
 FIELD_CASES = [
     pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--seed", "-1"], "'seed'", id="select-flag-seed-minus-1"),
-    pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--judge_threshold", "nan"], "'judge_threshold'", id="select-flag-nan"),
+    pytest.param("job: select\noutput_dir: {tmp}/out\n", ["--method_options", "{alpagasus: {threshold: .nan}}"], "'threshold'",
+                 id="select-flag-nan"),
     pytest.param("job: merge\ndtype: float8\n", [], "'dtype'", id="merge-dtype-float8"),
     pytest.param("job: curate\nhtml: off\n", [], "html: \"off\"", id="curate-html-off"),
     pytest.param("job: select\nfeaturizer: {dtype: float8}\n", [], "`featurizer` (SAEFeaturizer's fields): Field 'dtype'",
@@ -137,7 +138,14 @@ FIELD_CASES = [
                  "Did you mean 'layer'?", id="select-featurizer-typo"),
     pytest.param("job: select\nsae_training: {k: 64, num_latents: 32}\n", [], "`sae_training` (SAETrainingConfig's fields)",
                  id="select-sae-training-k"),
-    pytest.param("job: select\njudge_threshold: .nan\n", [], "'judge_threshold'", id="select-nan-threshold"),
+    pytest.param("job: select\nmethod_options: {alpagasus: {threshold: .nan}}\n", [], "'threshold'", id="select-nan-threshold"),
+    pytest.param("job: select\njudge_threshold: 4\nsimscale_similarity: cosine\n", [], "'judge_threshold' -> method_options: "
+                 "{alpagasus: {threshold: ...}}; 'simscale_similarity' -> method_options: {sae_simscale: {similarity: ...}}",
+                 id="select-old-threshold-keys"),
+    pytest.param("job: select\nmethod_options: {sae_simscale: {similarity: dice}}\n", [], "'similarity'",
+                 id="select-simscale-similarity-dice"),
+    pytest.param("job: select\nmethod_options: {alpagsus: {threshold: 4}}\n", [], "Unknown selection method 'alpagsus'",
+                 id="select-method-options-unknown-method"),
     pytest.param("job: select\njudge_backend: openai\njudge_base_url: http://localhost:8000/v1\njudge_batch_size: 4\n", [],
                  "'judge_base_url' -> judge: {base_url: ...}; 'judge_batch_size' -> judge: {batch_size: ...} (transformers) "
                  "or judge: {concurrency: ...} (openai)", id="select-old-judge-keys"),

@@ -36,7 +36,7 @@ def test_unknown_key_names_the_key_and_the_valid_ones():
         ({"budget": True}, "Field 'budget' must be an integer"),
         ({"compare_methods": {"a": 1}}, "Field 'compare_methods' must be a list"),
         ({"judge_backend": "gpt"}, "must be one of ['none', 'transformers', 'openai']"),
-        ({"judge_threshold": "high"}, "Field 'judge_threshold' must be a number"),
+        ({"method_options": {"alpagasus": {"threshold": "high"}}}, "Field 'threshold' must be a number"),
         ({"hub_private_repo": "yes"}, "Field 'hub_private_repo' must be true or false"),
         ({"dataset": 5}, "Field 'dataset' must be a string"),
     ],
@@ -48,8 +48,10 @@ def test_wrong_types_fail_with_the_field_name(values, fragment):
 
 
 def test_lossless_conversions_only():
-    config = parse_config(SelectionConfig, {"judge_threshold": 4, "compare_methods": "random", "input_column": None})
-    assert config.judge_threshold == 4.0 and isinstance(config.judge_threshold, float)
+    config = parse_config(SelectionConfig, {"method_options": {"alpagasus": {"threshold": 4}}, "compare_methods": "random",
+                                            "input_column": None})
+    threshold = config.selector_options("alpagasus")["threshold"]
+    assert threshold == 4.0 and isinstance(threshold, float)
     assert config.compare_methods == ["random"]
     assert config.input_column is None
 

@@ -146,3 +146,18 @@ def test_selection_job_builds_the_judge_from_its_judge_mapping():
     assert type(scorer.backend) is TransformersBackend
     assert (scorer.backend.batch_size, scorer.backend.max_new_tokens, scorer.backend.seed) == (2, 5, 7)
     assert SelectionConfig(judge_backend="transformers", seed=7, judge={"seed": 1}).judge_settings().seed == 1
+
+
+def test_method_options_reach_the_selector():
+    """`method_options.alpagasus.threshold` is select_alpagasus's `threshold`: scores 3.5 and 4 pass at 3, not at 4.5."""
+    from hf_ext.select.pipeline import SelectionConfig
+    from hf_ext.select.selectors import get_selector
+
+    scores = {"judge_score": [3.5, 5.0, 2.0, 4.0, -1.0]}
+    default = SelectionConfig().selector_options("alpagasus")
+    lowered = SelectionConfig(method_options={"alpagasus": {"threshold": 3}}).selector_options("alpagasus")
+    assert default == {"threshold": 4.5} and lowered == {"threshold": 3.0}
+    assert get_selector("alpagasus").select(scores, 4, **default) == [1]
+    assert get_selector("alpagasus").select(scores, 4, **lowered) == [1, 3, 0]
+    assert SelectionConfig(method_options={"sae_simscale": {"similarity": "cosine"}}).selector_options("sae_simscale") == {
+        "similarity": "cosine"}

@@ -98,7 +98,7 @@ def run_selection(config: SelectionConfig) -> dict[str, Any]:
     if "judge_score" in ds.column_names:  # what the paid-for judge calls found, even when nothing passed
         from .judge import judge_summary
 
-        metrics["judge"] = judge_summary(ds["judge_score"], c.judge_threshold)
+        metrics["judge"] = judge_summary(ds["judge_score"], c.selector_options("alpagasus")["threshold"])
     if sae_info is not None:
         metrics["sae"] = {k: v for k, v in sae_info.items() if not k.startswith("_")}
 

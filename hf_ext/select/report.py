@@ -13,7 +13,7 @@ from .selectors import get_selector
 from .stats import category_counts
 
 # Fields of SelectionConfig that only matter when SAE features were computed.
-SAE_FIELDS = ("featurizer", "sae_training", "threshold_quantile", "simscale_similarity")
+SAE_FIELDS = ("featurizer", "sae_training", "threshold_quantile")
 
 
 def card_settings(c, *, sae: bool, trained: bool) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def card_settings(c, *, sae: bool, trained: bool) -> dict[str, Any]:
                      if f.name not in JOB_FEATURIZER_FIELDS})
     if trained:
         settings.update({f"sae_training.{k}": v for k, v in asdict(c.training_config()).items()})
-    settings.update(threshold_quantile=c.threshold_quantile, simscale_similarity=c.simscale_similarity)
+    settings.update(threshold_quantile=c.threshold_quantile)
     return settings
 
 

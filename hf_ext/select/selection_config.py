@@ -5,7 +5,8 @@ settings are one value, checked by that component's own dataclass with its own f
 ``featurizer`` holds :class:`~hf_ext.select.sae.SAEFeaturizer`'s fields, ``sae_training``
 :class:`~hf_ext.select.sae.SAETrainingConfig`'s and ``judge`` the AlpaGasus judge's backend's
 (:class:`~hf_ext.critique.backends.TransformersBackend` or ``OpenAIBackend``, chosen by ``judge_backend``
-as in the quality-judge job), as ``CurateConfig.step_options`` holds the steps' arguments:
+as in the quality-judge job), and ``method_options`` each method's own keyword arguments (its
+selector function's, by method name), as ``CurateConfig.step_options`` holds the steps' arguments:
 
 >>> config = SelectionConfig(method="sae_greedy", featurizer={"layer": 15, "dtype": "bfloat16"},
 ...                          sae_training={"num_latents": 8192}, output_dir="outputs/demo")  # doctest: +SKIP
@@ -21,6 +22,10 @@ hf_ext.errors.RecipeError: In `sae_training` (SAETrainingConfig's fields): Inval
 Traceback (most recent call last):
 ...
 hf_ext.errors.RecipeError: Unknown key 'concurency' in `judge` (OpenAIBackend's fields). Did you mean 'concurrency'? ...
+>>> SelectionConfig(method_options={"alpagasus": {"treshold": 4}})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+hf_ext.errors.RecipeError: Unknown key 'treshold' in `method_options.alpagasus` (select_alpagasus's fields). Did you mean 'threshold'? ...
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ OLD_KEYS = {
     "judge_api_key_env": "judge: {api_key_env: ...}",
     "judge_max_new_tokens": "judge: {max_new_tokens: ...}",
     "judge_batch_size": "judge: {batch_size: ...} (transformers) or judge: {concurrency: ...} (openai)",
+    "judge_threshold": "method_options: {alpagasus: {threshold: ...}}",
+    "simscale_similarity": "method_options: {sae_simscale: {similarity: ...}}",
 }
 
 # The judge's settings the job sets unless `judge` does (the transformers backend's seed is the job's).
@@ -83,7 +90,8 @@ def refuse_old_keys(values: dict[str, Any], argv: list[str] | None = None) -> No
         fixes = "; ".join(f"{k!r} -> {OLD_KEYS[k]}" for k in old)
         raise RecipeError(f"The selection job now takes the SAE and judge settings under the components' own names: {fixes}. "
                           "`featurizer` holds SAEFeaturizer's fields, `sae_training` SAETrainingConfig's, `judge` the "
-                          "judge_backend's (TransformersBackend / OpenAIBackend in hf_ext.critique.backends).")
+                          "judge_backend's (TransformersBackend / OpenAIBackend in hf_ext.critique.backends), "
+                          "`method_options` each method's keyword arguments.")
 
 
 def _component(cls: type, values: dict[str, Any], name: str, given: dict[str, Any]) -> Any:
@@ -145,8 +153,6 @@ class SelectionConfig(JobOptions):
             batch_size, device, dtype, seed, ...) or OpenAIBackend fields (base_url, model, api_key_env,
             max_new_tokens, concurrency, timeout, ...), e.g. {base_url: http://localhost:8000/v1, model: judge};
             model defaults to HuggingFaceTB/SmolLM2-135M-Instruct, max_new_tokens to 32, seed to the job's.
-        judge_threshold (`float`, *optional*, defaults to `4.5`):
-            AlpaGasus keeps examples scored at or above this (0-5).
         featurizer (`dict`, *optional*, defaults to `{}`):
             SAEFeaturizer fields (model, revision, layer, sae, sae_format, threshold, max_length, max_batch_tokens,
             dtype, use_chat_template, batch_size, device) for the SAE methods and kcenter, e.g. {model:
@@ -158,8 +164,10 @@ class SelectionConfig(JobOptions):
         threshold_quantile (`float` or `None`, *optional*, defaults to `None`):
             Keep SAE latents above this quantile (0-1) of the pool's max-pooled values instead of
             featurizer.threshold; portable across SAEs whose activation scale differs (e.g. ones trained here).
-        simscale_similarity (`Literal['jaccard', 'cosine']`, *optional*, defaults to `"jaccard"`):
-            sae_simscale: Jaccard on feature ids or cosine on max-pooled values.
+        method_options (`dict`, *optional*, defaults to `{}`):
+            Each method's own keyword arguments, by method name, checked by its selector function's signature, e.g.
+            {alpagasus: {threshold: 4.5}} (AlpaGasus keeps examples scored at or above it, 0-5) or {sae_simscale:
+            {similarity: cosine}} (Jaccard on feature ids, the default, or cosine on max-pooled values).
         output_dir (`str`, *optional*, defaults to `"outputs/quickstart"`):
             Folder for the dataset, card and metrics.
         map_batch_size (`int`, *optional*, defaults to `1000`):
@@ -208,7 +216,6 @@ class SelectionConfig(JobOptions):
                           "model: judge}; model defaults to HuggingFaceTB/SmolLM2-135M-Instruct, max_new_tokens to 32, seed "
                           "to the job's."},
     )
-    judge_threshold: float = field(default=4.5, metadata={"help": "AlpaGasus keeps examples scored at or above this (0-5)."})
     featurizer: dict = field(
         default_factory=dict,
         metadata={"help": "SAEFeaturizer fields (model, revision, layer, sae, sae_format, threshold, max_length, max_batch_tokens, "
@@ -226,8 +233,12 @@ class SelectionConfig(JobOptions):
         metadata={"help": "Keep SAE latents above this quantile (0-1) of the pool's max-pooled values instead of "
                           "featurizer.threshold; portable across SAEs whose activation scale differs (e.g. ones trained here)."},
     )
-    simscale_similarity: Literal["jaccard", "cosine"] = field(
-        default="jaccard", metadata={"help": "sae_simscale: Jaccard on feature ids or cosine on max-pooled values."}
+    method_options: dict = field(
+        default_factory=dict,
+        metadata={"help": "Each method's own keyword arguments, by method name, checked by its selector function's "
+                          "signature, e.g. {alpagasus: {threshold: 4.5}} (AlpaGasus keeps examples scored at or above it, "
+                          "0-5) or {sae_simscale: {similarity: cosine}} (Jaccard on feature ids, the default, or cosine on "
+                          "max-pooled values)."},
     )
     output_dir: str = field(default="outputs/quickstart", metadata={"help": "Folder for the dataset, card and metrics."})
     map_batch_size: int = field(default=1000, metadata={"help": "Batch size of the datasets.map scoring passes."})
@@ -246,6 +257,10 @@ class SelectionConfig(JobOptions):
             self.judge_settings()
         elif self.judge:
             raise InputError("judge is set but judge_backend is 'none'; set judge_backend to 'transformers' or 'openai'.")
+        if not isinstance(self.method_options, dict):
+            raise InputError(f"method_options must be a mapping of method name -> its options, got {self.method_options!r}.")
+        for name in self.method_options:
+            self.selector_options(name)
         if self.featurizer or self.reads_sae_features:  # the components' own checks, before any work
             self.featurizer_settings()
         if self.sae_training or self.reads_sae_features:
@@ -300,9 +315,14 @@ class SelectionConfig(JobOptions):
         return _component(BACKENDS[self.judge_backend], {**defaults, **self.judge}, "judge", self.judge)
 
     def selector_options(self, method: str) -> dict[str, Any]:
-        """Keyword arguments of `method`'s selector that come from this config."""
-        return {"alpagasus": {"threshold": self.judge_threshold},
-                "sae_simscale": {"similarity": self.simscale_similarity}}.get(method, {})
+        """Keyword arguments of `method`'s selector: `method_options[method]` over the function's defaults, checked."""
+        from dataclasses import asdict
+
+        given = self.method_options.get(method) or {}
+        if not isinstance(given, dict):
+            raise InputError(f"method_options.{method} must be a mapping of the method's options, got {given!r}.")
+        options = get_selector(method).options_class()
+        return asdict(_component(options, given, f"method_options.{method}", given))
 
 
 __all__ = ["JUDGE_DEFAULTS", "SelectionConfig", "OLD_KEYS", "refuse_old_keys"]

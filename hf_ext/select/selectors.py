@@ -51,6 +51,19 @@ class Selector:
         head = f"{self.prefix}_"
         return {c: prefix + "_" + c[len(head):] if c.startswith(head) else c for c in self.requires}
 
+    def options_class(self) -> type:
+        """The method's own options as a dataclass named after its function: the function's keyword-only
+        parameters but ``seed`` and ``pool_size`` (which every selector takes), with their types and defaults."""
+        import inspect
+        import typing
+        from dataclasses import field, make_dataclass
+
+        hints = typing.get_type_hints(self.fn)
+        params = [p for p in inspect.signature(self.fn).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY and p.name not in ("seed", "pool_size")]
+        return make_dataclass(self.fn.__name__, [(p.name, hints.get(p.name, Any), field(default=p.default, metadata={"help": ""}))
+                                                 for p in params])
+
     def select(self, columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, prefix: str | None = None,
                **kwargs: Any) -> list[int]:
         """Pick `budget` row indices from `columns` (a Dataset or a dict of columns).

@@ -319,7 +319,7 @@ def select_sae_greedy_sorted(columns: Mapping[str, Any], budget: int, *, seed: i
 
 @register_selector("sae_simscale", requires=(IDS, VALUES), prefix="sae")
 def select_sae_simscale(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int,
-                        similarity: str = "jaccard") -> list[int]:
+                        similarity: Literal["jaccard", "cosine"] = "jaccard") -> list[int]:
     """SAE-SimScale: by richness, keep examples less similar than τ to all kept; τ searched to keep the budget."""
     values = columns[VALUES] if similarity == "cosine" else None
     picks, _ = simscale(feature_matrix(columns[IDS], values), budget, similarity=similarity)
