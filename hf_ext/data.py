@@ -151,6 +151,9 @@ def _load_local(path: Path, split: str):
         if (path / "dataset_info.json").exists() or (path / "state.json").exists():
             ds = datasets.load_from_disk(str(path))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-        return datasets.load_dataset(str(path), split=split)
+        # A folder of data files (e.g. a selection hf_ext wrote: README configs + data/*.parquet) is
+        # re-read every time: datasets caches such a folder under its name and README configs, so two
+        # folders named alike (every compare run's `selections/random`) would share one stale cache.
+        return datasets.load_dataset(str(path), split=split, download_mode="force_redownload", verification_mode="no_checks")
     except Exception as exc:  # parsers raise many types; the user needs the file name and the cause
         raise InputError(f"Could not read the pool {str(path)!r}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
