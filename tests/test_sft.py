@@ -128,3 +128,17 @@ def test_bad_input(tmp_path, tiny_model):
     with pytest.raises(InputError, match="chat template"):
         run_sft(SFTJobConfig(model_name_or_path=str(no_chat), dataset=str(_selection(tmp_path / "s2")), output_dir=str(tmp_path / "o"), **CPU))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_selection_whose_rows_disagree_with_its_metrics_is_refused(tmp_path, tiny_model):
+    # A selection folder says how many rows it holds; training on another count (a stale datasets
+    # cache once gave 4 of 300) is refused before any training.
+    folder = _selection(tmp_path / "sel")
+    (folder / "metrics.json").write_text(json.dumps({"method": "random", "budget": 9, "selected_size": 9}))
+    with pytest.raises(InputError, match=r"loaded 4 rows but its metrics.json says 9"):
+        run_sft(SFTJobConfig(model_name_or_path=str(tiny_model), dataset=str(folder), output_dir=str(tmp_path / "o"), **CPU))
+    assert not (tmp_path / "o").exists()
+    (folder / "metrics.json").write_text(json.dumps({"method": "random", "budget": 4, "selected_size": 4}))
+    out = tmp_path / "ok"
+    assert run_sft(SFTJobConfig(model_name_or_path=str(tiny_model), dataset=str(folder), output_dir=str(out), max_length=128,
+                                **CPU))["train_rows"] == 4

@@ -234,6 +234,10 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
 
         resolve_tasks(eval_config.tasks, eval_config.eval_data_dir)  # fail before training, not after
     info = selection_info(config.dataset)
+    expected = (info or {}).get("selected_size")
+    if isinstance(expected, int) and config.dataset_split == "train" and expected != len(train_ds):
+        raise InputError(f"SFT dataset {config.dataset!r} loaded {len(train_ds)} rows but its metrics.json says "
+                         f"{expected} were selected; the folder's data files and metrics.json disagree.")
     model = load_model(config.model_name_or_path, AutoModelForCausalLM, revision=config.model_revision,
                        dtype=getattr(torch, config.model_dtype))
     try:
