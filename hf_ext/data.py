@@ -152,8 +152,10 @@ def _load_local(path: Path, split: str):
             ds = datasets.load_from_disk(str(path))
             return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
         # A folder of data files (e.g. a selection hf_ext wrote: README configs + data/*.parquet) is
-        # re-read every time: datasets caches such a folder under its name and README configs, so two
-        # folders named alike (every compare run's `selections/random`) would share one stale cache.
-        return datasets.load_dataset(str(path), split=split, download_mode="force_redownload", verification_mode="no_checks")
+        # loaded from its resolved files: datasets keys a folder's cache by its name and README
+        # configs only, so two folders named alike (every compare run's `selections/random`) would
+        # share one stale cache; resolved files key it by path and modification time.
+        files = datasets.load_dataset_builder(str(path)).config.data_files
+        return datasets.load_dataset(str(path), split=split, data_files={s: list(f) for s, f in (files or {}).items()} or None)
     except Exception as exc:  # parsers raise many types; the user needs the file name and the cause
         raise InputError(f"Could not read the pool {str(path)!r}: {type(exc).__name__}: {exc}".rstrip(": ")) from None

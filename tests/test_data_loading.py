@@ -1,4 +1,5 @@
-"""Local pools are read from their own files: datasets' cache must not hand one folder's rows to another."""
+"""Local pools are read from their own files: datasets' cache must not hand one folder's rows to another,
+and a folder read twice is converted once."""
 
 from pathlib import Path
 
@@ -37,3 +38,10 @@ def test_a_rewritten_folder_is_read_again(tmp_path):
         str(folder / "data" / "train-00000-of-00001.parquet"))
     ds, _ = load_pool(str(folder))
     assert len(ds) == 5 and set(ds["instruction"]) == {"new"}
+
+
+def test_an_unchanged_folder_reuses_its_cache(tmp_path):
+    folder = _selection_folder(tmp_path / "run", rows=3)
+    first, _ = load_pool(str(folder))
+    again, _ = load_pool(str(folder))
+    assert again.cache_files[0]["filename"] == first.cache_files[0]["filename"]
