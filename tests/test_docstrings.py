@@ -77,6 +77,54 @@ def coverage(root: Path = ROOT) -> dict[str, int]:
     return counts
 
 
+def _is_dataclass(node: ast.ClassDef) -> bool:
+    for dec in node.decorator_list:
+        target = dec.func if isinstance(dec, ast.Call) else dec
+        if (isinstance(target, ast.Name) and target.id == "dataclass") or (isinstance(target, ast.Attribute) and target.attr == "dataclass"):
+            return True
+    return False
+
+
+def _init_false(value: ast.expr | None) -> bool:
+    return (isinstance(value, ast.Call) and any(kw.arg == "init" and isinstance(kw.value, ast.Constant) and kw.value.value is False
+                                                for kw in value.keywords))
+
+
+def parameters(node: ast.FunctionDef | ast.ClassDef) -> list[str]:
+    """The names a caller passes: a function's parameters (not ``self``/``cls``, not ``*args``/``**kwargs``), a
+    class's own ``__init__`` parameters, or a dataclass's own init fields."""
+    if isinstance(node, ast.ClassDef):
+        if _is_dataclass(node):
+            return [stmt.target.id for stmt in node.body
+                    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and "ClassVar" not in ast.unparse(stmt.annotation) and not _init_false(stmt.value)]
+        init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+        if init is None:
+            return []
+        node = init
+    args = node.args
+    return [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs] if a.arg not in ("self", "cls")]
+
+
+def undocumented(root: Path = ROOT, under: str = "") -> list[str]:
+    """``path:line name: missing`` for every public class or function (under the folder ``under``) that takes
+    parameters but has no ``Args:`` block, or whose block leaves some of them out."""
+    out = []
+    for path, node in public_objects(root):
+        rel = path.relative_to(root).as_posix()
+        if not rel.startswith(under):
+            continue
+        names = parameters(node)
+        if not names:
+            continue
+        block = args_block(ast.get_docstring(node) or "")
+        documented = {name.lstrip("*") for name in (block or {})}
+        missing = [n for n in names if n not in documented]
+        if block is None or missing:
+            out.append(f"{rel}:{node.lineno} {node.name}: " + ("no Args block" if block is None else f"Args lacks {missing}"))
+    return out
+
+
 def _spec(lines: list[str], name: str) -> str:
     for line in lines:
         match = _ENTRY.match(line.strip())
@@ -121,7 +169,7 @@ def documented_configs():
             yield cls, fields, _dynamic_helps(node)
 
 
-CONFIGS = list(documented_configs())
+CONFIGS = list(documented_configs()) if __name__ != "__main__" else []  # the script mode imports nothing
 
 
 def test_the_scan_sees_the_job_configs():
@@ -148,4 +196,10 @@ def test_args_block_parser():
 
 
 if __name__ == "__main__":
-    print(coverage())
+    import sys
+
+    if sys.argv[1:2] == ["--missing"]:  # python tests/test_docstrings.py --missing [FOLDER]
+        gaps = undocumented(under=(sys.argv[2:3] or [""])[0])
+        print("\n".join(gaps) + f"\n{len(gaps)} undocumented")
+    else:
+        print(coverage())

@@ -162,21 +162,36 @@ def _temporaries(out: Path) -> list[Path]:
     return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp-") or p.name.startswith(f".{out.name}.old-")]
 
 
+def _private_tqdm_locks() -> None:
+    """Give this (forked child) process tqdm write locks of its own memory.
+
+    Every `TqdmDefaultWriteLock` holds the class-wide, process-shared `mp_lock` that the fork
+    inherits: a child killed while it holds it deadlocks the test process at its next progress bar.
+    The lock is owned by whichever tqdm class asked first (`datasets.utils.tqdm.tqdm` owns one of
+    its own once a `datasets` bar has run), so every class and every existing lock is rebound.
+    """
+    import gc
+
+    import tqdm.std
+
+    tqdm.std.TqdmDefaultWriteLock.mp_lock = threading.RLock()
+    for obj in gc.get_objects():
+        if isinstance(obj, tqdm.std.TqdmDefaultWriteLock):
+            obj.locks = [threading.RLock()]
+    todo = [tqdm.std.tqdm]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        cls.set_lock(threading.RLock())
+
+
 def _kill_at_first_file(job: str, values: dict, out: Path) -> int:
     """Run `job` in a forked child that SIGKILLs itself once a file appears in its temporary folder."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
         try:
             torch.set_num_threads(1)
-            # tqdm's write lock holds a process-shared semaphore (TqdmDefaultWriteLock.mp_lock, a class
-            # attribute the fork inherits, so a new TqdmDefaultWriteLock wraps the same one): a child
-            # killed while it holds it deadlocks this test process at its next progress bar. The child
-            # takes a lock of its own memory instead.
-            import tqdm.auto
-            import tqdm.std
-
-            for cls in {tqdm.std.tqdm, tqdm.auto.tqdm}:
-                cls.set_lock(threading.RLock())
+            _private_tqdm_locks()
 
             def watch():
                 while True:
@@ -206,6 +221,26 @@ def _kill_at_first_file(job: str, values: dict, out: Path) -> int:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError(f"the {job} child did not finish in 120 s")
+
+
+def test_a_child_killed_inside_a_progress_bar_leaves_the_parent_s_bars_usable():
+    """The fault tests' forked children must not hold the parent's process-shared tqdm lock."""
+    import datasets
+    import tqdm.std
+    from datasets.utils.tqdm import tqdm as datasets_tqdm
+
+    datasets.Dataset.from_dict({"a": [1, 2]}).map(lambda row: row)  # a datasets bar: its class owns a lock
+    pid = os.fork()
+    if pid == 0:
+        _private_tqdm_locks()
+        datasets_tqdm.get_lock().acquire()  # killed while "writing" a datasets bar
+        os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    shared = tqdm.std.TqdmDefaultWriteLock.mp_lock
+    assert shared.acquire(timeout=10), "the killed child still holds the parent's tqdm lock"
+    shared.release()
 
 
 @pytest.mark.parametrize("job", FOLDER_JOBS)
