@@ -35,7 +35,16 @@ _LIBRARIES = ("hf-ext", "torch", "transformers", "trl", "peft", "datasets", "acc
 
 
 def template_path(name: str) -> Path:
-    """Path of a card template shipped with hf_ext (``hub_cards/`` in the repository)."""
+    """Path of a card template shipped with hf_ext (``hub_cards/`` in the repository).
+
+    Args:
+        name (`str`):
+            File name of the template, e.g. ``"model_card.md.j2"``; an unknown name raises `InputError` listing
+            the available templates.
+
+    Returns:
+        `Path`: the template file inside the installed ``hf_ext.hub`` package.
+    """
     root = Path(str(resources.files("hf_ext.hub"))) / "templates"
     path = root / name
     if not path.is_file():
@@ -45,7 +54,15 @@ def template_path(name: str) -> Path:
 
 
 def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
-    """Installed versions of the HF stack (and `extra` packages), for reproducibility sections."""
+    """Installed versions of the HF stack (and `extra` packages), for reproducibility sections.
+
+    Args:
+        extra (`Iterable[str]`, *optional*, defaults to `()`):
+            Further distribution names to report; packages that are not installed are left out.
+
+    Returns:
+        `dict[str, str]`: ``{"python": ..., package: version}`` for every installed package.
+    """
     versions = {"python": platform.python_version()}
     for name in (*_LIBRARIES, *extra):
         try:
@@ -60,6 +77,16 @@ def hub_ids(ids: str | Sequence[str] | None, *, field: str = "base_model") -> li
 
     Cards must say which Hub models or datasets something came from; a local path there is
     useless to anyone else. Raises `InputError` naming the offending value.
+
+    Args:
+        ids (`str`, `Sequence[str]` or `None`):
+            One id or several; a path that exists locally is mapped to the Hub id it was packaged from. `None`
+            gives an empty list.
+        field (`str`, *optional*, defaults to `"base_model"`):
+            Card field the ids are for; named in the error messages.
+
+    Returns:
+        `list[str]`: the validated Hub ids, in order.
     """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -103,7 +130,8 @@ def check_card_fields(data: dict[str, Any]) -> None:
     """Refuse a `base_model_relation` the Hub does not know and a `library_name` spelled another way.
 
     Args:
-        data (`dict`): model card data (front-matter fields).
+        data (`dict[str, Any]`):
+            Model card data (front-matter fields).
 
     Raises:
         InputError: naming the field, its value and the valid ones.
@@ -138,9 +166,16 @@ def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any
     """Render a `huggingface_hub.DatasetCard` from a template in ``hub_cards/``.
 
     Args:
-        template: template file name, e.g. ``"dataset_selection.md.j2"``.
-        card_data: front-matter fields (``license``, ``source_datasets``, ``tags``, ...).
-        context: variables for the template body.
+        template (`str`):
+            Template file name, e.g. ``"dataset_selection.md.j2"``.
+        card_data (`dict[str, Any]`):
+            Front-matter fields (``license``, ``source_datasets``, ``tags``, ...); ``source_datasets`` must be Hub
+            ids. Credentials in the values are redacted.
+        **context:
+            Variables for the template body.
+
+    Returns:
+        `huggingface_hub.DatasetCard`: the rendered card, checked to round-trip its front matter.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
@@ -167,6 +202,23 @@ def render_model_card(
     Each eval result is a dict of `huggingface_hub.EvalResult` fields, e.g.
     ``{"task_type": "text-classification", "dataset_type": "Anthropic/hh-rlhf",
     "dataset_name": "hh-rlhf harmless test", "metric_type": "accuracy", "metric_value": 0.61}``.
+
+    Args:
+        template (`str`):
+            Template file name, e.g. ``"model_card.md.j2"``.
+        card_data (`dict[str, Any]`):
+            Front-matter fields (``base_model``, ``base_model_relation``, ``datasets``, ``license``, ``tags``,
+            ...). ``base_model`` and ``datasets`` must be Hub ids; ``library_name`` defaults to
+            ``"transformers"``. Credentials in the values are redacted.
+        eval_results (`Sequence[dict[str, Any]]`, *optional*, defaults to `()`):
+            `huggingface_hub.EvalResult` fields of each result, written to the card's model-index.
+        model_name (`str`, *optional*):
+            Name of the model in the model-index; required when `eval_results` are given (huggingface_hub refuses them without it).
+        **context:
+            Variables for the template body.
+
+    Returns:
+        `huggingface_hub.ModelCard`: the rendered card, its metadata checked.
     """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 

@@ -104,17 +104,27 @@ def push_folder(
     or junk file is refused, by name.
 
     Args:
-        folder: Local folder to upload; ``.git/`` and ``.cache/huggingface/`` inside it are skipped.
-        repo_id: ``namespace/name`` on the Hub.
-        repo_type: ``"dataset"`` or ``"model"``.
-        endpoint: Hub URL; ``None`` means ``HF_ENDPOINT`` or https://huggingface.co.
-        token: Access token with write access; ``None`` uses ``HF_TOKEN`` or the saved login.
-        private: Create the repo private (ignored when the repo already exists).
-        commit_message: Commit summary; defaults to "Upload N files with hf_ext".
-        revision: Branch to commit to (created from ``main`` if missing); ``None`` means ``main``.
+        folder (`str` or `os.PathLike`):
+            Local folder to upload; ``.git/`` and ``.cache/huggingface/`` inside it (and hf_ext's output
+            marker) are skipped.
+        repo_id (`str`):
+            ``namespace/name`` on the Hub.
+        repo_type (`str`, *optional*, defaults to `"dataset"`):
+            ``"dataset"`` or ``"model"``.
+        endpoint (`str`, *optional*):
+            Hub URL; ``None`` means ``HF_ENDPOINT`` or https://huggingface.co.
+        token (`str`, *optional*):
+            Access token with write access; ``None`` uses ``HF_TOKEN`` or the saved login.
+        private (`bool`, *optional*, defaults to `False`):
+            Create the repo private (ignored when the repo already exists).
+        commit_message (`str`, *optional*):
+            Commit summary; ``None`` means "Upload N files with hf_ext".
+        revision (`str`, *optional*):
+            Branch to commit to (created from ``main`` if missing; a commit sha is refused); ``None`` means
+            ``main``.
 
     Returns:
-        The ``huggingface_hub.CommitInfo``: a ``str`` equal to the commit URL, with ``.oid`` (the
+        `CommitInfo`: huggingface_hub's commit info, a ``str`` equal to the commit URL, with ``.oid`` (the
         commit sha), ``.commit_url`` and ``.repo_url``.
 
     Raises:
@@ -172,16 +182,23 @@ def pull(
     revision is returned without any network call.
 
     Args:
-        repo_id: ``namespace/name`` on the Hub.
-        repo_type: ``"dataset"`` or ``"model"``.
-        revision: Branch, tag or commit sha; ``None`` means ``main``.
-        local_dir: Copy the files into this folder instead of returning the cache snapshot.
-        endpoint: Hub URL; ``None`` means ``HF_ENDPOINT`` or https://huggingface.co.
-        token: Access token for private or gated repos; ``None`` uses ``HF_TOKEN`` or the saved login.
-        allow_patterns: Glob pattern(s) of the files to fetch.
+        repo_id (`str`):
+            ``namespace/name`` on the Hub.
+        repo_type (`str`, *optional*, defaults to `"dataset"`):
+            ``"dataset"`` or ``"model"``.
+        revision (`str`, *optional*):
+            Branch, tag or commit sha; ``None`` means ``main``.
+        local_dir (`str` or `os.PathLike`, *optional*):
+            Copy the files into this folder instead of returning the cache snapshot.
+        endpoint (`str`, *optional*):
+            Hub URL; ``None`` means ``HF_ENDPOINT`` or https://huggingface.co.
+        token (`str`, *optional*):
+            Access token for private or gated repos; ``None`` uses ``HF_TOKEN`` or the saved login.
+        allow_patterns (`str` or `list[str]`, *optional*):
+            Glob pattern(s) of the files to fetch; ``None`` fetches every file.
 
     Returns:
-        The folder holding the files (a cache snapshot, or ``local_dir``).
+        `Path`: the folder holding the files (a cache snapshot, or ``local_dir``).
 
     Raises:
         InputError: The repo or revision does not exist or is not accessible, or offline mode is on

@@ -24,7 +24,16 @@ def available_metrics() -> list[str]:
 
 
 def metric_path(name: str) -> str:
-    """Folder of the evaluate module `name`, for ``evaluate.load(metric_path(name))``."""
+    """Folder of the evaluate module `name`, for ``evaluate.load(metric_path(name))``.
+
+    Args:
+        name (`str`):
+            One of :func:`available_metrics` (a folder of ``hf_ext/metrics`` holding ``<name>.py``), e.g.
+            ``"selection_stats"``; an unknown name raises `InputError` listing them.
+
+    Returns:
+        `str`: the metric's folder.
+    """
     path = Path(str(resources.files("hf_ext.metrics"))) / name
     if not (path / f"{name}.py").is_file():
         raise InputError(f"Unknown hf_ext metric {name!r}; available: {available_metrics()}.")
@@ -32,7 +41,17 @@ def metric_path(name: str) -> str:
 
 
 def load_metric(name: str, **kwargs):
-    """``evaluate.load`` of one of our metrics by its local path (works offline)."""
+    """``evaluate.load`` of one of our metrics by its local path (works offline).
+
+    Args:
+        name (`str`):
+            One of :func:`available_metrics`, e.g. ``"feature_coverage"``.
+        **kwargs:
+            Passed to ``evaluate.load`` (e.g. ``config_name``, ``experiment_id``).
+
+    Returns:
+        `evaluate.EvaluationModule`: the loaded metric.
+    """
     import evaluate
 
     return evaluate.load(metric_path(name), **kwargs)
