@@ -67,7 +67,16 @@ def _job_parser(job: str, prog: str, recipe_help: str) -> argparse.ArgumentParse
 
 
 def cmd_run(argv: list[str]) -> int:
-    """``hf-ext run RECIPE [--field value ...]``; ``hf-ext run RECIPE --help`` lists that job's fields."""
+    """``hf-ext run RECIPE [--field value ...]``; ``hf-ext run RECIPE --help`` lists that job's fields.
+
+    Args:
+        argv (`list[str]`):
+            The arguments after ``run``: the recipe's path first, then ``--field value`` overrides of its fields
+            (or ``--help``). Without a recipe it prints the usage.
+
+    Returns:
+        `int`: the exit status, 0 on success.
+    """
     wants_help = any(a in ("-h", "--help") for a in argv)
     if not argv or argv[0].startswith("-"):
         print("usage: hf-ext run RECIPE.yaml [--field value ...]\n\n"
@@ -108,6 +117,16 @@ def _job_command(job: str) -> Callable[[list[str]], int]:
 
 
 def cmd_push(argv: list[str]) -> int:
+    """``hf-ext push FOLDER --repo_id ID [--repo_type dataset|model] [--private] ...``: upload a folder in one commit.
+
+    Args:
+        argv (`list[str]`):
+            The arguments after ``push``: the folder, ``--repo_id``, and optionally ``--repo_type``,
+            ``--hub_endpoint``, ``--private`` and ``--commit_message`` (see :func:`hf_ext.hub.push_folder`).
+
+    Returns:
+        `int`: the exit status, 0 on success (the commit URL is printed).
+    """
     parser = argparse.ArgumentParser(prog="hf-ext push", description="Upload a folder to a Hub repo in one commit.")
     parser.add_argument("folder", help="Folder to upload (e.g. outputs/quickstart).")
     parser.add_argument("--repo_id", required=True, help="Target repo id, e.g. username/my-selection.")
@@ -127,6 +146,16 @@ def cmd_push(argv: list[str]) -> int:
 
 
 def cmd_pull(argv: list[str]) -> int:
+    """``hf-ext pull ID [--repo_type ...] [--revision REV] [--local_dir DIR]``: download a repo snapshot.
+
+    Args:
+        argv (`list[str]`):
+            The arguments after ``pull``: the repo id, and optionally ``--repo_type``, ``--revision``,
+            ``--local_dir`` and ``--hub_endpoint`` (see :func:`hf_ext.hub.pull`).
+
+    Returns:
+        `int`: the exit status, 0 on success (the folder holding the files is printed).
+    """
     parser = argparse.ArgumentParser(prog="hf-ext pull", description="Download a Hub repo (honours HF_ENDPOINT and HF_HUB_OFFLINE).")
     parser.add_argument("repo_id", help="Repo id, e.g. username/my-selection.")
     parser.add_argument("--repo_type", default="dataset", choices=["dataset", "model"], help="Repo type.")
@@ -169,6 +198,16 @@ def _top_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``hf-ext`` entry point: dispatch to a command (``run``, ``push``, ``pull``, ``scaling``) or a job.
+
+    Args:
+        argv (`list[str]`, *optional*):
+            The command line without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        `int`: the exit status: 0 on success, 2 for an unknown command or an hf_ext error (printed, with
+        credentials redacted, to stderr).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_help())

@@ -21,7 +21,16 @@ __all__ = ["require_columns", "require_strings", "require_rows"]
 
 
 def require_columns(column_names: Iterable[str], needed: Sequence[str | None], *, what: str) -> None:
-    """Raise one clear error when a needed column is missing (None entries are skipped)."""
+    """Raise one clear error when a needed column is missing (None entries are skipped).
+
+    Args:
+        column_names (`Iterable[str]`):
+            The dataset's columns, e.g. ``ds.column_names``.
+        needed (`Sequence[str | None]`):
+            Columns the component reads; `None` stands for an optional column that is not configured.
+        what (`str`):
+            The component, named at the start of the error (e.g. ``"The judge"``).
+    """
     available = list(column_names)
     for name in needed:
         if name is not None and name not in available:
@@ -32,7 +41,16 @@ def require_columns(column_names: Iterable[str], needed: Sequence[str | None], *
 
 
 def require_strings(values: Sequence[Any], column: str, *, allow_none: bool = False) -> None:
-    """Text columns must hold strings; name the first offending row and its type."""
+    """Text columns must hold strings; name the first offending row and its type.
+
+    Args:
+        values (`Sequence[Any]`):
+            The column's values in one batch.
+        column (`str`):
+            The column's name, for the error message.
+        allow_none (`bool`, *optional*, defaults to `False`):
+            Accept `None` values (an optional text column).
+    """
     for i, value in enumerate(values):
         if isinstance(value, str) or (allow_none and value is None):
             continue
@@ -43,5 +61,13 @@ def require_strings(values: Sequence[Any], column: str, *, allow_none: bool = Fa
 
 
 def require_rows(num_rows: int, *, what: str) -> None:
+    """Refuse an empty dataset before any scoring or selection.
+
+    Args:
+        num_rows (`int`):
+            Number of rows of the dataset.
+        what (`str`):
+            The component, named at the start of the error (e.g. ``"The selector"``).
+    """
     if num_rows == 0:
         raise InputError(f"{what} got an empty dataset: there is nothing to score or select. Check the split and any filters.")

@@ -212,6 +212,15 @@ def read_json_object(path: str | os.PathLike, fix: str) -> dict[str, Any]:
 
 
 def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
+    """The fields of a config dataclass that a recipe may set (those with ``init=True``), by name.
+
+    Args:
+        config_cls (`type`):
+            The config dataclass.
+
+    Returns:
+        `dict[str, dataclasses.Field]`: the init fields in declaration order.
+    """
     return {f.name: f for f in dataclasses.fields(config_cls) if f.init}
 
 
@@ -255,7 +264,24 @@ def _type_name(tp: Any) -> str:
 
 def coerce(value: Any, tp: Any, name: str) -> Any:
     """Check a YAML value against a field's annotation; convert only what is lossless
-    (int -> float, a scalar -> a one-element list when the field is a list)."""
+    (int -> float, a scalar -> a one-element list when the field is a list).
+
+    Args:
+        value (`Any`):
+            The value read from the recipe (or a flag).
+        tp (`Any`):
+            The field's resolved annotation: `bool`, `int`, `float`, `str`, a `list`/`tuple`/`dict` (parametrised
+            or not), a `Literal`, an optional or a union of those; other types pass unchecked.
+        name (`str`):
+            The field's name, for the error message (``name[i]`` for list items).
+
+    Returns:
+        `Any`: the value, converted where lossless.
+
+    Raises:
+        RecipeError: the value does not fit the annotation; the message names the field and, for a YAML
+            boolean where a string was expected, how to quote it.
+    """
     origin = get_origin(tp)
     if tp is Any or tp is typing.Any:
         return value
@@ -321,7 +347,17 @@ def _is_dtype(name: str) -> bool:
 
 def check_config(config: Any) -> Any:
     """Rules every job shares, checked once after parsing (recipe values and flags alike):
-    no NaN numbers, seeds in numpy's range [0, 2**32), and precisions that hf_ext writes."""
+    no NaN numbers, seeds in numpy's range [0, 2**32), and precisions that hf_ext writes.
+
+    Args:
+        config (`Any`):
+            A config dataclass instance. Fields named ``seed``/``*_seed`` are range-checked, ``dtype``/``*_dtype``
+            must be one of `hf_ext.models.DTYPES`, and a non-empty ``output_dir`` must be writable
+            (:func:`check_writable_dir`).
+
+    Returns:
+        `Any`: the same `config`.
+    """
     _check_values({f.name: getattr(config, f.name, None) for f in dataclasses.fields(config) if f.init})
     return config
 
@@ -342,7 +378,17 @@ def _check_values(values: dict[str, Any]) -> None:
 
 def check_writable_dir(path: str | os.PathLike, field: str = "output_dir") -> None:
     """Fail now, before any work, when ``path`` cannot become a folder we can write in: probe the
-    nearest existing ancestor with a temporary file (works for root and read-only mounts too)."""
+    nearest existing ancestor with a temporary file (works for root and read-only mounts too).
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The folder to write in; it need not exist yet (``~`` is expanded).
+        field (`str`, *optional*, defaults to `"output_dir"`):
+            The config field the path came from, named in the error message.
+
+    Raises:
+        RecipeError: the path is a file, sits below a file, or its nearest existing ancestor is not writable.
+    """
     import tempfile
 
     target = Path(path).expanduser().absolute()

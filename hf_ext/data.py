@@ -19,7 +19,24 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Provenance of a pool, for cards: Hub ids of the sources, licence, credit."""
+    """Provenance of a pool, for cards: Hub ids of the sources, licence, credit.
+
+    Args:
+        name (`str`):
+            The pool's name on the card: a bundled name, a local file's or folder's name, or the Hub id.
+        source_datasets (`tuple[str, ...]`, *optional*, defaults to `()`):
+            Hub ids of the datasets the pool came from (the card's ``source_datasets``); empty for a local file.
+        license (`str`, *optional*):
+            Licence id for the card (e.g. ``"cc-by-sa-3.0"``); `None` when unknown.
+        description (`str`, *optional*, defaults to `""`):
+            What the pool is, for the card's body.
+        citation (`str`, *optional*, defaults to `""`):
+            BibTeX of the sources, for the card's citation section.
+        homepage (`str`, *optional*):
+            URL of the pool's origin, shown on the card.
+        columns (`dict[str, str]`, *optional*, defaults to `{}`):
+            The pool's column for each role (``instruction``, ``input``, ``output``, ``category``).
+    """
 
     name: str
     source_datasets: tuple[str, ...] = ()
@@ -57,7 +74,15 @@ BUNDLED: dict[str, tuple[str, DatasetSource]] = {
 
 
 def bundled_path(name: str) -> Path:
-    """Path of a bundled data file inside the installed package."""
+    """Path of a bundled data file inside the installed package.
+
+    Args:
+        name (`str`):
+            A key of `BUNDLED`, e.g. ``"dolly_alpagasus_3k"``.
+
+    Returns:
+        `Path`: the file under ``hf_ext/data/``.
+    """
     filename, _ = BUNDLED[name]
     return Path(str(resources.files("hf_ext") / "data" / filename))
 
@@ -104,7 +129,14 @@ def load_pool(name_or_path: str, *, split: str = "train", revision: str | None =
 
 def check_utf8(path: str | os.PathLike, what: str = "The pool") -> None:
     """Raise an :class:`InputError` naming the file, line and byte when a text file is not UTF-8
-    (``.gz`` files are read through gzip); reads the file once, in chunks."""
+    (``.gz`` files are read through gzip); reads the file once, in chunks.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The text file (JSON Lines, JSON, CSV, ...), optionally gzip-compressed.
+        what (`str`, *optional*, defaults to `"The pool"`):
+            What the file is, at the start of the error message.
+    """
     import codecs
     import gzip
 

@@ -27,6 +27,24 @@ def map_features(ds, fn, *, batch_size: int = 1000, num_proc: int | None = None,
     With one process this is exactly ``ds.map``. With ``WORLD_SIZE`` > 1 each rank maps its
     contiguous shard, the new columns are gathered in rank order, and every rank returns the
     full dataset with them (identical to a single-process run).
+
+    Args:
+        ds (`datasets.Dataset`):
+            The dataset to map.
+        fn (`Callable`):
+            A batched map function that adds columns; when it has a ``features()`` method, its features are
+            declared to ``ds.map``.
+        batch_size (`int`, *optional*, defaults to `1000`):
+            Rows per call of `fn`.
+        num_proc (`int`, *optional*):
+            Worker processes of ``ds.map`` (on each rank); `None` maps in the calling process.
+        desc (`str`, *optional*):
+            Progress bar description.
+        **map_kwargs:
+            Passed on to ``Dataset.map``.
+
+    Returns:
+        `datasets.Dataset`: `ds` with the columns `fn` adds, the same on every rank.
     """
     features = fn.features() if hasattr(fn, "features") else None
     if features is not None:

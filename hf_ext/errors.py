@@ -39,6 +39,13 @@ def redact(text: Any) -> str:
     """``str(text)`` with credentials replaced by ``***``: URL userinfo, ``?key=``-style query
     secrets, ``Bearer`` tokens and key-like strings (``sk-…``, ``hf_…``).
 
+    Args:
+        text (`Any`):
+            The message, or any object (it is converted with ``str``).
+
+    Returns:
+        `str`: the text with each credential replaced by ``***``.
+
     >>> redact("http://bob:pw@host/v1?key=abc&model=x said Bearer sk-123456789")
     'http://***@host/v1?key=***&model=x said Bearer ***'
     """
@@ -49,7 +56,16 @@ def redact(text: Any) -> str:
 
 
 def redact_values(value: Any) -> Any:
-    """`redact` applied to every string inside nested dicts, lists and tuples (settings, metrics)."""
+    """`redact` applied to every string inside nested dicts, lists and tuples (settings, metrics).
+
+    Args:
+        value (`Any`):
+            A string, or a dict, list or tuple (named tuples keep their type) holding strings at any depth; dict
+            keys and non-string leaves are kept as they are.
+
+    Returns:
+        `Any`: a redacted copy of `value` (strings, dicts, lists, tuples); other values are returned unchanged.
+    """
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -64,7 +80,13 @@ def redact_values(value: Any) -> Any:
 
 def install_log_redaction(prefixes: tuple[str, ...] = ("hf_ext", "trainers")) -> None:
     """Redact credentials from every log record of the loggers under `prefixes` (once per process;
-    other libraries' records are left as they are)."""
+    other libraries' records are left as they are).
+
+    Args:
+        prefixes (`tuple[str, ...]`, *optional*, defaults to `("hf_ext", "trainers")`):
+            Logger-name prefixes whose records are redacted (a record's name is matched with
+            ``str.startswith``). A second call does nothing, whatever its prefixes.
+    """
     import logging
 
     previous = logging.getLogRecordFactory()

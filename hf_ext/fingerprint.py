@@ -42,7 +42,16 @@ Reader = Callable[[str, list[tuple[int, int]]], torch.Tensor]
 
 
 def sample_windows(numel: int) -> list[tuple[int, int]]:
-    """(start, length) of the value windows hashed for a tensor of `numel` values."""
+    """(start, length) of the value windows hashed for a tensor of `numel` values.
+
+    Args:
+        numel (`int`):
+            Number of values of the tensor: up to `FULL_UP_TO` it is one window over all of them (none for an
+            empty tensor), above it `WINDOWS` evenly spaced windows of `WINDOW` values.
+
+    Returns:
+        `list[tuple[int, int]]`: the windows, in increasing order of start.
+    """
     if numel <= FULL_UP_TO:
         return [(0, numel)] if numel else []
     last = numel - WINDOW
@@ -53,7 +62,15 @@ _INT_VIEW = {1: (torch.uint8, np.uint8), 2: (torch.int16, np.int16), 4: (torch.i
 
 
 def window_index(windows: list[tuple[int, int]]) -> np.ndarray:
-    """The flat positions covered by `windows`, in order (one gather reads them all)."""
+    """The flat positions covered by `windows`, in order (one gather reads them all).
+
+    Args:
+        windows (`list[tuple[int, int]]`):
+            Non-empty (start, length) windows, all of the first window's length (as :func:`sample_windows` gives).
+
+    Returns:
+        `np.ndarray`: the ``int64`` positions, window after window.
+    """
     starts = np.fromiter((s for s, _ in windows), dtype=np.int64, count=len(windows))
     return np.add.outer(starts, np.arange(windows[0][1], dtype=np.int64)).reshape(-1)
 
@@ -62,7 +79,19 @@ def gather(values: np.ndarray, windows: list[tuple[int, int]], dtype: torch.dtyp
     """The `windows` of a flat array of raw values (an integer view of `dtype`), as a `dtype` tensor.
 
     Gathers in numpy: torch's multi-threaded advanced indexing is thousands of times slower on
-    busy cores."""
+    busy cores.
+
+    Args:
+        values (`np.ndarray`):
+            The flat integer view of the tensor's values (:func:`raw_values`, :func:`raw_view`).
+        windows (`list[tuple[int, int]]`):
+            (start, length) windows to read (:func:`sample_windows`).
+        dtype (`torch.dtype`):
+            The dtype the raw values hold; the result is viewed as it.
+
+    Returns:
+        `torch.Tensor`: the windows' values, concatenated (1-D), as `dtype`.
+    """
     if len(windows) == 1:
         start, length = windows[0]
         picked = values[start:start + length].copy()  # a copy: the source may be a read-only map
@@ -72,20 +101,55 @@ def gather(values: np.ndarray, windows: list[tuple[int, int]], dtype: torch.dtyp
 
 
 def raw_values(tensor: torch.Tensor) -> np.ndarray:
-    """A flat integer numpy view of a tensor's bytes (any dtype, bfloat16 included)."""
+    """A flat integer numpy view of a tensor's bytes (any dtype, bfloat16 included).
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor; it is detached, moved to the CPU and made contiguous first (a copy only when needed).
+
+    Returns:
+        `np.ndarray`: the values as integers of the same width (``uint8`` for 1-byte dtypes and bool, signed otherwise).
+    """
     flat = tensor.detach().cpu().contiguous().reshape(-1)
     int_dtype, _ = _INT_VIEW[flat.element_size()]
     return (flat.view(torch.uint8) if flat.dtype == torch.bool else flat).view(int_dtype).numpy()
 
 
 def raw_view(buffer, dtype: torch.dtype) -> np.ndarray:
-    """A flat integer numpy view of bytes holding `dtype` values (e.g. a memory-mapped tensor)."""
+    """A flat integer numpy view of bytes holding `dtype` values (e.g. a memory-mapped tensor).
+
+    Args:
+        buffer (`bytes`, `memoryview` or another buffer):
+            The tensor's raw bytes; not copied.
+        dtype (`torch.dtype`):
+            The dtype the bytes hold; it sets the integer width of the view.
+
+    Returns:
+        `np.ndarray`: a read-only view when `buffer` is read-only.
+    """
     return np.frombuffer(buffer, dtype=_INT_VIEW[dtype.itemsize][1])
 
 
 def fingerprint_tensors(keys: Iterable[str], shape: Callable[[str], Sequence[int]], dtype: Callable[[str], torch.dtype],
                         read: Reader, *, exact: bool = True) -> str:
-    """``VERSION-<hex>`` over `keys` (sorted): names, shapes, dtypes (exact) and strided value samples."""
+    """``VERSION-<hex>`` over `keys` (sorted): names, shapes, dtypes (exact) and strided value samples.
+
+    Args:
+        keys (`Iterable[str]`):
+            Names of the tensors to hash.
+        shape (`Callable[[str], Sequence[int]]`):
+            The shape of the tensor of a key.
+        dtype (`Callable[[str], torch.dtype]`):
+            The dtype of the tensor of a key.
+        read (`Callable[[str, list[tuple[int, int]]], torch.Tensor]`):
+            The values of a key's tensor in each (start, length) window, concatenated (1-D).
+        exact (`bool`, *optional*, defaults to `True`):
+            Hash the raw values and the dtypes; `False` hashes floating values rounded to bfloat16 and no dtype,
+            so the same weights in another precision give the same id.
+
+    Returns:
+        `str`: ``VERSION-`` followed by 32 hex digits.
+    """
     h = hashlib.sha256()
     for key in sorted(keys):
         dims = [int(d) for d in shape(key)]
@@ -103,7 +167,17 @@ def fingerprint_tensors(keys: Iterable[str], shape: Callable[[str], Sequence[int
 
 
 def state_fingerprint(state: Mapping[str, torch.Tensor], *, exact: bool = True) -> str:
-    """:func:`fingerprint_tensors` of an in-memory state dict (or ``dict(model.named_parameters())``)."""
+    """:func:`fingerprint_tensors` of an in-memory state dict (or ``dict(model.named_parameters())``).
+
+    Args:
+        state (`Mapping[str, torch.Tensor]`):
+            The tensors by name.
+        exact (`bool`, *optional*, defaults to `True`):
+            Hash raw values and dtypes; `False` makes the id independent of the precision (see the module doc).
+
+    Returns:
+        `str`: ``VERSION-`` followed by 32 hex digits.
+    """
     def read(key: str, windows: list[tuple[int, int]]) -> torch.Tensor:
         return gather(raw_values(state[key]), windows, state[key].dtype)
 

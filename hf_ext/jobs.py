@@ -48,7 +48,18 @@ _OLD_KEYS = {
 
 
 def refuse_old_hub_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
-    """Refuse the Hub keys hf_ext used before it followed transformers, naming the new ones."""
+    """Refuse the Hub keys hf_ext used before it followed transformers, naming the new ones.
+
+    Args:
+        values (`dict[str, Any]`):
+            The recipe's values; ``push_to`` and ``hub_private`` are refused, and so is a repo id given as
+            ``push_to_hub``.
+        argv (`list[str]`, *optional*):
+            Command-line flags, checked the same way (``--push_to ...``, ``--push_to_hub ns/name``).
+
+    Raises:
+        RecipeError: naming the transformers spelling to write instead.
+    """
     keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
     for old in sorted(keys):
         new = _OLD_KEYS.get(old)
@@ -73,6 +84,16 @@ def check_job_output(config: Any, *, field: str = "output_dir") -> None:
     The output folder is refused when it is the current directory, a file, holds one of the run's
     local inputs, or holds files hf_ext did not write (unless ``overwrite_output_dir``); a push needs
     ``hub_model_id``.
+
+    Args:
+        config (`Any`):
+            The job config; ``overwrite_output_dir``, ``push_to_hub`` and ``hub_model_id`` count as unset when it
+            has none.
+        field (`str`, *optional*, defaults to `"output_dir"`):
+            The config field holding the output folder.
+
+    Raises:
+        InputError: the folder is refused, or ``push_to_hub`` is set without ``hub_model_id`` (or is a string).
     """
     check_output_dir(getattr(config, field), overwrite=bool(getattr(config, "overwrite_output_dir", False)),
                      inputs=local_inputs(config), field=field)
@@ -128,7 +149,24 @@ class JobOptions(HubOptions):
 
 @dataclass
 class JobOutput:
-    """What a job hands to :func:`job_output`: files go in ``dir``; set ``metrics`` and ``card``."""
+    """What a job hands to :func:`job_output`: files go in ``dir``; set ``metrics`` and ``card``.
+
+    Args:
+        dir (`Path`):
+            The folder the job writes into: a temporary sibling of ``output_dir`` inside the ``with`` block, the
+            final ``output_dir`` after it.
+        metrics (`dict[str, Any]`, *optional*):
+            The run's metrics, written to ``metrics.json`` (with credentials redacted) when set.
+        card (`Any`, *optional*):
+            A huggingface_hub ``ModelCard`` / ``DatasetCard``, or a callable taking the metrics and returning
+            one; saved as ``README.md`` when set.
+        commit_message (`str`, *optional*):
+            Hub commit summary; wins over the one given to :func:`job_output`.
+        hub_commit (`Any`, *optional*):
+            Set by :func:`job_output` after a push: the ``CommitInfo`` (a ``str`` equal to the commit URL).
+        final_dir (`Path`, *optional*):
+            Set by :func:`job_output` once the folder is in place: the output folder.
+    """
 
     dir: Path
     metrics: Optional[dict[str, Any]] = None
