@@ -46,7 +46,18 @@ CHAT_TEMPLATE = (
 
 
 def bpe_tokenizer_json(texts: Iterable[str], vocab_size: int) -> str:
-    """Train a byte-level BPE with the `tokenizers` library; returns its JSON."""
+    """Train a byte-level BPE with the `tokenizers` library; returns its JSON.
+
+    Args:
+        texts (`Iterable[str]`):
+            Training text.
+        vocab_size (`int`):
+            Upper bound on the vocabulary (256 byte tokens and the special tokens `SPECIAL_TOKENS` and
+            `CHAT_TOKENS` included).
+
+    Returns:
+        `str`: the trained tokenizer as ``tokenizers`` JSON (see :func:`tokenizer_from_json`).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
@@ -63,7 +74,17 @@ def bpe_tokenizer_json(texts: Iterable[str], vocab_size: int) -> str:
 
 
 def tokenizer_from_json(tokenizer_json: str, *, chat_template: bool = True):
-    """Wrap a `tokenizers` JSON as a transformers fast tokenizer with our special tokens."""
+    """Wrap a `tokenizers` JSON as a transformers fast tokenizer with our special tokens.
+
+    Args:
+        tokenizer_json (`str`):
+            A tokenizer serialised by ``tokenizers`` (e.g. :func:`bpe_tokenizer_json`) that holds the special tokens.
+        chat_template (`bool`, *optional*, defaults to `True`):
+            Attach the ChatML chat template `CHAT_TEMPLATE` (with ``{% generation %}`` markers).
+
+    Returns:
+        `PreTrainedTokenizerFast`: the tokenizer, with `SPECIAL_TOKENS` as its bos/eos/pad/unk tokens.
+    """
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -160,18 +181,20 @@ def train_causal_lm(model, tokenizer, train_texts, args: Any, *, block_size: int
     """(Continue to) pretrain `model` on `train_texts` with the standard `Trainer`.
 
     Args:
-        model:
+        model (`PreTrainedModel`):
             A causal LM (trained in place).
-        tokenizer:
+        tokenizer (`PreTrainedTokenizerBase`):
             Its tokenizer (EOS separates texts).
-        train_texts:
-            List of strings or a Dataset with a ``text`` column.
+        train_texts (`Sequence[str]` or `datasets.Dataset`):
+            List of strings or a Dataset with a ``text`` column, packed as :func:`pack_texts` does.
         args (`Any`):
             `TrainingArguments`, or a dict of its fields (defaults: no saving, no reporting).
         block_size (`int`, *optional*, defaults to `128`):
             Tokens per training block.
-        eval_texts (*optional*, defaults to `None`):
+        eval_texts (`Sequence[str]` or `datasets.Dataset`, *optional*):
             Optional held-out texts; evaluated with the Trainer's eval loop.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Passed to the `Trainer`.
 
     Returns:
         The `Trainer` after ``train()`` (its ``state.log_history`` has the losses).
@@ -225,7 +248,18 @@ def eval_loss(model, tokenizer, texts, *, block_size: int = 128, batch_size: int
 
 
 def perplexity(model, tokenizer, texts, **kwargs: Any) -> float:
-    """exp(eval_loss)."""
+    """exp(eval_loss).
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM.
+        tokenizer (`PreTrainedTokenizerBase`):
+            Its tokenizer.
+        texts (`Sequence[str]` or `datasets.Dataset`):
+            Held-out texts.
+        **kwargs:
+            ``block_size`` and ``batch_size`` of :func:`eval_loss`.
+    """
     return math.exp(eval_loss(model, tokenizer, texts, **kwargs))
 
 
@@ -247,22 +281,26 @@ def branch_experts(
     tokenizer, and a model card whose ``base_model`` is the seed (relation ``finetune``).
 
     Args:
-        seed_model_or_path:
+        seed_model_or_path (`PreTrainedModel`, `str` or `os.PathLike`):
             The seed causal LM, or a path / Hub id to load it from.
         domains (`dict[str, Any]`):
             Domain name -> texts (list of strings or a Dataset with ``text``).
-        tokenizer:
+        tokenizer (`PreTrainedTokenizerBase`):
             The seed's tokenizer (experts share it).
         output_dir (`str` or `os.PathLike`):
             Parent folder of the experts.
         args (`Any`):
             `TrainingArguments` or a dict of its fields; each expert's checkpoints (if any) go to
             ``output_dir/.checkpoints/<domain>``, outside the folder that is pushed.
+        block_size (`int`, *optional*, defaults to `128`):
+            Tokens per training block.
         seed_hub_id (`str` or `None`, *optional*, defaults to `None`):
             The seed's Hub id for the cards (required when the seed is a local model with no known Hub id; cards
             never carry local paths).
         push_to_hub (`dict[str, str]` or `None`, *optional*, defaults to `None`):
             Optional domain -> repo id to upload each expert to.
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL for those uploads; ``None`` means ``HF_ENDPOINT`` or https://huggingface.co.
 
     Returns:
         domain -> folder of the saved expert.

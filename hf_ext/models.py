@@ -142,6 +142,14 @@ def register_local_model(hub_id: str, path_or_callable: PathSource) -> None:
     """Make ``resolve_model(hub_id)`` return a local folder (or what a callable returns, called lazily).
 
     A callable may return ``None`` to mean "no local copy": the id then passes through.
+
+    Args:
+        hub_id (`str`):
+            The Hub id (``org/name``) to stand for; matched case-insensitively, and given back by
+            :func:`hub_id_for` for the folder.
+        path_or_callable (`str`, `os.PathLike` or `Callable[[], str | os.PathLike | None]`):
+            The local folder, or a function returning it (or ``None``), called at each resolution. The folder
+            is not checked here: :func:`resolve_model` raises `InputError` when it does not exist.
     """
     _REGISTRY[hub_id.lower()] = (hub_id, path_or_callable)
 
@@ -211,7 +219,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def check_dtype(name: str | None, field: str) -> str | None:
-    """Validate a precision given by name (None: the checkpoint's); the error names `field`."""
+    """Validate a precision given by name (None: the checkpoint's); the error names `field`.
+
+    Args:
+        name (`str` or `None`):
+            One of `DTYPES` (``"float32"``, ``"bfloat16"``, ``"float16"``), or ``None`` to keep the checkpoint's.
+        field (`str`):
+            The setting the name came from (e.g. ``"SAEFeaturizer.dtype"``), for the error message.
+
+    Returns:
+        `str` or `None`: `name`, unchanged.
+    """
     if name is not None and name not in DTYPES:
         raise InputError(f"{field} must be one of {list(DTYPES)} (or None for the checkpoint's), got {name!r}.")
     return name

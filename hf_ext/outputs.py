@@ -63,6 +63,14 @@ def local_inputs(config: Any) -> dict[str, Path]:
     """Every string (or list of strings) field of a config dataclass naming an existing local path.
 
     These are the run's inputs: the output folder may not hold any of them.
+
+    Args:
+        config (`Any`):
+            The run's config; anything that is not a dataclass has no inputs. ``output_dir``, ``logging_dir``
+            and fields with ``init=False`` are skipped.
+
+    Returns:
+        `dict[str, Path]`: field name (``name[i]`` for an item of a list field) -> the resolved path.
     """
     import dataclasses
 
@@ -240,6 +248,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
     For writers of single files inside folders that others manage (a Trainer checkpoint, an SAE
     folder): a crash or a kill leaves the previous file whole, never a truncated one.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The file to (re)place; its parent folder is created if missing. On an exception the temporary file
+            is removed and `path` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,6 +275,14 @@ def check_safetensors(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns the header; raises :class:`InputError` naming the file when it is truncated or not a
     safetensors file.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The ``.safetensors`` file.
+
+    Returns:
+        `dict[str, Any]`: the parsed JSON header (tensor name -> dtype, shape, data_offsets; and
+        ``__metadata__`` when present).
     """
     path = Path(path)
     size = path.stat().st_size
@@ -297,6 +318,13 @@ def check_parquet(path: str | os.PathLike) -> int:
     """Open a parquet file's footer (schema and row groups); returns its row count.
 
     Raises :class:`InputError` naming the file when it is truncated or not parquet.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The ``.parquet`` file.
+
+    Returns:
+        `int`: the number of rows its footer records.
     """
     import pyarrow.parquet as pq
 
@@ -312,7 +340,18 @@ def check_parquet(path: str | os.PathLike) -> int:
 
 
 def check_publishable(folder: str | os.PathLike, files: Iterable[str | os.PathLike] | None = None) -> None:
-    """Open every ``*.safetensors`` header and every ``*.parquet`` footer in `folder` (or `files`)."""
+    """Open every ``*.safetensors`` header and every ``*.parquet`` footer in `folder` (or `files`).
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            The folder about to be published; every file below it is checked when `files` is ``None``.
+        files (`Iterable[str | os.PathLike]`, *optional*):
+            Only these files (absolute, or relative to `folder`); other suffixes are skipped.
+
+    Raises:
+        InputError: naming the first truncated or corrupt file (see :func:`check_safetensors`,
+            :func:`check_parquet`).
+    """
     folder = Path(folder)
     paths = [Path(p) for p in files] if files is not None else sorted(folder.rglob("*"))
     for p in paths:
@@ -343,6 +382,13 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     A checkpoint is complete when its ``trainer_state.json`` (saved last by the Trainer) parses and
     every ``*.safetensors`` in it holds all its bytes. Newer, half-written checkpoints (a kill during
     a save) are skipped with a warning.
+
+    Args:
+        output_dir (`str` or `os.PathLike`):
+            The Trainer's output folder holding ``checkpoint-N`` subfolders; a missing folder gives ``None``.
+
+    Returns:
+        `str` or `None`: the path of the newest complete checkpoint.
     """
     folder = Path(output_dir)
     if not folder.is_dir():

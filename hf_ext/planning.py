@@ -38,7 +38,20 @@ LLAMA_2_7B = dict(model_type="llama", vocab_size=32000, hidden_size=4096, interm
 def meta_model(config: dict[str, Any] | Any, auto_class: Any = None, num_layers: int | None = None):
     """A transformers model with every tensor on ``meta`` (shapes only) from a config or config dict.
 
-    ``num_layers`` keeps only the first decoder layers, as a featurizer cut after its SAE layer."""
+    ``num_layers`` keeps only the first decoder layers, as a featurizer cut after its SAE layer.
+
+    Args:
+        config (`dict[str, Any]` or `PretrainedConfig`):
+            A transformers config, or a dict of its fields with ``model_type`` (e.g. `LLAMA_3_1_8B`). A config
+            object is changed in place when `num_layers` is given.
+        auto_class (`Any`, *optional*):
+            The ``Auto*`` class whose ``from_config`` builds the model; ``None`` means ``AutoModelForCausalLM``.
+        num_layers (`int`, *optional*):
+            Keep only this many decoder layers (sets ``num_hidden_layers``); ``None`` keeps the config's.
+
+    Returns:
+        `PreTrainedModel`: the model on the ``meta`` device.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if isinstance(config, dict):
@@ -66,6 +79,11 @@ class ModelCost:
             Decoder layers, for attention's ``4 × context × width`` FLOPs per token per layer (scores and values).
         attention_width (`int`):
             Query width (heads × head dim) of those attention FLOPs.
+        hidden_size (`int`):
+            The model's width (``config.hidden_size``), for activation memory and SAE sizes.
+        linear_shapes (`dict[str, tuple[int, int]]`, *optional*, defaults to `{}`):
+            Module name -> ``(out_features, in_features)`` of each ``nn.Linear`` counted in `linear_params`, for
+            :meth:`lora_params`.
     """
 
     params: int
@@ -106,7 +124,21 @@ class ModelCost:
 
 
 def measured_flop_rate(device: str = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 3) -> float:
-    """FLOP/s of a ``size``² matmul on ``device`` (best of ``repeats``, after one warm-up)."""
+    """FLOP/s of a ``size``² matmul on ``device`` (best of ``repeats``, after one warm-up).
+
+    Args:
+        device (`str`, *optional*, defaults to `"cpu"`):
+            Torch device to measure (``"cuda"`` devices are synchronised around each product).
+        dtype (`torch.dtype`, *optional*, defaults to `torch.float32`):
+            Precision of the matrices.
+        size (`int`, *optional*, defaults to `2048`):
+            Side of the two square random matrices multiplied.
+        repeats (`int`, *optional*, defaults to `3`):
+            Timed products; the fastest counts.
+
+    Returns:
+        `float`: ``2 × size³`` FLOPs over the best time, in FLOP/s.
+    """
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -123,7 +155,20 @@ def measured_flop_rate(device: str = "cpu", dtype: torch.dtype = torch.float32, 
 
 @dataclass
 class Plan:
-    """A recipe's estimate: total FLOPs, the rate they are divided by, and the memory it needs."""
+    """A recipe's estimate: total FLOPs, the rate they are divided by, and the memory it needs.
+
+    Args:
+        recipe (`str`):
+            What is planned, in words (the first line of :meth:`format`).
+        flops (`float`):
+            Total FLOPs of the run.
+        flop_rate (`float`):
+            FLOP/s the total is divided by (e.g. :func:`measured_flop_rate`), giving ``seconds``.
+        memory_bytes (`dict[str, float]`):
+            Bytes of each part of the memory it needs (e.g. ``{"weights_bf16": ...}``); the total is their sum.
+        assumptions (`dict[str, Any]`):
+            The sizes the estimate assumes (tokens, context, batch, ...), listed by :meth:`format`.
+    """
 
     recipe: str
     flops: float

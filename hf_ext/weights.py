@@ -58,11 +58,17 @@ class WeightSource:
     """Lazy, read-only view of one model's tensors.
 
     Args:
-        source: a folder with safetensors weights, a Hub model id, a ``torch.nn.Module`` or a
-            state dict (``Mapping[str, Tensor]``).
-        hub_id: the Hub id cards should name for this model (defaults to the id it was loaded
-            from, or the Hub id of a packaged copy; ``None`` for a local model without one).
-        name: a label for error messages (defaults to the hub id or the path).
+        source (`str`, `os.PathLike`, `torch.nn.Module` or `Mapping[str, torch.Tensor]`):
+            A folder with safetensors weights, a Hub model id (a packaged local copy, else downloaded), a
+            ``torch.nn.Module`` (tied weights appear once) or a state dict.
+        hub_id (`str`, *optional*):
+            The Hub id cards should name for this model (defaults to the id it was loaded from, or the Hub id of a
+            packaged copy; ``None`` for a local model without one).
+        name (`str`, *optional*):
+            A label for error messages (defaults to the hub id or the path).
+        prefix (`str`, *optional*, defaults to `"model"`):
+            File name stem of the weights in a folder: ``<prefix>.safetensors`` or the shards listed in
+            ``<prefix>.safetensors.index.json``. Unused for in-memory sources.
 
     Example:
         >>> from hf_ext.testing import tiny_llama
@@ -194,7 +200,18 @@ def fingerprint(source: WeightSource, *, exact: bool = True) -> str:
     """A stable id of a model's weights (:func:`hf_ext.fingerprint.fingerprint_tensors`): every
     tensor's name, shape, dtype and a strided sample of its values, so a tensor changed anywhere
     changes it. File sources read only the sampled bytes. Equal for a model in memory and the
-    same model saved with save_pretrained."""
+    same model saved with save_pretrained.
+
+    Args:
+        source (`WeightSource`):
+            The model's tensors.
+        exact (`bool`, *optional*, defaults to `True`):
+            Hash raw values and dtypes; `False` hashes the values rounded to bfloat16 and no dtype, so the same
+            weights in another precision give the same id.
+
+    Returns:
+        `str`: ``VERSION-`` (of :mod:`hf_ext.fingerprint`) followed by 32 hex digits.
+    """
     import numpy as np
 
     from .fingerprint import fingerprint_tensors, gather, raw_values, raw_view
@@ -240,7 +257,14 @@ def _resolve_folder(source: str, hub_id: str | None) -> tuple[Path, str | None]:
 
 
 def check_compatible(sources: Sequence[WeightSource], reference: WeightSource | None = None) -> None:
-    """Raise `InputError` naming the first tensor that is missing or has another shape in any source."""
+    """Raise `InputError` naming the first tensor that is missing or has another shape in any source.
+
+    Args:
+        sources (`Sequence[WeightSource]`):
+            The models to merge; each must hold exactly the reference's tensor names, with the same shapes.
+        reference (`WeightSource`, *optional*):
+            The model the others are compared with (e.g. the merge's base); ``None`` means ``sources[0]``.
+    """
     reference = reference or sources[0]
     ref_keys = reference.keys()
     ref_set = set(ref_keys)
@@ -268,6 +292,16 @@ def check_compatible(sources: Sequence[WeightSource], reference: WeightSource | 
 
 
 def check_finite(tensor: torch.Tensor, key: str, source_name: str) -> None:
+    """Raise `InputError` when a floating tensor holds NaN or inf values (one sum pass when it does not).
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor to check; integer, bool and empty tensors pass unchecked.
+        key (`str`):
+            The tensor's name, for the error message.
+        source_name (`str`):
+            The model it came from (``WeightSource.name``), for the error message.
+    """
     if not tensor.is_floating_point() or not tensor.numel():
         return
     # One sum pass: NaN/inf propagate into it (torch.isfinite costs several passes and was half of a
@@ -285,6 +319,14 @@ def check_finite(tensor: torch.Tensor, key: str, source_name: str) -> None:
 
 def parse_size(size: int | str) -> int:
     """Bytes from ``5GB`` / ``500MB`` / ``1GiB`` / an int (save_pretrained's ``max_shard_size`` style).
+
+    Args:
+        size (`int` or `str`):
+            A number of bytes, or a number (decimals allowed) with a unit ``B``, ``KB``..``TB`` (powers of 1000)
+            or ``KiB``..``TiB`` (powers of 1024), case-insensitive.
+
+    Returns:
+        `int`: the number of bytes.
 
     >>> parse_size("5GB"), parse_size("1GiB"), parse_size(123)
     (5000000000, 1073741824, 123)
@@ -319,6 +361,16 @@ class SafetensorsWriter:
     written first; then :meth:`write` appends each tensor's bytes as it is computed. The result
     is byte-compatible with ``save_pretrained``: one ``model.safetensors`` or shards
     ``model-0000i-of-0000n.safetensors`` plus ``model.safetensors.index.json``.
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            Where the shards go; created if missing.
+        layout (`Sequence[tuple[str, Sequence[int], torch.dtype]]`):
+            ``(name, shape, dtype)`` of every tensor, in the order :meth:`write` will receive them.
+        max_shard_bytes (`int`, *optional*, defaults to `5 * 2**30`):
+            Largest shard size; a tensor larger than it gets a shard of its own.
+        prefix (`str`, *optional*, defaults to `"model"`):
+            File name stem of the shards and of the index.
 
     Example:
         >>> import tempfile, torch
