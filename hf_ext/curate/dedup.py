@@ -318,7 +318,7 @@ class BFFResult:
         texts (`list[str]`):
             Each document's deduplicated text (its kept paragraphs; ``""`` for a dropped document).
         keep (`list[bool]`):
-            Per document: False when it was dropped as a duplicate or nothing but whitespace is left.
+            Per document: False when it was dropped as a duplicate or its paragraph removals left only whitespace.
         paragraphs_removed (`int`, *optional*, defaults to `0`):
             Paragraphs the deduplicator has removed, over every document it has processed so far.
         documents_removed (`int`, *optional*, defaults to `0`):
