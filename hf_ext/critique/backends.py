@@ -32,7 +32,12 @@ ResultCallback = Callable[[int, str], None]
 
 
 class BackendError(HfExtError, RuntimeError):
-    """A generation request failed after its retries (credentials in the message are redacted)."""
+    """A generation request failed after its retries (credentials in the message are redacted).
+
+    Args:
+        message (`str`):
+            What failed; passed through `hf_ext.errors.redact` so keys and tokens in it are masked.
+    """
 
     def __init__(self, message: str):
         super().__init__(redact(message))
@@ -53,10 +58,16 @@ class TransformersBackend:
             Tokens to generate per conversation.
         temperature (`float`, *optional*, defaults to `0.0`):
             0 means greedy decoding.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus-sampling probability mass; used only when `temperature` > 0.
         batch_size (`int`, *optional*, defaults to `8`):
             Conversations per `generate` call (similar lengths together, left padding).
         device (`str` or `None`, *optional*, defaults to `None`):
             Torch device; defaults to CUDA when available.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Hub revision (branch, tag or commit) of `model` for the tokenizer and weights (None: the default branch).
+        seed (`int`, *optional*, defaults to `0`):
+            ``torch.manual_seed`` set before each sampled `generate` call (unused with greedy decoding).
         dtype (`str` or `None`, *optional*, defaults to `None`):
             Weights' precision (``"bfloat16"`` is faster on GPUs and AMX CPUs); None keeps the checkpoint's.
     """
@@ -182,6 +193,12 @@ class OpenAIBackend:
         api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
             Name of the environment variable holding the key (may be unset for local servers). The key itself is
             never stored in the object.
+        max_new_tokens (`int`, *optional*, defaults to `64`):
+            Tokens to generate per conversation (the request's ``max_tokens``).
+        temperature (`float`, *optional*, defaults to `0.0`):
+            Sampling temperature sent with each request (0: greedy on most servers).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus-sampling probability mass sent with each request.
         timeout (`float`, *optional*, defaults to `60.0`):
             Deadline in seconds for each try of a request, from connecting to the last byte of the answer (a
             server that trickles bytes cannot hold it longer; the try may overrun by one network read, which
@@ -189,8 +206,15 @@ class OpenAIBackend:
         max_retries (`int`, *optional*, defaults to `3`):
             Retries after the first try, with exponential backoff; a 429/503 answer's ``Retry-After`` (seconds or
             an HTTP date, at most `max_retry_after`) replaces the backoff.
+        backoff (`float`, *optional*, defaults to `1.0`):
+            Seconds waited after the first failed try; each later wait doubles it (``backoff * 2**attempt``).
         concurrency (`int`, *optional*, defaults to `8`):
             Requests in flight at once.
+        extra_body (`dict[str, Any]`, *optional*, defaults to `{}`):
+            Further fields of every request's JSON body (e.g. server-specific sampling options); they override the
+            standard ones of the same name.
+        max_retry_after (`float`, *optional*, defaults to `120.0`):
+            Longest wait, in seconds, honoured from a ``Retry-After`` header.
     """
 
     base_url: str = "http://localhost:8000/v1"
@@ -325,7 +349,14 @@ BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend}
 
 
 def make_backend(kind: str, **settings: Any) -> TransformersBackend | OpenAIBackend:
-    """Build a backend by name ("transformers" or "openai") from its settings."""
+    """Build a backend by name ("transformers" or "openai") from its settings.
+
+    Args:
+        kind (`str`):
+            ``"transformers"`` (`TransformersBackend`) or ``"openai"`` (`OpenAIBackend`).
+        **settings:
+            The backend's fields (an unknown one raises `TypeError`).
+    """
     if kind not in BACKENDS:
         raise InputError(f"Unknown generation backend {kind!r}; choose one of {sorted(BACKENDS)}.")
     return BACKENDS[kind](**settings)

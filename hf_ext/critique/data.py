@@ -24,7 +24,13 @@ _ASSISTANT = "\n\nAssistant:"
 
 
 def alpaca_eval_pairs(dataset: Any) -> Any:
-    """AlpacaEval annotations → prompt/chosen/rejected rows (ties and missing labels dropped)."""
+    """AlpacaEval annotations → prompt/chosen/rejected rows (ties and missing labels dropped).
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Rows with ``instruction``, ``output_1``, ``output_2`` and ``preference`` (1 or 2: the winning output);
+            other columns are kept, ``output_1`` / ``output_2`` are removed.
+    """
     require_columns(dataset.column_names, ["instruction", "output_1", "output_2", "preference"], what="alpaca_eval_pairs")
 
     def is_decided(p: Any) -> bool:
@@ -43,7 +49,13 @@ def alpaca_eval_pairs(dataset: Any) -> Any:
 
 
 def hh_rlhf_pair(example: dict[str, Any]) -> dict[str, str]:
-    """Split one hh-rlhf row at the last assistant turn into prompt, chosen and rejected."""
+    """Split one hh-rlhf row at the last assistant turn into prompt, chosen and rejected.
+
+    Args:
+        example (`dict[str, Any]`):
+            A row with the ``chosen`` and ``rejected`` transcripts; when they differ before the last
+            ``"\\n\\nAssistant:"``, the prompt is their longest shared prefix.
+    """
     chosen, rejected = example["chosen"], example["rejected"]
     cut = chosen.rfind(_ASSISTANT) + len(_ASSISTANT)
     if cut < len(_ASSISTANT) or chosen[:cut] != rejected[:cut]:
@@ -55,7 +67,12 @@ def hh_rlhf_pair(example: dict[str, Any]) -> dict[str, str]:
 
 
 def hh_rlhf_pairs(dataset: Any) -> Any:
-    """hh-rlhf transcripts → prompt/chosen/rejected rows (rows whose responses are equal dropped)."""
+    """hh-rlhf transcripts → prompt/chosen/rejected rows (rows whose responses are equal dropped).
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Rows with ``chosen`` and ``rejected`` transcripts; rows with an equal or blank response are dropped.
+    """
     require_columns(dataset.column_names, ["chosen", "rejected"], what="hh_rlhf_pairs")
     pairs = dataset.map(hh_rlhf_pair)
     return pairs.filter(lambda c, r: [a != b and a.strip() != "" and b.strip() != "" for a, b in zip(c, r)],
@@ -63,7 +80,18 @@ def hh_rlhf_pairs(dataset: Any) -> Any:
 
 
 def split_by_prompt(dataset: Any, test_fraction: float = 0.2, *, prompt_column: str = "prompt", seed: int = 0) -> tuple[Any, Any]:
-    """Train/test split where every prompt lands on one side (by a seeded hash of its text)."""
+    """Train/test split where every prompt lands on one side (by a seeded hash of its text).
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The rows to split; returned as ``(train, test)`` in their original order.
+        test_fraction (`float`, *optional*, defaults to `0.2`):
+            Expected share of distinct prompts in the test split, in (0, 1).
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column holding the prompt text that is hashed.
+        seed (`int`, *optional*, defaults to `0`):
+            Salt of the hash: another seed gives another split.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be between 0 and 1, got {test_fraction!r}.")
     require_columns(dataset.column_names, [prompt_column], what="split_by_prompt")

@@ -106,7 +106,20 @@ def summarize_critiques(
     """Summ variant: replace each response's kept critiques by one merged critique.
 
     A response with a single kept critique keeps it as is. A merged critique whose score does
-    not parse, or breaks the preference order (chosen score ≤ rejected score), drops its row."""
+    not parse, or breaks the preference order (chosen score ≤ rejected score), drops its row.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The output of `consistency_filter` (prompt, chosen, rejected and the critique and score columns).
+        backend (`TransformersBackend` or `OpenAIBackend`):
+            The LM that writes the merged critiques (any object with ``generate(conversations, on_result=None)``).
+        cache_path (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+            JSON Lines cache of summaries already generated; a rerun sends only the missing requests.
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a tqdm progress bar.
+    """
     require_columns(dataset.column_names, [prompt_column, *SIDES, *CRITIQUE_COLUMNS], what="summarize_critiques")
     conversations, keys, where = _per_response_requests(dataset, summary_messages, prompt_column, need=2)
     texts, sent = cached_generate(backend, conversations, keys, cache_path, progress=progress,
@@ -138,7 +151,23 @@ def rank_critiques(
     """Rank variant: a meta-judge orders each response's kept critiques; keep the best `top_k`.
 
     When the judge's answer has no readable ranking the original order is kept (counted as
-    ``unranked``). Responses with at most `top_k` critiques are not sent to the judge."""
+    ``unranked``). Responses with at most `top_k` critiques are not sent to the judge.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The output of `consistency_filter` (prompt, chosen, rejected and the critique and score columns).
+        backend (`TransformersBackend` or `OpenAIBackend`):
+            The meta-judge LM (any object with ``generate(conversations, on_result=None)``).
+        top_k (`int`, *optional*, defaults to `1`):
+            Critiques kept per response, best ranked first.
+        cache_path (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+            JSON Lines cache of the meta-judge's rankings already generated (keyed by request and backend identity);
+            a rerun sends only the missing requests.
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt.
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a tqdm progress bar.
+    """
     if not isinstance(top_k, int) or top_k < 1:
         raise InputError(f"top_k must be a positive integer, got {top_k!r}.")
     require_columns(dataset.column_names, [prompt_column, *SIDES, *CRITIQUE_COLUMNS], what="rank_critiques")
@@ -167,7 +196,16 @@ def to_training_pairs(dataset: Any, *, per_row: int = 1, prompt_column: str = "p
     """One training row per (chosen critique, rejected critique) pair, for
     :class:`trainers.CriticRMTrainer`: columns prompt, chosen, rejected, chosen_critique,
     rejected_critique (and margin when the input has it). Pairs are the i-th kept critiques
-    of each side, up to `per_row` per input row."""
+    of each side, up to `per_row` per input row.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Filtered critiques: prompt, chosen, rejected, ``chosen_critiques`` and ``rejected_critiques`` columns.
+        per_row (`int`, *optional*, defaults to `1`):
+            Most training rows made from one input row (fewer when a side has fewer critiques).
+        prompt_column (`str`, *optional*, defaults to `"prompt"`):
+            Column with the prompt (written as ``prompt`` in the output).
+    """
     from datasets import Dataset
 
     require_columns(dataset.column_names, [prompt_column, *SIDES, "chosen_critiques", "rejected_critiques"], what="to_training_pairs")

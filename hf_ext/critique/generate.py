@@ -40,14 +40,26 @@ SIDES = ("chosen", "rejected")
 
 def request_key(conversation: Conversation, sample: int) -> str:
     """Stable id of one request: the messages and the sample number. `cached_generate` scopes it
-    to the backend (:func:`backend_identity`), so another model or sampling setting asks again."""
+    to the backend (:func:`backend_identity`), so another model or sampling setting asks again.
+
+    Args:
+        conversation (`Conversation`):
+            The request's chat messages.
+        sample (`int`):
+            Which of several samples of the same conversation this is (0 for a single request).
+    """
     payload = json.dumps([conversation, sample], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:24]
 
 
 def backend_identity(backend: Any) -> dict[str, Any]:
     """What decides a backend's text: its ``identity()`` (model, server, temperature, …) when it
-    has one, else its class."""
+    has one, else its class.
+
+    Args:
+        backend (`Any`):
+            A generation backend (`TransformersBackend`, `OpenAIBackend` or any object with ``generate``).
+    """
     identity = getattr(backend, "identity", None)
     if callable(identity):
         return identity()
@@ -59,7 +71,13 @@ def _scoped_key(identity: str, key: str) -> str:
 
 
 class GenerationCache:
-    """An append-only JSONL file of ``{"key", "text"}`` records; safe to append from threads."""
+    """An append-only JSONL file of ``{"key", "text"}`` records; safe to append from threads.
+
+    Args:
+        path (`str` or `os.PathLike` or `None`):
+            The JSONL file, read if it exists (unreadable lines are skipped with a warning) and created on the
+            first `add`; None keeps results in memory only.
+    """
 
     def __init__(self, path: str | os.PathLike | None):
         self.path = Path(path) if path is not None else None
@@ -100,7 +118,25 @@ def cached_generate(
     and how many requests were sent. A failing request raises a :class:`BackendError` that
     names it (through `describe(index)`); everything finished before stays in the cache.
     Cached texts are keyed on `keys` and :func:`backend_identity`, so a cache written by
-    another model, server or sampling setting is not reused."""
+    another model, server or sampling setting is not reused.
+
+    Args:
+        backend (`Any`):
+            The generation backend (any object with ``generate(conversations, on_result=None)``).
+        conversations (`Sequence[Conversation]`):
+            The requests, in order.
+        keys (`Sequence[str]`):
+            One `request_key` per conversation; requests with equal keys are sent once.
+        cache_path (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+            JSON Lines cache (`GenerationCache`) read before and appended to as results arrive; None caches in
+            memory only.
+        chunk_size (`int`, *optional*, defaults to `64`):
+            Requests per backend call.
+        describe (`Callable[[int], str]` or `None`, *optional*, defaults to `None`):
+            Names the request at an index in the error message of a failed chunk (default: ``"request <index>"``).
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a tqdm progress bar of the requests sent.
+    """
     identity = json.dumps(backend_identity(backend), sort_keys=True, default=str)
     keys = [_scoped_key(identity, key) for key in keys]
     cache = GenerationCache(cache_path)
@@ -138,6 +174,20 @@ def cached_generate(
 
 
 def check_preference_columns(dataset: Any, prompt_column: str, chosen_column: str, rejected_column: str, *, what: str) -> None:
+    """Raise `InputError` unless `dataset` has rows and its three preference columns hold only strings.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The preference dataset to check.
+        prompt_column (`str`):
+            Column with the prompt.
+        chosen_column (`str`):
+            Column with the preferred response.
+        rejected_column (`str`):
+            Column with the other response.
+        what (`str`):
+            Name of the caller, for the error messages.
+    """
     require_rows(len(dataset), what=what)
     require_columns(dataset.column_names, [prompt_column, chosen_column, rejected_column], what=what)
     for column in (prompt_column, chosen_column, rejected_column):

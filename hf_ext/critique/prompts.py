@@ -60,7 +60,16 @@ RANK_USER = (
 
 def critique_messages(prompt: str, response: str, *, examples: bool = True) -> list[dict[str, str]]:
     """The conversation that asks for one critique of `response` to `prompt`, after the
-    worked examples of :data:`CRITIQUE_EXAMPLES` (``examples=False`` leaves them out)."""
+    worked examples of :data:`CRITIQUE_EXAMPLES` (``examples=False`` leaves them out).
+
+    Args:
+        prompt (`str`):
+            The question the response answers.
+        response (`str`):
+            The answer to critique.
+        examples (`bool`, *optional*, defaults to `True`):
+            Put the worked examples before the request as earlier user/assistant turns.
+    """
     messages = [{"role": "system", "content": CRITIQUE_SYSTEM}]
     for question, answer, critique in CRITIQUE_EXAMPLES if examples else ():
         messages.append({"role": "user", "content": CRITIQUE_USER.format(prompt=question, response=answer)})
@@ -74,12 +83,31 @@ def _numbered(critiques: list[str]) -> str:
 
 
 def summary_messages(prompt: str, response: str, critiques: list[str]) -> list[dict[str, str]]:
-    """The conversation that merges kept critiques into one (Summ variant)."""
+    """The conversation that merges kept critiques into one (Summ variant).
+
+    Args:
+        prompt (`str`):
+            The question the response answers.
+        response (`str`):
+            The answer the critiques are about.
+        critiques (`list[str]`):
+            The kept critiques, shown as "Review 1", "Review 2", ... (stripped).
+    """
     text = SUMMARY_USER.format(prompt=prompt, response=response, critiques=_numbered(critiques))
     return [{"role": "system", "content": CRITIQUE_SYSTEM}, {"role": "user", "content": text}]
 
 
 def rank_messages(prompt: str, response: str, critiques: list[str]) -> list[dict[str, str]]:
-    """The conversation that asks a meta-judge to rank numbered critiques (Rank variant)."""
+    """The conversation that asks a meta-judge to rank numbered critiques (Rank variant).
+
+    Args:
+        prompt (`str`):
+            The question the response answers; the meta-judge sees it under ``[Question]``, then the response under
+            ``[Answer]`` and the numbered critiques under ``[Reviews]``.
+        response (`str`):
+            The answer the critiques are about.
+        critiques (`list[str]`):
+            The critiques to rank, numbered from 1 in this order (the numbers `parse_ranking` reads back).
+    """
     text = RANK_USER.format(prompt=prompt, response=response, critiques=_numbered(critiques))
     return [{"role": "system", "content": CRITIQUE_SYSTEM}, {"role": "user", "content": text}]

@@ -23,7 +23,16 @@ _RANKING = re.compile(r"ranking\s*:?\s*([\d\s>,]+)", re.IGNORECASE)
 
 def parse_score(text: str | None, low: float = SCORE_MIN, high: float = SCORE_MAX) -> float | None:
     """The critique's score: the LAST "Score: N" (else the last "N/10"); None when there is
-    none or it lies outside [low, high]. Critiques without a score are dropped and counted."""
+    none or it lies outside [low, high]. Critiques without a score are dropped and counted.
+
+    Args:
+        text (`str` or `None`):
+            The critique; anything but a string gives None.
+        low (`float`, *optional*, defaults to `SCORE_MIN`):
+            Smallest valid score (1).
+        high (`float`, *optional*, defaults to `SCORE_MAX`):
+            Largest valid score (10).
+    """
     if not isinstance(text, str):
         return None
     matches = _SCORE.findall(text) or _OUT_OF.findall(text)
@@ -37,7 +46,14 @@ def parse_ranking(text: str | None, n: int) -> list[int] | None:
     """0-based indices of `n` numbered reviews, best first, from "Ranking: 2 > 1 > 3".
 
     Numbers outside 1..n and repeats are ignored; reviews the judge left out follow in their
-    original order. None when the text has no ranking at all."""
+    original order. None when the text has no ranking at all.
+
+    Args:
+        text (`str` or `None`):
+            The meta-judge's answer; anything but a string gives None.
+        n (`int`):
+            Number of reviews that were ranked; the result is a permutation of ``range(n)``.
+    """
     if not isinstance(text, str):
         return None
     match = _RANKING.search(text)

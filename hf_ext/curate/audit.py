@@ -34,6 +34,20 @@ def retention_by_group(keep: Sequence[bool], groups: Sequence, n_boot: int = 200
     collapses to a point there and would flag every small all-kept group). A group is
     over-filtered when its whole CI lies below the overall retention, under-filtered when
     it lies above. Groups with fewer than ``min_count`` documents are left out.
+
+    Args:
+        keep (`Sequence[bool]`):
+            Per document: whether the filter kept it.
+        groups (`Sequence`):
+            Per document: its group (any value; compared as ``str``); same length as `keep`.
+        n_boot (`int`, *optional*, defaults to `2000`):
+            Bootstrap resamples per group.
+        confidence (`float`, *optional*, defaults to `0.95`):
+            Coverage of the percentile intervals, in (0, 1).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the bootstrap's random generator.
+        min_count (`int`, *optional*, defaults to `1`):
+            Groups with fewer documents are left out of the report (they still count in the overall rate).
     """
     keep = np.asarray(keep, dtype=bool)
     if len(keep) != len(groups):
@@ -71,7 +85,21 @@ def weighted_log_odds(kept_texts: Sequence[str], dropped_texts: Sequence[str], t
                       min_count: int = 3) -> dict[str, list[tuple[str, float]]]:
     """Words most associated with kept vs dropped documents: log-odds ratios with an
     informative Dirichlet prior (the pooled counts), z-scored by their variance (Monroe,
-    Colaresi & Quinn 2008, as AboutMe uses). Positive z = typical of kept text."""
+    Colaresi & Quinn 2008, as AboutMe uses). Positive z = typical of kept text.
+
+    Args:
+        kept_texts (`Sequence[str]`):
+            Texts of the kept documents.
+        dropped_texts (`Sequence[str]`):
+            Texts of the dropped documents.
+        top_k (`int`, *optional*, defaults to `20`):
+            Words returned for each side (``"kept"`` and ``"dropped"``).
+        prior_scale (`float`, *optional*, defaults to `0.01`):
+            Size of the Dirichlet prior as a fraction of the pooled word count, spread over the words in proportion
+            to their pooled counts.
+        min_count (`int`, *optional*, defaults to `3`):
+            Words seen fewer times in both sides together are left out (as are all-digit words).
+    """
     kept = Counter(w.lower() for t in kept_texts for w in split_words(t or ""))
     dropped = Counter(w.lower() for t in dropped_texts for w in split_words(t or ""))
     pooled = kept + dropped
@@ -105,14 +133,24 @@ _SITE_TYPES = (
 
 
 def url_tld(url: str) -> str:
-    """Top-level domain of a URL ("com", "uk", ...; "" when unparsable)."""
+    """Top-level domain of a URL ("com", "uk", ...; "" when unparsable).
+
+    Args:
+        url (`str`):
+            The URL (a scheme is optional).
+    """
     host = url_domain(url)
     return host.rsplit(".", 1)[-1] if "." in host else ""
 
 
 def url_site_type(url: str) -> str:
     """A coarse site type from the URL's host and path: edu, gov, wiki_reference, forum_qa,
-    blog, news, shop or other (first matching rule)."""
+    blog, news, shop or other (first matching rule).
+
+    Args:
+        url (`str`):
+            The URL; its host is matched for every type, its path also for blog, shop and forum_qa.
+    """
     host = url_domain(url)
     path = url.split(host, 1)[-1].lower() if host else url.lower()
     for name, pattern in _SITE_TYPES:
@@ -125,7 +163,16 @@ GROUP_DERIVERS = {"url_tld": url_tld, "url_site_type": url_site_type}
 
 
 def plot_retention(report: dict, path: str | Path, title: str = "Retention by group") -> str:
-    """Horizontal bars of per-group retention with CI whiskers and the overall rate."""
+    """Horizontal bars of per-group retention with CI whiskers and the overall rate.
+
+    Args:
+        report (`dict`):
+            A `retention_by_group` result; over-filtered groups are drawn red, under-filtered green.
+        path (`str` or `Path`):
+            Image file written (format from its suffix); returned as a string.
+        title (`str`, *optional*, defaults to `"Retention by group"`):
+            Title of the plot.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,7 +198,20 @@ def plot_retention(report: dict, path: str | Path, title: str = "Retention by gr
 
 
 def card_section(filter_name: str, group_name: str, report: dict, contrasts: dict | None = None, plot_file: str | None = None) -> dict:
-    """A dataset-card section (title + markdown body) for one filter x grouping."""
+    """A dataset-card section (title + markdown body) for one filter x grouping.
+
+    Args:
+        filter_name (`str`):
+            Name of the audited filter, shown in the title and text.
+        group_name (`str`):
+            Name of the grouping (e.g. ``url_site_type``), shown in the title and text.
+        report (`dict`):
+            A `retention_by_group` result, tabled by group.
+        contrasts (`dict` or `None`, *optional*, defaults to `None`):
+            A `weighted_log_odds` result; its first 12 kept and dropped words are listed when given.
+        plot_file (`str` or `None`, *optional*, defaults to `None`):
+            Path of a `plot_retention` image (relative to the card) embedded when given.
+    """
     lines = [
         f"Filter `{filter_name}` keeps {report['overall']:.1%} of {report['n']} documents overall. "
         f"Retention by `{group_name}` with {int(report['confidence'] * 100)}% bootstrap intervals "

@@ -16,7 +16,17 @@ from .text import fasttext_word_count, fasttext_words, segments, words
 
 
 class Doc:
-    """A document's text and URL, with its word/line splits computed once and shared."""
+    """A document's text and URL, with its word/line splits computed once and shared.
+
+    Args:
+        text (`str`):
+            The document text.
+        url (`str` or `None`, *optional*, defaults to `None`):
+            The document's URL, for the URL rules (`URLBlocklistFilter`).
+        meta (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Per-document values steps pass to later steps (e.g. ``words_before_edits``, ``language``); a new empty
+            dict when `None`.
+    """
 
     def __init__(self, text: str, url: str | None = None, meta: dict[str, Any] | None = None):
         self.text = text

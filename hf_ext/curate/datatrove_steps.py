@@ -37,7 +37,18 @@ def _doc(document, url_key: str) -> Doc:
 
 
 class DatatroveFilter(BaseFilter):
-    """A hf_ext `Filter` as a datatrove filter (``filter(doc) -> (keep, reason)``)."""
+    """A hf_ext `Filter` as a datatrove filter (``filter(doc) -> (keep, reason)``).
+
+    Args:
+        step (`Filter`):
+            The hf_ext filter to run; its ``name`` names the step's datatrove statistics.
+        url_key (`str`, *optional*, defaults to `"url"`):
+            The ``doc.metadata`` key holding the document's URL.
+        batch_size (`int`, *optional*, defaults to `256`):
+            Documents passed to the filter's ``check_batch`` at once (model scorers batch them).
+        exclusion_writer (*optional*, defaults to `None`):
+            A datatrove ``DiskWriter`` that receives the documents this filter drops.
+    """
 
     type = "🔻 - FILTER"
 
@@ -57,7 +68,16 @@ class DatatroveFilter(BaseFilter):
 
 
 class DatatroveModifier(PipelineStep):
-    """A hf_ext `Modifier` (or Llama 3's bucket line dedup, per batch) as a datatrove step."""
+    """A hf_ext `Modifier` (or Llama 3's bucket line dedup, per batch) as a datatrove step.
+
+    Args:
+        step (`Modifier` or `LineDedupBucket`):
+            The hf_ext modifier to run; a document it leaves empty is dropped (``dropped_<name>``).
+        url_key (`str`, *optional*, defaults to `"url"`):
+            The ``doc.metadata`` key holding the document's URL.
+        batch_size (`int`, *optional*, defaults to `1000`):
+            Documents per bucket when `step` is a `LineDedupBucket`; unused for a `Modifier`.
+    """
 
     type = "✂️ - MODIFIER"
 

@@ -125,9 +125,11 @@ def aggregate(results: Mapping | str | os.PathLike, version: Literal["v1", "v2"]
     """CORE, EXTENDED and per-category centered means from per-task accuracies.
 
     Args:
-        results: ``{task: accuracy}`` (accuracies in [0, 1]), a DCLM eval JSON (with
-            ``eval_metrics.icl``) or the path of one. Unknown keys are ignored.
-        version: ``"v1"`` (the paper's baselines) or ``"v2"`` (the 2025 corrected ones).
+        results (`Mapping` or `str` or `os.PathLike`):
+            ``{task: accuracy}`` (accuracies in [0, 1]), a DCLM eval JSON (with ``eval_metrics.icl``) or the path
+            of one. Unknown keys are ignored.
+        version (`Literal["v1", "v2"]`, *optional*, defaults to `"v2"`):
+            Random baselines to center with: ``"v1"`` (the paper's) or ``"v2"`` (the 2025 corrected ones).
 
     Returns:
         ``{"core", "extended", "categories", "centered", "missing_core", "missing"}``; ``core`` /

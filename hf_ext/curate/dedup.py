@@ -26,7 +26,12 @@ _NORM_RE = re.compile(r"[\W_]+")
 
 
 def normalise(text: str) -> str:
-    """Lower-case, punctuation and whitespace runs collapsed to one space."""
+    """Lower-case, punctuation and whitespace runs collapsed to one space.
+
+    Args:
+        text (`str`):
+            The text to normalise (underscores count as punctuation; leading and trailing spaces are stripped).
+    """
     return _NORM_RE.sub(" ", text.lower()).strip()
 
 
@@ -47,6 +52,12 @@ def exact_dedup(texts: Iterable[str]) -> list[int]:
 
 
 def normalise_url(url: str) -> str:
+    """The key `url_dedup` compares: lower-cased, without scheme, fragment, leading ``www.`` or trailing slashes.
+
+    Args:
+        url (`str`):
+            The URL (`None` or empty gives ``""``).
+    """
     url = (url or "").strip().lower()
     url = re.sub(r"^[a-z]+://", "", url)
     url = url.split("#", 1)[0]
@@ -103,7 +114,14 @@ _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 
 
 def shingle_hashes(word_hashes: np.ndarray, n: int) -> np.ndarray:
-    """64-bit hashes of every word n-gram (a document shorter than n is one shingle)."""
+    """64-bit hashes of every word n-gram (a document shorter than n is one shingle).
+
+    Args:
+        word_hashes (`np.ndarray`):
+            ``uint64`` hashes of the document's words, in order; an empty array is returned as it is.
+        n (`int`):
+            Words per shingle.
+    """
     if len(word_hashes) == 0:
         return word_hashes
     n = min(n, len(word_hashes))
@@ -138,6 +156,8 @@ class MinHashDeduplicator:
             Documents hashed per numpy operation.
         chunk_shingles (`int`, *optional*, defaults to `16384`):
             Shingles per block of the permutation product (kept in cache).
+        _hasher (`_WordHasher`, *optional*, defaults to a new `_WordHasher()`):
+            Word hasher (xxhash64 with seed 0 and a bounded per-word cache); internal, not meant to be passed.
     """
 
     num_perm: int = 112
@@ -254,7 +274,14 @@ def jaccard(a: str, b: str, ngram: int = 5) -> float:
 
 class BloomFilter:
     """A bit array of ``m`` bits and ``k`` hash functions sized for ``expected_items`` at
-    false-positive rate ``fp_rate``; memory is m/8 bytes whatever the stream's length."""
+    false-positive rate ``fp_rate``; memory is m/8 bytes whatever the stream's length.
+
+    Args:
+        expected_items (`int`):
+            Number of items the filter is sized for (> 0); more items raise the false-positive rate.
+        fp_rate (`float`, *optional*, defaults to `0.01`):
+            False-positive rate at `expected_items` items, in (0, 1).
+    """
 
     def __init__(self, expected_items: int, fp_rate: float = 0.01):
         if expected_items <= 0 or not 0 < fp_rate < 1:
@@ -285,6 +312,19 @@ class BloomFilter:
 
 @dataclass
 class BFFResult:
+    """What `BFFDeduplicator.dedup` returns.
+
+    Args:
+        texts (`list[str]`):
+            Each document's deduplicated text (its kept paragraphs; ``""`` for a dropped document).
+        keep (`list[bool]`):
+            Per document: False when it was dropped as a duplicate or its paragraph removals left only whitespace.
+        paragraphs_removed (`int`, *optional*, defaults to `0`):
+            Paragraphs the deduplicator has removed, over every document it has processed so far.
+        documents_removed (`int`, *optional*, defaults to `0`):
+            Whole documents the deduplicator has dropped, over every document it has processed so far.
+    """
+
     texts: list[str]
     keep: list[bool]
     paragraphs_removed: int = 0

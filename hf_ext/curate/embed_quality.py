@@ -45,6 +45,8 @@ class SentenceEmbedder:
             Torch device (default: CUDA when available).
         dtype (`str` or `None`, *optional*, defaults to `None`):
             Weights' precision (None: the checkpoint's).
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Hub revision (branch, tag or commit) of `model` for the tokenizer and weights (None: the default branch).
     """
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
@@ -117,7 +119,13 @@ class EmbeddingQualityScorer:
             ``"logistic"`` (score = p(positive), from a classifier) or ``"identity"`` (the predicted label, e.g.
             an educational score 0-5, from a regressor).
         embedder (`SentenceEmbedder`, *optional*, defaults to `SentenceEmbedder()`):
-            The frozen encoder's settings.
+            The frozen encoder's settings (a dict of them is turned into a `SentenceEmbedder`).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column of the batch whose texts are scored.
+        score_column (`str`, *optional*, defaults to `"quality_score"`):
+            Column the scores are written to.
+        metadata (`dict[str, Any]`, *optional*, defaults to `{}`):
+            Free-form notes saved with the scorer's config (the jobs record what it was trained on); not used to score.
     """
 
     weights: list[float]
@@ -185,7 +193,22 @@ class EmbeddingQualityScorer:
 def fit_embedding_head(embeddings: np.ndarray, labels: Sequence[float], kind: Literal["logistic", "ridge"] = "logistic",
                        C: float = 1.0, seed: int = 0, sample_weight: Sequence[float] | None = None) -> tuple[list[float], float]:
     """Fit the linear head with scikit-learn: ``LogisticRegression(C=C)`` on 0/1 labels
-    (class-balanced) or ``Ridge(alpha=1/C)`` on numeric labels. Returns (weights, bias)."""
+    (class-balanced) or ``Ridge(alpha=1/C)`` on numeric labels. Returns (weights, bias).
+
+    Args:
+        embeddings (`np.ndarray`):
+            ``(n, hidden)`` embeddings of the training texts.
+        labels (`Sequence[float]`):
+            One label per embedding: 0/1 for ``"logistic"``, any number for ``"ridge"``; at least two.
+        kind (`Literal["logistic", "ridge"]`, *optional*, defaults to `"logistic"`):
+            ``"logistic"`` (a classifier) or ``"ridge"`` (a regressor).
+        C (`float`, *optional*, defaults to `1.0`):
+            Inverse regularisation strength: ``LogisticRegression(C=C)`` or ``Ridge(alpha=1/C)``.
+        seed (`int`, *optional*, defaults to `0`):
+            ``random_state`` of the logistic regression (Ridge is deterministic).
+        sample_weight (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            Per-example weights passed to scikit-learn's ``fit``.
+    """
     from sklearn.linear_model import LogisticRegression, Ridge
 
     x, y = np.asarray(embeddings, dtype=np.float64), np.asarray(labels, dtype=np.float64)
@@ -205,7 +228,24 @@ def fit_embedding_head(embeddings: np.ndarray, labels: Sequence[float], kind: Li
 
 def train_embedding_classifier(positives: Sequence[str], negatives: Sequence[str], embedder: SentenceEmbedder | None = None,
                                C: float = 1.0, seed: int = 0, progress: bool = False, **scorer_kwargs) -> EmbeddingQualityScorer:
-    """Embed both classes with the frozen encoder and fit a logistic-regression head."""
+    """Embed both classes with the frozen encoder and fit a logistic-regression head.
+
+    Args:
+        positives (`Sequence[str]`):
+            Texts of the high-quality class (label 1); at least one.
+        negatives (`Sequence[str]`):
+            Texts of the other class (label 0); at least one.
+        embedder (`SentenceEmbedder` or `None`, *optional*, defaults to `None`):
+            The frozen encoder (None: `SentenceEmbedder()`, the packaged ``all-MiniLM-L6-v2``).
+        C (`float`, *optional*, defaults to `1.0`):
+            Inverse regularisation strength of the ``LogisticRegression`` head.
+        seed (`int`, *optional*, defaults to `0`):
+            ``random_state`` of the logistic regression.
+        progress (`bool`, *optional*, defaults to `False`):
+            Show a progress bar while embedding.
+        **scorer_kwargs:
+            Further `EmbeddingQualityScorer` fields (``text_column``, ``score_column``, ``metadata``).
+    """
     if not positives or not negatives:
         raise InputError(f"Training needs positives and negatives; got {len(positives)} and {len(negatives)}.")
     embedder = embedder or SentenceEmbedder()

@@ -29,6 +29,12 @@ class PageLengthFilter(Filter):
 
     datatrove's Gopher filter counts spaCy tokens that are not pure punctuation: the same
     rule on a different tokenizer.
+
+    Args:
+        min_words (`int`, *optional*, defaults to `50`):
+            Fewest words a kept document has (inclusive; DCLM's default).
+        max_words (`int`, *optional*, defaults to `100_000`):
+            Most words a kept document has (inclusive; DCLM's default).
     """
 
     name = "page_length"
@@ -42,7 +48,14 @@ class PageLengthFilter(Filter):
 
 
 class WordLengthFilter(Filter):
-    """Keep mean ``str.split()`` word length in ``[min_length, max_length]``; drop empty documents."""
+    """Keep mean ``str.split()`` word length in ``[min_length, max_length]``; drop empty documents.
+
+    Args:
+        min_length (`float`, *optional*, defaults to `3`):
+            Smallest mean word length (characters) kept, inclusive (DCLM's default).
+        max_length (`float`, *optional*, defaults to `10`):
+            Largest mean word length (characters) kept, inclusive (DCLM's default).
+    """
 
     name = "word_length"
 
@@ -62,6 +75,11 @@ class SymbolRatioFilter(Filter):
 
     DCLM counts hashes and ellipses together and also counts ". . ."; datatrove checks hashes
     and ellipses separately and divides by its token count (punctuation included).
+
+    Args:
+        max_ratio (`float`, *optional*, defaults to `0.1`):
+            A document whose symbol count per ``str.split()`` word is above this is dropped (DCLM's default);
+            one without words is always dropped.
     """
 
     name = "symbol_ratio"
@@ -81,6 +99,12 @@ class BulletLinesFilter(Filter):
     Lines are stripped first and empty lines do not count (DCLM's ``split_paragraphs``).
     Differs from datatrove, which checks only "•" and "-" (``bullets=("•", "-")``) on
     left-stripped lines and counts empty lines in the denominator.
+
+    Args:
+        max_ratio (`float`, *optional*, defaults to `0.9`):
+            A document whose share of bullet lines is above this is dropped (DCLM's default).
+        bullets (`tuple[str, ...]`, *optional*, defaults to `DCLM_BULLETS`):
+            Prefixes that make a stripped line a bullet line; DCLM's are ``("●", "•", "*", "-")``.
     """
 
     name = "bullet_lines"
@@ -95,7 +119,12 @@ class BulletLinesFilter(Filter):
 
 
 class EllipsisLinesFilter(Filter):
-    """Drop if more than ``max_ratio`` of non-empty (stripped) lines end with "...", ". . ." or "…"."""
+    """Drop if more than ``max_ratio`` of non-empty (stripped) lines end with "...", ". . ." or "…".
+
+    Args:
+        max_ratio (`float`, *optional*, defaults to `0.3`):
+            A document whose share of lines ending in an ellipsis is above this is dropped (DCLM's default).
+    """
 
     name = "ellipsis_lines"
 
@@ -109,7 +138,13 @@ class EllipsisLinesFilter(Filter):
 
 
 class AlphabeticWordsFilter(Filter):
-    """Drop if the fraction of ``str.split()`` words without any letter is > ``max_ratio``."""
+    """Drop if the fraction of ``str.split()`` words without any letter is > ``max_ratio``.
+
+    Args:
+        max_ratio (`float`, *optional*, defaults to `0.2`):
+            A document whose share of words holding no alphabetic character (``str.isalpha``) is above this is
+            dropped (DCLM's default); one without words is always dropped.
+    """
 
     name = "alphabetic_words"
 
@@ -130,6 +165,15 @@ class StopWordsFilter(Filter):
 
     DCLM counts every occurrence (``count_unique=False``: "the the" counts 2) of lower-cased
     ``str.split()`` words; datatrove (Gopher) counts distinct stop words among its tokens.
+
+    Args:
+        min_stop_words (`int`, *optional*, defaults to `2`):
+            Fewest stop words a kept document holds, inclusive (DCLM's default).
+        count_unique (`bool`, *optional*, defaults to `False`):
+            Count distinct stop words (datatrove's Gopher rule) instead of every occurrence (DCLM's).
+        stop_words (`tuple[str, ...]`, *optional*, defaults to `DCLM_STOP_WORDS`):
+            Lower-case words that count, matched against the lower-cased words; DCLM's are "the", "be", "to", "of",
+            "and", "that", "have", "with".
     """
 
     name = "stop_words"
@@ -164,7 +208,26 @@ def _segment_fractions(segs: list[str]) -> tuple[float, float]:
 def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int,
                             window_chars: np.ndarray | None = None, with_count: bool = False):
     """Characters of the most frequent n-gram (longest among ties) times its count / all word
-    characters (with `with_count`, also that count)."""
+    characters (with `with_count`, also that count).
+
+    Args:
+        ids (`np.ndarray`):
+            The document's ``uint64`` word ids (`hf_ext.curate.text.word_ids`); not read: `keys` already encode the
+            n-grams.
+        lengths (`np.ndarray`):
+            Character length of each word, in document order.
+        n (`int`):
+            N-gram length of `keys`.
+        keys (`np.ndarray`):
+            N-gram keys of the words (`hf_ext.curate.text.ngram_keys` for this `n`); equal keys are the same n-gram.
+        total_chars (`int`):
+            Characters of all words (``lengths.sum()``), the denominator.
+        window_chars (`np.ndarray` or `None`, *optional*, defaults to `None`):
+            Characters of the n-gram starting at each position (sum of `n` consecutive `lengths`); computed from
+            `lengths` when `None`.
+        with_count (`bool`, *optional*, defaults to `False`):
+            Return ``(fraction, count)`` with the most frequent n-gram's occurrence count instead of the fraction alone.
+    """
     order = np.argsort(keys)
     s = keys.take(order)
     ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))
@@ -182,7 +245,18 @@ def top_ngram_char_fraction(ids: np.ndarray, lengths: np.ndarray, n: int, keys: 
 
 
 def dup_ngram_char_fraction(lengths: np.ndarray, n: int, keys: np.ndarray, total_chars: int) -> float:
-    """Characters of words covered by any n-gram occurring more than once / all word characters."""
+    """Characters of words covered by any n-gram occurring more than once / all word characters.
+
+    Args:
+        lengths (`np.ndarray`):
+            Character length of each word, in document order; the lengths of the covered words are summed.
+        n (`int`):
+            N-gram length of `keys`: a repeated n-gram starting at word ``i`` covers words ``i`` to ``i + n - 1``.
+        keys (`np.ndarray`):
+            One key per n-gram start (`hf_ext.curate.text.ngram_keys`); a key found twice or more is a repeated n-gram.
+        total_chars (`int`):
+            The denominator: characters of all words (``lengths.sum()``).
+    """
     order = np.argsort(keys)
     s = keys.take(order)
     same = s[1:] == s[:-1]
@@ -210,6 +284,24 @@ class GopherRepetitionFilter(Filter):
     DCLM counts every occurrence of a repeated line (datatrove only the repeats), divides by
     the characters of the segments/words (datatrove by the whole text), and marks all words of
     repeated n-grams (datatrove skips ahead greedily). n-grams are hashed and counted with numpy.
+
+    Args:
+        dup_line_frac (`float`, *optional*, defaults to `0.3`):
+            Drop when the share of lines that occur more than once (every occurrence counted) is above this.
+        dup_para_frac (`float`, *optional*, defaults to `0.3`):
+            Drop when the share of paragraphs that occur more than once (every occurrence counted) is above this.
+        dup_line_char_frac (`float`, *optional*, defaults to `0.2`):
+            Drop when the characters of repeated lines, over the characters of all lines, are above this.
+        dup_para_char_frac (`float`, *optional*, defaults to `0.2`):
+            Drop when the characters of repeated paragraphs, over the characters of all paragraphs, are above this.
+        top_ngrams (`tuple`, *optional*, defaults to `GOPHER_TOP_NGRAMS`):
+            ``(n, limit)`` pairs: drop when the most frequent n-gram's characters times its count, over all word
+            characters, are above `limit`; Gopher's are ``((2, 0.20), (3, 0.18), (4, 0.16))``.
+        dup_ngrams (`tuple`, *optional*, defaults to `GOPHER_DUP_NGRAMS`):
+            ``(n, limit)`` pairs: drop when the characters of words inside repeated n-grams, over all word
+            characters, are above `limit`; Gopher's are 5..10-grams at 0.15 down to 0.10.
+        skip_paragraph (`bool`, *optional*, defaults to `False`):
+            Skip the two paragraph rules (lines and n-grams are still checked).
     """
 
     name = "gopher_repetition"

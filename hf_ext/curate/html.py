@@ -12,7 +12,12 @@ _HTML_RE = re.compile(r"<\s*(?:!doctype\s+html|html|head|body|div|p|span|script|
 
 
 def looks_like_html(text: str) -> bool:
-    """True when the text has at least three HTML tags of common elements."""
+    """True when the text has at least three HTML tags of common elements.
+
+    Args:
+        text (`str`):
+            The document text; only its first 100,000 characters are searched.
+    """
     return len(_HTML_RE.findall(text[:100_000])) >= 3
 
 

@@ -165,7 +165,13 @@ def _write_and_push(c, tmp_writer, commit_message: str, metrics: dict, card) -> 
 
 
 def run_curate(c: CurateConfig) -> dict:
-    """Run the curation job; returns the metrics written to ``metrics.json``."""
+    """Run the curation job; returns the metrics written to ``metrics.json``.
+
+    Args:
+        c (`CurateConfig`):
+            The job's settings: the dataset, the pipeline and its step options, dedup, quality selection and the
+            output folder / Hub repo.
+    """
     start = time.perf_counter()
     ds, source = _load(c)
     pipe = c.build_pipeline()
@@ -333,7 +339,13 @@ class AuditConfig(JobOptions):
 
 
 def run_audit(c: AuditConfig) -> dict:
-    """Run the audit job; returns the metrics written to ``metrics.json``."""
+    """Run the audit job; returns the metrics written to ``metrics.json``.
+
+    Args:
+        c (`AuditConfig`):
+            The job's settings: the dataset, the filters or keep columns audited, the groupings, the bootstrap
+            settings and the output folder / Hub repo.
+    """
     from .audit import GROUP_DERIVERS, card_section, plot_retention, retention_by_group, weighted_log_odds
 
     start = time.perf_counter()

@@ -61,7 +61,16 @@ _ANY = re.compile(r"score\s*\**\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
 def parse_edu_score(text: str | None, low: float = EDU_SCORE_MIN, high: float = EDU_SCORE_MAX) -> float | None:
     """The judge's score: the LAST "Educational score: N" (else the last "Score: N"); None
-    when there is none or it lies outside [low, high]."""
+    when there is none or it lies outside [low, high].
+
+    Args:
+        text (`str` or `None`):
+            The judge's answer; anything but a string gives None.
+        low (`float`, *optional*, defaults to `EDU_SCORE_MIN`):
+            Smallest valid score (FineWeb-Edu's scale starts at 0).
+        high (`float`, *optional*, defaults to `EDU_SCORE_MAX`):
+            Largest valid score (5 on FineWeb-Edu's scale).
+    """
     if not isinstance(text, str):
         return None
     matches = _EDU.findall(text) or _ANY.findall(text)
@@ -76,6 +85,12 @@ def expected_score(logprobs: Sequence[float], values: Sequence[float] | None = N
     tokens: ``sum(v * p_v) / sum(p_v)`` over the scores ``values`` (default 0, 1, ...) with
     ``p_v = exp(logprobs[v])``, and ``sum(p_v)`` (how much of the judge's belief the scores hold).
 
+    Args:
+        logprobs (`Sequence[float]`):
+            Natural-log probabilities of the score tokens, one per score.
+        values (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            The score each entry of `logprobs` stands for (None: 0, 1, ..., ``len(logprobs) - 1``).
+
     >>> round(expected_score([math.log(0.1), math.log(0.3), math.log(0.4)])[0], 4)  # (0.3 + 0.8) / 0.8
     1.375
     """
@@ -87,7 +102,16 @@ def expected_score(logprobs: Sequence[float], values: Sequence[float] | None = N
 
 
 def edu_conversation(text: str, prompt: str = FINEWEB_EDU_PROMPT, max_chars: int = 2000) -> Conversation:
-    """The judge prompt for one page (cut to `max_chars` characters), as chat messages."""
+    """The judge prompt for one page (cut to `max_chars` characters), as chat messages.
+
+    Args:
+        text (`str`):
+            The page text (None is treated as empty).
+        prompt (`str`, *optional*, defaults to `FINEWEB_EDU_PROMPT`):
+            The rating prompt; its ``{extract}`` slot receives the page.
+        max_chars (`int`, *optional*, defaults to `2000`):
+            Characters of the page kept (the start of it).
+    """
     return [{"role": "user", "content": prompt.format(extract=(text or "")[:max_chars])}]
 
 
@@ -104,6 +128,12 @@ class EduJudge:
             The rating prompt with an ``{extract}`` slot (default: FineWeb-Edu's).
         max_chars (`int`, *optional*, defaults to `2000`):
             Characters of each page shown to the judge.
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column of the batch holding the pages.
+        score_column (`str`, *optional*, defaults to `"edu_score"`):
+            Column the scores are written to.
+        raw_column (`str`, *optional*, defaults to `"edu_raw"`):
+            Column the judge's raw output (answer text or digit probabilities) is written to.
         method (`str`, *optional*, defaults to `"auto"`):
             ``"logprobs"``: the expected score of the next-token distribution over "0".."5"
             after `score_prefix` (needs a backend with ``next_token_logprobs``: the local
@@ -163,7 +193,23 @@ class EduJudge:
 def train_on_judge_labels(texts: Sequence[str], scores: Sequence[float], embedder=None, C: float = 1.0,
                           progress: bool = False, **scorer_kwargs):
     """Fit a ridge head on frozen embeddings to the judge's scores (unparsed ones, -1, are
-    left out); the scorer predicts the 0-5 score (``link="identity"``)."""
+    left out); the scorer predicts the 0-5 score (``link="identity"``).
+
+    Args:
+        texts (`Sequence[str]`):
+            The judged pages.
+        scores (`Sequence[float]`):
+            The judge's score per page (`EduJudge`'s ``edu_score``); None or negative ones are left out. At least two
+            usable scores with two distinct values are needed.
+        embedder (`SentenceEmbedder` or `None`, *optional*, defaults to `None`):
+            The frozen encoder (None: `SentenceEmbedder()`, the packaged ``all-MiniLM-L6-v2``).
+        C (`float`, *optional*, defaults to `1.0`):
+            Inverse regularisation strength of the ridge head (``Ridge(alpha=1/C)``).
+        progress (`bool`, *optional*, defaults to `False`):
+            Show a progress bar while embedding.
+        **scorer_kwargs:
+            Further `EmbeddingQualityScorer` fields (``text_column``, ``score_column``, ``metadata``).
+    """
     import numpy as np
 
     from .embed_quality import EmbeddingQualityScorer, SentenceEmbedder, fit_embedding_head

@@ -41,7 +41,14 @@ def packaged_lid_model() -> str:
 
 
 def load_fasttext_model(path: str | os.PathLike, what: str = "model"):
-    """Load a fastText model file with a clear error when the file is missing or not fastText."""
+    """Load a fastText model file with a clear error when the file is missing or not fastText.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            A ``.bin`` / ``.ftz`` file written by fastText (its header is checked before loading).
+        what (`str`, *optional*, defaults to `"model"`):
+            What the model is, for the error messages (e.g. ``"quality classifier"``).
+    """
     try:
         import fasttext
     except ImportError:

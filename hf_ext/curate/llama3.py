@@ -24,7 +24,14 @@ from .text import ngram_keys, word_ids
 
 def dedup_lines_in_bucket(texts: list[str], max_occurrences: int = 6) -> tuple[list[str], int]:
     """Remove every line that appears more than ``max_occurrences`` times across the bucket
-    (Llama 3: 6, over buckets of 30M documents). Returns the new texts and lines removed."""
+    (Llama 3: 6, over buckets of 30M documents). Returns the new texts and lines removed.
+
+    Args:
+        texts (`list[str]`):
+            The bucket's documents; lines are compared stripped, and blank lines are never removed.
+        max_occurrences (`int`, *optional*, defaults to `6`):
+            A line seen more often than this across the bucket is removed from every document (Llama 3's value).
+    """
     counts = Counter(line.strip() for text in texts for line in text.split("\n") if line.strip())
     out, removed = [], 0
     for text in texts:

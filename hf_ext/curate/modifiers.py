@@ -135,7 +135,7 @@ def _substring_pattern(banned: str, where: str) -> re.Pattern:
 
 class RefinedWebLineEdits(Modifier):
     """RefinedWeb's line-level corrections with DCLM's semantics and order, each a pass over the
-    document's ``\n``-separated lines (DCLM's ``*_line_modifier`` steps):
+    document's ``\\n``-separated lines (DCLM's ``*_line_modifier`` steps):
 
     1. drop lines whose uppercase characters are more than ``max_uppercase_ratio`` of the
        line's characters (spaces included);
@@ -151,7 +151,22 @@ class RefinedWebLineEdits(Modifier):
     that leaves nothing empties the document, and the pipeline then drops it (DCLM removes the
     page). The document's word count before the edits (fastText tokens, as DCLM's
     ``word_counter_enricher``) is stored in ``doc.meta["words_before_edits"]`` for
-    `WordRemovalRatioFilter`."""
+    `WordRemovalRatioFilter`.
+
+    Args:
+        max_uppercase_ratio (`float`, *optional*, defaults to `0.5`):
+            Pass 1: a line whose share of uppercase characters is above this is dropped (DCLM's default).
+        max_numeric_ratio (`float`, *optional*, defaults to `0.999999`):
+            Pass 2: a line whose share of digits is above this is dropped (DCLM's default: only all-digit lines).
+        min_words (`int`, *optional*, defaults to `2`):
+            Pass 4: a non-empty line with fewer ``str.split()`` words is dropped (DCLM's default).
+        substring_max_words (`int`, *optional*, defaults to `10`):
+            Pass 5 edits only lines of at most this many ``str.split()`` words (DCLM's default).
+        substrings (`tuple`, *optional*, defaults to `REFINEDWEB_SUBSTRINGS`):
+            Pass 5's ``(pattern, where)`` pairs: a case-insensitive regular expression and where it is removed,
+            ``"prefix"`` (line start), ``"suffix"`` (line end) or ``"any"``; RefinedWeb's are "items in cart",
+            "Read more..." and "Sign-in".
+    """
 
     name = "refinedweb_line_edits"
 

@@ -40,7 +40,12 @@ from .urls import URLBlocklistFilter
 
 class LineDedupBucket:
     """Llama 3 line-level dedup over the current batch (the bucket): drop lines occurring more
-    than ``max_occurrences`` times among the batch's surviving documents."""
+    than ``max_occurrences`` times among the batch's surviving documents.
+
+    Args:
+        max_occurrences (`int`, *optional*, defaults to `6`):
+            A line seen more often than this in the batch is removed from every document (Llama 3's value).
+    """
 
     name = "line_dedup"
 
@@ -119,6 +124,14 @@ DCLM_FUNCTIONS: dict[str, str] = {
 
 
 def build_step(spec: str | Filter | Modifier | LineDedupBucket, options: dict[str, Any] | None = None):
+    """The step object for a step name (`STEPS`), built with `options`; a step object is returned as it is.
+
+    Args:
+        spec (`str` or `Filter` or `Modifier` or `LineDedupBucket`):
+            A registered step name, or an already built step.
+        options (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Keyword arguments of the step's class (ignored for a built step); a wrong one raises `InputError`.
+    """
     if not isinstance(spec, str):
         return spec
     if spec not in STEPS:
@@ -131,7 +144,16 @@ def build_step(spec: str | Filter | Modifier | LineDedupBucket, options: dict[st
 
 def clean_text(value: Any, column: str, row: int) -> str:
     """Text as a valid UTF-8 str: bytes decode with U+FFFD for bad sequences, lone surrogates
-    (from surrogateescape reads of non-UTF-8 files) become U+FFFD, None becomes ""."""
+    (from surrogateescape reads of non-UTF-8 files) become U+FFFD, None becomes "".
+
+    Args:
+        value (`Any`):
+            The cell: `str`, `bytes`, `bytearray` or None; anything else raises `InputError`.
+        column (`str`):
+            Name of the column it came from (for the error message).
+        row (`int`):
+            Index of the row it came from (for the error message).
+    """
     if value is None:
         return ""
     if isinstance(value, (bytes, bytearray)):
@@ -246,6 +268,12 @@ def curation_stats(ds, reason_column: str = "drop_reason") -> dict[str, Any]:
     `CurationPipeline.map_fn` writes; ``""`` means kept), so they are right after a
     ``datasets`` cache hit and with ``num_proc > 1``, where ``pipe.drop_counts`` (counted on
     the Python object in the worker) stays empty.
+
+    Args:
+        ds (`datasets.Dataset` or `dict`):
+            The mapped dataset (or a dict of columns) holding `reason_column`.
+        reason_column (`str`, *optional*, defaults to `"drop_reason"`):
+            Column of drop reasons; ``""`` or None marks a kept document.
 
     Returns:
         ``{"total", "kept", "dropped", "drop_counts"}`` with ``drop_counts`` per step (the reason

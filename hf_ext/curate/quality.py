@@ -45,6 +45,14 @@ def train_fasttext_classifier(
             Texts (e.g. ``ds["text"]``) of the positive (high-quality) class.
         negatives (`Sequence[str]`):
             Texts of the negative class.
+        output_path (`str` or `os.PathLike`):
+            Where the trained ``.bin`` model is saved (parent folders are created).
+        positive_label (`str`, *optional*, defaults to `"hq"`):
+            FastText label of the positives (DCLM: ``hq``); the returned scorer scores p(this label).
+        negative_label (`str`, *optional*, defaults to `"cc"`):
+            FastText label of the negatives (DCLM: ``cc``).
+        seed (`int`, *optional*, defaults to `42`):
+            Seeds the shuffle of the training rows and fastText's own training.
         hyperparameters:
             FastText ``train_supervised`` options overriding `DCLM_FASTTEXT_DEFAULTS`.
         threads (`int`, *optional*, defaults to `1`):
@@ -84,6 +92,12 @@ class FastTextQualityScorer:
             ``openhermes_reddit_eli5_vs_rw_v2_bigram_200k_train.bin``).
         positive_label (`str`, *optional*, defaults to `"hq"`):
             The label whose probability is the score (DCLM: ``hq``).
+        filename (`str` or `None`, *optional*, defaults to `None`):
+            File inside the Hub repo `model` (not needed for a local path or a ``"repo_id/filename.bin"`` model).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column of the batch whose texts are scored.
+        score_column (`str`, *optional*, defaults to `"quality_score"`):
+            Column the scores are written to.
     """
 
     def __init__(self, model: str, positive_label: str = "hq", filename: str | None = None,
@@ -134,7 +148,24 @@ class HFQualityScorer:
     """A transformers sequence-classification model as the quality scorer (Llama 3 used
     small transformer classifiers trained on labels from a stronger model). The score is
     the softmax probability of ``positive_index`` (or the raw logit of a 1-output model).
-    Loads lazily; the fingerprint is the model id, not the weights."""
+    Loads lazily; the fingerprint is the model id, not the weights.
+
+    Args:
+        model (`str`):
+            Hub id or folder of a sequence-classification model (and its tokenizer).
+        positive_index (`int`, *optional*, defaults to `1`):
+            Index of the high-quality class among the model's outputs (ignored for a 1-output model).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column of the batch whose texts are scored.
+        score_column (`str`, *optional*, defaults to `"quality_score"`):
+            Column the scores are written to.
+        max_length (`int`, *optional*, defaults to `512`):
+            Tokens per text; longer texts are truncated.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Texts per forward pass.
+        device (`str`, *optional*, defaults to `"cpu"`):
+            Torch device the model runs on.
+    """
 
     def __init__(self, model: str, positive_index: int = 1, text_column: str = "text", score_column: str = "quality_score",
                  max_length: int = 512, batch_size: int = 16, device: str = "cpu"):
@@ -180,7 +211,19 @@ def load_quality_scorer(model: str, filename: str | None = None, positive_label:
     embedding``, the shipped default, or the quality_judge job's) loads as that embedding head;
     anything else is a fastText model (a .bin/.ftz path or a Hub repo + `filename`), scored as
     p(`positive_label`). Returns ``(scorer, kind, fingerprint)``: the fingerprint names the
-    embedding head's weights and settings, so retraining into the same folder changes it."""
+    embedding head's weights and settings, so retraining into the same folder changes it.
+
+    Args:
+        model (`str`):
+            A folder written by `EmbeddingQualityScorer.save`, a fastText ``.bin`` / ``.ftz`` path, or a Hub repo
+            holding a fastText model.
+        filename (`str` or `None`, *optional*, defaults to `None`):
+            FastText file inside the Hub repo `model` (unused for a folder or local file).
+        positive_label (`str`, *optional*, defaults to `"hq"`):
+            FastText label whose probability is the score (unused for an embedding head).
+        text_column (`str`, *optional*, defaults to `"text"`):
+            Column the scorer reads the texts from.
+    """
     from .embed_quality import CONFIG_FILE, EmbeddingQualityScorer
 
     if os.path.isdir(model):
@@ -202,7 +245,17 @@ def load_quality_scorer(model: str, filename: str | None = None, positive_label:
 
 def select_by_score(scores: Sequence[float], top_fraction: float | None = None, threshold: float | None = None) -> list[int]:
     """Indices kept by score: the top ``top_fraction`` (DCLM: 0.1) or those ``>= threshold``
-    (DCLM's released classifier: 0.018112). Exactly one of the two must be given."""
+    (DCLM's released classifier: 0.018112). Exactly one of the two must be given.
+
+    Args:
+        scores (`Sequence[float]`):
+            One score per document, higher is better.
+        top_fraction (`float` or `None`, *optional*, defaults to `None`):
+            Share of documents kept, in (0, 1]: the ``round(top_fraction * len(scores))`` highest (at least one;
+            ties keep the earlier documents). Returned in index order.
+        threshold (`float` or `None`, *optional*, defaults to `None`):
+            Keep every document whose score is at least this.
+    """
     if (top_fraction is None) == (threshold is None):
         raise InputError("Pass exactly one of top_fraction (e.g. 0.1) or threshold (e.g. 0.018112).")
     scores = np.asarray(scores, dtype=float)
@@ -215,7 +268,16 @@ def select_by_score(scores: Sequence[float], top_fraction: float | None = None, 
 
 
 def heldout_auc(scorer, positives: Sequence[str], negatives: Sequence[str]) -> float:
-    """ROC AUC of the scorer on held-out positives vs negatives."""
+    """ROC AUC of the scorer on held-out positives vs negatives.
+
+    Args:
+        scorer (`FastTextQualityScorer`, `HFQualityScorer` or `EmbeddingQualityScorer`):
+            Any object with ``score(texts) -> list[float]`` (higher means more likely positive).
+        positives (`Sequence[str]`):
+            Held-out texts of the positive class.
+        negatives (`Sequence[str]`):
+            Held-out texts of the negative class.
+    """
     from sklearn.metrics import roc_auc_score
 
     scores = scorer.score(list(positives) + list(negatives))

@@ -35,7 +35,12 @@ _GUTENBERG_END = re.compile(r"^(?:\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG|
 def strip_gutenberg_boilerplate(text: str) -> str:
     """The book between Project Gutenberg's ``*** START OF`` marker and its ``End of Project
     Gutenberg`` / ``*** END OF`` line (the licence header and footer are the same on every
-    book: a classifier would learn them)."""
+    book: a classifier would learn them).
+
+    Args:
+        text (`str`):
+            A Project Gutenberg book; without the markers it is returned whole (stripped).
+    """
     start = _GUTENBERG_START.search(text)
     body = text[start.end():] if start else text
     end = _GUTENBERG_END.search(body)
@@ -45,7 +50,14 @@ def strip_gutenberg_boilerplate(text: str) -> str:
 def page_chunks(text: str, lengths: Iterable[int]) -> list[str]:
     """Cut `text` into consecutive spans of at least the next word count from `lengths`, each
     ending at a sentence or paragraph end; stops when `lengths` or the text runs out (a last
-    span shorter than its target is kept only when it has at least half of it)."""
+    span shorter than its target is kept only when it has at least half of it).
+
+    Args:
+        text (`str`):
+            The document to cut; its text is kept as it is inside each span (only the span ends are stripped).
+        lengths (`Iterable[int]`):
+            Target word counts (``str.split()`` words), one per span, in order.
+    """
     ends = [m.end() for m in _UNIT_END.finditer(text)] + [len(text)]
     units = [text[a:b] for a, b in zip([0] + ends[:-1], ends) if text[a:b].strip()]
     out: list[str] = []
@@ -79,6 +91,10 @@ def length_matched_pages(texts: Sequence[str], reference: Sequence[str], n: int 
             Spans wanted (None: as many as the texts give).
         seed (`int`, *optional*, defaults to `0`):
             Seeds the sampled lengths and the choice of spans.
+        min_words (`int`, *optional*, defaults to `50`):
+            Reference word counts are raised to at least this, and spans with fewer words are left out.
+        max_words (`int`, *optional*, defaults to `2000`):
+            Reference word counts are lowered to at most this.
     """
     if not reference:
         raise InputError("length_matched_pages needs reference pages to copy the word-count distribution from.")
@@ -113,7 +129,12 @@ def length_matched_pages(texts: Sequence[str], reference: Sequence[str], n: int 
 
 
 def word_count(texts: Sequence[str]) -> list[int]:
-    """The length baseline: each text's number of whitespace-separated words."""
+    """The length baseline: each text's number of whitespace-separated words.
+
+    Args:
+        texts (`Sequence[str]`):
+            The texts (None counts as 0 words).
+    """
     return [len((t or "").split()) for t in texts]
 
 

@@ -158,7 +158,14 @@ class _QualityJobBase(JobOptions):
 
 
 def evaluate_heldout(scorer, heldout: list[tuple[str, list[str], list[str]]]) -> dict[str, dict[str, float]]:
-    """Per held-out set: the scorer's AUC, the length baseline's (word count) and the counts."""
+    """Per held-out set: the scorer's AUC, the length baseline's (word count) and the counts.
+
+    Args:
+        scorer (`FastTextQualityScorer` or `EmbeddingQualityScorer`):
+            Any object with ``score(texts)``; one with an ``embedder`` is asked to show a progress bar.
+        heldout (`list[tuple[str, list[str], list[str]]]`):
+            ``(name, positive pages, negative pages)`` per held-out set; results are keyed by name.
+    """
     from .quality_data import auc, word_count
 
     results = {}
@@ -171,7 +178,16 @@ def evaluate_heldout(scorer, heldout: list[tuple[str, list[str], list[str]]]) ->
 
 
 def plot_heldout(results: dict[str, dict[str, float]], path: Path, title: str) -> None:
-    """Bar chart: the scorer's AUC beside the length baseline on every held-out set."""
+    """Bar chart: the scorer's AUC beside the length baseline on every held-out set.
+
+    Args:
+        results (`dict[str, dict[str, float]]`):
+            An `evaluate_heldout` result (``auc`` and ``auc_length_baseline`` per set).
+        path (`Path`):
+            Image file written (format from its suffix).
+        title (`str`):
+            Title of the chart.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -255,7 +271,13 @@ class QualityClassifierConfig(_QualityJobBase):
 
 
 def build_training_pages(c: QualityClassifierConfig) -> tuple[list[str], list[str], dict[str, Any]]:
-    """Positive and negative training pages, and where they came from."""
+    """Positive and negative training pages, and where they came from.
+
+    Args:
+        c (`QualityClassifierConfig`):
+            The job's settings: its positive and negative sources (positives are cut to the negatives' lengths),
+            `heuristic_negatives`, `min_words` and `seed`.
+    """
     negatives, neg_counts = c._read_negatives()
     positives, pos_counts = [], {}
     for src in c._positives:
@@ -276,7 +298,12 @@ def build_training_pages(c: QualityClassifierConfig) -> tuple[list[str], list[st
 
 
 def run_quality_classifier(c: QualityClassifierConfig) -> dict:
-    """Train the scorer, evaluate it on the held-out pairs, write the output folder."""
+    """Train the scorer, evaluate it on the held-out pairs, write the output folder.
+
+    Args:
+        c (`QualityClassifierConfig`):
+            The job's settings: sources, scorer kind and its options, held-out sets and the output folder / Hub repo.
+    """
     import tempfile
 
     from .quality_data import word_count
@@ -403,7 +430,13 @@ class QualityJudgeConfig(_QualityJobBase):
 
 
 def run_quality_judge(c: QualityJudgeConfig) -> dict:
-    """Label a sample with the judge, train the head, evaluate, score the corpus, write."""
+    """Label a sample with the judge, train the head, evaluate, score the corpus, write.
+
+    Args:
+        c (`QualityJudgeConfig`):
+            The job's settings: page sources, the judge backend and how many pages it labels, the head, held-out
+            sets and the output folder / Hub repo.
+    """
     import random
 
     from .judge_quality import train_on_judge_labels

@@ -39,13 +39,26 @@ _SPLIT_DIFFERS_RE = re.compile("[\x00" + "".join(c for c in map(chr, range(0x100
 
 def fasttext_words(text: str) -> list[str]:
     """fastText whitespace tokens that start with an alphanumeric character: DCLM's
-    ``split_words(text, ignore_punctuation=True)`` with its default ``model="fasttext"``."""
+    ``split_words(text, ignore_punctuation=True)`` with its default ``model="fasttext"``.
+
+    Args:
+        text (`str`):
+            The document text to tokenize.
+    """
     return _FASTTEXT_WORD_RE.findall(text)
 
 
 def fasttext_word_count(text: str, ws_words: list[str] | None = None) -> int:
     """``len(fasttext_words(text))``; from ``ws_words = text.split()`` (if given) when the text
-    has no whitespace that only str.split() splits on (no-break spaces, U+2028...) and no NUL."""
+    has no whitespace that only str.split() splits on (no-break spaces, U+2028...) and no NUL.
+
+    Args:
+        text (`str`):
+            The document text whose fastText words are counted.
+        ws_words (`list[str]` or `None`, *optional*, defaults to `None`):
+            ``text.split()``, when already computed: counts its tokens that start with an alphanumeric instead of
+            re-tokenizing (ignored when the text holds a separator only one of the two tokenizers splits on).
+    """
     if ws_words is None or _SPLIT_DIFFERS_RE.search(text):
         return len(_FASTTEXT_WORD_RE.findall(text))
     return sum(map(str.isalnum, map(itemgetter(0), ws_words)))
@@ -100,7 +113,12 @@ def _uax29():
 
 def words(text: str) -> list[str]:
     """UAX #29 words that start with an alphanumeric character: DCLM's
-    ``split_words(text, model="uniseg", ignore_punctuation=True)`` (the repetition rules)."""
+    ``split_words(text, model="uniseg", ignore_punctuation=True)`` (the repetition rules).
+
+    Args:
+        text (`str`):
+            The document text to segment into words.
+    """
     fast, needs_full_rules, odd_start, boundaries = _uax29()
     if needs_full_rules.search(text):
         cuts = sorted({0, len(text), *(m.start() for m in boundaries.finditer(text))})
@@ -113,19 +131,41 @@ def words(text: str) -> list[str]:
 
 def segments(text: str, sep: str = "\n") -> list[str]:
     """Stripped non-empty lines (``sep="\\n"``) or paragraphs (``sep="\\n\\n"``): DCLM's
-    ``split_paragraphs(text, sep, remove_empty=True)``."""
+    ``split_paragraphs(text, sep, remove_empty=True)``.
+
+    Args:
+        text (`str`):
+            The document text to split.
+        sep (`str`, *optional*, defaults to `"\\n"`):
+            Separator to split on: ``"\\n"`` for lines, ``"\\n\\n"`` for paragraphs.
+    """
     return [p for s in text.split(sep) if (p := s.strip())]
 
 
 def word_ids(tokens: list[str]) -> np.ndarray:
     """64-bit ids of words (equal words get equal ids: Python's string hash, computed in C;
-    two different words collide with probability ~2^-64)."""
+    two different words collide with probability ~2^-64).
+
+    Args:
+        tokens (`list[str]`):
+            The words, in document order; the result has one id per word.
+    """
     return np.fromiter(map(hash, tokens), dtype=np.int64, count=len(tokens)).view(np.uint64)
 
 
 def ngram_keys(ids: np.ndarray, n: int, prev: np.ndarray | None = None) -> np.ndarray:
     """64-bit keys of every n-gram of `ids` (collisions ~2^-64). Pass the (n-1)-gram keys as
-    `prev` to extend them in O(len) instead of recomputing."""
+    `prev` to extend them in O(len) instead of recomputing.
+
+    Args:
+        ids (`np.ndarray`):
+            ``uint64`` word ids (from `word_ids`), in document order.
+        n (`int`):
+            N-gram length; the result has ``len(ids) - n + 1`` keys (none when `ids` is shorter than `n`).
+        prev (`np.ndarray` or `None`, *optional*, defaults to `None`):
+            The ``(n-1)``-gram keys of the same `ids` (this function's result for ``n - 1``), extended by one word
+            each instead of hashing every n-gram from scratch.
+    """
     if len(ids) < n:
         return np.zeros(0, dtype=np.uint64)
     if prev is None:

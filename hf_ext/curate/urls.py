@@ -71,7 +71,12 @@ def _as_pair(result) -> tuple[bool, str | None]:
 
 
 def url_domain(url: str) -> str:
-    """Host of a URL without a leading ``www.`` ("" when unparsable)."""
+    """Host of a URL without a leading ``www.`` ("" when unparsable).
+
+    Args:
+        url (`str`):
+            The URL; one without a scheme (``example.com/page``) is read as starting with its host.
+    """
     try:
         host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
     except ValueError:
