@@ -67,14 +67,26 @@ class RankingRewardConfig(RewardModelConfig):
 
 
 def ranked_pairs(num_responses: int) -> list[tuple[int, int]]:
-    """All ordered pairs (better, worse) of a best-first ranking."""
+    """All ordered pairs (better, worse) of a best-first ranking.
+
+    Args:
+        num_responses (`int`):
+            Number of ranked responses; gives `num_responses * (num_responses - 1) / 2` pairs.
+    """
     return [(i, j) for i in range(num_responses) for j in range(i + 1, num_responses)]
 
 
 def pooled_index(inputs: dict[str, Any], pad_token_id: int | None) -> torch.Tensor:
     """Flat index of the token each packed sequence's reward is read at: where transformers'
     sequence classifiers pool a padded row, the last token that is not the pad token (so a
-    final EOS that doubles as the pad token is skipped exactly as in the padded batch)."""
+    final EOS that doubles as the pad token is skipped exactly as in the padded batch).
+
+    Args:
+        inputs (`dict[str, Any]`):
+            A packed batch with `input_ids` and `position_ids` (restarting at 0 per sequence).
+        pad_token_id (`int` or `None`):
+            The tokenizer's pad token id, skipped at the end of a sequence; `None` reads at the last token.
+    """
     ids, position_ids = inputs["input_ids"].reshape(-1), inputs["position_ids"].reshape(-1)
     sequence = (position_ids == 0).long().cumsum(0) - 1
     positions = torch.arange(ids.numel(), device=ids.device)
@@ -87,7 +99,18 @@ def pooled_index(inputs: dict[str, Any], pad_token_id: int | None) -> torch.Tens
 class DataCollatorForRanking(DataCollatorMixin):
     """Flattens every row's ranked responses into one right-padded batch (or, with
     ``padding_free``, one packed row with ``position_ids`` restarting per response) and records,
-    per pair, the indices of the better and the worse response."""
+    per pair, the indices of the better and the worse response.
+
+    Args:
+        pad_token_id (`int`):
+            Token id that pads `input_ids`.
+        pad_to_multiple_of (`int` or `None`, *optional*, defaults to `None`):
+            Pad the batch length to a multiple of this value (padded batches only).
+        return_tensors (`str`, *optional*, defaults to `"pt"`):
+            Type of tensors to return; only `"pt"` is supported.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Pack all responses into one row with `position_ids` and no `attention_mask`, instead of padding them.
+    """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None

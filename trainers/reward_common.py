@@ -110,7 +110,12 @@ class RewardModelConfig(RewardConfig):
 
 def packed_lengths(position_ids: torch.Tensor) -> list[int]:
     """Lengths of the sequences of one packed row: a new one starts wherever the position does
-    not go up by one (transformers' ``find_packed_sequence_indices`` rule)."""
+    not go up by one (transformers' ``find_packed_sequence_indices`` rule).
+
+    Args:
+        position_ids (`torch.Tensor`):
+            Position ids of one packed row, of shape `(1, total)` or `(total,)`.
+    """
     flat = position_ids.reshape(-1)
     starts = (torch.nonzero(flat[1:] - flat[:-1] != 1).squeeze(-1) + 1).tolist()
     return [b - a for a, b in zip([0] + starts, starts + [flat.numel()])]
@@ -124,7 +129,22 @@ def sdpa_packed_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
     The row is cut with ``split``, not slicing: the backward of a slice writes its gradient into
     a zero tensor of the whole row, so slicing cost (sequences × row) memory traffic per q/k/v in
     every layer (profiled: ``fill_`` + ``add_`` were a third of a packed step); ``split``'s
-    backward is one ``cat``."""
+    backward is one ``cat``.
+
+    Args:
+        module (`torch.nn.Module`):
+            The attention layer calling it (passed on to sdpa).
+        query (`torch.Tensor`):
+            Queries of shape `(batch, heads, length, head_dim)`.
+        key (`torch.Tensor`):
+            Keys of shape `(batch, kv_heads, kv_length, head_dim)`.
+        value (`torch.Tensor`):
+            Values, shaped like `key`.
+        attention_mask (`torch.Tensor` or `None`):
+            The mask transformers built; ignored for a packed row (each sequence runs causally), used otherwise.
+        position_ids (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Position ids of the row; the sequences are cut where they do not go up by one. `None` runs plain sdpa.
+    """
     if position_ids is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or position_ids.shape[-1] != query.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     lengths = packed_lengths(position_ids)
@@ -140,7 +160,24 @@ def sdpa_packed_mask(batch_size: int, q_length: int, kv_length: int, q_offset: i
                      attention_mask: torch.Tensor | None = None, local_size: int | None = None, **kwargs: Any) -> torch.Tensor | None:
     """transformers' sdpa mask, except for one causal row without padding or cache: no mask
     (sdpa_packed_forward runs each packed sequence causally, a single sequence is plain causal
-    sdpa), instead of a (total × total) block-diagonal mask that nothing reads."""
+    sdpa), instead of a (total × total) block-diagonal mask that nothing reads.
+
+    Args:
+        batch_size (`int`):
+            Rows in the batch.
+        q_length (`int`):
+            Query length.
+        kv_length (`int`):
+            Key/value length.
+        q_offset (`int`, *optional*, defaults to `0`):
+            Position of the first query (non-zero with a cache).
+        kv_offset (`int`, *optional*, defaults to `0`):
+            Position of the first key/value.
+        attention_mask (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            The 2-D padding mask, if any.
+        local_size (`int` or `None`, *optional*, defaults to `None`):
+            Sliding-window size of local attention, if any.
+    """
     if batch_size == 1 and attention_mask is None and q_offset == kv_offset == 0 and q_length == kv_length and local_size is None:
         return None
     return sdpa_mask(batch_size, q_length, kv_length, q_offset, kv_offset, attention_mask=attention_mask, local_size=local_size, **kwargs)
@@ -151,40 +188,72 @@ AttentionMaskInterface.register(PACKED_SDPA, sdpa_packed_mask)
 
 
 def use_packed_sdpa(model: Any) -> None:
-    """Switch an sdpa model to ``"sdpa_packed"`` (identical outside packed batches)."""
+    """Switch an sdpa model to ``"sdpa_packed"`` (identical outside packed batches).
+
+    Args:
+        model (`Any`):
+            A transformers model, possibly under PEFT / DDP wrappers; left alone unless it uses `"sdpa"`.
+    """
     model = unwrap(model)
     if getattr(model.config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(PACKED_SDPA)
 
 
 def unwrap(model: Any) -> PreTrainedModel:
-    """The transformers model under PEFT / DDP wrappers."""
+    """The transformers model under PEFT / DDP wrappers.
+
+    Args:
+        model (`Any`):
+            A `PreTrainedModel`, or a wrapper with `.module` (DDP, accelerate) and/or a `PeftModel`.
+    """
     while hasattr(model, "module") and not isinstance(model, PreTrainedModel):
         model = model.module
     return model.get_base_model() if is_peft_model(model) else model
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last non-pad token of each right-padded row."""
+    """Index of the last non-pad token of each right-padded row.
+
+    Args:
+        attention_mask (`torch.Tensor`):
+            Mask of shape `(rows, length)`, 1 on real tokens.
+    """
     positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
     return (positions * attention_mask.long()).argmax(-1)
 
 
 def pack_sequences(sequences: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One row (``input_ids`` of shape (1, total)) and ``position_ids`` restarting at 0 per sequence."""
+    """One row (``input_ids`` of shape (1, total)) and ``position_ids`` restarting at 0 per sequence.
+
+    Args:
+        sequences (`list[torch.Tensor]`):
+            1-D token-id tensors, concatenated in this order.
+    """
     return {"input_ids": torch.cat(sequences)[None],
             "position_ids": torch.cat([torch.arange(len(s)) for s in sequences])[None]}
 
 
 def sequence_ends(position_ids: torch.Tensor) -> torch.Tensor:
-    """Flat index (into ``position_ids.reshape(-1)``) of the last token of every packed sequence."""
+    """Flat index (into ``position_ids.reshape(-1)``) of the last token of every packed sequence.
+
+    Args:
+        position_ids (`torch.Tensor`):
+            Position ids of a packed batch, 0 where each sequence starts.
+    """
     flat = position_ids.reshape(-1)
     starts = torch.nonzero(flat == 0).squeeze(-1)
     return torch.cat([starts[1:], starts.new_tensor([flat.numel()])]) - 1
 
 
 def packed_sums(values: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-    """Per-sequence sums of ``values`` (shaped like ``position_ids``) over a packed row."""
+    """Per-sequence sums of ``values`` (shaped like ``position_ids``) over a packed row.
+
+    Args:
+        values (`torch.Tensor`):
+            One value per token, shaped like `position_ids` (e.g. a critique mask).
+        position_ids (`torch.Tensor`):
+            Position ids of the packed row, 0 where each sequence starts.
+    """
     sequence = (position_ids.reshape(-1) == 0).long().cumsum(0) - 1
     out = torch.zeros(int(sequence[-1]) + 1, dtype=values.dtype, device=values.device)
     return out.index_add_(0, sequence, values.reshape(-1))
@@ -192,7 +261,12 @@ def packed_sums(values: torch.Tensor, position_ids: torch.Tensor) -> torch.Tenso
 
 def reward_index(inputs: dict[str, Any]) -> torch.Tensor:
     """Flat index (into the (rows × length) positions) of each sequence's last token, for a
-    packed batch (``position_ids``, no mask) or a right-padded one (``attention_mask``)."""
+    packed batch (``position_ids``, no mask) or a right-padded one (``attention_mask``).
+
+    Args:
+        inputs (`dict[str, Any]`):
+            A collated batch with `attention_mask` (right-padded) or `position_ids` (packed).
+    """
     if "attention_mask" not in inputs:
         return sequence_ends(inputs["position_ids"])
     mask = inputs["attention_mask"]
@@ -201,14 +275,28 @@ def reward_index(inputs: dict[str, Any]) -> torch.Tensor:
 
 
 def real_tokens(inputs: dict[str, Any]) -> torch.Tensor:
-    """Number of real (non-pad) tokens in a packed or padded batch, as a tensor for gathering."""
+    """Number of real (non-pad) tokens in a packed or padded batch, as a tensor for gathering.
+
+    Args:
+        inputs (`dict[str, Any]`):
+            A collated batch with `input_ids` and, when padded, `attention_mask`.
+    """
     if "attention_mask" in inputs:
         return inputs["attention_mask"].sum()
     return inputs["input_ids"].new_tensor(inputs["input_ids"].numel())
 
 
 def log_num_tokens(trainer: Any, inputs: dict[str, Any], mode: str) -> None:
-    """TRL's ``num_tokens`` metric (real tokens seen in training, over all processes)."""
+    """TRL's ``num_tokens`` metric (real tokens seen in training, over all processes).
+
+    Args:
+        trainer (`Any`):
+            A TRL `RewardTrainer` (its `accelerator`, `_total_train_tokens`, `_tp_size` and `_metrics` are used).
+        inputs (`dict[str, Any]`):
+            The batch, packed or padded.
+        mode (`str`):
+            `"train"` (adds the batch's tokens to the running total) or `"eval"` (only logs the total).
+    """
     if mode == "train":
         tokens = trainer.accelerator.gather_for_metrics(real_tokens(inputs)).sum().item()
         trainer._total_train_tokens += tokens // trainer._tp_size
@@ -216,7 +304,12 @@ def log_num_tokens(trainer: Any, inputs: dict[str, Any], mode: str) -> None:
 
 
 def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-    """The forward arguments of a packed or a padded batch (never the cache: see the module docstring)."""
+    """The forward arguments of a packed or a padded batch (never the cache: see the module docstring).
+
+    Args:
+        inputs (`dict[str, Any]`):
+            A collated batch; `input_ids` with `attention_mask` if present, else with `position_ids`.
+    """
     keys = ("input_ids", "position_ids") if "attention_mask" not in inputs else ("input_ids", "attention_mask")
     return {**{k: inputs[k] for k in keys}, "use_cache": False}
 
@@ -224,7 +317,12 @@ def model_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
 @torch.no_grad()
 def check_packed_attention(model: Any) -> None:
     """Refuse ``padding_free`` for a model whose attention lets packed sequences see each other:
-    the same 4 tokens packed twice must give the same last hidden state twice."""
+    the same 4 tokens packed twice must give the same last hidden state twice.
+
+    Args:
+        model (`Any`):
+            The model to check, possibly wrapped (PEFT / DDP); it is run once in eval mode and its mode restored.
+    """
     model = unwrap(model)
     param = next(model.parameters())
     ids = torch.tensor([[11, 12, 13, 14] * 2], device=param.device) % model.config.get_text_config().vocab_size

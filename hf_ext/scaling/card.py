@@ -46,18 +46,33 @@ def write_fit_folder(
     """Write laws, runs and card into `folder` (plots must already be files inside it).
 
     Args:
+        folder (`str` or `os.PathLike`):
+            Folder to write `scaling_fit.json`, `runs.jsonl` and `README.md` into; created if missing.
         laws (`Mapping[str, ScalingLaw]`):
             Name -> fitted law (e.g. {"loss": OvertrainingLaw, "err17": DownstreamErrorLaw}).
         runs (`Runs`):
             Every run, fit points and held-out ones.
+        title (`str`, *optional*, defaults to `"Scaling-law fit"`):
+            Card heading and `pretty_name` metadata.
+        summary (`str`, *optional*, defaults to `""`):
+            Markdown paragraph shown under the card's heading.
         predictions (`Sequence[Mapping[str, Any]]`, *optional*, defaults to `()`):
             Rows {run, N, M, quantity, predicted, actual, rel_err} for held-out runs.
         plots (`Sequence[tuple[str | os.PathLike, str]]`, *optional*, defaults to `()`):
             (png path inside `folder`, caption) pairs.
         fit_points (`Mapping[str, Sequence[str]]` or `None`, *optional*, defaults to `None`):
             Name -> the fit-point specs used (e.g. ["11M@20", ...]), shown in the card.
+        data_description (`str`, *optional*, defaults to `""`):
+            Text of the card's "Data" section; empty means "{number of runs} runs.".
         source_datasets (`Sequence[str]`, *optional*, defaults to `()`):
             Hub ids of the datasets the runs were trained on (card metadata).
+        license (`str`, *optional*, defaults to `"apache-2.0"`):
+            License identifier for the card metadata.
+        repo_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id the folder will be pushed to, used in the card's loading example (a placeholder when `None`).
+        extra (`Mapping[str, Any]` or `None`, *optional*, defaults to `None`):
+            More top-level keys merged into `scaling_fit.json` (after `laws` and `predictions`, which they can
+            override).
     """
     from ..hub.cards import render_dataset_card
 
@@ -98,7 +113,18 @@ def write_fit_folder(
 
 
 def push_fit(folder: str | os.PathLike, repo_id: str, *, endpoint: str | None = None, private: bool = False):
-    """Upload a fit folder as a Hub dataset repo (one commit)."""
+    """Upload a fit folder as a Hub dataset repo (one commit).
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            Folder written by `write_fit_folder`; refused if it has no `scaling_fit.json`.
+        repo_id (`str`):
+            Hub dataset repo (`namespace/name`), created if it does not exist.
+        endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL; `None` means `HF_ENDPOINT` or https://huggingface.co.
+        private (`bool`, *optional*, defaults to `False`):
+            Create the repo as private (only applies when it is created).
+    """
     from ..hub import push_folder
 
     if not (Path(folder) / FIT_FILE).is_file():
@@ -107,7 +133,17 @@ def push_fit(folder: str | os.PathLike, repo_id: str, *, endpoint: str | None = 
 
 
 def load_fit(folder_or_repo: str | os.PathLike, *, endpoint: str | None = None, revision: str | None = None) -> dict[str, ScalingLaw]:
-    """name -> law, from a fit folder, a ``scaling_fit.json`` / law JSON file, or a Hub dataset repo id."""
+    """name -> law, from a fit folder, a ``scaling_fit.json`` / law JSON file, or a Hub dataset repo id.
+
+    Args:
+        folder_or_repo (`str` or `os.PathLike`):
+            A local fit folder, a `scaling_fit.json` or saved law JSON file, or (when no such local path exists) a
+            Hub dataset repo id to download.
+        endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL for the download; `None` means `HF_ENDPOINT` or https://huggingface.co.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Branch, tag or commit of the Hub repo to download; `None` means the default branch.
+    """
     path = Path(folder_or_repo)
     if not path.exists():
         from ..hub import pull

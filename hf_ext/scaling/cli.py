@@ -23,6 +23,17 @@ def _write_json(path: str | None, payload: dict) -> None:
 
 
 def cmd_reproduce(argv: list[str]) -> int:
+    """``hf-ext scaling reproduce``: refit Gadre et al. 2024's laws from its released runs, print the table and
+    optionally write JSON and fit folders.
+
+    Args:
+        argv (`list[str]`):
+            The subcommand's arguments (after `reproduce`): `--data DIR` and optional `--json`, `--out`,
+            `--datasets`, `--bootstrap`, `--seed`.
+
+    Returns:
+        `int`: the exit status, 0.
+    """
     from .paper import format_table, reproduce_paper, save_reproduction, to_json
 
     p = argparse.ArgumentParser(prog="hf-ext scaling reproduce", description="Reproduce Gadre et al. 2024 from its released runs.")
@@ -58,6 +69,16 @@ def _law(name: str, target: str, starts: str | None):
 
 
 def cmd_fit(argv: list[str]) -> int:
+    """``hf-ext scaling fit``: fit a law to a table of runs, print it and optionally save it and a fit folder.
+
+    Args:
+        argv (`list[str]`):
+            The subcommand's arguments (after `fit`): `--runs FILE` and optional `--law`, `--columns`, `--rule`,
+            `--target`, `--starts`, `--drop_highest_loss`, `--bootstrap`, `--seed`, `--json`, `--out`.
+
+    Returns:
+        `int`: the exit status, 0.
+    """
     from .card import write_fit_folder
     from .plots import plot_error_vs_loss, plot_loss_vs_compute
     from .runs import FitRule, load_runs
@@ -101,6 +122,16 @@ def cmd_fit(argv: list[str]) -> int:
 
 
 def cmd_plan(argv: list[str]) -> int:
+    """``hf-ext scaling plan``: size a run (N, D, compute) from a fitted law and print the plan as JSON.
+
+    Args:
+        argv (`list[str]`):
+            The subcommand's arguments (after `plan`): `--fit` and exactly one of `--target_loss`, `--target_error`,
+            `--flops`; optional `--error_law`, `--multiplier`.
+
+    Returns:
+        `int`: the exit status, 0.
+    """
     from .card import load_fit
     from .laws import ChinchillaLaw, DownstreamErrorLaw
     from .planning import compute_optimal, plan_for_error, plan_for_loss
@@ -142,6 +173,16 @@ SUBCOMMANDS = {"reproduce": cmd_reproduce, "fit": cmd_fit, "plan": cmd_plan}
 
 
 def main(argv: list[str]) -> int:
+    """Dispatch ``hf-ext scaling SUBCOMMAND ...`` to `cmd_reproduce`, `cmd_fit` or `cmd_plan`.
+
+    Args:
+        argv (`list[str]`):
+            The arguments after `hf-ext scaling`; the first names the subcommand. Empty, `-h` or `--help` prints
+            the usage.
+
+    Returns:
+        `int`: the subcommand's exit status; 0 after printing the usage, 2 for an unknown subcommand.
+    """
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0

@@ -33,7 +33,26 @@ class FitWarning(UserWarning):
 
 @dataclass
 class FitResult:
-    """The best start of a grid fit."""
+    """The best start of a grid fit.
+
+    Args:
+        params (`np.ndarray`):
+            The fitted parameters, in the order the fitted function or objective takes them.
+        residual (`float`):
+            RMSE on the raw target (`curve_fit_grid`) or the summed Huber objective (`huber_lbfgs_grid`).
+        converged (`bool`):
+            Whether the optimiser reported success for the winning start.
+        n_starts (`int`):
+            Number of starts tried.
+        n_failed (`int`):
+            Number of starts that raised or gave a non-finite residual.
+        start (`tuple[float, ...]`):
+            The start the winning fit began from.
+        message (`str`, *optional*, defaults to `""`):
+            The optimiser's message for the winning start (empty for `curve_fit_grid`).
+        info (`dict`, *optional*, defaults to `{}`):
+            Extra details merged into `as_dict()` (e.g. `grid_objective`, `polished`).
+    """
 
     params: np.ndarray
     residual: float  # RMSE on the raw target (curve_fit) or the summed Huber objective (L-BFGS)
@@ -69,6 +88,21 @@ def curve_fit_grid(
 
     Raises `FitError` when no start converges, quoting the smallest residual among the
     starting points themselves so the caller knows how far off the data is.
+
+    Args:
+        fn (`Callable[..., np.ndarray]`):
+            Model `fn(x, *params)` returning the predicted target for every point.
+        x (`np.ndarray`):
+            Inputs passed to `fn` as is (one array, or the stacked rows of several variables).
+        y (`np.ndarray`):
+            Observed target, one value per point.
+        starts (`Sequence[Sequence[float]]`):
+            Initial parameter vectors, tried in order; of equal residuals the first wins.
+        maxfev (`int`, *optional*, defaults to `10000`):
+            Most function evaluations per start (`maxfev`, or `max_nfev` when `bounds` is given).
+        bounds (`tuple` or `None`, *optional*, defaults to `None`):
+            `(lower, upper)` parameter bounds for `curve_fit` (which then uses the trust-region method); `None`
+            for an unbounded Levenberg-Marquardt fit.
     """
     from scipy.optimize import OptimizeWarning, curve_fit
 
@@ -110,7 +144,14 @@ def _rmse(fn, x, y, params) -> float:
 
 
 def huber(r: np.ndarray, delta: float) -> np.ndarray:
-    """Huber loss of residuals `r`: r²/2 inside ±δ, δ(|r| − δ/2) outside."""
+    """Huber loss of residuals `r`: r²/2 inside ±δ, δ(|r| − δ/2) outside.
+
+    Args:
+        r (`np.ndarray`):
+            Residuals.
+        delta (`float`):
+            δ, the threshold between the quadratic and the linear part.
+    """
     a = np.abs(r)
     return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
@@ -131,6 +172,16 @@ def huber_lbfgs_grid(
     scipy's default stopping rule (the one Hoffmann et al. and Besiroglu et al. used) halts
     starts early on the nearly flat Huber objective, so without polishing the answer depends
     on where each start stalled; polished, a few starts reach the same minimum as the full grid.
+
+    Args:
+        objective (`Callable[[np.ndarray], tuple[float, np.ndarray]]`):
+            Function of the parameter vector returning the objective value and its gradient.
+        starts (`Sequence[Sequence[float]]`):
+            Initial parameter vectors, tried in order; of equal objectives the first wins.
+        maxiter (`int`, *optional*, defaults to `15000`):
+            Most iterations per L-BFGS-B start (and for the BFGS polish).
+        polish (`bool`, *optional*, defaults to `True`):
+            Refine the winning start with BFGS (`gtol=1e-10`), keeping the result only if it does not get worse.
     """
     from scipy.optimize import minimize
 

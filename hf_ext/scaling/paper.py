@@ -77,6 +77,15 @@ def load_paper_runs(data_dir: str | os.PathLike, *, val: str = "c4_val", with_er
     Columns: name, dataset, model, size, N (params incl. embeddings, as the paper), D, M,
     loss, loss_<split> for every split, and (with `with_errors`) err46 and err17, the mean
     top-1 error (1 − accuracy) over the 46 tasks and the 17-task subset.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            Folder with the staged `mlfoundations_scaling_{models,evals}.jsonl.gz`, or a clone of
+            github.com/mlfoundations/scaling (`exp_data/models/`, `exp_data/evals/`).
+        val (`str`, *optional*, defaults to `"c4_val"`):
+            Validation split whose loss becomes the `loss` column; every run must have it.
+        with_errors (`bool`, *optional*, defaults to `True`):
+            Also read the downstream evaluations and add the `err46` and `err17` columns.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -118,12 +127,25 @@ def load_paper_runs(data_dir: str | os.PathLike, *, val: str = "c4_val", with_er
 
 
 def rel_err(pred: float, actual: float) -> float:
-    """|pred − actual| / actual (the paper's relative error), as a fraction."""
+    """|pred − actual| / actual (the paper's relative error), as a fraction.
+
+    Args:
+        pred (`float`):
+            Predicted value.
+        actual (`float`):
+            Observed value (the denominator).
+    """
     return float(abs(pred - actual) / actual)
 
 
 def reproduce_distribution(runs: Runs) -> dict[str, Any]:
-    """Fit and predict for one training distribution's runs (as the paper's Table 2 / Fig. 1)."""
+    """Fit and predict for one training distribution's runs (as the paper's Table 2 / Fig. 1).
+
+    Args:
+        runs (`Runs`):
+            The runs of one training distribution, as `load_paper_runs` gives them (with `err17` and `err46`);
+            they must include the paper's fit points and exactly one held-out 1.4B (over-trained) and 6.9B run.
+    """
     loss_law = OvertrainingLaw().fit(PAPER_LOSS_RULE.select(runs))
     error_points = PAPER_ERROR_RULE.select(runs)
     laws = {key: DownstreamErrorLaw(target=key).fit(error_points) for key in ("err17", "err46")}
@@ -160,6 +182,16 @@ def reproduce_paper(data_dir: str | os.PathLike, *, datasets: Iterable[str] | No
     Relative errors are fractions (0.0071 = 0.71%). Each entry also holds the fitted law
     objects under ``"_laws"`` (dropped by `to_json`). With `bootstrap` > 0, each law gets
     percentile intervals from that many resamples of its fit points.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            The paper's released runs (see `load_paper_runs`).
+        datasets (`Iterable[str]` or `None`, *optional*, defaults to `None`):
+            Training distributions to reproduce (e.g. `"c4_original"`); `None` means all in the data.
+        bootstrap (`int`, *optional*, defaults to `0`):
+            Bootstrap resamples per law for parameter intervals; 0 computes none.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the bootstrap resampling.
     """
     runs = load_paper_runs(data_dir)
     present = sorted({r["dataset"] for r in runs})
@@ -179,12 +211,22 @@ def reproduce_paper(data_dir: str | os.PathLike, *, datasets: Iterable[str] | No
 
 
 def to_json(results: dict[str, Any]) -> dict[str, Any]:
-    """Drop the in-memory objects (keys starting with '_') for writing."""
+    """Drop the in-memory objects (keys starting with '_') for writing.
+
+    Args:
+        results (`dict[str, Any]`):
+            The output of `reproduce_paper`.
+    """
     return {name: {k: v for k, v in res.items() if not k.startswith("_")} for name, res in results.items()}
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A plain-text table of the reproduction, one row per distribution."""
+    """A plain-text table of the reproduction, one row per distribution.
+
+    Args:
+        results (`dict[str, Any]`):
+            The output of `reproduce_paper` (or `to_json` of it).
+    """
     head = (
         f"{'distribution':<13} {'alpha':>8} {'beta_p':>8} {'beta':>8} {'E':>7} | {'L 1.4B':>7} {'L 6.9B':>7} | "
         f"{'eps':>6} {'k':>6} {'gamma':>6} | {'e17 1.4B':>8} {'e17 6.9B':>8} | {'e46 1.4B':>8} {'e46 6.9B':>8}"
@@ -204,7 +246,14 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def save_reproduction(results: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """One fit folder per distribution (laws, runs, plots, card) under `out_dir`."""
+    """One fit folder per distribution (laws, runs, plots, card) under `out_dir`.
+
+    Args:
+        results (`dict[str, Any]`):
+            The output of `reproduce_paper` (with its in-memory `_laws` and `_runs`, so not `to_json` of it).
+        out_dir (`str` or `os.PathLike`):
+            Parent folder; each distribution's fit folder is `out_dir/<distribution>`.
+    """
     from .card import write_fit_folder
     from .plots import plot_error_vs_loss, plot_loss_vs_compute, plot_predicted_vs_actual
 

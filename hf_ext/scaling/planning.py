@@ -25,7 +25,22 @@ from .laws import ChinchillaLaw, DownstreamErrorLaw, OvertrainingLaw, ScalingLaw
 
 @dataclass
 class Plan:
-    """A training plan: parameters, tokens, tokens per parameter, FLOPs (6ND), predicted loss."""
+    """A training plan: parameters, tokens, tokens per parameter, FLOPs (6ND), predicted loss.
+
+    Args:
+        N (`float`):
+            Model parameters.
+        D (`float`):
+            Training tokens.
+        M (`float`):
+            Tokens per parameter, D / N.
+        flops (`float`):
+            Training compute, 6·N·D.
+        loss (`float`):
+            The loss law's prediction for (N, D).
+        error (`float` or `None`, *optional*, defaults to `None`):
+            The error law's prediction at that loss (set by `plan_for_error`).
+    """
 
     N: float
     D: float
@@ -57,6 +72,16 @@ def plan_for_loss(law: ScalingLaw, target_loss: float, *, multiplier: float = 20
 
     Raises `InputError` when the target is at or below the law's floor (E) or outside what
     sizes in `n_range` reach.
+
+    Args:
+        law (`ScalingLaw`):
+            A fitted loss law: `OvertrainingLaw` or `ChinchillaLaw`.
+        target_loss (`float`):
+            Loss to reach.
+        multiplier (`float`, *optional*, defaults to `20.0`):
+            Tokens per parameter M (D = M·N); must be positive.
+        n_range (`tuple[float, float]`, *optional*, defaults to `(1e5, 1e15)`):
+            Smallest and largest N searched; if the smallest already reaches the target, it is returned.
     """
     from scipy.optimize import brentq
 
@@ -83,7 +108,18 @@ def plan_for_loss(law: ScalingLaw, target_loss: float, *, multiplier: float = 20
 
 
 def plan_for_error(loss_law: ScalingLaw, error_law: DownstreamErrorLaw, target_error: float, *, multiplier: float = 20.0) -> Plan:
-    """The plan whose predicted downstream error is `target_error`: invert Err(L), then L(N, M)."""
+    """The plan whose predicted downstream error is `target_error`: invert Err(L), then L(N, M).
+
+    Args:
+        loss_law (`ScalingLaw`):
+            A fitted loss law: `OvertrainingLaw` or `ChinchillaLaw`.
+        error_law (`DownstreamErrorLaw`):
+            A fitted law of downstream error as a function of loss.
+        target_error (`float`):
+            Downstream error to reach (a fraction, as the error law's target column).
+        multiplier (`float`, *optional*, defaults to `20.0`):
+            Tokens per parameter M (D = M·N); must be positive.
+    """
     _finite(target_error=target_error, multiplier=multiplier)
     target_loss = error_law.loss_for_error(target_error)
     plan = plan_for_loss(loss_law, target_loss, multiplier=multiplier)
@@ -92,7 +128,14 @@ def plan_for_error(loss_law: ScalingLaw, error_law: DownstreamErrorLaw, target_e
 
 
 def compute_optimal(law: ChinchillaLaw, flops: float) -> Plan:
-    """Chinchilla's compute-optimal allocation of `flops` = 6ND."""
+    """Chinchilla's compute-optimal allocation of `flops` = 6ND.
+
+    Args:
+        law (`ChinchillaLaw`):
+            A fitted Chinchilla law L(N, D).
+        flops (`float`):
+            Compute budget C in FLOPs; must be positive.
+    """
     if not isinstance(law, ChinchillaLaw):
         raise InputError(f"compute_optimal needs a ChinchillaLaw, got {type(law).__name__}.")
     _finite(flops=flops)
@@ -104,7 +147,16 @@ def compute_optimal(law: ChinchillaLaw, flops: float) -> Plan:
 
 
 def loss_at_compute(law: ScalingLaw, flops: np.ndarray, multiplier: float) -> np.ndarray:
-    """Predicted loss along compute at a fixed M (N = sqrt(C / 6M)), for plots and tables."""
+    """Predicted loss along compute at a fixed M (N = sqrt(C / 6M)), for plots and tables.
+
+    Args:
+        law (`ScalingLaw`):
+            A fitted loss law: `OvertrainingLaw` or `ChinchillaLaw`.
+        flops (`np.ndarray`):
+            Compute values C in FLOPs.
+        multiplier (`float`):
+            Tokens per parameter M held fixed along the curve.
+    """
     flops = np.asarray(flops, float)
     N = np.sqrt(flops / (6 * multiplier))
     M = np.full_like(N, multiplier)

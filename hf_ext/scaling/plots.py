@@ -42,7 +42,21 @@ def _is_fit(runs: Runs, fit_runs: Runs | None) -> np.ndarray:
 
 def plot_loss_vs_compute(law: ScalingLaw, runs: Runs, path: str | os.PathLike, *, fit_runs: Runs | None = None, title: str = "") -> Path:
     """Loss against compute 6ND: every run as a point coloured by M (filled = fit point),
-    the fitted law as a line per M, extended to the largest run."""
+    the fitted law as a line per M, extended to the largest run.
+
+    Args:
+        law (`ScalingLaw`):
+            A fitted loss law: `OvertrainingLaw` or `ChinchillaLaw`.
+        runs (`Runs`):
+            Runs to draw, with `N`, `D`, `M` and `loss` columns; M is grouped to 2 significant digits.
+        path (`str` or `os.PathLike`):
+            PNG file to write; its folder is created if missing.
+        fit_runs (`Runs` or `None`, *optional*, defaults to `None`):
+            The runs the law was fitted on, drawn filled (matched by N and M); the others are drawn hollow.
+            `None` draws every run as a fit point.
+        title (`str`, *optional*, defaults to `""`):
+            Plot title; empty means "Loss vs compute (filled: fit points)".
+    """
     from matplotlib import colormaps
 
     fig, ax = _figure()
@@ -70,7 +84,22 @@ def plot_loss_vs_compute(law: ScalingLaw, runs: Runs, path: str | os.PathLike, *
 
 def plot_predicted_vs_actual(predicted: Sequence[float], actual: Sequence[float], path: str | os.PathLike, *,
                              labels: Sequence[str] | None = None, quantity: str = "loss", title: str = "") -> Path:
-    """Predicted against observed values with the y = x line; points annotated by `labels`."""
+    """Predicted against observed values with the y = x line; points annotated by `labels`.
+
+    Args:
+        predicted (`Sequence[float]`):
+            Predicted values, one per point.
+        actual (`Sequence[float]`):
+            Observed values, in the same order.
+        path (`str` or `os.PathLike`):
+            PNG file to write; its folder is created if missing.
+        labels (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+            Point labels, each annotated with the point's relative error; `None` annotates nothing.
+        quantity (`str`, *optional*, defaults to `"loss"`):
+            Name of the quantity, used in the axis labels and the default title.
+        title (`str`, *optional*, defaults to `""`):
+            Plot title; empty means "Predicted vs actual {quantity}".
+    """
     fig, ax = _figure((4.5, 4.2))
     predicted, actual = np.asarray(predicted, float), np.asarray(actual, float)
     lo, hi = min(predicted.min(), actual.min()), max(predicted.max(), actual.max())
@@ -86,7 +115,21 @@ def plot_predicted_vs_actual(predicted: Sequence[float], actual: Sequence[float]
 
 
 def plot_error_vs_loss(law: DownstreamErrorLaw, runs: Runs, path: str | os.PathLike, *, fit_runs: Runs | None = None, title: str = "") -> Path:
-    """Downstream error against loss for every run (filled = fit point) with the fitted Err(L)."""
+    """Downstream error against loss for every run (filled = fit point) with the fitted Err(L).
+
+    Args:
+        law (`DownstreamErrorLaw`):
+            A fitted error law; its `target` names the error column of `runs`.
+        runs (`Runs`):
+            Runs to draw, with a `loss` column and the law's target column.
+        path (`str` or `os.PathLike`):
+            PNG file to write; its folder is created if missing.
+        fit_runs (`Runs` or `None`, *optional*, defaults to `None`):
+            Fit points of the law (matched to `runs` by N and M), drawn filled and labelled "fit points"; other
+            runs are hollow ("other runs"). `None` treats every run as a fit point.
+        title (`str`, *optional*, defaults to `""`):
+            Plot title; empty means "Downstream error vs loss".
+    """
     fig, ax = _figure()
     loss, err = runs["loss"], runs[law.target]
     fit_mask = _is_fit(runs, fit_runs)

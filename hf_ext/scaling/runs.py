@@ -37,7 +37,12 @@ _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}
 
 
 def parse_size(value: str | float) -> float:
-    """'11M' -> 1.1e7, '1.4B' -> 1.4e9, 3e8 -> 3e8."""
+    """'11M' -> 1.1e7, '1.4B' -> 1.4e9, 3e8 -> 3e8.
+
+    Args:
+        value (`str` or `float`):
+            A number, or a number with a suffix K, M, B or T (any case).
+    """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     match = _SIZE.match(str(value))
@@ -47,7 +52,12 @@ def parse_size(value: str | float) -> float:
 
 
 def size_label(n: float) -> str:
-    """1.4398e9 -> '1.4B', 1.0569e7 -> '11M' (two significant figures, the paper's style)."""
+    """1.4398e9 -> '1.4B', 1.0569e7 -> '11M' (two significant figures, the paper's style).
+
+    Args:
+        n (`float`):
+            A parameter count.
+    """
     for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:
             v = n / scale
@@ -65,7 +75,16 @@ def _to_float(value: Any) -> float:
 
 
 class Runs:
-    """A table of training runs (rows are dicts; numeric columns come back as float arrays)."""
+    """A table of training runs (rows are dicts; numeric columns come back as float arrays).
+
+    Args:
+        records (`Iterable[Mapping[str, Any]]`):
+            One mapping per run. `N`, `D`, `M` and `loss` are read as floats (empty, `None` or `"nan"` become
+            NaN); a missing `M` is computed as D / N and a missing `D` as M·N. Counts and losses must be
+            positive.
+        source (`str`, *optional*, defaults to `""`):
+            Where the runs came from (a file path, `"trainer_state"`), kept by `select` and `filter`.
+    """
 
     def __init__(self, records: Iterable[Mapping[str, Any]], *, source: str = ""):
         self.records: list[dict[str, Any]] = []
@@ -208,7 +227,12 @@ def load_runs(source: Any, *, columns: Mapping[str, str] | None = None) -> Runs:
 
 
 def count_parameters(folder: str | os.PathLike) -> int:
-    """Parameters in a saved model folder, read from safetensors headers (no weights loaded)."""
+    """Parameters in a saved model folder, read from safetensors headers (no weights loaded).
+
+    Args:
+        folder (`str` or `os.PathLike`):
+            Folder holding the model's `*.safetensors` files (every one of them is counted).
+    """
     from safetensors import safe_open
 
     files = sorted(Path(folder).glob("*.safetensors"))
@@ -236,6 +260,20 @@ def runs_from_trainer_state(
     dir). Tokens come from ``num_input_tokens_seen`` (Trainer's ``include_num_input_tokens_seen``)
     when logged, else ``global_step × tokens_per_step``. Parameters come from `n_params`
     (an int, or a dict by path) or from the folder's safetensors.
+
+    Args:
+        paths (`Sequence[str | os.PathLike]`, `str` or `os.PathLike`):
+            One or more `trainer_state.json` files or folders holding one; each gives one run.
+        n_params (`int`, `Mapping[str, int]` or `None`, *optional*, defaults to `None`):
+            Parameter count of every run, or a dict from path (as passed) to count; a run without one is counted
+            from the `*.safetensors` next to its `trainer_state.json`.
+        tokens_per_step (`int` or `None`, *optional*, defaults to `None`):
+            Tokens per optimizer step (batch size × block size × gradient accumulation × processes), used when
+            `num_input_tokens_seen` was not logged.
+        loss_key (`str`, *optional*, defaults to `"eval_loss"`):
+            Log-history key whose last value becomes the run's `loss`.
+        extra (`Mapping[str, Any]` or `None`, *optional*, defaults to `None`):
+            Columns added to every run (e.g. `{"dataset": "fineweb"}`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -291,6 +329,10 @@ class FitRule:
 
     A size is a model name, a parameter count, or a label such as ``"1.4B"`` matched to the
     nearest run size (within 15%). Each pair must match exactly one run.
+
+    Args:
+        points (`tuple[tuple[str | float, float], ...]`):
+            (size, tokens per parameter M) pairs; `FitRule.parse` builds them from `"SIZE@M"` strings.
     """
 
     points: tuple[tuple[str | float, float], ...]
@@ -334,6 +376,11 @@ class FitRule:
 
 
 def split_largest(runs: Runs) -> tuple[Runs, Runs]:
-    """(runs below the largest size, runs at the largest size): fit small, predict large."""
+    """(runs below the largest size, runs at the largest size): fit small, predict large.
+
+    Args:
+        runs (`Runs`):
+            Runs with an `N` column.
+    """
     largest = max(runs["N"])
     return runs.filter(lambda r: r["N"] < largest), runs.filter(lambda r: r["N"] == largest)

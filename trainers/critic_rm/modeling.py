@@ -22,7 +22,14 @@ HEAD_FILE = "reward_head.safetensors"
 
 
 def attach_reward_head(model: PreTrainedModel) -> PreTrainedModel:
-    """Give a causal LM a scalar reward head ``score`` (kept if it already has a 1-output one)."""
+    """Give a causal LM a scalar reward head ``score`` (kept if it already has a 1-output one).
+
+    Args:
+        model (`PreTrainedModel`):
+            A causal LM with an LM head. A new head (`Linear(hidden_size, 1)` without bias, initialised with the
+            config's `initializer_range`) is added in place and marks the config (`num_labels=1`, `critic_rm`); an
+            existing `score` head with more than one output is refused.
+    """
     if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
         raise InputError(
             f"Critic-RM needs a causal LM with an LM head to write critiques, got {type(model).__name__}. "
@@ -71,7 +78,22 @@ def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attent
     """One forward pass of a right-padded batch (``attention_mask``) or a packed one
     (``position_ids``, see :mod:`trainers.reward_common`): the reward at each sequence's last
     token, and the LM outputs with logits only at ``logits_to_keep`` (the last n positions, or a
-    tensor of positions), so reward-only batches skip the vocabulary head."""
+    tensor of positions), so reward-only batches skip the vocabulary head.
+
+    Args:
+        model (`Any`):
+            The Critic-RM model (possibly PEFT- or DDP-wrapped) whose decoder carries `tap` as a forward hook.
+        tap (`_HiddenTap`):
+            The hook that applies the reward head; its rewards are read and moved to `tap.last`.
+        input_ids (`torch.Tensor`):
+            Token ids, `(rows, length)` right-padded or `(1, total)` packed.
+        attention_mask (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Mask of a right-padded batch; `None` for a packed batch (then `position_ids` is used).
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to `1`):
+            Positions to compute LM logits at: the last n, or a tensor of positions.
+        position_ids (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Position ids of a packed batch, restarting at 0 per sequence; used only without `attention_mask`.
+    """
     batch = {"input_ids": input_ids, **({"attention_mask": attention_mask} if attention_mask is not None else {"position_ids": position_ids})}
     outputs = model(**model_inputs(batch), logits_to_keep=logits_to_keep)
     all_rewards = tap.rewards
@@ -80,7 +102,17 @@ def forward_rewards(model: Any, tap: _HiddenTap, input_ids: torch.Tensor, attent
 
 
 def critique_context(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> list[int]:
-    """Token ids of the critique prompt for (prompt, response), ready for the critique."""
+    """Token ids of the critique prompt for (prompt, response), ready for the critique.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer; with a chat template the prompt is its chat messages with the generation prompt,
+            else the plain-text critique instructions.
+        prompt (`str`):
+            The user prompt that was answered.
+        response (`str`):
+            The response to critique.
+    """
     if getattr(tokenizer, "chat_template", None):
         # No worked examples: the trained model has learnt the format, and they would cost tokens on every row.
         messages = critique_messages(prompt, response, examples=False)
@@ -91,6 +123,16 @@ def critique_context(tokenizer: PreTrainedTokenizerBase, prompt: str, response: 
 
 
 def critique_tokens(tokenizer: PreTrainedTokenizerBase, critique: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of a critique (no special tokens), cut to `max_tokens` and closed with EOS.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer.
+        critique (`str`):
+            The critique text.
+        max_tokens (`int` or `None`, *optional*, defaults to `None`):
+            Keep at most this many critique tokens (before the EOS); `None` keeps all.
+    """
     ids = tokenizer(critique, add_special_tokens=False)["input_ids"]
     if max_tokens is not None:
         ids = ids[:max_tokens]
@@ -99,7 +141,15 @@ def critique_tokens(tokenizer: PreTrainedTokenizerBase, critique: str, max_token
 
 def save_reward_head(model: Any, output_dir: str | os.PathLike) -> Path:
     """Also write the reward head alone (``reward_head.safetensors``), so a checkpoint loads
-    with :func:`load_critic_lm` whatever wrapper saved it."""
+    with :func:`load_critic_lm` whatever wrapper saved it.
+
+    Args:
+        model (`Any`):
+            The Critic-RM model, possibly PEFT- or DDP-wrapped (a PEFT head's active `modules_to_save` copy is
+            saved).
+        output_dir (`str` or `os.PathLike`):
+            Folder to write `reward_head.safetensors` into; created if missing.
+    """
     from safetensors.torch import save_file
 
     head = getattr(unwrap(model), REWARD_HEAD)

@@ -44,7 +44,19 @@ class DataCollatorForCritiquePreference(DataCollatorForPreference):
     """TRL's preference collator plus ``critique_mask`` (1 on critique tokens), padded like
     ``input_ids``: chosen rows first, then rejected rows. With ``padding_free`` (TRL's name) all
     of them are concatenated into one row instead, with ``position_ids`` restarting per sequence
-    and no ``attention_mask``."""
+    and no ``attention_mask``.
+
+    Args:
+        pad_token_id (`int`):
+            Token id that pads `input_ids`.
+        pad_to_multiple_of (`int` or `None`, *optional*, defaults to `None`):
+            Pad the batch length (and `critique_mask`) to a multiple of this value (padded batches only).
+        return_tensors (`str`, *optional*, defaults to `"pt"`):
+            Type of tensors to return; only `"pt"` is supported.
+        padding_free (`bool`, *optional*, defaults to `False`):
+            Concatenate all chosen and rejected sequences into one row with `position_ids` restarting per sequence
+            and no `attention_mask`, instead of padding them.
+    """
 
     padding_free: bool = False
 
@@ -69,17 +81,32 @@ class CriticRMTrainer(SafeResumeMixin, RewardTrainer):
     """TRL's RewardTrainer with a critique-writing LM head (Critic-RM). See the module docstring.
 
     Args:
-        model: a causal LM id/path or instance (a reward head ``score`` is added), or a checkpoint
-            saved by this trainer.
-        args: a :class:`CriticRMConfig`.
-        train_dataset: rows with ``prompt``, ``chosen``, ``rejected``, ``chosen_critique``,
-            ``rejected_critique`` (and optionally ``margin``), or already tokenized rows with
-            ``chosen_ids``, ``rejected_ids``, ``chosen_critique_mask``, ``rejected_critique_mask``.
-        eval_dataset: the same; critique columns may be missing (the reward is then read right
-            after the critique prompt: the fast path).
-        peft_config: a PEFT config; ``score`` is added to its ``modules_to_save`` so the reward
-            head trains and is saved with the adapter.
-        Other arguments as in ``trl.RewardTrainer``.
+        model (`str`, `os.PathLike`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            A causal LM id/path or instance (a reward head ``score`` is added), or a checkpoint saved by this
+            trainer. An id or path is loaded with :func:`load_critic_lm` and `args.model_init_kwargs` (`dtype`
+            defaults to float32); a `PeftModel` must already carry the head.
+        args ([`CriticRMConfig`], *optional*, defaults to `None`):
+            Configuration for this trainer. If `None`, a default configuration is used, with `output_dir`
+            `"<model name>-CriticRM"`.
+        data_collator ([`~transformers.DataCollator`], *optional*, defaults to `None`):
+            Function that forms a batch from processed rows. If `None`, a [`DataCollatorForCritiquePreference`]
+            built from `args.pad_to_multiple_of` and `args.padding_free` is used.
+        train_dataset ([`~datasets.Dataset`], *optional*, defaults to `None`):
+            Rows with ``prompt``, ``chosen``, ``rejected``, ``chosen_critique``, ``rejected_critique`` (and
+            optionally ``margin``), or already tokenized rows with ``chosen_ids``, ``rejected_ids``,
+            ``chosen_critique_mask``, ``rejected_critique_mask``. Column names follow `args.prompt_column`,
+            `args.chosen_critique_column` and `args.rejected_critique_column`.
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*, defaults to `None`):
+            The same; critique columns may be missing (the reward is then read right after the critique prompt:
+            the fast path).
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*, defaults to `None`):
+            Tokenizer used to process the data. If `None`, it is loaded from the model's name. Without a pad token,
+            `eos_token` pads (TRL's rule) when the default collator is built.
+        peft_config ([`~peft.PeftConfig`], *optional*, defaults to `None`):
+            PEFT configuration used to wrap the model; ``score`` is added to (a copy of) its ``modules_to_save`` so
+            the reward head trains and is saved with the adapter. If `None`, the model is not wrapped.
+        **kwargs:
+            Other arguments as in ``trl.RewardTrainer`` (`compute_metrics`, `callbacks`, `optimizers`, ...).
     """
 
     _tag_names = ["trl", "reward-trainer", "critic-rm", "hf_ext"]
@@ -264,7 +291,13 @@ def _with_reward_head_saved(peft_config: Any) -> Any:
 
 def compute_reward_accuracy(eval_pred: Any) -> dict[str, float]:
     """``compute_metrics`` for reward trainers whose predictions are (pairs, 2) = (chosen,
-    rejected) rewards; uses the ``reward_accuracy`` evaluate module (loaded by local path)."""
+    rejected) rewards; uses the ``reward_accuracy`` evaluate module (loaded by local path).
+
+    Args:
+        eval_pred ([`~transformers.EvalPrediction`] or `tuple`):
+            What `Trainer` passes to `compute_metrics`: predictions of shape `(pairs, 2)`, chosen then rejected
+            reward (the first element is used when predictions are a tuple).
+    """
     import numpy as np
 
     from hf_ext.metrics import load_metric

@@ -34,14 +34,32 @@ __all__ = ["read_jsonl", "small_llama", "load_seed", "training_args", "require",
 def run_in_output(config: Any, work: Callable[[Any, Path], dict[str, Any]], **output: Any) -> dict[str, Any]:
     """``work(config, folder)`` inside :func:`hf_ext.jobs.job_output` (`output` are its keywords); its
     metrics go to ``metrics.json`` and are returned. ``work`` writes only into ``folder``, the
-    temporary sibling that replaces ``config.output_dir`` when it returns."""
+    temporary sibling that replaces ``config.output_dir`` when it returns.
+
+    Args:
+        config (`Any`):
+            The job config (``output_dir``, ``overwrite_output_dir`` and the Hub push settings are read).
+        work (`Callable[[Any, Path], dict[str, Any]]`):
+            The job's work, called as ``work(config, folder)``; returns the metrics.
+        **output:
+            Passed to :func:`hf_ext.jobs.job_output` (``repo_type``, ``writer``, ``commit_message``, ``push_subdir``).
+    """
     with job_output(config, **output) as result:
         result.metrics = work(config, result.dir)
     return result.metrics
 
 
 def require(value: Any, name: str, what: str) -> None:
-    """Refuse an unset required recipe field before any work: ``name is not set: point it at <what>``."""
+    """Refuse an unset required recipe field before any work: ``name is not set: point it at <what>``.
+
+    Args:
+        value (`Any`):
+            The field's value; anything falsy (`None`, `""`) is refused with an `InputError`.
+        name (`str`):
+            The recipe field's name, quoted in the error (and as the `--name` flag).
+        what (`str`):
+            What the field should point at, e.g. "the folder holding the corpus_files".
+    """
     if not value:
         raise InputError(f"{name} is not set: point it at {what} (the recipes use a copy of the staged datasets, "
                          f"e.g. --{name} /path/to/data/...).")
@@ -94,7 +112,12 @@ def small_llama(tokenizer: Any, hidden_size: int, num_layers: int, seed: int, *,
 
 
 def load_seed(model_id: str) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of a pretrained causal LM given by Hub id or folder."""
+    """``(model, tokenizer)`` of a pretrained causal LM given by Hub id or folder.
+
+    Args:
+        model_id (`str`):
+            Hub id or folder of the model and its tokenizer (resolved offline when packaged locally).
+    """
     from transformers import AutoModelForCausalLM
 
     from hf_ext.models import load_model, load_tokenizer

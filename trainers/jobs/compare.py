@@ -41,7 +41,8 @@ class CompareConfig(JobOptions):
             Pool rows held out of selection (seeded) whose responses give the response NLL (0: none).
         selections (`dict`, *optional*, defaults to `{}`):
             name -> mapping with `job` (select | less_select | embedding_select) and that job's fields; `dataset` and
-            `output_dir` are set by the compare job.
+            `output_dir` are set by the compare job. `{job: existing, path: ...}` reuses a selection folder or Hub
+            dataset id made earlier from the same pool split.
         selection_defaults (`dict`, *optional*, defaults to `{}`):
             Fields merged under every select-job mapping in `selections` (e.g. budget, seed).
         sft (`dict`, *optional*, defaults to `{}`):
@@ -64,7 +65,7 @@ class CompareConfig(JobOptions):
 
     pool: str = field(default="dolly_alpagasus_3k", metadata={"help": "Instruction pool: bundled name, file or Hub id; every selection reads its selectable part."})
     heldout_size: int = field(default=100, metadata={"help": "Pool rows held out of selection (seeded) whose responses give the response NLL (0: none)."})
-    selections: dict = field(default_factory=dict, metadata={"help": "name -> mapping with `job` (select | less_select | embedding_select) and that job's fields; `dataset` and `output_dir` are set by the compare job."})
+    selections: dict = field(default_factory=dict, metadata={"help": "name -> mapping with `job` (select | less_select | embedding_select) and that job's fields; `dataset` and `output_dir` are set by the compare job. `{job: existing, path: ...}` reuses a selection folder or Hub dataset id made earlier from the same pool split."})
     selection_defaults: dict = field(default_factory=dict, metadata={"help": "Fields merged under every select-job mapping in `selections` (e.g. budget, seed)."})
     sft: dict = field(default_factory=dict, metadata={"help": "SFTJobConfig fields shared by every fine-tune (dataset, output_dir, evaluate are set per selection)."})
     evaluate: dict = field(default_factory=dict, metadata={"help": "EvaluateConfig fields for every model (tasks, limit, ...)."})
@@ -117,7 +118,21 @@ class CompareConfig(JobOptions):
 
 
 def paired_bootstrap(a: list[float], b: list[float], samples: int, seed: int) -> dict[str, float]:
-    """Mean of a - b over paired items with a percentile 95% CI (resampling items)."""
+    """Mean of a - b over paired items with a percentile 95% CI (resampling items).
+
+    Args:
+        a (`list[float]`):
+            Per-item scores of one model.
+        b (`list[float]`):
+            Per-item scores of the other, same items in the same order (same length, non-empty).
+        samples (`int`):
+            Bootstrap resamples of the items.
+        seed (`int`):
+            Seed of the resampling.
+
+    Returns:
+        `dict[str, float]`: ``diff`` (mean of a − b), ``ci_low``, ``ci_high`` (2.5 and 97.5 percentiles) and ``n``.
+    """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.size == 0:
         raise InputError(f"Paired bootstrap needs two equal, non-empty item lists, got {x.size} and {y.size}.")
@@ -208,7 +223,13 @@ def _verdict(name: str, baseline: str, d: dict[str, float], what: str, scale: fl
 
 
 def run_compare(config: CompareConfig) -> dict[str, Any]:
-    """Run every stage and write the comparison; returns its metrics."""
+    """Run every stage and write the comparison; returns its metrics.
+
+    Args:
+        config (`CompareConfig`):
+            The comparison's settings: the pool, the selections, the shared `sft` and `evaluate` fields, the baseline
+            and the output folder.
+    """
     from hf_ext.evaluation import EvaluateConfig, evaluate_model, load_for_eval
     from hf_ext.evaluation.local_tasks import resolve_tasks
     from hf_ext.hub.cards import hub_ids, render_model_card

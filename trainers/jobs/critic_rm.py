@@ -146,7 +146,15 @@ def _short(ds: Any, max_chars: int, n: int, seed: int) -> Any:
 
 
 def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
-    """Critiques → consistency filter → Summ/Rank → training rows; counts at each step."""
+    """Critiques → consistency filter → Summ/Rank → training rows; counts at each step.
+
+    Args:
+        c (`CriticRMJobConfig`):
+            The job's settings: the critique source (`critiques_file`, or `critique_backend` / `critique_model` and
+            their generation settings), `num_critiques` and `critique_variant`; caches go to `c.cache_dir`.
+        pairs (`datasets.Dataset`):
+            Preference pairs (`prompt`, `chosen`, `rejected`) to critique; unused when `c.critiques_file` is set.
+    """
     from datasets import load_dataset
 
     from hf_ext.critique import consistency_filter, generate_critiques, make_backend, rank_critiques, summarize_critiques, to_training_pairs
@@ -184,7 +192,19 @@ def stage_one(c: CriticRMJobConfig, pairs: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def heldout_accuracy(model: Any, tokenizer: Any, pairs: Any, num_critiques: int) -> float:
-    """Share of held-out pairs whose chosen response scores higher (critique-then-score)."""
+    """Share of held-out pairs whose chosen response scores higher (critique-then-score).
+
+    Args:
+        model (`Any`):
+            The trained Critic-RM model (a causal LM with the reward head).
+        tokenizer (`Any`):
+            Its tokenizer.
+        pairs (`datasets.Dataset`):
+            Held-out pairs with `prompt`, `chosen` and `rejected` columns.
+        num_critiques (`int`):
+            Critiques generated (up to 64 tokens each) and averaged per response; 0 scores without generating (the
+            fast path).
+    """
     rm = CriticRewardModel(model, tokenizer, max_new_tokens=64)
     chosen = rm.score_batch(pairs["prompt"], pairs["chosen"], num_critiques)
     rejected = rm.score_batch(pairs["prompt"], pairs["rejected"], num_critiques)
@@ -192,6 +212,13 @@ def heldout_accuracy(model: Any, tokenizer: Any, pairs: Any, num_critiques: int)
 
 
 def run_critic_rm(c: CriticRMJobConfig) -> dict[str, Any]:
+    """Run the Critic-RM job: stage 1 (critiques and filtering), training with :class:`CriticRMTrainer`, held-out
+    accuracy and the card; returns the metrics.
+
+    Args:
+        c (`CriticRMJobConfig`):
+            The job's settings (data files, critique source, trainer fields, output folder and Hub push).
+    """
     from hf_ext.critique.data import split_by_prompt
     from hf_ext.models import hub_id_for, load_tokenizer
 
@@ -233,7 +260,20 @@ def run_critic_rm(c: CriticRMJobConfig) -> dict[str, Any]:
 
 
 def render_card(c: CriticRMJobConfig, base_model: str | None, stats: dict[str, Any], results: list[dict[str, Any]], steps: int) -> Any:
-    """The model card: base model, data, λ schedule, critique backend, held-out accuracy."""
+    """The model card: base model, data, λ schedule, critique backend, held-out accuracy.
+
+    Args:
+        c (`CriticRMJobConfig`):
+            The job's settings (datasets, critique source and variant, λ schedule, LoRA rank, Hub id).
+        base_model (`str` or `None`):
+            Hub id of the base model for the card's `base_model` metadata.
+        stats (`dict[str, Any]`):
+            The counts of `stage_one`.
+        results (`list[dict[str, Any]]`):
+            Held-out accuracies, each with `name`, `dataset`, `pairs` and `accuracy`.
+        steps (`int`):
+            Training steps run.
+    """
     from hf_ext.hub.cards import render_model_card
 
     schedule = (f"{c.critique_weight_schedule} {c.critique_weight_start} → {c.critique_weight_end}"

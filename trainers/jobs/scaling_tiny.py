@@ -117,7 +117,15 @@ class ScalingTestbedConfig(JobOptions):
 
 
 def read_texts(data_dir: str | Path, files: list[str]) -> list[str]:
-    """Texts from .txt(.gz) files (one text each) and .jsonl(.gz) files (field 'text')."""
+    """Texts from .txt(.gz) files (one text each) and .jsonl(.gz) files (field 'text').
+
+    Args:
+        data_dir (`str` or `Path`):
+            Folder holding the files.
+        files (`list[str]`):
+            File names inside `data_dir`, read in order; a name containing `.jsonl` gives one text per row, any
+            other file is one text (gunzipped when it ends in `.gz`). Blank texts are dropped.
+    """
     texts = []
     for name in files:
         path = Path(data_dir) / name
@@ -154,7 +162,13 @@ def _param_count(model, count_embeddings: bool) -> int:
 
 
 def run_scaling_testbed(config: ScalingTestbedConfig) -> dict[str, Any]:
-    """Train the grid of tiny models, fit on all but the largest size, predict the largest."""
+    """Train the grid of tiny models, fit on all but the largest size, predict the largest.
+
+    Args:
+        config (`ScalingTestbedConfig`):
+            The testbed's settings: corpus files, model widths × token multipliers, training and fit settings, output
+            folder and Hub push.
+    """
     require(config.data_dir, "data_dir", "the folder holding the corpus_files")
     return run_in_output(config, _run_scaling_testbed, repo_type="dataset", writer="scaling_tiny", commit_message="hf_ext: scaling-law fit")
 

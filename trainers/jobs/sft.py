@@ -120,7 +120,13 @@ class SFTJobConfig(SFTConfig):
 
 
 def selection_info(dataset: str) -> dict[str, Any] | None:
-    """The ``metrics.json`` a select/less_select job wrote beside the data (folder or Hub), or None."""
+    """The ``metrics.json`` a select/less_select job wrote beside the data (folder or Hub), or None.
+
+    Args:
+        dataset (`str`):
+            A local folder (`~` expanded), or a Hub dataset id `namespace/name` whose `metrics.json` is downloaded;
+            a file, any other name, or a Hub repo without one (or offline) gives `None`.
+    """
     path = Path(os.path.expanduser(dataset))
     if path.is_dir():
         file = path / "metrics.json"
@@ -136,7 +142,19 @@ def selection_info(dataset: str) -> dict[str, Any] | None:
 
 
 def load_training_set(config: SFTJobConfig, chat: bool):
-    """The training rows in TRL's prompt-completion format, checked for the instruction columns."""
+    """The training rows in TRL's prompt-completion format, checked for the instruction columns.
+
+    Args:
+        config (`SFTJobConfig`):
+            Gives the dataset (`dataset`, `dataset_split`) and its `instruction_column`, `input_column` and
+            `response_column`.
+        chat (`bool`):
+            Format each row as a user turn and an assistant turn (for a tokenizer's chat template) instead of plain
+            text.
+
+    Returns:
+        `tuple`: the formatted `datasets.Dataset` and the pool's source information (licence, source datasets).
+    """
     from hf_ext.data import load_pool
 
     ds, source = load_pool(config.dataset, split=config.dataset_split)
@@ -150,7 +168,23 @@ def load_training_set(config: SFTJobConfig, chat: bool):
 
 
 def build_trainer(config: SFTJobConfig, model, tokenizer, train_dataset, output_dir: str | None = None) -> SFTTrainer:
-    """An ``SFTTrainer`` with `config`'s own SFTConfig fields (output_dir replaced if given)."""
+    """An ``SFTTrainer`` with `config`'s own SFTConfig fields (output_dir replaced if given).
+
+    The trainer never pushes (`push_to_hub=False`: the job pushes the finished folder); LoRA comes from
+    `config.peft_config` when set.
+
+    Args:
+        config (`SFTJobConfig`):
+            The job's settings; its `trl.SFTConfig` fields become the trainer's `args`.
+        model ([`~transformers.PreTrainedModel`]):
+            The causal LM to fine-tune.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+            Its tokenizer, passed as `processing_class`; without a pad token, `eos_token` is set as the pad token.
+        train_dataset ([`~datasets.Dataset`]):
+            Rows in TRL's prompt-completion format (see `load_training_set`).
+        output_dir (`str` or `None`, *optional*, defaults to `None`):
+            The Trainer's folder; `None` keeps `config.output_dir`.
+    """
     sft_fields = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
     values = {k: v for k, v in dataclasses.asdict(config).items() if k in sft_fields}
     if output_dir is not None:
@@ -214,7 +248,13 @@ def _card(config: SFTJobConfig, metrics: dict[str, Any], base_id: str | None, da
 
 
 def run_sft(config: SFTJobConfig) -> dict[str, Any]:
-    """Fine-tune, save (model or adapter + tokenizer), evaluate if asked, write metrics.json and the card."""
+    """Fine-tune, save (model or adapter + tokenizer), evaluate if asked, write metrics.json and the card.
+
+    Args:
+        config (`SFTJobConfig`):
+            The job's settings: model, dataset and its columns, SFTConfig fields, optional LoRA (`peft_config`) and
+            `evaluate` mapping, output folder and Hub push.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 

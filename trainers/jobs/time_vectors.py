@@ -138,7 +138,16 @@ def _pretrain_texts(config: TimeVectorExperimentConfig) -> list[str]:
 
 
 def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
-    """Run the experiment; returns (and writes) the metrics."""
+    """Run the experiment; returns (and writes) the metrics.
+
+    A base LM (`base_model`, or a tiny Llama pretrained on `pretrain_file`) is fine-tuned once per year; the year
+    models' time vectors are then interpolated between the first and the last year and scored on every year.
+
+    Args:
+        config (`TimeVectorExperimentConfig`):
+            The experiment's settings: the year-labelled data, the base model or pretraining data, training steps,
+            interpolation `alphas`, output folder and Hub push.
+    """
     require(config.data_file, "data_file", "a JSON Lines file with `year` and `text`")
     if not config.pretrain_file and not config.base_model:
         raise InputError("pretrain_file is not set and there is no base_model: point pretrain_file at English text (JSON Lines with `text`) or give base_model.")
