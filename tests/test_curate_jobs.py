@@ -157,7 +157,7 @@ def test_curate_job_writes_data_counts_and_card(tmp_path):
     recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "dclm_baseline.yaml")
     recipe.pop("job")
     recipe.update(dataset=str(C4_PATH), pipeline="dclm_heuristics", output_dir=str(tmp_path / "out"), dedup=["exact", "minhash", "bff"],
-                  bff_expected_ngrams=200_000, max_docs=60)
+                  dedup_options={"bff": {"expected_ngrams": 200_000}}, max_docs=60)
     config = parse_config(CurateConfig, recipe)
     metrics = run_curate(config)
     assert metrics["total"] == 60 and metrics["kept"] == 60 - sum(metrics["drop_counts"].values()) - sum(metrics["dedup"].values())
@@ -181,3 +181,45 @@ def test_audit_job(tmp_path):
     assert "Audit: gopher_quality by url_site_type" in (tmp_path / "audit" / "README.md").read_text()
     with pytest.raises(InputError, match="derived group"):
         AuditConfig(dataset="x", derived_groups=["planet"])
+
+
+def test_dedup_options_are_checked_by_the_dedup_classes_and_old_keys_are_refused(tmp_path):
+    from hf_ext.config import parse_config
+    from hf_ext.curate.dedup import MinHashDeduplicator
+    from hf_ext.curate.job import CurateConfig, run_curate
+    from hf_ext.errors import InputError, RecipeError
+
+    base = {"dataset": str(C4_PATH), "pipeline": "dclm_heuristics", "max_docs": 40}
+    with pytest.raises(RecipeError, match=r"`minhash_threshold` -> dedup_options: \{minhash: \{threshold"):
+        parse_config(CurateConfig, {**base, "dedup": ["minhash"], "minhash_threshold": 0.5})
+    with pytest.raises(RecipeError, match=r"`bff_ngram` -> dedup_options: \{bff: \{ngram"):
+        parse_config(CurateConfig, base, ["--bff_ngram", "5"])
+    with pytest.raises(InputError, match=r"dedup_options\.minhash \(MinHashDeduplicator's fields\).*thresold"):
+        parse_config(CurateConfig, {**base, "dedup": ["minhash"], "dedup_options": {"minhash": {"thresold": 0.5}}})
+    with pytest.raises(InputError, match=r"dedup_options\.bff.*threshold must be in \[0, 1\]"):
+        parse_config(CurateConfig, {**base, "dedup": ["bff"], "dedup_options": {"bff": {"threshold": 1.5}}})
+    with pytest.raises(InputError, match=r"dedup_options\.bff is set but 'bff' is not in dedup"):
+        parse_config(CurateConfig, {**base, "dedup": ["minhash"], "dedup_options": {"bff": {"ngram": 5}}})
+    with pytest.raises(InputError, match=r"dedup_options\.exact: only \['bff', 'minhash'\] take settings"):
+        parse_config(CurateConfig, {**base, "dedup": ["exact"], "dedup_options": {"exact": {}}})
+
+    # The job's MinHash is the class built from dedup_options: the same documents survive, and the
+    # setting matters (at the default threshold 0.8 nothing here is a near duplicate).
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(400)]
+    texts = []
+    for _ in range(12):
+        doc = rng.sample(words, 60)
+        texts += [" ".join(doc), " ".join(doc[:36] + rng.sample(words, 24))]  # a variant sharing 60% of its words
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "url": f"https://e.org/{i}"}) + "\n" for i, t in enumerate(texts)))
+    expected = MinHashDeduplicator(threshold=0.3, ngram=1).dedup(texts)
+    assert len(MinHashDeduplicator(ngram=1).dedup(texts)) == len(texts) > len(expected)
+    config = parse_config(CurateConfig, {"dataset": str(path), "html": "off", "steps": ["page_length"],
+                                         "step_options": {"page_length": {"min_words": 1}}, "dedup": ["minhash"],
+                                         "dedup_options": {"minhash": {"threshold": 0.3, "ngram": 1}}, "output_dir": str(tmp_path / "out")})
+    metrics = run_curate(config)
+    assert metrics["drop_counts"].get("page_length", 0) == 0
+    assert metrics["kept"] == len(expected) and metrics["dedup"]["minhash"] == len(texts) - len(expected)

@@ -156,8 +156,6 @@ class MinHashDeduplicator:
             Documents hashed per numpy operation.
         chunk_shingles (`int`, *optional*, defaults to `16384`):
             Shingles per block of the permutation product (kept in cache).
-        _hasher (`_WordHasher`, *optional*, defaults to a new `_WordHasher()`):
-            Word hasher (xxhash64 with seed 0 and a bounded per-word cache); internal, not meant to be passed.
     """
 
     num_perm: int = 112
@@ -166,7 +164,7 @@ class MinHashDeduplicator:
     seed: int = 1
     batch_size: int = 1024
     chunk_shingles: int = 16384
-    _hasher: _WordHasher = field(default_factory=_WordHasher, repr=False)
+    _hasher: _WordHasher = field(default_factory=_WordHasher, repr=False, init=False)
 
     def __post_init__(self):
         from datasketch import MinHash
@@ -331,6 +329,7 @@ class BFFResult:
     documents_removed: int = 0
 
 
+@dataclass
 class BFFDeduplicator:
     """DCLM's BFF dedup, "old-both" mode: for each document (streaming), look up all of its
     13-grams in the Bloom filter as it was *before* this document; drop the document if more
@@ -342,7 +341,7 @@ class BFFDeduplicator:
     and exists for the regression test.
 
     Args:
-        expected_ngrams (`int`, *optional*, defaults to `1000000`):
+        expected_ngrams (`int`, *optional*, defaults to `10000000`):
             N-grams the Bloom filter is sized for (memory bound).
         fp_rate (`float`, *optional*, defaults to `0.01`):
             The Bloom filter's false-positive rate.
@@ -356,14 +355,24 @@ class BFFDeduplicator:
             ``"old-both"`` (DCLM's) or the over-removing ``"naive-both"`` kept for the regression test.
     """
 
-    def __init__(self, expected_ngrams: int = 1_000_000, fp_rate: float = 0.01, ngram: int = 13, threshold: float = 0.8,
-                 min_ngram: int = 1, mode: Literal["old-both", "naive-both"] = "old-both"):
-        if mode not in ("old-both", "naive-both"):
-            raise InputError(f"mode must be 'old-both' or 'naive-both', got {mode!r}.")
-        self.bloom = BloomFilter(expected_ngrams, fp_rate)
-        self.ngram, self.threshold, self.min_ngram, self.mode = ngram, threshold, min_ngram, mode
+    expected_ngrams: int = 10_000_000
+    fp_rate: float = 0.01
+    ngram: int = 13
+    threshold: float = 0.8
+    min_ngram: int = 1
+    mode: Literal["old-both", "naive-both"] = "old-both"
+    paragraphs_removed: int = field(default=0, init=False)
+    documents_removed: int = field(default=0, init=False)
+
+    def __post_init__(self):
+        if self.mode not in ("old-both", "naive-both"):
+            raise InputError(f"mode must be 'old-both' or 'naive-both', got {self.mode!r}.")
+        if self.expected_ngrams <= 0 or not 0 < self.fp_rate < 1:
+            raise InputError(f"expected_ngrams must be positive and fp_rate in (0, 1), got {self.expected_ngrams} and {self.fp_rate}.")
+        if not 0 <= self.threshold <= 1:
+            raise InputError(f"threshold must be in [0, 1], got {self.threshold}.")
+        self.bloom = BloomFilter(self.expected_ngrams, self.fp_rate)
         self._hasher = _WordHasher()
-        self.paragraphs_removed = self.documents_removed = 0
 
     def _paragraph_hashes(self, paragraph: str) -> np.ndarray:
         tokens = split_words(paragraph)

@@ -8,12 +8,56 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from ..data import load_pool
 from ..errors import InputError
 from ..jobs import HUB_FIELDS, JobOptions, job_output
 from .pipeline import PIPELINES, STEPS, CurationPipeline, curation_stats
+
+DEDUP_CLASSES = {"minhash": "MinHashDeduplicator", "bff": "BFFDeduplicator"}  # in hf_ext.curate.dedup
+
+# Keys of earlier recipes that mirrored the dedup classes' fields -> their place in dedup_options.
+_MOVED_TO_DEDUP_OPTIONS = {
+    "minhash_threshold": "minhash: {threshold: ...}", "minhash_num_perm": "minhash: {num_perm: ...}",
+    "minhash_ngram": "minhash: {ngram: ...}", "bff_expected_ngrams": "bff: {expected_ngrams: ...}",
+    "bff_fp_rate": "bff: {fp_rate: ...}", "bff_ngram": "bff: {ngram: ...}", "bff_threshold": "bff: {threshold: ...}",
+}
+
+
+def build_deduplicator(method: str, options: dict[str, Any] | None = None):
+    """The dedup class of `method` built from recipe settings, each checked by the class's own dataclass.
+
+    Args:
+        method (`str`):
+            ``"minhash"`` (`MinHashDeduplicator`) or ``"bff"`` (`BFFDeduplicator`).
+        options (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            The class's fields (``dedup_options[method]`` of a recipe); unknown keys and bad values are refused,
+            the error naming ``dedup_options.<method>``.
+    """
+    from ..config import parse_config
+    from . import dedup
+
+    cls = getattr(dedup, DEDUP_CLASSES[method])
+    if not isinstance(options or {}, dict):
+        raise InputError(f"dedup_options.{method} must be a mapping of {cls.__name__}'s fields, got {options!r}.")
+    try:
+        return parse_config(cls, dict(options or {}))
+    except InputError as exc:
+        raise type(exc)(f"In dedup_options.{method} ({cls.__name__}'s fields): {exc}") from None
+
+
+def _refuse_moved_dedup_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
+    from ..errors import RecipeError
+    from ..jobs import refuse_old_hub_keys
+
+    refuse_old_hub_keys(values, argv)
+    flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in (argv or []) if a.startswith("--")}
+    moved = [k for k in _MOVED_TO_DEDUP_OPTIONS if k in values or k in flags]
+    if moved:
+        raise RecipeError("The dedup settings moved into dedup_options, checked by each dedup class: "
+                          + "; ".join(f"`{k}` -> dedup_options: {{{_MOVED_TO_DEDUP_OPTIONS[k]}}}" for k in moved) + ".")
+
 
 @dataclass
 class CurateConfig(JobOptions):
@@ -45,20 +89,10 @@ class CurateConfig(JobOptions):
             HTML documents: 'flag' (drop as html), 'extract' (trafilatura) or 'off'.
         dedup (`list[str]`, *optional*, defaults to `[]`):
             Dedup after the heuristics, in order: exact, url, minhash, bff.
-        minhash_threshold (`float`, *optional*, defaults to `0.8`):
-            MinHash: Jaccard similarity that counts as a near duplicate.
-        minhash_num_perm (`int`, *optional*, defaults to `112`):
-            MinHash: permutations per signature.
-        minhash_ngram (`int`, *optional*, defaults to `5`):
-            MinHash: word n-gram size of the shingles.
-        bff_expected_ngrams (`int`, *optional*, defaults to `10000000`):
-            BFF: n-grams the Bloom filter is sized for (memory bound).
-        bff_fp_rate (`float`, *optional*, defaults to `0.01`):
-            BFF: Bloom filter false-positive rate.
-        bff_ngram (`int`, *optional*, defaults to `13`):
-            BFF: word n-gram size.
-        bff_threshold (`float`, *optional*, defaults to `0.8`):
-            BFF: drop a paragraph/document when more than this share of its n-grams was seen.
+        dedup_options (`dict[str, dict]`, *optional*, defaults to `{}`):
+            Settings per dedup method, the fields of its class in hf_ext.curate.dedup, checked by it: minhash ->
+            MinHashDeduplicator (threshold, num_perm, ngram, seed, ...), bff -> BFFDeduplicator (expected_ngrams,
+            fp_rate, ngram, threshold, min_ngram); e.g. {bff: {expected_ngrams: 2000000}}.
         quality_model (`str` or `None`, *optional*, defaults to `None`):
             Quality scorer: a folder written by the quality_classifier/quality_judge job (embedding head, the
             shipped default), or a fastText .bin path or Hub repo id (with quality_model_filename).
@@ -93,13 +127,7 @@ class CurateConfig(JobOptions):
         default="flag", metadata={"help": "HTML documents: 'flag' (drop as html), 'extract' (trafilatura) or 'off'."}
     )
     dedup: list[str] = field(default_factory=list, metadata={"help": "Dedup after the heuristics, in order: exact, url, minhash, bff."})
-    minhash_threshold: float = field(default=0.8, metadata={"help": "MinHash: Jaccard similarity that counts as a near duplicate."})
-    minhash_num_perm: int = field(default=112, metadata={"help": "MinHash: permutations per signature."})
-    minhash_ngram: int = field(default=5, metadata={"help": "MinHash: word n-gram size of the shingles."})
-    bff_expected_ngrams: int = field(default=10_000_000, metadata={"help": "BFF: n-grams the Bloom filter is sized for (memory bound)."})
-    bff_fp_rate: float = field(default=0.01, metadata={"help": "BFF: Bloom filter false-positive rate."})
-    bff_ngram: int = field(default=13, metadata={"help": "BFF: word n-gram size."})
-    bff_threshold: float = field(default=0.8, metadata={"help": "BFF: drop a paragraph/document when more than this share of its n-grams was seen."})
+    dedup_options: dict[str, dict] = field(default_factory=dict, metadata={"help": "Settings per dedup method, the fields of its class in hf_ext.curate.dedup, checked by it: minhash -> MinHashDeduplicator (threshold, num_perm, ngram, seed, ...), bff -> BFFDeduplicator (expected_ngrams, fp_rate, ngram, threshold, min_ngram); e.g. {bff: {expected_ngrams: 2000000}}."})
     quality_model: Optional[str] = field(default=None, metadata={"help": "Quality scorer: a folder written by the quality_classifier/quality_judge job (embedding head, the shipped default), or a fastText .bin path or Hub repo id (with quality_model_filename)."})
     quality_model_filename: Optional[str] = field(default=None, metadata={"help": "File of the fastText model in its Hub repo."})
     quality_positive_label: str = field(default="hq", metadata={"help": "fastText: label whose probability is the quality score."})
@@ -110,11 +138,19 @@ class CurateConfig(JobOptions):
     max_docs: Optional[int] = field(default=None, metadata={"help": "Curate only the first N documents (quick runs)."})
     output_dir: str = field(default="outputs/curate", metadata={"help": "Folder for the kept data, drop counts and card."})
 
+    check_recipe: ClassVar = staticmethod(_refuse_moved_dedup_keys)
+
     def __post_init__(self):
         _require_dataset(self)
         bad = [d for d in self.dedup if d not in ("exact", "url", "minhash", "bff")]
         if bad:
             raise InputError(f"Unknown dedup method(s) {bad}; choose from exact, url, minhash, bff.")
+        for method in self.dedup_options:
+            if method not in DEDUP_CLASSES:
+                raise InputError(f"dedup_options.{method}: only {sorted(DEDUP_CLASSES)} take settings.")
+            if method not in self.dedup:
+                raise InputError(f"dedup_options.{method} is set but {method!r} is not in dedup {self.dedup}; add it there or remove its options.")
+            build_deduplicator(method, self.dedup_options[method])  # checked once, by the class itself
         if self.quality_model and (self.quality_top_fraction is None) == (self.quality_threshold is None):
             raise InputError("With quality_model set exactly one of quality_top_fraction or quality_threshold must be set (null the other).")
         if self.batch_size <= 0:
@@ -221,7 +257,7 @@ def run_curate(c: CurateConfig) -> dict:
 
 
 def _dedup(ds, method: str, c: CurateConfig, url_column: str | None):
-    from .dedup import BFFDeduplicator, MinHashDeduplicator, exact_dedup, url_dedup
+    from .dedup import exact_dedup, url_dedup
 
     if method == "exact":
         return ds.select(exact_dedup(ds[c.text_column]))
@@ -229,9 +265,9 @@ def _dedup(ds, method: str, c: CurateConfig, url_column: str | None):
         stamps = ds[c.timestamp_column] if c.timestamp_column else None
         return ds.select(url_dedup(ds[url_column], stamps))
     if method == "minhash":
-        mh = MinHashDeduplicator(num_perm=c.minhash_num_perm, ngram=c.minhash_ngram, threshold=c.minhash_threshold)
+        mh = build_deduplicator("minhash", c.dedup_options.get("minhash"))
         return ds.select(mh.dedup(ds[c.text_column]))
-    bff = BFFDeduplicator(c.bff_expected_ngrams, c.bff_fp_rate, c.bff_ngram, c.bff_threshold)
+    bff = build_deduplicator("bff", c.dedup_options.get("bff"))
     result = bff.dedup(ds[c.text_column])
     ds = ds.remove_columns([c.text_column]).add_column(c.text_column, result.texts)
     return ds.select([i for i, k in enumerate(result.keep) if k])
