@@ -211,7 +211,14 @@ def evaluate_model(model, tokenizer, config: EvaluateConfig) -> dict[str, Any]:
 
 
 def eval_results_for_card(metrics: dict[str, Any], model_label: str | None = None) -> list[dict[str, Any]]:
-    """`huggingface_hub.EvalResult` fields for every task score (and the response NLL)."""
+    """`huggingface_hub.EvalResult` fields for every task score (and the response NLL).
+
+    Args:
+        metrics (`dict[str, Any]`):
+            The evaluation metrics (:func:`evaluate_model`): its ``tasks`` scores and ``response_nll``.
+        model_label (`str` or `None`, *optional*, defaults to `None`):
+            Not read: the results carry no model name (the card's `model_name` does).
+    """
     results = []
     for task, row in metrics.get("tasks", {}).items():
         metric = row.get("metric")
@@ -234,7 +241,12 @@ def eval_results_for_card(metrics: dict[str, Any], model_label: str | None = Non
 
 
 def results_table(metrics: dict[str, Any]) -> str:
-    """Markdown table of per-task scores ± lm-eval's stderr."""
+    """Markdown table of per-task scores ± lm-eval's stderr.
+
+    Args:
+        metrics (`dict[str, Any]`):
+            The evaluation metrics (:func:`evaluate_model`): its ``tasks`` scores and ``response_nll``.
+    """
     lines = ["| task | metric | score | ± stderr | items |", "|---|---|---|---|---|"]
     for task, row in metrics.get("tasks", {}).items():
         metric = row.get("metric")
@@ -261,7 +273,17 @@ def _dclm_text(dclm: dict[str, Any] | None) -> str:
 
 
 def load_for_eval(model_name_or_path: str, revision: str | None = None, dtype: str = "float32"):
-    """Model and tokenizer from a Hub id or folder; a PEFT adapter folder is merged into its base."""
+    """Model and tokenizer from a Hub id or folder; a PEFT adapter folder is merged into its base.
+
+    Args:
+        model_name_or_path (`str`):
+            Causal LM: Hub id or folder (packaged copies resolve offline); a folder with ``adapter_config.json`` is a
+            PEFT adapter, merged into its base.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision of `model_name_or_path` (None: default branch).
+        dtype (`str`, *optional*, defaults to `"float32"`):
+            Precision the model is loaded in (a `torch` dtype name: ``"float32"``, ``"bfloat16"``, ``"float16"``).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -285,7 +307,19 @@ def load_for_eval(model_name_or_path: str, revision: str | None = None, dtype: s
 
 
 def write_evaluation(folder: Path, config: EvaluateConfig, metrics: dict[str, Any], model_id: str | None) -> None:
-    """metrics.json, per-item scores (items.json) and README.md with the model-index into `folder`."""
+    """metrics.json, per-item scores (items.json) and README.md with the model-index into `folder`.
+
+    Args:
+        folder (`Path`):
+            Existing folder to write into.
+        config (`EvaluateConfig`):
+            The job's config, for the card's title and settings table.
+        metrics (`dict[str, Any]`):
+            The evaluation metrics; its ``items`` go to items.json, the rest to metrics.json (`metrics` is left
+            as it was).
+        model_id (`str` or `None`):
+            Hub id of the evaluated model for the card; `None`: the title names `config.model_name_or_path`.
+    """
     from ..hub.cards import render_model_card
 
     items = metrics.pop("items", {})
@@ -305,7 +339,12 @@ def write_evaluation(folder: Path, config: EvaluateConfig, metrics: dict[str, An
 
 
 def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
-    """Load the model, evaluate it, write ``metrics.json``, ``items.json`` and the card."""
+    """Load the model, evaluate it, write ``metrics.json``, ``items.json`` and the card.
+
+    Args:
+        config (`EvaluateConfig`):
+            The job's settings: model, tasks, data, precision and output folder.
+    """
     from ..hub.cards import hub_ids
 
     start = time.perf_counter()

@@ -32,6 +32,12 @@ LOCAL_TASKS: dict[str, Path] = {p.stem: p for p in sorted(_TASK_DIR.glob("*.yaml
 def local_task_config(name: str, eval_data_dir: str | os.PathLike) -> dict[str, Any]:
     """The shipped YAML of task `name` as a dict, its data file joined to `eval_data_dir`.
 
+    Args:
+        name (`str`):
+            A local task (a key of `LOCAL_TASKS`).
+        eval_data_dir (`str` or `os.PathLike`):
+            Folder holding the evaluation data files (``~`` is expanded).
+
     Raises:
         InputError: `name` is not a local task, or its data file is not in `eval_data_dir`.
     """
@@ -61,6 +67,12 @@ def resolve_tasks(names: list[str], eval_data_dir: str | os.PathLike | None) -> 
     With `eval_data_dir`, every local name becomes its local task; any other name must be one
     lm-eval knows. Without it, names go to lm-eval (which downloads the data), which needs
     the Hub: offline, a local name then asks for `eval_data_dir`.
+
+    Args:
+        names (`list[str]`):
+            Task names: local tasks and/or lm-eval's own; at least one.
+        eval_data_dir (`str`, `os.PathLike` or `None`):
+            Folder with the local tasks' data files; `None` sends every name to lm-eval.
     """
     if not names:
         raise InputError(f"`tasks` is empty: name at least one task. Local tasks: {', '.join(LOCAL_TASKS)}.")

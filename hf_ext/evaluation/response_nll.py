@@ -19,7 +19,15 @@ __all__ = ["response_nll"]
 
 
 def response_nll(lm, config) -> dict[str, Any]:
-    """Score `config.response_nll_dataset` with an lm-eval ``HFLM``; return mean, stderr, n, items."""
+    """Score `config.response_nll_dataset` with an lm-eval ``HFLM``; return mean, stderr, n, items.
+
+    Args:
+        lm (`lm_eval.models.huggingface.HFLM`):
+            The model under evaluation, wrapped by lm-eval; its tokenizer formats and counts the responses.
+        config (`EvaluateConfig`):
+            The evaluation job's config: the `response_nll_*` settings (dataset, split, limit, max tokens), the
+            instruction/input/response columns and `chat_template`.
+    """
     from lm_eval.api.instance import Instance
 
     from ..data import load_pool

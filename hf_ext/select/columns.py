@@ -15,6 +15,14 @@ __all__ = ["require_columns", "require_strings", "require_rows", "check_budget",
 
 
 def check_budget(budget: int, pool_size: int) -> None:
+    """Refuse a budget that is not a positive integer or that is larger than the pool (an `InputError`).
+
+    Args:
+        budget (`int`):
+            Number of examples to select.
+        pool_size (`int`):
+            Number of examples in the pool the budget is taken from.
+    """
     if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
         raise InputError(f"budget must be a positive integer, got {budget!r}.")
     if budget > pool_size:
@@ -25,7 +33,15 @@ def check_budget(budget: int, pool_size: int) -> None:
 
 
 def join_prompt(instruction: str, input_text: str | None) -> str:
-    """Instruction and optional input as one prompt, the Alpaca way."""
+    """Instruction and optional input as one prompt, the Alpaca way.
+
+    Args:
+        instruction (`str`):
+            The instruction.
+        input_text (`str` or `None`):
+            Optional input; when empty or `None` the prompt is the instruction alone, otherwise it follows the
+            instruction after a blank line.
+    """
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 

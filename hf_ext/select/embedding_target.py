@@ -65,7 +65,18 @@ def _texts(ds, instruction: str, input_col: str | None, response: str) -> list[s
 
 
 def embed_texts(texts: list[str], model_name_or_path: str, *, max_length: int = 256, batch_size: int = 64) -> np.ndarray:
-    """Mean-pooled, unit-normalised encoder embeddings (float32, one row per text)."""
+    """Mean-pooled, unit-normalised encoder embeddings (float32, one row per text).
+
+    Args:
+        texts (`list[str]`):
+            The texts to embed.
+        model_name_or_path (`str`):
+            Encoder (Hub id or folder), loaded with `AutoModel` and its tokenizer.
+        max_length (`int`, *optional*, defaults to `256`):
+            Tokens per text the encoder reads at most (longer texts are truncated).
+        batch_size (`int`, *optional*, defaults to `64`):
+            Texts per encoder forward.
+    """
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModel
@@ -84,7 +95,16 @@ def embed_texts(texts: list[str], model_name_or_path: str, *, max_length: int = 
 
 
 def embedding_scores(pool: np.ndarray, target: np.ndarray, subtasks: list | None = None) -> np.ndarray:
-    """Mean cosine of each pool row to the targets (mean within a subtask, max over subtasks)."""
+    """Mean cosine of each pool row to the targets (mean within a subtask, max over subtasks).
+
+    Args:
+        pool (`np.ndarray`):
+            Unit-normalised pool embeddings, one row per pool example.
+        target (`np.ndarray`):
+            Unit-normalised target embeddings, one row per target example.
+        subtasks (`list` or `None`, *optional*, defaults to `None`):
+            Subtask label of each target row; `None` averages over all targets.
+    """
     sims = pool @ target.T
     if subtasks is None:
         return sims.mean(axis=1)
@@ -93,7 +113,12 @@ def embedding_scores(pool: np.ndarray, target: np.ndarray, subtasks: list | None
 
 
 def run_embedding_select(config: EmbeddingSelectConfig) -> dict[str, Any]:
-    """Embed, score, keep the top rows; write the selection folder and return its metrics."""
+    """Embed, score, keep the top rows; write the selection folder and return its metrics.
+
+    Args:
+        config (`EmbeddingSelectConfig`):
+            The job's settings: pool and target data, encoder, `percent` or `budget`, output folder.
+    """
     from ..data import load_pool
     from ..evaluation.formatting import check_columns
     from ..hub.cards import render_dataset_card

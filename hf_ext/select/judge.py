@@ -50,7 +50,14 @@ _SCORE_PATTERN = re.compile(r"score\s*[:=]?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
 
 def parse_alpagasus_score(text: str, scale: tuple[float, float] = ALPAGASUS_SCALE) -> float:
     """Parse a judge's answer: the first line as a float, else "Score: x", else −1; a score
-    outside `scale` (or not finite) is −1 too."""
+    outside `scale` (or not finite) is −1 too.
+
+    Args:
+        text (`str`):
+            The judge's answer; anything but a string gives −1.
+        scale (`tuple[float, float]`, *optional*, defaults to `(0.0, 5.0)`):
+            Lowest and highest valid score (`ALPAGASUS_SCALE`, the prompt's 0 to 5), both included.
+    """
     if not isinstance(text, str):
         return -1.0
     stripped = text.strip()
@@ -65,7 +72,18 @@ def parse_alpagasus_score(text: str, scale: tuple[float, float] = ALPAGASUS_SCAL
 
 
 def alpagasus_conversation(instruction: str, input_text: str | None, response: str, dimension: str = "accuracy") -> Conversation:
-    """The judge prompt for one example, as chat messages."""
+    """The judge prompt for one example, as chat messages.
+
+    Args:
+        instruction (`str`):
+            The example's instruction.
+        input_text (`str` or `None`):
+            The example's optional input; `None` leaves the prompt's input section empty.
+        response (`str`):
+            The response the judge rates.
+        dimension (`str`, *optional*, defaults to `"accuracy"`):
+            What the judge rates ("accuracy" in AlpaGasus; "helpfulness" is the other).
+    """
     user = ALPAGASUS_USER_TEMPLATE.format(instruction=instruction, input=input_text or "", response=response, dimension=dimension)
     return [{"role": "system", "content": ALPAGASUS_SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
@@ -114,7 +132,14 @@ class JudgeScorer:
 
 def judge_summary(scores: list[float], threshold: float = ALPAGASUS_THRESHOLD) -> dict[str, Any]:
     """Counts for metrics and the card: scored, unparsable (−1, including off-scale answers),
-    at or above `threshold`, and the highest valid score (None when none parsed)."""
+    at or above `threshold`, and the highest valid score (None when none parsed).
+
+    Args:
+        scores (`list[float]`):
+            The parsed judge scores (−1 where unparsable).
+        threshold (`float`, *optional*, defaults to `4.5`):
+            Score counted as selectable (`ALPAGASUS_THRESHOLD`).
+    """
     valid = [s for s in scores if s >= 0]
     return {"scored": len(scores), "unparsable": len(scores) - len(valid), "threshold": threshold,
             "at_or_above_threshold": sum(s >= threshold for s in valid), "max_score": max(valid) if valid else None}

@@ -18,7 +18,16 @@ SAE_FIELDS = ("featurizer", "sae_training", "threshold_quantile")
 
 def card_settings(c, *, sae: bool, trained: bool) -> dict[str, Any]:
     """The settings table of the card: the job's fields (not the Hub ones) and, when SAE features were
-    computed, the featurizer's and (for an SAE trained here) the trainer's settings in effect."""
+    computed, the featurizer's and (for an SAE trained here) the trainer's settings in effect.
+
+    Args:
+        c (`SelectionConfig`):
+            The selection job's config.
+        sae (`bool`):
+            Whether SAE features were computed: adds the `featurizer.*` settings and `threshold_quantile`.
+        trained (`bool`):
+            Whether the SAE was trained by this job: adds the `sae_training.*` settings (only with `sae`).
+    """
     settings = {k: v for k, v in asdict(c).items() if k not in HUB_FIELDS and k not in SAE_FIELDS}
     if not sae:
         return settings
@@ -34,7 +43,18 @@ def card_settings(c, *, sae: bool, trained: bool) -> dict[str, Any]:
 
 
 def plot_selection(path: Path, tokens: list[int], picks: dict[str, list[int]], categories: list | None) -> None:
-    """Response-length histograms of the pool and each method's picks, and category shares, as a PNG."""
+    """Response-length histograms of the pool and each method's picks, and category shares, as a PNG.
+
+    Args:
+        path (`Path`):
+            Where the PNG is written.
+        tokens (`list[int]`):
+            Response length in tokens of each pool row.
+        picks (`dict[str, list[int]]`):
+            Pool row indices selected by each method, keyed by method name; empty picks draw no histogram.
+        categories (`list` or `None`):
+            Category of each pool row; when given, a second panel compares category shares of the pool and picks.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,7 +97,21 @@ def plot_selection(path: Path, tokens: list[int], picks: dict[str, list[int]], c
 
 
 def selection_card(c, source: DatasetSource, metrics: dict[str, Any], license_id: str | None, *, sae_trained: bool = False):
-    """The dataset card (`huggingface_hub.DatasetCard`) of a selection from its `metrics`."""
+    """The dataset card (`huggingface_hub.DatasetCard`) of a selection from its `metrics`.
+
+    Args:
+        c (`SelectionConfig`):
+            The selection job's config (method, budget, seed, tokenizer, Hub repo id, settings table).
+        source (`DatasetSource`):
+            The pool's source: its name and the `source_datasets` of the card.
+        metrics (`dict[str, Any]`):
+            The job's metrics (sizes, token stats, per-method results, category counts and, with SAE features,
+            coverage and diversity).
+        license_id (`str` or `None`):
+            Licence of the pool for the card's metadata; `None` gives `"other"`.
+        sae_trained (`bool`, *optional*, defaults to `False`):
+            Whether the SAE was trained by this job, so its training settings go into the settings table.
+    """
     from ..hub.cards import render_dataset_card, size_category
 
     card_data = {

@@ -82,7 +82,14 @@ JUDGE_DEFAULTS = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_new_token
 
 
 def refuse_old_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
-    """One error for every key of the earlier mirrored schema, each with what to write instead."""
+    """One error for every key of the earlier mirrored schema, each with what to write instead.
+
+    Args:
+        values (`dict[str, Any]`):
+            The recipe's keys and values.
+        argv (`list[str]` or `None`, *optional*, defaults to `None`):
+            Command-line arguments; their `--key` / `--key=value` names are checked too.
+    """
     refuse_old_hub_keys(values, argv)
     keys = list(values) + [a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")]
     old = [k for k in dict.fromkeys(keys) if k in OLD_KEYS]

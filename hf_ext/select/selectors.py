@@ -34,6 +34,19 @@ class Selector:
     ``prefix`` is the default prefix of the columns it reads when a featurizer writes them
     (``"sae"`` for ``sae_ids``): ``select(..., prefix="np2")`` reads ``np2_ids`` instead, the
     columns a featurizer built with ``prefix="np2"`` wrote (one setting for both steps).
+
+    Args:
+        name (`str`):
+            The method's name (its key in `SELECTORS`, the `method` of a recipe).
+        requires (`tuple[str, ...]`):
+            Columns the function reads, named with the default `prefix`.
+        fn (`Callable[..., list[int]]`):
+            The function that picks: ``fn(columns, budget, *, seed, pool_size, **options)`` returns row indices.
+        description (`str`, *optional*, defaults to `""`):
+            One line for listings and cards.
+        prefix (`str` or `None`, *optional*, defaults to `None`):
+            Prefix of the featurizer columns in `requires` (``"sae"`` for ``sae_ids``); `None` for a method that reads
+            no featurizer columns (it then takes no ``prefix=``).
     """
 
     name: str
@@ -134,7 +147,18 @@ def get_selector(name: str) -> Selector:
 
 @register_selector("longest", requires=("response_tokens",))
 def select_longest(columns: Mapping[str, Sequence[int]], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """Top-k by response length in tokens (Zhao et al. 2024); ties keep pool order."""
+    """Top-k by response length in tokens (Zhao et al. 2024); ties keep pool order.
+
+    Args:
+        columns (`Mapping[str, Sequence[int]]`):
+            Holds `response_tokens`, the response length of each row in tokens.
+        budget (`int`):
+            How many rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the order is deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     lengths = np.asarray(columns["response_tokens"], dtype=np.int64)
     # Stable sort on the negated length: equal lengths stay in pool order.
     return np.argsort(-lengths, kind="stable")[:budget].tolist()
@@ -142,7 +166,18 @@ def select_longest(columns: Mapping[str, Sequence[int]], budget: int, *, seed: i
 
 @register_selector("random")
 def select_random(columns: Mapping[str, Sequence[Any]], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """Uniform sample without replacement, seeded; returned in pool order."""
+    """Uniform sample without replacement, seeded; returned in pool order.
+
+    Args:
+        columns (`Mapping[str, Sequence[Any]]`):
+            Unused: the method reads no columns.
+        budget (`int`):
+            How many rows to draw.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the draw.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(pool_size, size=budget, replace=False)).tolist()
 
@@ -151,7 +186,20 @@ def select_random(columns: Mapping[str, Sequence[Any]], budget: int, *, seed: in
 def select_alpagasus(
     columns: Mapping[str, Sequence[float]], budget: int, *, seed: int = 0, pool_size: int, threshold: float = ALPAGASUS_THRESHOLD
 ) -> list[int]:
-    """Examples the judge rated >= threshold (AlpaGasus: 4.5 of 5), best first, up to the budget."""
+    """Examples the judge rated >= threshold (AlpaGasus: 4.5 of 5), best first, up to the budget.
+
+    Args:
+        columns (`Mapping[str, Sequence[float]]`):
+            Holds `judge_score`, the judge's rating of each row (NaN where no score was parsed).
+        budget (`int`):
+            The most rows to pick; fewer when fewer rows reach the threshold.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the order is deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+        threshold (`float`, *optional*, defaults to `4.5`):
+            Lowest judge score kept (`ALPAGASUS_THRESHOLD`, AlpaGasus's 4.5 of 5).
+    """
     scores = np.asarray(columns["judge_score"], dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     return [int(i) for i in order[:budget] if scores[i] >= threshold]

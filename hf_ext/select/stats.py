@@ -12,7 +12,12 @@ import numpy as np
 
 
 def token_stats(lengths: Sequence[int]) -> dict[str, float]:
-    """Mean, median, p10/p90, min, max and total of token counts."""
+    """Mean, median, p10/p90, min, max and total of token counts.
+
+    Args:
+        lengths (`Sequence[int]`):
+            Token count of each example; an empty sequence gives all zeros.
+    """
     arr = np.asarray(lengths, dtype=np.float64)
     if arr.size == 0:
         return {"mean": 0.0, "median": 0.0, "p10": 0.0, "p90": 0.0, "min": 0.0, "max": 0.0, "total": 0.0}
@@ -28,7 +33,12 @@ def token_stats(lengths: Sequence[int]) -> dict[str, float]:
 
 
 def category_counts(categories: Sequence[str | None]) -> dict[str, int]:
-    """Counts per category, most frequent first (ties by name, for stable output)."""
+    """Counts per category, most frequent first (ties by name, for stable output).
+
+    Args:
+        categories (`Sequence[str | None]`):
+            Category of each example; `None` is counted as `"<none>"`.
+    """
     counts = Counter("<none>" if c is None else str(c) for c in categories)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -40,6 +50,16 @@ def selection_stats(
     pool_categories: Sequence[str | None] | None = None,
 ) -> dict:
     """Everything the quickstart reports about one selection.
+
+    Args:
+        selected_tokens (`Sequence[int]`):
+            Response token count of each selected example.
+        pool_tokens (`Sequence[int]` or `None`, *optional*, defaults to `None`):
+            Response token count of each pool example; when given, the pool's stats and size are reported too.
+        selected_categories (`Sequence[str | None]` or `None`, *optional*, defaults to `None`):
+            Category of each selected example; when given, `category_counts` is reported.
+        pool_categories (`Sequence[str | None]` or `None`, *optional*, defaults to `None`):
+            Category of each pool example; with `selected_categories`, gives `category_share_vs_pool`.
 
     Returns a dict with ``selected_size``, ``mean_response_tokens`` ({selected, pool}),
     ``response_tokens`` ({selected: stats, pool: stats}) and, when categories are given,

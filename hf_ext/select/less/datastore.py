@@ -33,7 +33,19 @@ MANIFEST = "datastore.json"
 
 @dataclass
 class Datastore:
-    """The merged features: a dataset (``pool_index``, ``less_grads``, ``less_response_tokens``) and its stats."""
+    """The merged features: a dataset (``pool_index``, ``less_grads``, ``less_response_tokens``) and its stats.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            The merged rows in pool order: ``pool_index``, the projected gradients ``less_grads`` and the response
+            token count ``less_response_tokens`` (0: the row had no response token and was skipped).
+        fingerprint (`str`):
+            Fingerprint of the featurizer's settings, the data and the chunking; guards resumption.
+        num_skipped (`int`):
+            Rows with no response token (their features are zero).
+        path (`Path`):
+            The datastore's folder.
+    """
 
     dataset: Any
     fingerprint: str
@@ -87,11 +99,20 @@ def build_datastore(
     """Featurize `dataset` into ``output_dir`` (resumable, sharded by rank); every rank returns the merge.
 
     Args:
-        dataset: a ``datasets.Dataset`` with the featurizer's text columns.
-        featurizer: the :class:`GradientFeaturizer` (its fingerprint guards resumption).
-        chunk_size: rows per saved chunk: the most work an interruption loses.
-        batch_size: rows per ``map`` batch (one projection pass per batch).
-        overwrite: start afresh when ``output_dir`` holds a datastore of other settings or data.
+        dataset (`datasets.Dataset`):
+            The rows to featurize, with the featurizer's text columns.
+        featurizer (`GradientFeaturizer`):
+            The featurizer run over each chunk (its fingerprint guards resumption).
+        output_dir (`str` or `os.PathLike`):
+            Folder of the datastore: its manifest and the finished chunks under ``shards/``.
+        chunk_size (`int`, *optional*, defaults to `256`):
+            Rows per saved chunk: the most work an interruption loses.
+        batch_size (`int`, *optional*, defaults to `64`):
+            Rows per ``map`` batch (one projection pass per batch).
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Start afresh when ``output_dir`` holds a datastore of other settings or data (otherwise an `InputError`).
+        progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar per rank.
     """
     from datasets import concatenate_datasets, load_from_disk
 

@@ -19,7 +19,21 @@ TULU_TEMPLATE = "<|user|>\n{prompt}\n<|assistant|>\n"
 
 @dataclass(frozen=True)
 class ExampleFormat:
-    """Which columns hold the instruction, the optional input and the response, and the template."""
+    """Which columns hold the instruction, the optional input and the response, and the template.
+
+    Args:
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input, appended to the instruction after a blank line; `None` when the data
+            has none.
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response (the tokens the loss is taken on).
+        template (`str`, *optional*, defaults to `TULU_TEMPLATE`):
+            Prompt template with a `{prompt}` placeholder (the Tulu format LESS uses).
+        max_length (`int`, *optional*, defaults to `512`):
+            Tokens per example at most (prompt and response together); longer examples are truncated.
+    """
 
     instruction_column: str = "instruction"
     input_column: Optional[str] = "input"
@@ -49,6 +63,14 @@ def tokenize_example(tokenizer, fmt: ExampleFormat, row: Mapping[str, Any]) -> d
 
     Truncated to ``fmt.max_length`` tokens; an example whose response is cut away entirely has
     no response token (all labels -100): the featurizer skips and counts it.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer; its bos/eos tokens are added when it has them.
+        fmt (`ExampleFormat`):
+            The columns, template and maximum length.
+        row (`Mapping[str, Any]`):
+            One example, keyed by column name.
     """
     prompt_ids = tokenizer(fmt.prompt(row), add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(str(row[fmt.response_column] or ""), add_special_tokens=False)["input_ids"]
@@ -61,7 +83,16 @@ def tokenize_example(tokenizer, fmt: ExampleFormat, row: Mapping[str, Any]) -> d
 
 
 def tokenize_batch(tokenizer, fmt: ExampleFormat, batch: Mapping[str, Sequence[Any]]) -> dict[str, list[list[int]]]:
-    """Batched :func:`tokenize_example` for ``ds.map(batched=True)``."""
+    """Batched :func:`tokenize_example` for ``ds.map(batched=True)``.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer.
+        fmt (`ExampleFormat`):
+            The columns, template and maximum length.
+        batch (`Mapping[str, Sequence[Any]]`):
+            A batch of examples, keyed by column name.
+    """
     n = len(batch[fmt.response_column])
     rows = [{k: v[i] for k, v in batch.items()} for i in range(n)]
     out = [tokenize_example(tokenizer, fmt, row) for row in rows]

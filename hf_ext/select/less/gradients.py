@@ -53,6 +53,12 @@ def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
     `logits` ``[..., T, V]`` and `labels` ``[..., T]`` (one sequence or a batch); returns one
     loss per sequence (a scalar for one). Padding carries -100; no data-dependent control flow.
+
+    Args:
+        logits (`torch.Tensor`):
+            The model's logits ``[..., T, V]``; position t predicts token t + 1.
+        labels (`torch.Tensor`):
+            Token ids ``[..., T]`` aligned with the input, -100 where no loss is taken (prompt and padding).
     """
     logits, labels = logits[..., :-1, :].float(), labels[..., 1:]
     mask = labels != IGNORE_INDEX
@@ -61,7 +67,14 @@ def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 def check_lora_targets(model: torch.nn.Module, target_modules: Sequence[str] | str) -> None:
-    """Fail clearly when a LoRA target names no module of `model` (PEFT's message lists none)."""
+    """Fail clearly when a LoRA target names no module of `model` (PEFT's message lists none).
+
+    Args:
+        model (`torch.nn.Module`):
+            The base model the LoRA adapter goes on.
+        target_modules (`Sequence[str]` or `str`):
+            The LoRA target module names; a string (a regex or ``"all-linear"``) is left to PEFT and not checked.
+    """
     if isinstance(target_modules, str):
         return  # a regex or "all-linear": PEFT resolves it
     leaves = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
@@ -81,23 +94,40 @@ class GradientFeaturizer:
     """Per-example LESS gradient features for ``ds.map(batched=True)``.
 
     Args:
-        model: Base model (Hub id or folder; packaged copies resolve offline) the LoRA warmup
-            started from.
-        checkpoints: Warmup checkpoint folders (each with ``adapter_model.safetensors``; for
-            ``kind="adam"`` also the optimizer state, found by content).
-        kind: ``"adam"`` for train (pool) examples, ``"sgd"`` (plain gradients) for target examples.
-        tokenizer: Tokenizer id/folder (default: the first checkpoint's, else the model's).
-        proj_dim: Projection dimension d (LESS: 8192).
-        seed: Projection seed; train and target features must share it.
-        micro_batch_size: Examples per batched forward and backward (memory: about this many
-            copies of the LoRA gradients and activations).
-        float16: Store features as float16 (half the space; matching renormalises).
-        instruction_column, input_column, response_column, template, max_length: how an
-            example is formatted and tokenised (must match the warmup).
-        cache_mb: Projection blocks kept in memory between batches (see `RademacherProjector`).
-        device: Where the model, the LoRA weights, the Adam moments and the projection run
-            (``"cuda"``, ``"cpu"``; default: CUDA when available). Features come back on the CPU
-            either way and do not depend on it beyond float rounding.
+        model (`str` or `os.PathLike`):
+            Base model (Hub id or folder; packaged copies resolve offline) the LoRA warmup started from.
+        checkpoints (`Sequence[str | os.PathLike]`):
+            Warmup checkpoint folders (each with ``adapter_model.safetensors``; for ``kind="adam"`` also the
+            optimizer state, found by content).
+        kind (`str`, *optional*, defaults to `"adam"`):
+            ``"adam"`` for train (pool) examples, ``"sgd"`` (plain gradients) for target examples.
+        tokenizer (`str` or `None`, *optional*, defaults to `None`):
+            Tokenizer id/folder (default: the first checkpoint's, else the model's).
+        proj_dim (`int`, *optional*, defaults to `8192`):
+            Projection dimension d (LESS: 8192).
+        seed (`int`, *optional*, defaults to `0`):
+            Projection seed; train and target features must share it.
+        micro_batch_size (`int`, *optional*, defaults to `8`):
+            Examples per batched forward and backward (memory: about this many copies of the LoRA gradients and
+            activations).
+        float16 (`bool`, *optional*, defaults to `False`):
+            Store features as float16 (half the space; matching renormalises).
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction (the formatting must match the warmup's).
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input; `None` when the data has none.
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response, the tokens whose loss is differentiated.
+        template (`str`, *optional*, defaults to `TULU_TEMPLATE`):
+            Prompt template with a `{prompt}` placeholder (must match the warmup's).
+        max_length (`int`, *optional*, defaults to `512`):
+            Tokens per example at most (must match the warmup's).
+        cache_mb (`int`, *optional*, defaults to `2048`):
+            Projection blocks kept in memory between batches, in MiB (see `RademacherProjector`).
+        device (`str` or `None`, *optional*, defaults to `None`):
+            Where the model, the LoRA weights, the Adam moments and the projection run (``"cuda"``, ``"cpu"``;
+            default: CUDA when available). Features come back on the CPU either way and do not depend on it beyond
+            float rounding.
     """
 
     def __init__(
@@ -285,7 +315,20 @@ class GradientFeaturizer:
 
 def adam_feature(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8) -> torch.Tensor:
-    """LESS's Adam feature Γ = m′ / sqrt(v′ + ε) of gradients `g` (rows) given the moments m, v."""
+    """LESS's Adam feature Γ = m′ / sqrt(v′ + ε) of gradients `g` (rows) given the moments m, v.
+
+    Args:
+        g (`torch.Tensor`):
+            Flattened per-example gradients ``[batch, num_params]``.
+        m (`torch.Tensor`):
+            Adam's first moment at the checkpoint ``[num_params]``.
+        v (`torch.Tensor`):
+            Adam's second moment at the checkpoint ``[num_params]``.
+        betas (`tuple[float, float]`, *optional*, defaults to `(0.9, 0.999)`):
+            Adam's β1 and β2, for one more moment update with `g`.
+        eps (`float`, *optional*, defaults to `1e-8`):
+            ε added to v′ under the square root.
+    """
     b1, b2 = betas
     m2 = b1 * m + (1 - b1) * g
     v2 = b2 * v + (1 - b2) * g * g

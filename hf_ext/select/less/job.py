@@ -28,7 +28,43 @@ from .matching import SCORE_COLUMN, checkpoint_weights, less_scores, normalize_w
 
 @dataclass
 class LessSelectConfig(PoolTargetColumns, JobOptions):
-    """Settings of the LESS selection job."""
+    """Settings of the LESS selection job (`job: less_select`); the pool and target data fields are
+    :class:`~hf_ext.select.columns.PoolTargetColumns`'.
+
+    Args:
+        model_name_or_path (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Base model the warmup LoRA was trained on.
+        warmup_dir (`str`, *optional*, defaults to `"outputs/less/warmup"`):
+            Warmup output folder holding checkpoint-* folders.
+        checkpoints (`list[str]`, *optional*, defaults to `[]`):
+            Checkpoint folders to use (default: every checkpoint-* in warmup_dir).
+        checkpoint_weights (`list[float]`, *optional*, defaults to `[]`):
+            Weights per checkpoint (default: each epoch's mean LR from trainer_state.json).
+        prompt_template (`str`, *optional*, defaults to `TULU_TEMPLATE`):
+            Prompt template with {prompt} (as in the warmup).
+        max_length (`int`, *optional*, defaults to `512`):
+            Truncate prompt + response to this many tokens (as in the warmup).
+        proj_dim (`int`, *optional*, defaults to `8192`):
+            Random projection dimension d (LESS: 8192).
+        seed (`int`, *optional*, defaults to `0`):
+            Projection seed (shared by pool and target features).
+        micro_batch_size (`int`, *optional*, defaults to `8`):
+            Examples per batched forward and backward of the per-example gradients.
+        map_batch_size (`int`, *optional*, defaults to `64`):
+            Rows per datasets.map batch (one projection pass each).
+        chunk_size (`int`, *optional*, defaults to `256`):
+            Rows per saved datastore chunk (resumption granularity).
+        float16 (`bool`, *optional*, defaults to `True`):
+            Store features as float16 (LESS stores 2 bytes per dim).
+        percent (`float` or `None`, *optional*, defaults to `5.0`):
+            Keep the top percent of the pool (LESS: 5). Null to use budget.
+        budget (`int` or `None`, *optional*, defaults to `None`):
+            Keep this many examples instead of a percent.
+        output_dir (`str`, *optional*, defaults to `"outputs/less/select"`):
+            Folder for the selection, card and metrics; the resumable datastores go to <output_dir>-datastores.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Rebuild datastores made with other settings in output_dir.
+    """
 
     model_name_or_path: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Base model the warmup LoRA was trained on."}
@@ -81,7 +117,13 @@ class LessSelectConfig(PoolTargetColumns, JobOptions):
 
 
 def run_less_select(config: LessSelectConfig) -> dict[str, Any]:
-    """Run the LESS selection job; returns the metrics (also written to ``metrics.json``)."""
+    """Run the LESS selection job; returns the metrics (also written to ``metrics.json``).
+
+    Args:
+        config (`LessSelectConfig`):
+            The job's settings: base model, warmup checkpoints, pool and target data, projection, `percent` or
+            `budget`, output folder.
+    """
     from ...data import load_pool
     from .datastore import build_datastore
 

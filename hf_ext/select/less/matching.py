@@ -29,7 +29,12 @@ SCORE_COLUMN = "less_score"
 
 
 def normalize_weights(weights: Sequence[float]) -> np.ndarray:
-    """Checkpoint weights renormalised to sum to 1 (LESS: w_i = mean LR of epoch i / Σ)."""
+    """Checkpoint weights renormalised to sum to 1 (LESS: w_i = mean LR of epoch i / Σ).
+
+    Args:
+        weights (`Sequence[float]`):
+            One weight per checkpoint: non-negative, finite and not all zero.
+    """
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim != 1 or w.size == 0 or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
         raise InputError(f"Checkpoint weights must be non-negative, finite and not all zero, got {list(weights)}.")
@@ -37,7 +42,14 @@ def normalize_weights(weights: Sequence[float]) -> np.ndarray:
 
 
 def epoch_learning_rates(trainer_state: dict[str, Any], num_epochs: Optional[int] = None) -> list[float]:
-    """Mean logged learning rate of each epoch, from a ``trainer_state.json`` dict's ``log_history``."""
+    """Mean logged learning rate of each epoch, from a ``trainer_state.json`` dict's ``log_history``.
+
+    Args:
+        trainer_state (`dict[str, Any]`):
+            A parsed ``trainer_state.json``; its ``log_history`` entries with ``epoch`` and ``learning_rate`` are read.
+        num_epochs (`int` or `None`, *optional*, defaults to `None`):
+            Number of epochs to average over; `None`: the last logged epoch, rounded up.
+    """
     logs = [(float(e["epoch"]), float(e["learning_rate"])) for e in trainer_state.get("log_history", [])
             if "learning_rate" in e and "epoch" in e]
     if not logs:
@@ -60,6 +72,11 @@ def checkpoint_weights(checkpoints: Sequence[str | os.PathLike]) -> np.ndarray:
 
     Reads the last checkpoint's ``trainer_state.json`` (it holds the whole log history) and
     each checkpoint's epoch from its own.
+
+    Args:
+        checkpoints (`Sequence[str | os.PathLike]`):
+            Warmup checkpoint folders in training order, each with a ``trainer_state.json``, saved at the end of an
+            epoch.
     """
     states = []
     for c in checkpoints:
@@ -100,10 +117,17 @@ def less_scores(
     target rows, then max over subtasks.
 
     Args:
-        train: ``[N, C, d]`` train features (C checkpoints), e.g. the ``less_grads`` column.
-        target: ``[M, C, d]`` target features from the same checkpoints and projector.
-        weights: C checkpoint weights (renormalised here).
-        subtasks: M labels (any hashable); subtasks may have any sizes and order. ``None``: one task.
+        train (`array-like`):
+            ``[N, C, d]`` train features (C checkpoints), e.g. the ``less_grads`` column; ``[N, d]`` is one checkpoint.
+            Rows are renormalised here (zero rows stay zero).
+        target (`array-like`):
+            ``[M, C, d]`` target features from the same checkpoints and projector.
+        weights (`Sequence[float]`):
+            C checkpoint weights (renormalised here).
+        subtasks (`Sequence` or `None`, *optional*, defaults to `None`):
+            M labels (any hashable); subtasks may have any sizes and order. ``None``: one task.
+        block_rows (`int`, *optional*, defaults to `4096`):
+            Train rows scored per block, bounding the memory of the ``[rows, M]`` similarity matrix.
     """
     tr, tg = _as_features(train, "Train"), _as_features(target, "Target")
     if tr.shape[1:] != tg.shape[1:]:
@@ -137,6 +161,16 @@ def select_top(scores: Sequence[float], *, k: Optional[int] = None, percent: Opt
     """Indices of the k highest scores (or the top `percent` %), best first, ties in pool order.
 
     Rows with ``valid`` False (no response tokens) or a non-finite score are never selected.
+
+    Args:
+        scores (`Sequence[float]`):
+            One score per pool row.
+        k (`int` or `None`, *optional*, defaults to `None`):
+            How many rows to keep (at most the pool's size); exactly one of `k` and `percent` is given.
+        percent (`float` or `None`, *optional*, defaults to `None`):
+            Share of the pool to keep, in (0, 100]; rounded to a count, at least 1.
+        valid (`Sequence[bool]` or `None`, *optional*, defaults to `None`):
+            Which rows may be selected; `None`: every row with a finite score.
     """
     s = np.asarray(scores, dtype=np.float64)
     if (k is None) == (percent is None):
@@ -153,5 +187,16 @@ def select_top(scores: Sequence[float], *, k: Optional[int] = None, percent: Opt
 
 @register_selector("less", requires=(SCORE_COLUMN,))
 def select_less(columns, budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """Top-k by LESS score (gradient similarity to a target set); rows without a score are skipped."""
+    """Top-k by LESS score (gradient similarity to a target set); rows without a score are skipped.
+
+    Args:
+        columns (`Mapping[str, Sequence[float]]`):
+            Holds `less_score`, each row's LESS score (non-finite where the row has none).
+        budget (`int`):
+            The most rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the order is deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     return select_top(columns[SCORE_COLUMN], k=budget)

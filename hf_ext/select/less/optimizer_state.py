@@ -31,7 +31,20 @@ _SKIP_SUFFIXES = (".json", ".md", ".txt", ".model", ".jinja")
 
 @dataclass
 class AdamState:
-    """Adam moments per parameter name, and the optimizer's hyper-parameters."""
+    """Adam moments per parameter name, and the optimizer's hyper-parameters.
+
+    Args:
+        exp_avg (`dict[str, torch.Tensor]`):
+            First moment m of each parameter, keyed by parameter name.
+        exp_avg_sq (`dict[str, torch.Tensor]`):
+            Second moment v of each parameter, keyed by parameter name.
+        betas (`tuple[float, float]`, *optional*, defaults to `(0.9, 0.999)`):
+            The optimizer's β1 and β2.
+        eps (`float`, *optional*, defaults to `1e-8`):
+            The optimizer's ε.
+        source (`str`, *optional*, defaults to `""`):
+            The file the state was read from, for error messages.
+    """
 
     exp_avg: dict[str, torch.Tensor]
     exp_avg_sq: dict[str, torch.Tensor]
@@ -54,7 +67,17 @@ class AdamState:
 
 
 def save_adam_state_by_name(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: str | os.PathLike) -> Path:
-    """Write ``adam_state_by_name.safetensors`` into `folder` (m, v of every trainable parameter, by name)."""
+    """Write ``adam_state_by_name.safetensors`` into `folder` (m, v of every trainable parameter, by name).
+
+    Args:
+        model (`torch.nn.Module`):
+            The model being trained; its trainable parameters with Adam moments are saved under their names.
+        optimizer (`torch.optim.Optimizer`):
+            The Adam(W) optimizer (an accelerate `AcceleratedOptimizer` is unwrapped); its betas and eps go into
+            the file's metadata.
+        folder (`str` or `os.PathLike`):
+            Existing folder to write into (a checkpoint folder).
+    """
     from safetensors.torch import save_file
 
     optimizer = getattr(optimizer, "optimizer", optimizer)  # unwrap accelerate's AcceleratedOptimizer
@@ -136,6 +159,13 @@ def _read_torch_state(path: Path, model: torch.nn.Module) -> AdamState | None:
 
 def load_adam_state(checkpoint: str | os.PathLike, model: torch.nn.Module) -> AdamState:
     """The Adam state of `checkpoint`, by parameter name of `model` (the PEFT model being featurized).
+
+    Args:
+        checkpoint (`str` or `os.PathLike`):
+            Warmup checkpoint folder; the optimizer state is found among its files by content.
+        model (`torch.nn.Module`):
+            The model the state belongs to, used to map a positional torch state dict to parameter names and
+            check shapes.
 
     Raises:
         InputError: the folder holds no optimizer state with Adam moments, naming the

@@ -27,14 +27,18 @@ class RademacherProjector:
     """Project rows of ``x`` (``[batch, input_dim]``) to ``[batch, proj_dim]`` with bounded memory.
 
     Args:
-        input_dim: Length of the vectors to project (the number of LoRA parameters).
-        proj_dim: Target dimension d (LESS: 8192).
-        seed: Seed of the matrix; train and target features must use the same one.
-        block_rows: Rows of R drawn at a time. Part of the matrix's identity (it fixes how
-            the seeded generator is consumed), so keep the default to reuse features.
-        cache_mb: Keep drawn blocks (scaled float32) up to this many MiB, so later batches
-            skip the draw; the rest are redrawn each call. Memory stays below
-            ``cache_mb`` MiB ``+ block_rows * proj_dim * 4`` bytes.
+        input_dim (`int`):
+            Length of the vectors to project (the number of LoRA parameters).
+        proj_dim (`int`, *optional*, defaults to `8192`):
+            Target dimension d (LESS: 8192).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the matrix; train and target features must use the same one.
+        block_rows (`int`, *optional*, defaults to `1024`):
+            Rows of R drawn at a time. Part of the matrix's identity (it fixes how the seeded generator is
+            consumed), so keep the default to reuse features.
+        cache_mb (`int`, *optional*, defaults to `2048`):
+            Keep drawn blocks (scaled float32) up to this many MiB, so later batches skip the draw; the rest are
+            redrawn each call. Memory stays below ``cache_mb`` MiB ``+ block_rows * proj_dim * 4`` bytes.
     """
 
     def __init__(self, input_dim: int, proj_dim: int = 8192, seed: int = 0, block_rows: int = 1024, cache_mb: int = 2048):

@@ -31,7 +31,62 @@ from .optimizer_state import save_adam_state_by_name
 
 @dataclass
 class LessWarmupConfig(TrainingArguments):
-    """``TrainingArguments`` with LESS's warmup defaults plus the pool, the sample and LoRA settings."""
+    """``TrainingArguments`` with LESS's warmup defaults plus the pool, the sample and LoRA settings.
+
+    Every other ``TrainingArguments`` field keeps its meaning and default; the entries below are the fields
+    added here and those whose default is LESS's.
+
+    Args:
+        model_name_or_path (`str`, *optional*, defaults to `"HuggingFaceTB/SmolLM2-135M-Instruct"`):
+            Base causal LM (Hub id or folder) to warm up.
+        dataset (`str`, *optional*, defaults to `"dolly_alpagasus_3k"`):
+            Pool: bundled name, local file/folder or Hub id.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split of the pool.
+        instruction_column (`str`, *optional*, defaults to `"instruction"`):
+            Column with the instruction.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input (null if none).
+        response_column (`str`, *optional*, defaults to `"output"`):
+            Column with the response (the only tokens with loss).
+        prompt_template (`str`, *optional*, defaults to `TULU_TEMPLATE`):
+            Prompt template with {prompt}; LESS uses Tulu's.
+        max_length (`int`, *optional*, defaults to `512`):
+            Truncate prompt + response to this many tokens.
+        warmup_fraction (`float`, *optional*, defaults to `0.05`):
+            Fraction of the pool sampled for the warmup (LESS: 5%).
+        lora_r (`int`, *optional*, defaults to `128`):
+            LoRA rank (LESS: 128).
+        lora_alpha (`int`, *optional*, defaults to `512`):
+            LoRA alpha (LESS: 512).
+        lora_dropout (`float`, *optional*, defaults to `0.1`):
+            LoRA dropout (LESS: 0.1).
+        lora_target_modules (`list[str]`, *optional*, defaults to `["q_proj", "k_proj", "v_proj", "o_proj"]`):
+            Modules that get LoRA (LESS: q/k/v/o).
+        output_dir (`str` or `None`, *optional*, defaults to `"outputs/less/warmup"`):
+            Where checkpoint-* folders go.
+        learning_rate (`float`, *optional*, defaults to `2e-5`):
+            Peak learning rate (LESS: 2e-5).
+        lr_scheduler_type (`str`, *optional*, defaults to `"linear"`):
+            LR schedule (LESS: linear).
+        warmup_steps (`float`, *optional*, defaults to `0.03`):
+            LR warmup; a float < 1 is a fraction of steps (LESS: 3%).
+        num_train_epochs (`float`, *optional*, defaults to `4.0`):
+            Epochs (LESS: 4, one checkpoint each).
+        save_strategy (`str`, *optional*, defaults to `"epoch"`):
+            Checkpoint once per epoch (LESS needs one per epoch).
+        logging_steps (`float`, *optional*, defaults to `1`):
+            Log every step: matching weights epochs by their mean LR.
+        per_device_train_batch_size (`int`, *optional*, defaults to `1`):
+            Batch size per device.
+        gradient_accumulation_steps (`int`, *optional*, defaults to `32`):
+            Gradient accumulation (LESS: 32 → batch 128 on 4 GPUs).
+        overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+            Replace an existing output folder that hf_ext did not write (folders of earlier hf_ext runs are
+            replaced without it).
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub endpoint URL (default: HF_ENDPOINT or huggingface.co).
+    """
 
     model_name_or_path: str = field(
         default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "Base causal LM (Hub id or folder) to warm up."}
@@ -90,13 +145,29 @@ class SaveAdamStateByNameCallback(TrainerCallback):
 
 
 def warmup_sample(num_rows: int, fraction: float, seed: int) -> list[int]:
-    """The seeded random warmup subset: round(fraction * rows) indices (at least 1), in pool order."""
+    """The seeded random warmup subset: round(fraction * rows) indices (at least 1), in pool order.
+
+    Args:
+        num_rows (`int`):
+            Number of rows in the pool.
+        fraction (`float`):
+            Share of the pool to sample, in (0, 1].
+        seed (`int`):
+            Seed of the draw (the config's `seed`).
+    """
     k = max(1, int(round(num_rows * fraction)))
     return np.sort(np.random.default_rng(seed).choice(num_rows, size=k, replace=False)).tolist()
 
 
 def build_lora_model(model, config: LessWarmupConfig):
-    """Wrap `model` with LoRA on `lora_target_modules` (checked first: a clear error names what exists)."""
+    """Wrap `model` with LoRA on `lora_target_modules` (checked first: a clear error names what exists).
+
+    Args:
+        model (`transformers.PreTrainedModel`):
+            The base causal LM.
+        config (`LessWarmupConfig`):
+            Supplies `lora_r`, `lora_alpha`, `lora_dropout` and `lora_target_modules`.
+    """
     from peft import LoraConfig, get_peft_model
 
     check_lora_targets(model, config.lora_target_modules)
@@ -115,6 +186,16 @@ def run_less_warmup(config: LessWarmupConfig, *, model=None, tokenizer=None, dat
 
     `model`, `tokenizer` and `dataset` may be passed as objects (tests, notebooks); otherwise
     they load from `model_name_or_path` and `dataset`.
+
+    Args:
+        config (`LessWarmupConfig`):
+            The warmup's training, data and LoRA settings.
+        model (`transformers.PreTrainedModel` or `None`, *optional*, defaults to `None`):
+            Base causal LM to wrap with LoRA; `None` loads `config.model_name_or_path` in float32.
+        tokenizer (`PreTrainedTokenizerBase` or `None`, *optional*, defaults to `None`):
+            Its tokenizer (gets the eos token as pad token when it has none); `None` loads the model's.
+        dataset (`datasets.Dataset` or `None`, *optional*, defaults to `None`):
+            The pool; `None` loads `config.dataset` (split `config.dataset_split`).
     """
     import torch
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, Trainer

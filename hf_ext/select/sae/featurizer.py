@@ -56,7 +56,12 @@ class _StopForward(Exception):
 
 
 def decoder_layers(model) -> tuple[Any, str, Any]:
-    """(parent module, attribute name, ModuleList) of the model's transformer blocks."""
+    """(parent module, attribute name, ModuleList) of the model's transformer blocks.
+
+    Args:
+        model (`transformers.PreTrainedModel`):
+            The model; its blocks are the `nn.ModuleList` as long as `config.num_hidden_layers`.
+    """
     import torch
 
     n = getattr(model.config, "num_hidden_layers", None)
@@ -69,6 +74,16 @@ def decoder_layers(model) -> tuple[Any, str, Any]:
 
 
 def resolve_layer(layer: int, num_layers: int, model_name: str) -> int:
+    """The 0-based index of `layer` (negative counts from the end); an `InputError` when out of range.
+
+    Args:
+        layer (`int`):
+            Block index, 0-based, or negative from the end (-1 = last).
+        num_layers (`int`):
+            Number of blocks of the model.
+        model_name (`str`):
+            The model's id, for the error message.
+    """
     if not -num_layers <= layer < num_layers:
         raise InputError(f"Unknown layer index {layer}: {model_name} has {num_layers} layers (0..{num_layers - 1}, "
                          "or negative to count from the end, -1 = last).")
@@ -80,22 +95,54 @@ class SAEFeaturizer:
     """``ds.map(SAEFeaturizer(...), batched=True)``: SAE feature ids per example.
 
     Args:
-        model: Hub id or folder of a transformers model (decoder or encoder); packaged copies
-            resolve offline through `hf_ext.models`.
-        sae: Hub repo or folder of the SAE (sparsify or sae-lens layout); ``None`` only to read
-            hidden states (what the SAE trainer does).
-        layer: block whose output the SAE reads (0-based; -1 = last). Same convention as
-            sparsify's ``layers.N`` and sae-lens' ``blocks.N.hook_resid_post``.
-        sae_subfolder: the SAE's folder inside ``sae`` (``layers.15``), if it holds several.
-        threshold: a latent counts as activated when its value is above this (paper: 10 on its SAE).
-        max_length: tokens per example at most (also capped by the model's context); longer texts
-            are truncated and flagged in ``sae_truncated``.
-        max_batch_tokens: tokens per forward micro-batch (a decoder's are packed, so all are real;
-            an encoder's count padding); ``batch_size`` caps its rows.
-        dtype: weights and activations of the model and the SAE: ``"float32"`` (default, exact),
-            ``"bfloat16"`` (about 2× faster on GPUs and on CPUs with AMX/AVX512-BF16, the paper's
-            precision; a latent right at the threshold may flip) or ``"float16"``. Pooled values
-            are stored as float32 either way.
+        model (`str`, *optional*, defaults to `"sentence-transformers/all-MiniLM-L6-v2"`):
+            Hub id or folder of a transformers model (decoder or encoder); packaged copies resolve offline through
+            `hf_ext.models`.
+        sae (`str` or `None`, *optional*, defaults to `None`):
+            Hub repo or folder of the SAE (sparsify or sae-lens layout); ``None`` only to read hidden states (what
+            the SAE trainer does).
+        layer (`int`, *optional*, defaults to `-1`):
+            Block whose output the SAE reads (0-based; -1 = last). Same convention as sparsify's ``layers.N`` and
+            sae-lens' ``blocks.N.hook_resid_post``.
+        sae_subfolder (`str` or `None`, *optional*, defaults to `None`):
+            The SAE's folder inside ``sae`` (``layers.15``), if it holds several.
+        sae_format (`str`, *optional*, defaults to `"auto"`):
+            Weight layout of the SAE: ``"sparsify"``, ``"sae_lens"`` or ``"auto"`` (detected from the weight
+            file's name).
+        threshold (`float`, *optional*, defaults to `0.0`):
+            A latent counts as activated when its value is above this (paper: 10 on its SAE).
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision (branch, tag or commit) of `model` on the Hub; part of the fingerprint.
+        instruction_column (`str` or `None`, *optional*, defaults to `"instruction"`):
+            Column with the instruction (the user turn); `None` when the data has none.
+        input_column (`str` or `None`, *optional*, defaults to `"input"`):
+            Column with the optional input, joined to the instruction after a blank line; `None` when the data
+            has none.
+        response_column (`str` or `None`, *optional*, defaults to `"output"`):
+            Column with the response (the assistant turn); `None` to read prompts only.
+        text_column (`str` or `None`, *optional*, defaults to `None`):
+            Column of plain text read as is (no chat template) instead of the instruction/input/response columns.
+        use_chat_template (`bool`, *optional*, defaults to `True`):
+            Format instruction + response with the tokenizer's chat template when it has one (the paper's
+            setting); otherwise they are joined with a blank line.
+        max_length (`int`, *optional*, defaults to `512`):
+            Tokens per example at most (also capped by the model's context); longer texts are truncated and
+            flagged in ``sae_truncated``.
+        batch_size (`int`, *optional*, defaults to `32`):
+            Rows per forward micro-batch at most.
+        max_batch_tokens (`int`, *optional*, defaults to `8192`):
+            Tokens per forward micro-batch (a decoder's are packed, so all are real; an encoder's count padding);
+            ``batch_size`` caps its rows.
+        store_embedding (`bool`, *optional*, defaults to `True`):
+            Also add ``sae_embedding``, the mean-pooled hidden state (kcenter and the diversity report read it).
+        prefix (`str`, *optional*, defaults to `"sae"`):
+            Prefix of the added columns (``<prefix>_ids``, ...); pass the same ``prefix=`` to the selectors.
+        device (`str` or `None`, *optional*, defaults to `None`):
+            Where the model and SAE run (``"cuda"``, ``"cpu"``); `None`: CUDA when available.
+        dtype (`str`, *optional*, defaults to `"float32"`):
+            Weights and activations of the model and the SAE: ``"float32"`` (default, exact), ``"bfloat16"``
+            (about 2× faster on GPUs and on CPUs with AMX/AVX512-BF16, the paper's precision; a latent right at the
+            threshold may flip) or ``"float16"``. Pooled values are stored as float32 either way.
     """
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"

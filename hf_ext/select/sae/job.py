@@ -65,7 +65,14 @@ def _layer_index(f: SAEFeaturizer) -> int:
 
 
 def hookpoint_candidates(layer: int, sae_format: str = "auto") -> list[str]:
-    """Subfolder names of block `layer`'s SAE: sparsify's ``layers.N``, sae-lens' ``blocks.N.hook_resid_post``."""
+    """Subfolder names of block `layer`'s SAE: sparsify's ``layers.N``, sae-lens' ``blocks.N.hook_resid_post``.
+
+    Args:
+        layer (`int`):
+            The block, as a 0-based index.
+        sae_format (`str`, *optional*, defaults to `"auto"`):
+            ``"sparsify"`` or ``"sae_lens"`` for that layout's name only; anything else (``"auto"``) gives both.
+    """
     names = {"sparsify": [f"layers.{layer}"], "sae_lens": [f"blocks.{layer}.hook_resid_post"]}
     return names.get(sae_format) or names["sparsify"] + names["sae_lens"]
 
@@ -73,7 +80,12 @@ def hookpoint_candidates(layer: int, sae_format: str = "auto") -> list[str]:
 def sae_hookpoint(f: SAEFeaturizer) -> str | None:
     """The subfolder of ``f.sae`` holding the SAE of ``f.layer``: None when the folder or repo is one
     SAE (``cfg.json`` at its root), else the sparsify or sae-lens name of that layer. The layer is
-    the one source of truth; a Hub repo is asked for its ``cfg.json`` files only."""
+    the one source of truth; a Hub repo is asked for its ``cfg.json`` files only.
+
+    Args:
+        f (`SAEFeaturizer`):
+            The featurizer settings: its `sae` (folder or Hub repo), `layer`, `model`, `revision` and `sae_format`.
+    """
     root = Path(f.sae).expanduser()
     if not root.exists():
         from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -111,7 +123,14 @@ def sae_hookpoint(f: SAEFeaturizer) -> str | None:
 
 def prepare_sae(c, ds) -> tuple[str, str | None, bool]:
     """(SAE folder or repo, subfolder, trained_here). Trains on the pool's activations when
-    ``featurizer.sae`` is unset; the result is cached by model, layer, the pool's text and settings."""
+    ``featurizer.sae`` is unset; the result is cached by model, layer, the pool's text and settings.
+
+    Args:
+        c (`SelectionConfig`):
+            The selection job's config: its `featurizer` and `sae_training` settings and the pool's text columns.
+        ds (`datasets.Dataset`):
+            The pool whose activations an SAE is trained on when none is given.
+    """
     sae = c.featurizer.get("sae")
     if sae:
         return sae, sae_hookpoint(c.featurizer_settings()), False
@@ -171,7 +190,14 @@ class _KeepAbove:
 
 
 def apply_threshold_quantile(ds, quantile: float):
-    """(dataset, threshold): drop activations at or below the `quantile` of all max-pooled values."""
+    """(dataset, threshold): drop activations at or below the `quantile` of all max-pooled values.
+
+    Args:
+        ds (`datasets.Dataset`):
+            The featurized pool, with ``sae_ids`` and ``sae_values``.
+        quantile (`float`):
+            Quantile, in [0, 1], of the pool's max-pooled values (all rows and latents together) used as threshold.
+    """
     from .selection import _arrow
 
     values = _arrow(ds["sae_values"]).flatten().to_numpy(zero_copy_only=False)
@@ -183,7 +209,14 @@ def apply_threshold(ds, c) -> tuple[Any, dict[str, Any]]:
     """The job's one SAE threshold: (dataset, what metrics.json and the card report).
 
     With ``threshold_quantile`` the latents at or below that quantile of the pool's values are
-    dropped here; else the featurizer already kept the values above ``featurizer.threshold``."""
+    dropped here; else the featurizer already kept the values above ``featurizer.threshold``.
+
+    Args:
+        ds (`datasets.Dataset`):
+            The featurized pool, with ``sae_ids`` and ``sae_values``.
+        c (`SelectionConfig`):
+            The selection job's config: its `threshold_quantile` and the featurizer's `threshold`.
+    """
     if c.threshold_quantile is None:
         return ds, {"threshold": c.featurizer_settings().threshold}
     ds, threshold = apply_threshold_quantile(ds, c.threshold_quantile)
@@ -191,14 +224,30 @@ def apply_threshold(ds, c) -> tuple[Any, dict[str, Any]]:
 
 
 def build_featurizer(c, ds) -> SAEFeaturizer:
-    """The `FEATURIZERS` entry for the SAE columns (trains an SAE first when none is given)."""
+    """The `FEATURIZERS` entry for the SAE columns (trains an SAE first when none is given).
+
+    Args:
+        c (`SelectionConfig`):
+            The selection job's config: its `featurizer` and `sae_training` settings.
+        ds (`datasets.Dataset`):
+            The pool (the SAE is trained on its activations when none is given).
+    """
     sae, subfolder, _ = prepare_sae(c, ds)
     return c.featurizer_settings(sae=sae, sae_subfolder=subfolder)
 
 
 def sae_summary(c, ds, threshold: dict[str, Any]) -> dict[str, Any]:
     """What the card and metrics.json say about the features: model, layer, SAE, the threshold
-    (`threshold`, from :func:`apply_threshold`), training."""
+    (`threshold`, from :func:`apply_threshold`), training.
+
+    Args:
+        c (`SelectionConfig`):
+            The selection job's config.
+        ds (`datasets.Dataset`):
+            The featurized pool (its ``sae_truncated`` column is counted).
+        threshold (`dict[str, Any]`):
+            What :func:`apply_threshold` reports (``threshold`` and, when used, ``threshold_quantile``).
+    """
     from ...models import hub_id_for
     from .model import TopKSAE
 
@@ -213,7 +262,21 @@ def sae_summary(c, ds, threshold: dict[str, Any]) -> dict[str, Any]:
 
 
 def coverage_report(ds, picks: dict[str, list[int]], c, seed: int, plot_path: Path | None) -> dict[str, Any]:
-    """Coverage of every method at the budget, curves over budgets (re-running each selector) and a plot."""
+    """Coverage of every method at the budget, curves over budgets (re-running each selector) and a plot.
+
+    Args:
+        ds (`datasets.Dataset`):
+            The featurized pool, with ``sae_ids`` (and ``sae_embedding``, ``response_tokens`` and ``sae_count`` when
+            present, for diversity and the length/feature correlation).
+        picks (`dict[str, list[int]]`):
+            Pool row indices selected by each method at the budget, keyed by method name.
+        c (`SelectionConfig`):
+            The selection job's config: its `budget` and each method's options.
+        seed (`int`):
+            Seed passed to every selector re-run for the curves.
+        plot_path (`Path` or `None`):
+            Where the coverage plot (PNG) is written; `None` draws none.
+    """
     from ..selectors import get_selector
 
     matrix = feature_matrix(ds[IDS])

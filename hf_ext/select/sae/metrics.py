@@ -24,7 +24,12 @@ from .selection import coverage, feature_matrix
 
 
 def embedding_diversity(embeddings: Any) -> float:
-    """1 − mean pairwise cosine similarity (i ≠ j); 0.0 for fewer than two rows."""
+    """1 − mean pairwise cosine similarity (i ≠ j); 0.0 for fewer than two rows.
+
+    Args:
+        embeddings (`array-like`):
+            ``[n, d]`` vectors, one per example (e.g. ``sae_embedding``); normalised here.
+    """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         return 0.0
@@ -77,20 +82,53 @@ def length_feature_corr(lengths: Sequence[float], counts: Sequence[float]) -> fl
 
 
 def budget_grid(budget: int, pool_size: int, points: int = 8) -> list[int]:
-    """Budgets from budget/8 to 2×budget (capped at the pool), for coverage-vs-budget curves."""
+    """Budgets from budget/8 to 2×budget (capped at the pool), for coverage-vs-budget curves.
+
+    Args:
+        budget (`int`):
+            The job's budget; always one of the grid's points (capped at the pool).
+        pool_size (`int`):
+            Number of rows in the pool, the largest budget.
+        points (`int`, *optional*, defaults to `8`):
+            Evenly spaced budgets between the ends (duplicates after rounding are dropped).
+    """
     top = min(2 * budget, pool_size)
     grid = np.unique(np.linspace(max(1, budget // 8), top, points).round().astype(int).tolist() + [min(budget, pool_size)])
     return [int(b) for b in grid if b >= 1]
 
 
 def coverage_curves(matrix, select_fns: dict[str, Callable[[int], Sequence[int]]], budgets: Sequence[int]) -> dict[str, list[int]]:
-    """Coverage at each budget for each method (`select_fns[name](budget)` returns picks)."""
+    """Coverage at each budget for each method (`select_fns[name](budget)` returns picks).
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            The pool's :func:`feature_matrix` (rows: examples, columns: latents).
+        select_fns (`dict[str, Callable[[int], Sequence[int]]]`):
+            For each method name, a function from a budget to the row indices it picks.
+        budgets (`Sequence[int]`):
+            The budgets to evaluate (e.g. :func:`budget_grid`).
+    """
     return {name: [coverage(matrix, fn(b)) for b in budgets] for name, fn in select_fns.items()}
 
 
 def plot_coverage(path: str | Path, budgets: Sequence[int], curves: dict[str, Sequence[int]], *, budget: int | None = None,
                   pool_coverage: int | None = None, title: str = "SAE feature coverage") -> Path:
-    """PNG of features covered vs budget, one line per method."""
+    """PNG of features covered vs budget, one line per method.
+
+    Args:
+        path (`str` or `Path`):
+            Where the PNG is written.
+        budgets (`Sequence[int]`):
+            The x values, shared by every curve.
+        curves (`dict[str, Sequence[int]]`):
+            Features covered at each budget, per method (:func:`coverage_curves`).
+        budget (`int` or `None`, *optional*, defaults to `None`):
+            The job's budget, marked with a dashed vertical line.
+        pool_coverage (`int` or `None`, *optional*, defaults to `None`):
+            Features covered by the whole pool, drawn as a dotted horizontal line.
+        title (`str`, *optional*, defaults to `"SAE feature coverage"`):
+            The plot's title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -45,13 +45,20 @@ class TopKSAE(PushToHubMixin, nn.Module):
     """TopK (or ReLU / JumpReLU) sparse autoencoder.
 
     Args:
-        d_in: width of the residual stream it reads (the model's hidden size).
-        num_latents: dictionary size (paper: 131,072 on Llama-3.1-8B).
-        k: active latents per token (paper: 128); ``None`` for a plain ReLU SAE.
-        threshold: optional per-latent JumpReLU thresholds (sae-lens ``jumprelu``).
-        apply_b_dec_to_input: subtract ``b_dec`` from the input before encoding (both formats do).
-        metadata: free-form facts saved in ``cfg.json`` (model id, layer, training statistics).
-        seed: initialises weights deterministically (decoder = encoderᵀ with unit-norm rows).
+        d_in (`int`):
+            Width of the residual stream it reads (the model's hidden size).
+        num_latents (`int`):
+            Dictionary size (paper: 131,072 on Llama-3.1-8B).
+        k (`int` or `None`, *optional*, defaults to `32`):
+            Active latents per token (paper: 128), in [1, num_latents]; ``None`` for a plain ReLU SAE.
+        threshold (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Optional per-latent JumpReLU thresholds (sae-lens ``jumprelu``).
+        apply_b_dec_to_input (`bool`, *optional*, defaults to `True`):
+            Subtract ``b_dec`` from the input before encoding (both formats do).
+        metadata (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Free-form facts saved in ``cfg.json`` (model id, layer, training statistics).
+        seed (`int`, *optional*, defaults to `0`):
+            Initialises weights deterministically (decoder = encoderᵀ with unit-norm rows).
     """
 
     def __init__(self, d_in: int, num_latents: int, k: int | None = 32, *, threshold: torch.Tensor | None = None,

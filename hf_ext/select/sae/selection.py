@@ -123,6 +123,14 @@ def greedy_max_coverage(matrix, budget: int, strategy: Literal["incremental", "l
     touched once over the whole run — O(nnz log nnz) in all, however heavy-tailed the features.
     ``lazy`` is Minoux's lazy evaluation (a heap of stale upper bounds, re-evaluating the top);
     it does well when gains fall off steeply, and badly when many stay close.
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents, from :func:`feature_matrix`.
+        budget (`int`):
+            How many examples to pick.
+        strategy (`str`, *optional*, defaults to `"incremental"`):
+            ``"incremental"`` (exact gains through an inverted index) or ``"lazy"`` (Minoux's lazy evaluation).
     """
     if strategy == "lazy":
         return _lazy_greedy(matrix, budget)
@@ -170,7 +178,14 @@ def _lazy_greedy(matrix, budget: int) -> list[int]:
 
 
 def greedy_max_coverage_naive(matrix, budget: int) -> list[int]:
-    """Textbook greedy: every step recomputes every example's gain (reference for tests/benchmarks)."""
+    """Textbook greedy: every step recomputes every example's gain (reference for tests/benchmarks).
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents, from :func:`feature_matrix`.
+        budget (`int`):
+            How many examples to pick.
+    """
     m = matrix.astype(np.float32)
     uncovered = np.ones(m.shape[1], dtype=np.float32)
     taken = np.zeros(m.shape[0], dtype=bool)
@@ -186,7 +201,14 @@ def greedy_max_coverage_naive(matrix, budget: int) -> list[int]:
 
 
 def sorted_new_features(matrix, budget: int) -> list[int]:
-    """Paper-style SAE-GreedSelect: by richness, keep if it adds ≥ 1 new feature; fill with the richest rest."""
+    """Paper-style SAE-GreedSelect: by richness, keep if it adds ≥ 1 new feature; fill with the richest rest.
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents, from :func:`feature_matrix`.
+        budget (`int`):
+            How many examples to pick.
+    """
     indptr, indices = matrix.indptr, matrix.indices
     order = np.argsort(-np.diff(indptr), kind="stable")
     covered = np.zeros(matrix.shape[1], dtype=bool)
@@ -218,7 +240,22 @@ def _similarity_rows(block, kept, similarity: str):
 
 
 def threshold_walk(matrix, order: np.ndarray, tau: float, budget: int, similarity: str, block: int = 256) -> list[int]:
-    """Keep examples in `order` whose similarity to all kept ones is < tau, stopping at `budget`."""
+    """Keep examples in `order` whose similarity to all kept ones is < tau, stopping at `budget`.
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents: ones for ``"jaccard"``, unit-norm rows of values for ``"cosine"``.
+        order (`np.ndarray`):
+            Row indices in the order they are walked (by richness in :func:`simscale`).
+        tau (`float`):
+            An example is kept only when its similarity to every kept one is below this.
+        budget (`int`):
+            The walk stops once this many are kept (it may keep fewer).
+        similarity (`str`):
+            ``"jaccard"`` (on feature sets) or ``"cosine"`` (dot products of the rows).
+        block (`int`, *optional*, defaults to `256`):
+            Rows compared per step against the kept ones (the size of the dense similarity blocks).
+    """
     import scipy.sparse as sp
 
     kept: list[int] = []
@@ -246,7 +283,18 @@ def threshold_walk(matrix, order: np.ndarray, tau: float, budget: int, similarit
 
 
 def simscale(matrix, budget: int, *, similarity: Literal["jaccard", "cosine"] = "jaccard", tol: float = 1e-3) -> tuple[list[int], float]:
-    """SAE-SimScale: (picks, τ). Bisection on τ for the smallest τ (to `tol`) whose walk keeps the budget."""
+    """SAE-SimScale: (picks, τ). Bisection on τ for the smallest τ (to `tol`) whose walk keeps the budget.
+
+    Args:
+        matrix (`scipy.sparse.csr_matrix`):
+            Examples × latents from :func:`feature_matrix`; with values for ``"cosine"`` (rows are normalised here).
+        budget (`int`):
+            How many examples to keep.
+        similarity (`str`, *optional*, defaults to `"jaccard"`):
+            ``"jaccard"`` on feature sets or ``"cosine"`` on max-pooled values.
+        tol (`float`, *optional*, defaults to `1e-3`):
+            Precision of the bisection on τ.
+    """
     if similarity not in ("jaccard", "cosine"):
         raise InputError(f"similarity must be 'jaccard' or 'cosine', got {similarity!r}.")
     m = matrix.astype(np.float64)
@@ -307,20 +355,55 @@ def kcenter(embeddings: np.ndarray, budget: int, seed: int = 0) -> list[int]:
 # -- registry ------------------------------------------------------------------------------------
 @register_selector("sae_greedy", requires=(IDS,), prefix="sae")
 def select_sae_greedy(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """SAE-GreedSelect: greedy max-coverage of SAE features (incremental gains, (1 − 1/e) guarantee)."""
+    """SAE-GreedSelect: greedy max-coverage of SAE features (incremental gains, (1 − 1/e) guarantee).
+
+    Args:
+        columns (`Mapping[str, Any]`):
+            Holds `sae_ids`, the activated latent ids of each row.
+        budget (`int`):
+            How many rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the picks are deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     return greedy_max_coverage(feature_matrix(columns[IDS]), budget)
 
 
 @register_selector("sae_greedy_sorted", requires=(IDS,), prefix="sae")
 def select_sae_greedy_sorted(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """SAE-GreedSelect, paper-style: by feature richness, keep an example if it adds new features."""
+    """SAE-GreedSelect, paper-style: by feature richness, keep an example if it adds new features.
+
+    Args:
+        columns (`Mapping[str, Any]`):
+            Holds `sae_ids`, the activated latent ids of each row.
+        budget (`int`):
+            How many rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the picks are deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     return sorted_new_features(feature_matrix(columns[IDS]), budget)
 
 
 @register_selector("sae_simscale", requires=(IDS, VALUES), prefix="sae")
 def select_sae_simscale(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int,
                         similarity: Literal["jaccard", "cosine"] = "jaccard") -> list[int]:
-    """SAE-SimScale: by richness, keep examples less similar than τ to all kept; τ searched to keep the budget."""
+    """SAE-SimScale: by richness, keep examples less similar than τ to all kept; τ searched to keep the budget.
+
+    Args:
+        columns (`Mapping[str, Any]`):
+            Holds `sae_ids` and `sae_values` (the max-pooled values, read for ``"cosine"``).
+        budget (`int`):
+            How many rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Unused (the picks are deterministic); taken like every selector.
+        pool_size (`int`):
+            Number of rows in the pool.
+        similarity (`str`, *optional*, defaults to `"jaccard"`):
+            ``"jaccard"`` on feature sets or ``"cosine"`` on max-pooled values.
+    """
     values = columns[VALUES] if similarity == "cosine" else None
     picks, _ = simscale(feature_matrix(columns[IDS], values), budget, similarity=similarity)
     return picks
@@ -328,7 +411,18 @@ def select_sae_simscale(columns: Mapping[str, Any], budget: int, *, seed: int = 
 
 @register_selector("kcenter", requires=(EMBEDDING,), prefix="sae")
 def select_kcenter(columns: Mapping[str, Any], budget: int, *, seed: int = 0, pool_size: int) -> list[int]:
-    """k-center greedy (farthest-first) on mean-pooled hidden states."""
+    """k-center greedy (farthest-first) on mean-pooled hidden states.
+
+    Args:
+        columns (`Mapping[str, Any]`):
+            Holds `sae_embedding`, the mean-pooled hidden state of each row.
+        budget (`int`):
+            How many rows to pick.
+        seed (`int`, *optional*, defaults to `0`):
+            Seeds the random first centre.
+        pool_size (`int`):
+            Number of rows in the pool.
+    """
     return kcenter(_dense(columns[EMBEDDING]), budget, seed=seed)
 
 

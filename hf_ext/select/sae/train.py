@@ -80,7 +80,22 @@ class SAETrainingConfig:
 
 def collect_activations(ds, featurizer, *, max_examples: int, max_tokens: int, seed: int = 0, batch_size: int = 256):
     """Hidden states [tokens, d] of `featurizer`'s layer over up to `max_examples` rows of `ds`
-    (padding and BOS excluded; a seeded sample of rows, then of tokens)."""
+    (padding and BOS excluded; a seeded sample of rows, then of tokens).
+
+    Args:
+        ds (`datasets.Dataset`):
+            The rows to read, with the featurizer's text columns.
+        featurizer (`SAEFeaturizer`):
+            Sets the model, the layer and the text formatting (its `sae` is not used).
+        max_examples (`int`):
+            Rows sampled from `ds` at most.
+        max_tokens (`int`):
+            Tokens kept at most (a seeded sample of the collected ones).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of both samples.
+        batch_size (`int`, *optional*, defaults to `256`):
+            Rows tokenised and run per step (the featurizer cuts them into its own micro-batches).
+    """
     import numpy as np
     import torch
 
@@ -99,7 +114,16 @@ def collect_activations(ds, featurizer, *, max_examples: int, max_tokens: int, s
 
 
 def train_sae(activations, config: SAETrainingConfig | None = None, metadata: dict | None = None) -> TopKSAE:
-    """Fit a TopK SAE to `activations` [tokens, d_in]; statistics land in ``sae.metadata['training']``."""
+    """Fit a TopK SAE to `activations` [tokens, d_in]; statistics land in ``sae.metadata['training']``.
+
+    Args:
+        activations (`torch.Tensor`):
+            ``[tokens, d_in]`` hidden states, at least 10 tokens (e.g. from :func:`collect_activations`).
+        config (`SAETrainingConfig` or `None`, *optional*, defaults to `None`):
+            The training settings; `None`: the defaults.
+        metadata (`dict` or `None`, *optional*, defaults to `None`):
+            Facts saved in the SAE's ``cfg.json`` (model id, layer, pool), beside the training statistics.
+    """
     import torch
     from tqdm.auto import tqdm
 
