@@ -32,7 +32,23 @@ __all__ = ["ExpertEnsemble", "ExpertEnsembleConfig", "EnsembleOutput"]
 
 
 class ExpertEnsembleConfig(PretrainedConfig):
-    """Config of an :class:`ExpertEnsemble`: expert names, mixing space, top-k and the router's state."""
+    """Config of an :class:`ExpertEnsemble`: expert names, mixing space, top-k and the router's state.
+
+    Args:
+        expert_names (`list[str]` or `None`, *optional*, defaults to `None`):
+            One name per expert, in order; each expert is saved under ``experts/<name>/``. None: no experts.
+        mixing (`str`, *optional*, defaults to `"probability"`):
+            ``"probability"`` (mix the experts' probabilities) or ``"logit"`` (mix their log-probabilities).
+        top_k (`int` or `None`, *optional*, defaults to `None`):
+            Keep the k largest mixture weights per position (renormalised); None keeps all.
+        router (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            The router's ``to_dict()`` state, rebuilt by :func:`~hf_ext.merge.ensemble.routers.router_from_dict`;
+            None: ``{"type": "bayesian"}``.
+        vocab_size (`int` or `None`, *optional*, defaults to `None`):
+            The experts' shared vocabulary size.
+        **kwargs:
+            Passed to ``PretrainedConfig`` (``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ...).
+    """
 
     model_type = "hf_ext_expert_ensemble"
 
@@ -45,7 +61,17 @@ class ExpertEnsembleConfig(PretrainedConfig):
 
 @dataclass
 class EnsembleOutput(CausalLMOutputWithPast):
-    """``logits`` hold the mixture's log-probabilities; ``expert_weights`` (batch, time, experts) the mix."""
+    """``logits`` hold the mixture's log-probabilities; ``expert_weights`` (batch, time, experts) the mix.
+
+    Besides ``CausalLMOutputWithPast``'s fields (``loss``: the mixture's NLL when labels were given):
+
+    Args:
+        expert_weights (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            The router's mixture weights, shape (batch, time, experts), after the top-k mask.
+        expert_logprobs (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Each expert's log-probabilities, shape (experts, batch, time, vocab); set only when ``forward`` was
+            called with ``return_expert_logprobs=True``.
+    """
 
     expert_weights: torch.Tensor | None = None
     expert_logprobs: torch.Tensor | None = None

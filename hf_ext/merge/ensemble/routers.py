@@ -49,7 +49,12 @@ def _prior(prior: Sequence[float] | None, n: int) -> torch.Tensor:
 
 
 class UniformRouter(Router):
-    """Fixed weights (uniform, or `prior` normalised): the context is ignored."""
+    """Fixed weights (uniform, or `prior` normalised): the context is ignored.
+
+    Args:
+        prior (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            One non-negative weight per expert with a positive sum, normalised to sum to 1 (default uniform).
+    """
 
     def __init__(self, prior: Sequence[float] | None = None):
         self.prior = list(prior) if prior is not None else None
@@ -108,6 +113,14 @@ class ClusterRouter(Router):
     The context is the decoded input of each sequence (one weight vector per sequence, the same at
     every position: document-level routing as in c-BTM); pass ``context_tokens`` to route on the
     first tokens only (e.g. a prompt). ``temperature=0`` is one-hot on the nearest centre.
+
+    Args:
+        clusters (`TfidfClusters`):
+            The TF-IDF vectorizer and one cluster centre per expert (e.g. from :func:`balanced_tfidf_kmeans`).
+        temperature (`float`, *optional*, defaults to `0.1`):
+            T of ``softmax(−d²/T)``; must be >= 0, and 0 gives one-hot weights on the nearest centre.
+        context_tokens (`int` or `None`, *optional*, defaults to `None`):
+            Route on the first this many tokens of each sequence; None: on the whole input.
     """
 
     def __init__(self, clusters: TfidfClusters, temperature: float = 0.1, context_tokens: int | None = None):
@@ -143,6 +156,12 @@ class ClusterRouter(Router):
 
 
 def router_from_dict(data: dict[str, Any]) -> Router:
+    """A router rebuilt from its ``to_dict()`` state (the one an :class:`ExpertEnsemble` saves in its config).
+
+    Args:
+        data (`dict[str, Any]`):
+            The state: ``"type"`` (``"uniform"``, ``"bayesian"`` or ``"cluster"``) and that router's settings.
+    """
     kind = data.get("type")
     if kind == "uniform":
         return UniformRouter(data.get("prior"))

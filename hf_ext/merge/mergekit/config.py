@@ -27,13 +27,29 @@ _REFUSED_TOP = {"modules": "per-module configs", "tokenizer": "tokenizer surgery
 
 
 def is_mergekit_config(values: Mapping[str, Any]) -> bool:
-    """A mapping in mergekit's schema (it has ``merge_method``)."""
+    """A mapping in mergekit's schema (it has ``merge_method``).
+
+    Args:
+        values (`Mapping[str, Any]`):
+            A recipe or config as read from YAML (anything else gives False).
+    """
     return isinstance(values, Mapping) and "merge_method" in values
 
 
 @dataclass
 class Source:
-    """One source of a slice: a model, its layer range and its own parameters (`where`: its place in the config)."""
+    """One source of a slice: a model, its layer range and its own parameters (`where`: its place in the config).
+
+    Args:
+        model (`str`):
+            The model's path or Hub id, as the config names it.
+        layer_range (`tuple[int, int]`):
+            ``(start, end)`` of the model's layers taken, end excluded (all layers for a ``models`` config).
+        parameters (`dict[str, Any]`):
+            The source's own ``parameters`` (they win over the slice's and the global ones).
+        where (`str`):
+            Its place in the config (e.g. ``"models[1]"``, ``"slices[0].sources[1]"``), for error messages.
+    """
 
     model: str
     layer_range: tuple[int, int]
@@ -43,7 +59,18 @@ class Source:
 
 @dataclass
 class Slice:
-    """A slice: sources of equal layer counts merged into consecutive output layers."""
+    """A slice: sources of equal layer counts merged into consecutive output layers.
+
+    Args:
+        sources (`list[Source]`):
+            The slice's sources, each spanning the same number of layers.
+        base_model (`str` or `None`):
+            The slice's own ``base_model``; None: the config's.
+        parameters (`dict[str, Any]`):
+            The slice's ``parameters`` (between its sources' own and the global ones).
+        where (`str`):
+            Its place in the config (``"slices[i]"``, or ``"models"`` for a ``models`` config), for error messages.
+    """
 
     sources: list[Source]
     base_model: str | None
@@ -349,6 +376,12 @@ def _vocab(src: WeightSource) -> dict[str, int] | None:
 
 def from_mergekit_config(path_or_dict: str | os.PathLike | Mapping[str, Any], *, seed: int = 0) -> MergekitMerge:
     """Read a mergekit config (a YAML path or a mapping) into a :class:`MergekitMerge`.
+
+    Args:
+        path_or_dict (`str` or `os.PathLike` or `Mapping[str, Any]`):
+            Path of a mergekit YAML file (its text goes into the card) or the config mapping itself.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of DARE/DELLA drop masks (mergekit-yaml's ``--random-seed``).
 
     Example:
         >>> merge = from_mergekit_config({"merge_method": "karcher", "models": []})  # doctest: +IGNORE_EXCEPTION_DETAIL
