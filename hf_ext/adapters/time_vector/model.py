@@ -52,6 +52,15 @@ class TimeVector(PushToHubMixin):
     :meth:`from_lora`; combine with ``+``, ``-``, ``*`` (scalar), :func:`interpolate`,
     :func:`analogy`; use with :meth:`apply_to` / :meth:`merged_model`; export with :meth:`to_lora`.
 
+    Args:
+        terms (`Sequence[tuple[float, WeightSource]]`):
+            The lazy linear combination ``Σ c_i · source_i`` that is τ: (coefficient, weight source) pairs, at least one.
+        config (`TimeVectorConfig`):
+            The vector's metadata (base model and its fingerprint, period, how it was made).
+        copy_from (`WeightSource` or `None`, *optional*, defaults to `None`):
+            The source that non-floating-point tensors (integer buffers) are copied from, e.g. the finetuned
+            model; None: the first term holding the tensor.
+
     Example:
         >>> from hf_ext.testing import tiny_llama
         >>> base, ft = tiny_llama(seed=0), tiny_llama(seed=1)
@@ -396,7 +405,18 @@ class TimeVector(PushToHubMixin):
 
 def interpolate(a: TimeVector, b: TimeVector, alpha: float, *, force: bool = False) -> TimeVector:
     """α·τ_a + (1 − α)·τ_b; applied to θ_pre it gives the paper's interpolation θ_pre + α·τ_t1 + (1 − α)·τ_t2
-    (α = 1 recovers model a, α = 0 model b)."""
+    (α = 1 recovers model a, α = 0 model b).
+
+    Args:
+        a (`TimeVector`):
+            τ_a, weighted by `alpha`.
+        b (`TimeVector`):
+            τ_b, weighted by ``1 − alpha``; it must have the same base as `a`.
+        alpha (`float`):
+            The interpolation factor (values outside [0, 1] extrapolate).
+        force (`bool`, *optional*, defaults to `False`):
+            Combine the vectors even when their base fingerprints differ.
+    """
     a._check_same_base(b, force)
     period = f"{alpha:g}·{a.config.period}+{1 - alpha:g}·{b.config.period}" if a.config.period and b.config.period else None
     return a._derived([(alpha * c, s) for c, s in a.terms] + [((1 - alpha) * c, s) for c, s in b.terms],
@@ -406,7 +426,24 @@ def interpolate(a: TimeVector, b: TimeVector, alpha: float, *, force: bool = Fal
 def analogy(task_t0: TimeVector, lm_t: TimeVector, lm_t0: TimeVector, *, lambda_c: float = 1.0, lambda_b: float = 1.0,
             lambda_a: float = 1.0, force: bool = False) -> TimeVector:
     """Task analogy: λ_C·τ_task(t0) + λ_B·τ_LM(t) − λ_A·τ_LM(t0), to update a task model to period t with
-    unlabeled text of t only. With t = t0 and λ_A = λ_B it reduces to λ_C·τ_task(t0)."""
+    unlabeled text of t only. With t = t0 and λ_A = λ_B it reduces to λ_C·τ_task(t0).
+
+    Args:
+        task_t0 (`TimeVector`):
+            τ_task(t0): the task model finetuned on data of period t0.
+        lm_t (`TimeVector`):
+            τ_LM(t): the language model further trained on unlabeled text of period t (its period is the result's).
+        lm_t0 (`TimeVector`):
+            τ_LM(t0): the language model further trained on unlabeled text of period t0.
+        lambda_c (`float`, *optional*, defaults to `1.0`):
+            λ_C, the weight of `task_t0`.
+        lambda_b (`float`, *optional*, defaults to `1.0`):
+            λ_B, the weight of `lm_t`.
+        lambda_a (`float`, *optional*, defaults to `1.0`):
+            λ_A, the weight subtracted for `lm_t0`.
+        force (`bool`, *optional*, defaults to `False`):
+            Combine the vectors even when their base fingerprints differ.
+    """
     task_t0._check_same_base(lm_t, force)
     task_t0._check_same_base(lm_t0, force)
     terms = [(lambda_c * c, s) for c, s in task_t0.terms] + [(lambda_b * c, s) for c, s in lm_t.terms] + [(-lambda_a * c, s) for c, s in lm_t0.terms]
