@@ -54,10 +54,27 @@ class MergeMethod:
     needs_base: ClassVar[bool] = False
 
     def merge(self, tensors: list[torch.Tensor], weights: torch.Tensor, base: torch.Tensor | None, *, key: str) -> torch.Tensor:
+        """The merged fp32 tensor of one name.
+
+        Args:
+            tensors (`list[torch.Tensor]`):
+                The models' fp32 tensors of this name, one per model, in order; the method may empty the list.
+            weights (`torch.Tensor`):
+                One weight per model.
+            base (`torch.Tensor` or `None`):
+                The base model's fp32 tensor (task-vector methods need it; others may ignore it).
+            key (`str`):
+                The tensor's name: for error messages and to seed random drop masks.
+        """
         raise NotImplementedError
 
     def check_weights(self, weights: torch.Tensor) -> None:
-        """Refuse weights this method cannot use (before any tensor is read)."""
+        """Refuse weights this method cannot use (before any tensor is read).
+
+        Args:
+            weights (`torch.Tensor`):
+                One weight per model, as :meth:`merge` will get them.
+        """
 
     def _check_sum(self, weights: torch.Tensor) -> None:
         if abs(float(weights.sum())) < 1e-8:

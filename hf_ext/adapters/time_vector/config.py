@@ -49,10 +49,22 @@ class TimeVectorConfig:
     peft_type: str = field(default="TIME_VECTOR", metadata={"help": "Marks the folder as an hf_ext time vector."})
 
     def save(self, folder: str | os.PathLike) -> None:
+        """Write the config as ``time_vector_config.json``.
+
+        Args:
+            folder (`str` or `os.PathLike`):
+                An existing folder (the time vector's).
+        """
         Path(folder, CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str) + "\n")
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> TimeVectorConfig:
+        """Read ``time_vector_config.json``; keys that are not fields are ignored.
+
+        Args:
+            folder (`str` or `os.PathLike`):
+                A saved time vector's folder.
+        """
         path = Path(folder, CONFIG_NAME)
         if not path.is_file():
             raise InputError(f"{str(folder)!r} has no {CONFIG_NAME}: it is not a saved time vector (TimeVector.save_pretrained writes one).")

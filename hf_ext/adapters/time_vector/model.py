@@ -88,6 +88,21 @@ class TimeVector(PushToHubMixin):
                     finetuned_hub_id: str | None = None, check_values: bool = True) -> TimeVector:
         """τ = θ_finetuned − θ_base. Models may be in memory, folders or Hub ids (read lazily).
 
+        Args:
+            base (`Source`):
+                θ_base: a model, folder, Hub id, state dict or :class:`WeightSource` (an in-memory model is snapshotted,
+                so changing it later does not change τ).
+            finetuned (`Source`):
+                θ_ft, of the same architecture; its integer buffers are the ones τ carries.
+            period (`str` or `None`, *optional*, defaults to `None`):
+                The period the vector moves the base to, e.g. ``"2016"`` (names τ in formulas and cards).
+            base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.base_model`` for a local or in-memory base.
+            finetuned_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.finetuned_model`` for a local or in-memory finetuned model.
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf weights in either model (one pass over each tensor).
+
         Raises:
             InputError: the two models differ in tensor names or shapes (the first mismatch is
                 named), or hold NaN/inf weights (with ``check_values``).
@@ -105,7 +120,16 @@ class TimeVector(PushToHubMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None, hub_endpoint: str | None = None) -> TimeVector:
-        """Load a vector saved with :meth:`save_pretrained` from a folder or a Hub id (tensors stay on disk until used)."""
+        """Load a vector saved with :meth:`save_pretrained` from a folder or a Hub id (tensors stay on disk until used).
+
+        Args:
+            path (`str` or `os.PathLike`):
+                A folder holding ``time_vector_config.json`` and the safetensors, or a Hub id (downloaded).
+            revision (`str` or `None`, *optional*, defaults to `None`):
+                Hub revision (branch, tag or commit) of a Hub id.
+            hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+                Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        """
         folder = Path(path)
         if not folder.is_dir():
             from ...hub import pull
@@ -127,8 +151,16 @@ class TimeVector(PushToHubMixin):
         ``"cat"`` is exact (see ``tests/test_time_vector.py``).
 
         Args:
-            adapter: a ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
-            base: the base model (needed for a saved adapter; default its ``base_model_name_or_path``).
+            adapter (`Any`):
+                A ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
+            base (`Source` or `None`, *optional*, defaults to `None`):
+                The base model (needed for a saved adapter; default its ``base_model_name_or_path``).
+            adapter_name (`str`, *optional*, defaults to `"default"`):
+                Which adapter of the model to read.
+            period (`str` or `None`, *optional*, defaults to `None`):
+                The period the vector moves the base to, e.g. ``"2016"``.
+            base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.base_model`` (default: the adapter's base, when it is a Hub id).
         """
         from .lora import lora_deltas
 
@@ -150,10 +182,21 @@ class TimeVector(PushToHubMixin):
         raise KeyError(key)
 
     def is_float(self, key: str) -> bool:
+        """Whether the tensor `key` is floating-point (differenced) rather than an integer buffer (copied).
+
+        Args:
+            key (`str`):
+                A tensor name of the vector.
+        """
         return self._first_with(key).dtype(key).is_floating_point
 
     def get(self, key: str) -> torch.Tensor:
-        """τ[key] in float64 (integer buffers: the copied value)."""
+        """τ[key] in float64 (integer buffers: the copied value).
+
+        Args:
+            key (`str`):
+                A tensor name of the vector.
+        """
         if not self.is_float(key):
             return self._first_with(key).get(key)
         total = None
@@ -202,10 +245,24 @@ class TimeVector(PushToHubMixin):
         return TimeVector(terms, cfg, copy_from=self.copy_from)
 
     def add(self, other: TimeVector, *, force: bool = False) -> TimeVector:
+        """τ + τ_other (what ``+`` does, with `force` available).
+
+        Args:
+            other (`TimeVector`):
+                The vector to add; it must have the same base.
+            force (`bool`, *optional*, defaults to `False`):
+                Add it even when the base fingerprints differ.
+        """
         self._check_same_base(other, force)
         return self._derived(self.terms + other.terms, f"{_label(self)} + {_label(other)}")
 
     def scale(self, factor: float) -> TimeVector:
+        """factor · τ (what scalar ``*`` does).
+
+        Args:
+            factor (`float`):
+                The scalar multiplying τ.
+        """
         return self._derived([(factor * c, s) for c, s in self.terms], f"{factor:g}·({_label(self)})", self.config.relation, self.config.period)
 
     def __add__(self, other: TimeVector) -> TimeVector:
@@ -233,7 +290,14 @@ class TimeVector(PushToHubMixin):
 
     def check_base(self, base: WeightSource, force: bool = False) -> None:
         """Raise unless `base` has the fingerprint of the model this vector was taken against
-        (:func:`hf_ext.fingerprint.fingerprint_tensors`; a null or older-scheme fingerprint is refused too)."""
+        (:func:`hf_ext.fingerprint.fingerprint_tensors`; a null or older-scheme fingerprint is refused too).
+
+        Args:
+            base (`WeightSource`):
+                The model τ is about to be applied to.
+            force (`bool`, *optional*, defaults to `False`):
+                Skip the check.
+        """
         if force:
             return
         saved = self.config.base_fingerprint
@@ -264,6 +328,20 @@ class TimeVector(PushToHubMixin):
         With an ``nn.Module``, its weights are updated in place and it is returned. With a folder or
         Hub id and ``output_dir``, the result is streamed tensor by tensor into ``output_dir`` (config
         and tokenizer copied, a card written) and the folder is returned.
+
+        Args:
+            model (`Source`):
+                θ_base: an ``nn.Module`` (changed in place), or a folder / Hub id / state dict streamed into `output_dir`.
+            scale (`float`, *optional*, defaults to `1.0`):
+                The factor of τ.
+            force (`bool`, *optional*, defaults to `False`):
+                Apply τ even when `model` does not have the base fingerprint.
+            output_dir (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+                Where the result of a model that is not an ``nn.Module`` is written (required then).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard in `output_dir`, like ``save_pretrained``'s.
+            hub_id (`str` or `None`, *optional*, defaults to `None`):
+                The Hub id of a local `model` (its name in messages).
 
         Raises:
             InputError: the model is not this vector's base (fingerprint; ``force=True`` skips the
@@ -335,7 +413,16 @@ class TimeVector(PushToHubMixin):
         card.save(str(output_dir / "README.md"))
 
     def merged_model(self, base: Source | None = None, scale: float = 1.0, *, force: bool = False):
-        """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ."""
+        """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ.
+
+        Args:
+            base (`Source` or `None`, *optional*, defaults to `None`):
+                The base model (a model, folder or Hub id; a model is changed in place); default ``config.base_model``.
+            scale (`float`, *optional*, defaults to `1.0`):
+                The factor of τ.
+            force (`bool`, *optional*, defaults to `False`):
+                Apply τ even when the base does not have the recorded fingerprint.
+        """
         from ...models import load_causal_lm
 
         if base is None:
@@ -351,8 +438,13 @@ class TimeVector(PushToHubMixin):
         """Write ``time_vector_config.json``, ``time_vector.safetensors`` (or shards + index) and a card.
 
         Args:
-            dtype: storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
+            save_directory (`str` or `os.PathLike`):
+                The folder to write (replaced only once complete).
+            dtype (`torch.dtype` or `None`, *optional*, defaults to `None`):
+                Storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
                 ``torch.float64`` keeps θ_base + τ bit-exact after a round trip).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard, like ``save_pretrained``'s.
         """
         folder = Path(save_directory)
         layout = []
@@ -394,6 +486,17 @@ class TimeVector(PushToHubMixin):
         biases) are left out and counted in the error. Returns (and writes to ``svd_report.json``)
         ``relative_error`` = ‖τ − τ_LoRA‖ / ‖τ‖ over all float tensors, ``relative_error_linear`` over
         the exported ones, per-tensor errors and the unrepresented tensors.
+
+        Args:
+            output_dir (`str` or `os.PathLike`):
+                Folder for the adapter, its card and ``svd_report.json``.
+            rank (`int`):
+                LoRA rank r (>= 1).
+            base_model (`Any`, *optional*, defaults to `None`):
+                The base model whose ``nn.Linear`` layers are targeted (default ``config.base_model``).
+            target_modules (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+                Export only these modules (full names or last name parts such as ``"q_proj"``); None: every
+                ``nn.Linear`` weight in the vector.
         """
         from .lora import export_lora
 

@@ -42,16 +42,32 @@ class TfidfClusters:
         return len(self.centers)
 
     def squared_distances(self, texts: Sequence[str]) -> np.ndarray:
-        """``‖x − c_j‖²`` for each text's (L2-normalised) TF-IDF vector x and centre c_j: shape (len(texts), k)."""
+        """``‖x − c_j‖²`` for each text's (L2-normalised) TF-IDF vector x and centre c_j: shape (len(texts), k).
+
+        Args:
+            texts (`Sequence[str]`):
+                The texts to place (vectorised with the fitted vectorizer).
+        """
         x = self.vectorizer.transform(list(texts))
         x_sq = np.asarray(x.multiply(x).sum(axis=1)).reshape(-1, 1)
         return np.maximum(x_sq - 2 * np.asarray(x @ self.centers.T) + (self.centers**2).sum(1)[None, :], 0.0)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """The nearest centre's index for each text (plain nearest-centre, not balanced).
+
+        Args:
+            texts (`Sequence[str]`):
+                The texts to assign.
+        """
         return self.squared_distances(texts).argmin(1)
 
     def add_center(self, texts: Sequence[str]) -> int:
-        """Add a cluster whose centre is the mean TF-IDF vector of `texts`; returns its index."""
+        """Add a cluster whose centre is the mean TF-IDF vector of `texts`; returns its index.
+
+        Args:
+            texts (`Sequence[str]`):
+                The new cluster's texts (e.g. a new expert's training texts).
+        """
         center = np.asarray(self.vectorizer.transform(list(texts)).mean(axis=0)).reshape(1, -1)
         self.centers = np.vstack([self.centers, center])
         return self.k - 1
@@ -65,6 +81,12 @@ class TfidfClusters:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TfidfClusters:
+        """Rebuild the clusters from :meth:`to_dict` (no refitting: vocabulary, idf and centres as saved).
+
+        Args:
+            data (`dict[str, Any]`):
+                The state: vectorizer ``params``, ``vocabulary``, ``idf``, ``centers`` and ``labels``.
+        """
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         params = dict(data["params"])

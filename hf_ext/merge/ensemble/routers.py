@@ -33,7 +33,13 @@ class Router:
         raise NotImplementedError
 
     def add_expert(self, texts: Sequence[str] | None = None) -> None:
-        """Make room for one more expert (called by :meth:`ExpertEnsemble.add_expert`)."""
+        """Make room for one more expert (called by :meth:`ExpertEnsemble.add_expert`).
+
+        Args:
+            texts (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+                The new expert's training texts (the clustering router places its centre from them; others
+                ignore them).
+        """
 
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -129,6 +135,12 @@ class ClusterRouter(Router):
         self.clusters, self.temperature, self.context_tokens = clusters, temperature, context_tokens
 
     def weights_for_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """``softmax(−d²/T)`` over the centres for each text (one-hot on the nearest at T = 0): shape (len(texts), k).
+
+        Args:
+            texts (`Sequence[str]`):
+                The contexts to route, as text.
+        """
         d2 = torch.from_numpy(self.clusters.squared_distances(texts)).float()
         if self.temperature == 0:
             return F.one_hot(d2.argmin(dim=1), d2.shape[1]).float()

@@ -125,7 +125,14 @@ class MergekitMerge:
         return params
 
     def source(self, model: str, where: str = "model") -> WeightSource:
-        """The :class:`WeightSource` of a model reference (read once); a missing local path is refused."""
+        """The :class:`WeightSource` of a model reference (read once); a missing local path is refused.
+
+        Args:
+            model (`str`):
+                The model's path or Hub id, as the config names it.
+            where (`str`, *optional*, defaults to `"model"`):
+                Its place in the config, for error messages.
+        """
         if model not in self._sources:
             path = Path(model).expanduser()
             looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
@@ -243,7 +250,14 @@ class MergekitMerge:
         return planned
 
     def tensors(self, planned: list[PlannedTensor] | None = None, *, check_values: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield ``(name, merged tensor)`` one at a time, in :meth:`plan` order."""
+        """Yield ``(name, merged tensor)`` one at a time, in :meth:`plan` order.
+
+        Args:
+            planned (`list[PlannedTensor]` or `None`, *optional*, defaults to `None`):
+                The plan to run (default: :meth:`plan`).
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf values in the inputs, naming the tensor and the model.
+        """
         from ..merge import checked_output
 
         planned = self.plan() if planned is None else planned
@@ -271,7 +285,12 @@ class MergekitMerge:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def card_ids(self, hub_ids: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Hub id per referenced model (local folders need one in `hub_ids`, or a packaged copy's id)."""
+        """Hub id per referenced model (local folders need one in `hub_ids`, or a packaged copy's id).
+
+        Args:
+            hub_ids (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
+                Hub id per model reference, winning over the id each source knows itself.
+        """
         ids = {}
         for ref in self.referenced_models():
             hub_id = (hub_ids or {}).get(ref) or self.source(ref).hub_id
@@ -285,7 +304,12 @@ class MergekitMerge:
         return ids
 
     def card_yaml(self, ids: Mapping[str, str]) -> str:
-        """The config as YAML with every model reference replaced by its Hub id."""
+        """The config as YAML with every model reference replaced by its Hub id.
+
+        Args:
+            ids (`Mapping[str, str]`):
+                Hub id per model reference (:meth:`card_ids`); references not in it are kept.
+        """
 
         def sub(value: Any) -> Any:
             if isinstance(value, dict):
@@ -303,10 +327,18 @@ class MergekitMerge:
         """Write the merged model to `output_dir` (safetensors, config, tokenizer, card with the config).
 
         Args:
+            output_dir (`str` or `os.PathLike`):
+                The folder of the merged model (replaced only once complete).
             hub_ids (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
                 Hub id per local model reference, for the card (``base_model`` lists Hub ids only).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard, like ``save_pretrained``'s.
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf values in the inputs, naming the tensor and the model (merged tensors are always checked).
             push_to_hub (`str` or `None`, *optional*, defaults to `None`):
                 Repo id to upload the finished folder to.
+            hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+                Hub URL for the push (default: ``HF_ENDPOINT`` or https://huggingface.co).
             overwrite (`bool`, *optional*, defaults to `False`):
                 Replace an existing folder hf_ext did not write (:func:`hf_ext.outputs.output_folder`).
         """
