@@ -26,7 +26,19 @@ def _folder(repo_or_path: str | os.PathLike, revision: str | None, endpoint: str
 
 def load_merged_model(repo_id: str | os.PathLike, *, revision: str | None = None, endpoint: str | None = None, **kwargs: Any):
     """A merged model (any causal LM repo) as ``AutoModelForCausalLM``; its card's merge metadata is
-    checked so a plain model is not mistaken for a merge. Extra kwargs go to ``from_pretrained``."""
+    checked so a plain model is not mistaken for a merge. Extra kwargs go to ``from_pretrained``.
+
+    Args:
+        repo_id (`str` or `os.PathLike`):
+            Hub id or local folder of the merged model; a README.md whose ``base_model_relation`` is not
+            ``merge`` is refused.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Hub revision (branch, tag or commit) to download.
+        endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        **kwargs:
+            Passed to ``from_pretrained`` (``dtype``, ``attn_implementation``, ...).
+    """
     from huggingface_hub import ModelCard
 
     from ..models import load_causal_lm
@@ -42,7 +54,16 @@ def load_merged_model(repo_id: str | os.PathLike, *, revision: str | None = None
 
 
 def load_time_vector(repo_id: str | os.PathLike, *, revision: str | None = None, endpoint: str | None = None):
-    """A :class:`~hf_ext.adapters.time_vector.TimeVector` from a Hub id or folder."""
+    """A :class:`~hf_ext.adapters.time_vector.TimeVector` from a Hub id or folder.
+
+    Args:
+        repo_id (`str` or `os.PathLike`):
+            Hub id or local folder of a saved time vector.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Hub revision (branch, tag or commit) to download.
+        endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+    """
     from ..adapters.time_vector import TimeVector
 
     return TimeVector.from_pretrained(_folder(repo_id, revision, endpoint))
@@ -57,6 +78,25 @@ def load_interpolation(a: str | os.PathLike, b: str | os.PathLike, alpha: float,
     `base` or the vectors' config) or two models (result: α·θ_a + (1 − α)·θ_b, which is the same point).
     With ``output_dir`` the result is streamed into that folder (returned) instead of loaded; its card
     names `a` and `b` (or ``hub_ids`` when they are local folders).
+
+    Args:
+        a (`str` or `os.PathLike`):
+            Hub id or folder of the first time vector or model (weight `alpha`).
+        b (`str` or `os.PathLike`):
+            Hub id or folder of the second, of the same kind as `a` (weight ``1 − alpha``).
+        alpha (`float`):
+            Interpolation factor in [0, 1]: 1 gives `a`, 0 gives `b`.
+        base (`Any`, *optional*, defaults to `None`):
+            Base model the time vectors are added to (default: the ``base_model`` of their config); unused for
+            two models.
+        revision (`str` or `None`, *optional*, defaults to `None`):
+            Hub revision of both repos.
+        endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        output_dir (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+            Write the result to this folder and return its path instead of a loaded model.
+        hub_ids (`tuple[str, str]` or `None`, *optional*, defaults to `None`):
+            Hub ids the card names for two local model folders (with `output_dir`).
     """
     from ..adapters.time_vector import CONFIG_NAME, TimeVector, interpolate
 

@@ -126,7 +126,15 @@ class MergeConfig(JobOptions):
 
 
 def run_merge(config: MergeConfig) -> dict[str, Any]:
-    """Run a merge recipe; writes the model, its card and ``metrics.json`` to ``output_dir``."""
+    """Run a merge recipe; writes the model, its card and ``metrics.json`` to ``output_dir``.
+
+    Args:
+        config (`MergeConfig`):
+            The merge's settings: the models, method and options (or a mergekit config), output and Hub settings.
+
+    Returns:
+        The metrics written to ``metrics.json`` (method, models, output folder, seconds, where it was pushed).
+    """
     from .merge import merge_models
 
     start = time.perf_counter()

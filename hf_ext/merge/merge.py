@@ -32,7 +32,15 @@ __all__ = ["merge_models", "average_models", "average_checkpoints", "merged_tens
 
 
 def as_sources(models: Sequence[Any], hub_ids: Sequence[str | None] | None = None) -> list[WeightSource]:
-    """Wrap folders / Hub ids / models / state dicts as :class:`WeightSource` objects."""
+    """Wrap folders / Hub ids / models / state dicts as :class:`WeightSource` objects.
+
+    Args:
+        models (`Sequence[Any]`):
+            Folders, Hub ids, ``nn.Module`` models, state dicts or :class:`WeightSource` objects (kept as they are).
+        hub_ids (`Sequence[str | None]` or `None`, *optional*, defaults to `None`):
+            One Hub id per model for the card (None entries, or no list: the id each was loaded from, if any);
+            ignored for models that are already :class:`WeightSource` objects.
+    """
     if hub_ids is not None and len(hub_ids) != len(models):
         raise InputError(f"hub_ids has {len(hub_ids)} entries for {len(models)} models; give one Hub id per model.")
     ids = list(hub_ids) if hub_ids is not None else [None] * len(models)
@@ -63,6 +71,20 @@ def merged_tensors(
 
     Floating-point tensors go through `method` in fp32 and come back in their own dtype (or
     `dtype`); integer and boolean buffers are copied from the base (or the first model).
+
+    Args:
+        sources (`Sequence[WeightSource]`):
+            The models to merge, with the same tensor names and shapes.
+        method (`MergeMethod`):
+            The merge method applied to each floating-point tensor.
+        weights (`torch.Tensor`):
+            One weight per source, passed to `method`.
+        base (`WeightSource` or `None`, *optional*, defaults to `None`):
+            The shared base model, required when `method` works on task vectors (``method.needs_base``).
+        dtype (`torch.dtype` or `None`, *optional*, defaults to `None`):
+            Dtype of the merged floating-point tensors (default: each tensor's own).
+        check_values (`bool`, *optional*, defaults to `True`):
+            Refuse NaN/inf values in the inputs, naming the tensor and the model.
     """
     if not sources:
         raise InputError("Nothing to merge: pass at least one model.")
@@ -89,7 +111,16 @@ def merged_tensors(
 
 
 def checked_output(tensor: torch.Tensor, key: str, method: MergeMethod) -> torch.Tensor:
-    """`tensor` if every value is finite; else InputError naming the tensor (nothing NaN/inf is ever written)."""
+    """`tensor` if every value is finite; else InputError naming the tensor (nothing NaN/inf is ever written).
+
+    Args:
+        tensor (`torch.Tensor`):
+            A merged tensor.
+        key (`str`):
+            Its name, for the error message.
+        method (`MergeMethod`):
+            The method that produced it, for the error message.
+    """
     try:
         check_finite(tensor, key, "the merge")
     except InputError:
@@ -102,7 +133,14 @@ def checked_output(tensor: torch.Tensor, key: str, method: MergeMethod) -> torch
 
 
 def output_dtype(dtype: torch.dtype | str | None, field: str = "dtype") -> torch.dtype | None:
-    """A floating-point torch dtype from its name (None: each tensor's own); integer dtypes are refused."""
+    """A floating-point torch dtype from its name (None: each tensor's own); integer dtypes are refused.
+
+    Args:
+        dtype (`torch.dtype` or `str` or `None`):
+            A floating-point dtype or its name (``"bfloat16"``, ``"torch.float16"``, ...); None is returned as is.
+        field (`str`, *optional*, defaults to `"dtype"`):
+            Name of the setting, for error messages.
+    """
     if dtype is None:
         return None
     if isinstance(dtype, str):
@@ -140,7 +178,26 @@ def _copy_side_files(src: WeightSource, output_dir: Path) -> None:
 def write_merge_card(output_dir: Path, card_ids: list[str], method: MergeMethod, weights: torch.Tensor,
                      sources: Sequence[WeightSource], base: WeightSource | None, extra: dict[str, Any] | None = None,
                      title: str | None = None) -> None:
-    """README.md with ``base_model`` = the inputs' Hub ids, ``base_model_relation: merge``."""
+    """README.md with ``base_model`` = the inputs' Hub ids, ``base_model_relation: merge``.
+
+    Args:
+        output_dir (`Path`):
+            The folder the card is saved in.
+        card_ids (`list[str]`):
+            Hub ids of the base (first, if any) and the merged models, the card's ``base_model``.
+        method (`MergeMethod`):
+            The merge method; its settings (:meth:`MergeMethod.params`) go into the card's table.
+        weights (`torch.Tensor`):
+            One weight per source, listed next to each model.
+        sources (`Sequence[WeightSource]`):
+            The merged models, listed by Hub id (or name).
+        base (`WeightSource` or `None`):
+            The base model the task vectors were taken against, if any.
+        extra (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Further facts listed under the method's settings (e.g. ``{"seconds": 12.3}``).
+        title (`str` or `None`, *optional*, defaults to `None`):
+            The card's heading (default: "<method> merge of <n> models").
+    """
     from ..hub.cards import render_model_card
 
     params = method.params()
@@ -199,6 +256,10 @@ def merge_models(
             Refuse NaN/inf weights (one extra pass over each tensor).
         push_to_hub (`str` or `None`, *optional*, defaults to `None`):
             Repo id to upload the finished folder to (one commit).
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL for the push (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        card_title (`str` or `None`, *optional*, defaults to `None`):
+            The card's heading (default: "<method> merge of <n> models").
         overwrite (`bool`, *optional*, defaults to `False`):
             Replace an existing ``output_dir`` that hf_ext did not write (see
             :func:`hf_ext.outputs.output_folder`: the folder is written to a temporary sibling and moved into
@@ -247,7 +308,34 @@ def write_merged(output_dir: str | os.PathLike, layout: Sequence[tuple[str, Sequ
 
     Everything goes to a temporary sibling that replaces `output_dir` only when complete
     (:func:`hf_ext.outputs.output_folder`; `overwrite` and `inputs` as there), so a bad input or a
-    kill leaves the previous folder intact and the finished folder holds exactly the new files."""
+    kill leaves the previous folder intact and the finished folder holds exactly the new files.
+
+    Args:
+        output_dir (`str` or `os.PathLike`):
+            The folder of the merged model.
+        layout (`Sequence[tuple[str, Sequence[int], torch.dtype]]`):
+            ``(name, shape, dtype)`` of every tensor, in the order `tensors` yields them (sets the shards).
+        tensors (`Iterator[tuple[str, torch.Tensor]]`):
+            ``(name, tensor)`` pairs, written one at a time (e.g. :func:`merged_tensors`).
+        side_files (`WeightSource`):
+            The model whose config and tokenizer files are copied (or whose config is written, for an in-memory model).
+        card (`Callable[[Path], None]`):
+            Called with the (temporary) folder to write the model card.
+        max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+            Shard size like ``save_pretrained``'s.
+        config_update (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Keys set in the copied ``config.json`` (e.g. a new ``num_hidden_layers``).
+        push_to_hub (`str` or `None`, *optional*, defaults to `None`):
+            Repo id to upload the finished folder to (one commit).
+        hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+            Hub URL for the push (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        commit_message (`str`, *optional*, defaults to `"hf_ext: merge"`):
+            Message of the Hub commit.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Replace an existing ``output_dir`` that hf_ext did not write.
+        inputs (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Name -> local input folder of the merge; `output_dir` may not be, or contain, any of them.
+    """
     output_dir = Path(output_dir)
     with output_folder(output_dir, overwrite=overwrite, inputs=inputs, writer="merge", overwrite_field="overwrite") as tmp:
         with SafetensorsWriter(tmp, layout, max_shard_bytes=parse_size(max_shard_size)) as writer:
@@ -279,6 +367,9 @@ def average_models(models: Sequence[Any], weights: Sequence[float] | None = None
             One weight per model; default uniform. Weights are normalised to sum to 1.
         method (`str` or `MergeMethod` or `None`, *optional*, defaults to `None`):
             Another merge method (default :class:`LinearMerge`); ``base`` for methods that need one.
+        base (`Any`, *optional*, defaults to `None`):
+            The shared base (a model, or a Hub id / folder loaded with ``AutoModelForCausalLM``), for methods that
+            take task vectors against it.
 
     Returns:
         A copy of the first model (same class and config) holding the merged weights, in eval mode.
@@ -322,9 +413,20 @@ def average_checkpoints(
         checkpoints (`str` or `os.PathLike` or `Sequence[str | os.PathLike]`):
             Folders to average, or a Trainer ``output_dir`` whose ``checkpoint-N`` folders are averaged (the last
             `last_n` by step).
+        output_dir (`str` or `os.PathLike`):
+            Where the averaged model and its card go.
+        last_n (`int` or `None`, *optional*, defaults to `None`):
+            Average only the last `last_n` checkpoints (by step, or the last entries of a list); None: all of them.
+        weights (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            One weight per averaged checkpoint (default uniform).
         hub_ids (`Sequence[str]` or `None`, *optional*, defaults to `None`):
             Hub ids of the averaged models for the card. Checkpoints of a local run have none: then the card names
             ``base_hub_id`` (the model the run started from).
+        base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the model the run started from; the card names it for every checkpoint when `hub_ids` is None
+            (one of the two is required).
+        **kwargs:
+            Passed to :func:`merge_models` (``dtype``, ``max_shard_size``, ``push_to_hub``, ``overwrite``, ...).
     """
     if isinstance(checkpoints, (str, os.PathLike)):
         run = Path(checkpoints)

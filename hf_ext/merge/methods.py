@@ -54,10 +54,27 @@ class MergeMethod:
     needs_base: ClassVar[bool] = False
 
     def merge(self, tensors: list[torch.Tensor], weights: torch.Tensor, base: torch.Tensor | None, *, key: str) -> torch.Tensor:
+        """The merged fp32 tensor of one name.
+
+        Args:
+            tensors (`list[torch.Tensor]`):
+                The models' fp32 tensors of this name, one per model, in order; the method may empty the list.
+            weights (`torch.Tensor`):
+                One weight per model.
+            base (`torch.Tensor` or `None`):
+                The base model's fp32 tensor (task-vector methods need it; others may ignore it).
+            key (`str`):
+                The tensor's name: for error messages and to seed random drop masks.
+        """
         raise NotImplementedError
 
     def check_weights(self, weights: torch.Tensor) -> None:
-        """Refuse weights this method cannot use (before any tensor is read)."""
+        """Refuse weights this method cannot use (before any tensor is read).
+
+        Args:
+            weights (`torch.Tensor`):
+                One weight per model, as :meth:`merge` will get them.
+        """
 
     def _check_sum(self, weights: torch.Tensor) -> None:
         if abs(float(weights.sum())) < 1e-8:
@@ -519,7 +536,19 @@ def magnitude_prune(tensor: torch.Tensor, density: float, rescale: bool = False,
     """Keep the ``max(1, ⌊density·n⌋)`` largest-magnitude entries (TIES' trim).
 
     ``consume=True``: the caller drops `tensor` (a streamed merge's task vector), so where values tie at the
-    threshold its memory is the sort's buffer (:func:`_prune_by_sort_consuming`); the result is the same."""
+    threshold its memory is the sort's buffer (:func:`_prune_by_sort_consuming`); the result is the same.
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor (a task vector) to trim; the others are zeroed.
+        density (`float`):
+            Fraction of the entries kept; 1 or more returns `tensor` itself, 0 or less an all-zero tensor.
+        rescale (`bool`, *optional*, defaults to `False`):
+            Rescale the kept entries so the result has the L1 norm of `tensor`.
+        consume (`bool`, *optional*, defaults to `False`):
+            The caller will not use `tensor` again: a contiguous float32 `tensor` may be overwritten (it ends up
+            holding its sorted magnitudes) instead of sorting a copy.
+    """
     if density >= 1:
         return tensor
     if density <= 0 or tensor.numel() == 0:
@@ -570,7 +599,14 @@ def _prune_by_sort_consuming(tensor: torch.Tensor, k: int, rescale: bool) -> tor
 
 
 def peft_magnitude_prune(tensor: torch.Tensor, density: float) -> torch.Tensor:
-    """``peft.utils.merge_utils.prune(tensor, density, "magnitude")``, selecting by threshold (``top_magnitude_mask``)."""
+    """``peft.utils.merge_utils.prune(tensor, density, "magnitude")``, selecting by threshold (``top_magnitude_mask``).
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor (a task vector) to trim.
+        density (`float`):
+            Fraction of the entries kept (``⌊density·n⌋`` of them); outside ``[0, 1)`` PEFT's ``prune`` decides.
+    """
     if not 0 <= density < 1:
         return merge_utils.prune(tensor, density, method="magnitude")
     k = int(density * tensor.numel())
@@ -591,6 +627,12 @@ def top_magnitude_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor | None:
     of the whole tensor). ``magnitude >= v`` is exactly the sorted top-k when it holds k entries. When more values equal
     ``v`` the choice among them is the sort's; it does not matter when ``v`` is 0 (``x * 0`` and ``x * 1`` are
     the same ±0 for a zero ``x``), otherwise the caller falls back to the reference sort.
+
+    Args:
+        magnitude (`torch.Tensor`):
+            Flat tensor of the entries' magnitudes (``tensor.abs().reshape(-1)``).
+        k (`int`):
+            How many entries to keep: 0 or less gives an all-False mask, ``numel()`` or more an all-True one.
     """
     n = magnitude.numel()
     if k <= 0:
@@ -609,7 +651,14 @@ def kth_smallest(values: torch.Tensor, ks: list[int]) -> list[torch.Tensor]:
 
     One copy of `values` is partitioned in place by numpy's introselect; ``torch.kthvalue`` on CPU keeps a copy
     and an int64 index of the whole tensor (3× its size, the peak of a streamed TIES merge). The k-th value
-    is the same number either way (ties change which entry holds it, never its value)."""
+    is the same number either way (ties change which entry holds it, never its value).
+
+    Args:
+        values (`torch.Tensor`):
+            The values (flattened); left unchanged.
+        ks (`list[int]`):
+            The 1-based ranks wanted; one 0-d tensor is returned per rank, in the same order.
+    """
     if values.dtype not in (torch.float32, torch.float64, torch.float16):  # no numpy dtype (bfloat16): torch's
         return [torch.kthvalue(values.reshape(-1), k).values for k in ks]
     work = values.detach().reshape(-1).clone().numpy()
@@ -623,7 +672,14 @@ def argsort_inplace(values: torch.Tensor, *, descending: bool) -> torch.Tensor:
 
     The same sort kernel on the same data, so the same order, ties included (the reference's choice among tied
     values); writing the sorted values over the input saves the copy ``argsort`` makes (a float32 tensor's
-    size, at the peak of a merge). Falls back to ``argsort`` where torch refuses the aliasing."""
+    size, at the peak of a merge). Falls back to ``argsort`` where torch refuses the aliasing.
+
+    Args:
+        values (`torch.Tensor`):
+            Flat tensor the caller owns; overwritten with its sorted values.
+        descending (`bool`):
+            Sort from the largest value to the smallest.
+    """
     indices = torch.empty(values.shape, dtype=torch.long)
     try:
         torch.sort(values, descending=descending, out=(values, indices))
@@ -633,7 +689,16 @@ def argsort_inplace(values: torch.Tensor, *, descending: bool) -> torch.Tensor:
 
 
 def random_prune(tensor: torch.Tensor, density: float, rescale: bool = True) -> torch.Tensor:
-    """Keep each entry with probability `density` (DARE's drop), from torch's current generator."""
+    """Keep each entry with probability `density` (DARE's drop), from torch's current generator.
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor (a task vector) to drop entries from.
+        density (`float`):
+            Probability of keeping each entry; 1 or more returns `tensor` itself.
+        rescale (`bool`, *optional*, defaults to `True`):
+            Rescale the kept entries so the result has the L1 norm of `tensor`.
+    """
     if density >= 1:
         return tensor
     mask = torch.bernoulli(torch.full_like(tensor, density, dtype=torch.float32))
@@ -641,7 +706,18 @@ def random_prune(tensor: torch.Tensor, density: float, rescale: bool = True) -> 
 
 
 def outlier_prune(tensor: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
-    """Breadcrumbs: drop the top `gamma` fraction by magnitude and enough of the smallest to keep `density`."""
+    """Breadcrumbs: drop the top `gamma` fraction by magnitude and enough of the smallest to keep `density`.
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor (a task vector) to prune.
+        density (`float`):
+            Fraction of the entries kept; 1 or more returns `tensor` itself.
+        gamma (`float`):
+            Fraction of the largest-magnitude entries dropped as outliers.
+        rescale (`bool`, *optional*, defaults to `False`):
+            Rescale the kept entries so the result has the L1 norm of `tensor`.
+    """
     if density >= 1:
         return tensor
     n = tensor.numel()
@@ -663,7 +739,18 @@ def outlier_prune(tensor: torch.Tensor, density: float, gamma: float, rescale: b
 
 
 def magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale: bool = True) -> torch.Tensor:
-    """DELLA's MagPrune: keep probabilities rise linearly with magnitude rank, from density − ε to density + ε."""
+    """DELLA's MagPrune: keep probabilities rise linearly with magnitude rank, from density − ε to density + ε.
+
+    Args:
+        tensor (`torch.Tensor`):
+            The tensor (a task vector) to prune; ranks are taken per row (a 1-D tensor is one row).
+        density (`float`):
+            Mean keep probability; 1 or more returns `tensor` itself, 0 or less an all-zero tensor.
+        epsilon (`float`):
+            Half-width of the keep probabilities around `density`; ``density ± epsilon`` must lie in (0, 1).
+        rescale (`bool`, *optional*, defaults to `True`):
+            Rescale the kept entries so the result has the L1 norm of `tensor`.
+    """
     if density >= 1:
         return tensor
     if density <= 0:
@@ -681,7 +768,22 @@ def magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale: bool
 
 def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0.9995, eps: float = 1e-8,
           chunk: int = 1024 * 1024) -> torch.Tensor:
-    """mergekit's SLERP of two tensors (flattened; norms accumulated in chunks of `chunk` entries)."""
+    """mergekit's SLERP of two tensors (flattened; norms accumulated in chunks of `chunk` entries).
+
+    Args:
+        t (`float`):
+            Interpolation factor: 0 gives `v0`, 1 gives `v1`.
+        v0 (`torch.Tensor`):
+            The first tensor.
+        v1 (`torch.Tensor`):
+            The second tensor, of the same shape; the result has that shape.
+        dot_threshold (`float`, *optional*, defaults to `0.9995`):
+            Above this |cos θ| of the normalised tensors, interpolate linearly.
+        eps (`float`, *optional*, defaults to `1e-8`):
+            A norm at or below this is taken as 1 (the tensor is not normalised).
+        chunk (`int`, *optional*, defaults to `1048576`):
+            Entries per slice when computing the norms, the dot product and the result.
+    """
     a, b = v0.reshape(1, -1), v1.reshape(1, -1)
     if not a.shape[1]:
         return ((1 - t) * a + t * b).reshape(v0.shape)
@@ -704,7 +806,22 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, dot_threshold: float = 0
 
 
 def nuslerp(t: float, v0: torch.Tensor, v1: torch.Tensor, *, dim: int = -1, flatten: bool = False, eps: float = 1e-8) -> torch.Tensor:
-    """mergekit's NuSLERP kernel: SLERP along `dim` (or of the flattened tensors), linear where colinear."""
+    """mergekit's NuSLERP kernel: SLERP along `dim` (or of the flattened tensors), linear where colinear.
+
+    Args:
+        t (`float`):
+            Interpolation factor, the same for every vector: 0 gives `v0`, 1 gives `v1`.
+        v0 (`torch.Tensor`):
+            The first tensor; each of its vectors along `dim` is interpolated separately.
+        v1 (`torch.Tensor`):
+            The second tensor, of the shape of `v0` (and of the result).
+        dim (`int`, *optional*, defaults to `-1`):
+            The dimension the vectors run along (:class:`NuSlerpMerge` passes 0 for ``row_wise=True``, else -1).
+        flatten (`bool`, *optional*, defaults to `False`):
+            Interpolate the whole flattened tensors as one vector (`dim` is then ignored).
+        eps (`float`, *optional*, defaults to `1e-8`):
+            Vectors with ``1 − cos² ≤ eps²`` count as colinear and are interpolated linearly.
+    """
     shape = v0.shape
     if flatten:
         v0, v1 = v0.reshape(-1), v1.reshape(-1)

@@ -31,7 +31,20 @@ def _hub_id(name: str | None) -> str | None:
 
 
 def lora_deltas(adapter: Any, base: Any = None, *, adapter_name: str = "default") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str | None]:
-    """(τ per weight name, the base weights, the base's Hub id) of a LoRA adapter."""
+    """(τ per weight name, the base weights, the base's Hub id) of a LoRA adapter.
+
+    τ of each LoRA-wrapped module is PEFT's ``get_delta_weight`` (scale · B · A); a module in ``modules_to_save``
+    contributes its trained copy minus the base weight.
+
+    Args:
+        adapter (`Any`):
+            A ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
+        base (`Any`, *optional*, defaults to `None`):
+            The base model a saved adapter is loaded onto (a model, folder or Hub id; copied, never changed);
+            default its ``base_model_name_or_path``. Unused for a ``PeftModel``.
+        adapter_name (`str`, *optional*, defaults to `"default"`):
+            Which of the model's adapters to read.
+    """
     from peft import PeftConfig, PeftModel
     from peft.tuners.lora import LoraLayer
 
@@ -96,7 +109,25 @@ def _card_base_model(readme: Path, base_id: str | None) -> None:
 
 def export_lora(tv: Any, output_dir: str | os.PathLike, rank: int, *, base_model: Any = None,
                 target_modules: Sequence[str] | None = None) -> dict[str, Any]:
-    """Write `tv` as a PEFT LoRA adapter of rank `rank` (truncated SVD); see ``TimeVector.to_lora``."""
+    """Write `tv` as a PEFT LoRA adapter of rank `rank` (truncated SVD); see ``TimeVector.to_lora``.
+
+    Args:
+        tv (`TimeVector`):
+            The time vector to export.
+        output_dir (`str` or `os.PathLike`):
+            Folder for the adapter, its card and ``svd_report.json`` (replaced only once complete).
+        rank (`int`):
+            LoRA rank r (>= 1), with ``lora_alpha = r``.
+        base_model (`Any`, *optional*, defaults to `None`):
+            The base model (model, folder or Hub id) whose ``nn.Linear`` layers are targeted; default the
+            vector's ``config.base_model``. Copied, never changed.
+        target_modules (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+            Export only these modules (full names or last name parts such as ``"q_proj"``); None: every
+            ``nn.Linear`` whose weight is in the vector.
+
+    Returns:
+        `dict[str, Any]`: the SVD report (also written to ``svd_report.json``).
+    """
     from peft import LoraConfig, get_peft_model
 
     if rank < 1:

@@ -52,6 +52,15 @@ class TimeVector(PushToHubMixin):
     :meth:`from_lora`; combine with ``+``, ``-``, ``*`` (scalar), :func:`interpolate`,
     :func:`analogy`; use with :meth:`apply_to` / :meth:`merged_model`; export with :meth:`to_lora`.
 
+    Args:
+        terms (`Sequence[tuple[float, WeightSource]]`):
+            The lazy linear combination ``Σ c_i · source_i`` that is τ: (coefficient, weight source) pairs, at least one.
+        config (`TimeVectorConfig`):
+            The vector's metadata (base model and its fingerprint, period, how it was made).
+        copy_from (`WeightSource` or `None`, *optional*, defaults to `None`):
+            The source that non-floating-point tensors (integer buffers) are copied from, e.g. the finetuned
+            model; None: the first term holding the tensor.
+
     Example:
         >>> from hf_ext.testing import tiny_llama
         >>> base, ft = tiny_llama(seed=0), tiny_llama(seed=1)
@@ -79,6 +88,21 @@ class TimeVector(PushToHubMixin):
                     finetuned_hub_id: str | None = None, check_values: bool = True) -> TimeVector:
         """τ = θ_finetuned − θ_base. Models may be in memory, folders or Hub ids (read lazily).
 
+        Args:
+            base (`Source`):
+                θ_base: a model, folder, Hub id, state dict or :class:`WeightSource` (an in-memory model is snapshotted,
+                so changing it later does not change τ).
+            finetuned (`Source`):
+                θ_ft, of the same architecture; its integer buffers are the ones τ carries.
+            period (`str` or `None`, *optional*, defaults to `None`):
+                The period the vector moves the base to, e.g. ``"2016"`` (names τ in formulas and cards).
+            base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.base_model`` for a local or in-memory base.
+            finetuned_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.finetuned_model`` for a local or in-memory finetuned model.
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf weights in either model (one pass over each tensor).
+
         Raises:
             InputError: the two models differ in tensor names or shapes (the first mismatch is
                 named), or hold NaN/inf weights (with ``check_values``).
@@ -96,7 +120,16 @@ class TimeVector(PushToHubMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, revision: str | None = None, hub_endpoint: str | None = None) -> TimeVector:
-        """Load a vector saved with :meth:`save_pretrained` from a folder or a Hub id (tensors stay on disk until used)."""
+        """Load a vector saved with :meth:`save_pretrained` from a folder or a Hub id (tensors stay on disk until used).
+
+        Args:
+            path (`str` or `os.PathLike`):
+                A folder holding ``time_vector_config.json`` and the safetensors, or a Hub id (downloaded).
+            revision (`str` or `None`, *optional*, defaults to `None`):
+                Hub revision (branch, tag or commit) of a Hub id.
+            hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+                Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        """
         folder = Path(path)
         if not folder.is_dir():
             from ...hub import pull
@@ -118,8 +151,16 @@ class TimeVector(PushToHubMixin):
         ``"cat"`` is exact (see ``tests/test_time_vector.py``).
 
         Args:
-            adapter: a ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
-            base: the base model (needed for a saved adapter; default its ``base_model_name_or_path``).
+            adapter (`Any`):
+                A ``PeftModel`` or the folder / Hub id of a saved LoRA adapter.
+            base (`Source` or `None`, *optional*, defaults to `None`):
+                The base model (needed for a saved adapter; default its ``base_model_name_or_path``).
+            adapter_name (`str`, *optional*, defaults to `"default"`):
+                Which adapter of the model to read.
+            period (`str` or `None`, *optional*, defaults to `None`):
+                The period the vector moves the base to, e.g. ``"2016"``.
+            base_hub_id (`str` or `None`, *optional*, defaults to `None`):
+                Hub id recorded as ``config.base_model`` (default: the adapter's base, when it is a Hub id).
         """
         from .lora import lora_deltas
 
@@ -141,10 +182,21 @@ class TimeVector(PushToHubMixin):
         raise KeyError(key)
 
     def is_float(self, key: str) -> bool:
+        """Whether the tensor `key` is floating-point (differenced) rather than an integer buffer (copied).
+
+        Args:
+            key (`str`):
+                A tensor name of the vector.
+        """
         return self._first_with(key).dtype(key).is_floating_point
 
     def get(self, key: str) -> torch.Tensor:
-        """τ[key] in float64 (integer buffers: the copied value)."""
+        """τ[key] in float64 (integer buffers: the copied value).
+
+        Args:
+            key (`str`):
+                A tensor name of the vector.
+        """
         if not self.is_float(key):
             return self._first_with(key).get(key)
         total = None
@@ -193,10 +245,24 @@ class TimeVector(PushToHubMixin):
         return TimeVector(terms, cfg, copy_from=self.copy_from)
 
     def add(self, other: TimeVector, *, force: bool = False) -> TimeVector:
+        """τ + τ_other (what ``+`` does, with `force` available).
+
+        Args:
+            other (`TimeVector`):
+                The vector to add; it must have the same base.
+            force (`bool`, *optional*, defaults to `False`):
+                Add it even when the base fingerprints differ.
+        """
         self._check_same_base(other, force)
         return self._derived(self.terms + other.terms, f"{_label(self)} + {_label(other)}")
 
     def scale(self, factor: float) -> TimeVector:
+        """factor · τ (what scalar ``*`` does).
+
+        Args:
+            factor (`float`):
+                The scalar multiplying τ.
+        """
         return self._derived([(factor * c, s) for c, s in self.terms], f"{factor:g}·({_label(self)})", self.config.relation, self.config.period)
 
     def __add__(self, other: TimeVector) -> TimeVector:
@@ -224,7 +290,14 @@ class TimeVector(PushToHubMixin):
 
     def check_base(self, base: WeightSource, force: bool = False) -> None:
         """Raise unless `base` has the fingerprint of the model this vector was taken against
-        (:func:`hf_ext.fingerprint.fingerprint_tensors`; a null or older-scheme fingerprint is refused too)."""
+        (:func:`hf_ext.fingerprint.fingerprint_tensors`; a null or older-scheme fingerprint is refused too).
+
+        Args:
+            base (`WeightSource`):
+                The model τ is about to be applied to.
+            force (`bool`, *optional*, defaults to `False`):
+                Skip the check.
+        """
         if force:
             return
         saved = self.config.base_fingerprint
@@ -255,6 +328,20 @@ class TimeVector(PushToHubMixin):
         With an ``nn.Module``, its weights are updated in place and it is returned. With a folder or
         Hub id and ``output_dir``, the result is streamed tensor by tensor into ``output_dir`` (config
         and tokenizer copied, a card written) and the folder is returned.
+
+        Args:
+            model (`Source`):
+                θ_base: an ``nn.Module`` (changed in place), or a folder / Hub id / state dict streamed into `output_dir`.
+            scale (`float`, *optional*, defaults to `1.0`):
+                The factor of τ.
+            force (`bool`, *optional*, defaults to `False`):
+                Apply τ even when `model` does not have the base fingerprint.
+            output_dir (`str` or `os.PathLike` or `None`, *optional*, defaults to `None`):
+                Where the result of a model that is not an ``nn.Module`` is written (required then).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard in `output_dir`, like ``save_pretrained``'s.
+            hub_id (`str` or `None`, *optional*, defaults to `None`):
+                The Hub id of a local `model` (its name in messages).
 
         Raises:
             InputError: the model is not this vector's base (fingerprint; ``force=True`` skips the
@@ -326,7 +413,16 @@ class TimeVector(PushToHubMixin):
         card.save(str(output_dir / "README.md"))
 
     def merged_model(self, base: Source | None = None, scale: float = 1.0, *, force: bool = False):
-        """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ."""
+        """Load the base model (default: ``config.base_model``) and return θ_base + scale · τ.
+
+        Args:
+            base (`Source` or `None`, *optional*, defaults to `None`):
+                The base model (a model, folder or Hub id; a model is changed in place); default ``config.base_model``.
+            scale (`float`, *optional*, defaults to `1.0`):
+                The factor of τ.
+            force (`bool`, *optional*, defaults to `False`):
+                Apply τ even when the base does not have the recorded fingerprint.
+        """
         from ...models import load_causal_lm
 
         if base is None:
@@ -342,8 +438,13 @@ class TimeVector(PushToHubMixin):
         """Write ``time_vector_config.json``, ``time_vector.safetensors`` (or shards + index) and a card.
 
         Args:
-            dtype: storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
+            save_directory (`str` or `os.PathLike`):
+                The folder to write (replaced only once complete).
+            dtype (`torch.dtype` or `None`, *optional*, defaults to `None`):
+                Storage dtype of floating-point tensors (default: the sources' dtype, e.g. float32;
                 ``torch.float64`` keeps θ_base + τ bit-exact after a round trip).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard, like ``save_pretrained``'s.
         """
         folder = Path(save_directory)
         layout = []
@@ -385,6 +486,17 @@ class TimeVector(PushToHubMixin):
         biases) are left out and counted in the error. Returns (and writes to ``svd_report.json``)
         ``relative_error`` = ‖τ − τ_LoRA‖ / ‖τ‖ over all float tensors, ``relative_error_linear`` over
         the exported ones, per-tensor errors and the unrepresented tensors.
+
+        Args:
+            output_dir (`str` or `os.PathLike`):
+                Folder for the adapter, its card and ``svd_report.json``.
+            rank (`int`):
+                LoRA rank r (>= 1).
+            base_model (`Any`, *optional*, defaults to `None`):
+                The base model whose ``nn.Linear`` layers are targeted (default ``config.base_model``).
+            target_modules (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+                Export only these modules (full names or last name parts such as ``"q_proj"``); None: every
+                ``nn.Linear`` weight in the vector.
         """
         from .lora import export_lora
 
@@ -396,7 +508,18 @@ class TimeVector(PushToHubMixin):
 
 def interpolate(a: TimeVector, b: TimeVector, alpha: float, *, force: bool = False) -> TimeVector:
     """α·τ_a + (1 − α)·τ_b; applied to θ_pre it gives the paper's interpolation θ_pre + α·τ_t1 + (1 − α)·τ_t2
-    (α = 1 recovers model a, α = 0 model b)."""
+    (α = 1 recovers model a, α = 0 model b).
+
+    Args:
+        a (`TimeVector`):
+            τ_a, weighted by `alpha`.
+        b (`TimeVector`):
+            τ_b, weighted by ``1 − alpha``; it must have the same base as `a`.
+        alpha (`float`):
+            The interpolation factor (values outside [0, 1] extrapolate).
+        force (`bool`, *optional*, defaults to `False`):
+            Combine the vectors even when their base fingerprints differ.
+    """
     a._check_same_base(b, force)
     period = f"{alpha:g}·{a.config.period}+{1 - alpha:g}·{b.config.period}" if a.config.period and b.config.period else None
     return a._derived([(alpha * c, s) for c, s in a.terms] + [((1 - alpha) * c, s) for c, s in b.terms],
@@ -406,7 +529,24 @@ def interpolate(a: TimeVector, b: TimeVector, alpha: float, *, force: bool = Fal
 def analogy(task_t0: TimeVector, lm_t: TimeVector, lm_t0: TimeVector, *, lambda_c: float = 1.0, lambda_b: float = 1.0,
             lambda_a: float = 1.0, force: bool = False) -> TimeVector:
     """Task analogy: λ_C·τ_task(t0) + λ_B·τ_LM(t) − λ_A·τ_LM(t0), to update a task model to period t with
-    unlabeled text of t only. With t = t0 and λ_A = λ_B it reduces to λ_C·τ_task(t0)."""
+    unlabeled text of t only. With t = t0 and λ_A = λ_B it reduces to λ_C·τ_task(t0).
+
+    Args:
+        task_t0 (`TimeVector`):
+            τ_task(t0): the task model finetuned on data of period t0.
+        lm_t (`TimeVector`):
+            τ_LM(t): the language model further trained on unlabeled text of period t (its period is the result's).
+        lm_t0 (`TimeVector`):
+            τ_LM(t0): the language model further trained on unlabeled text of period t0.
+        lambda_c (`float`, *optional*, defaults to `1.0`):
+            λ_C, the weight of `task_t0`.
+        lambda_b (`float`, *optional*, defaults to `1.0`):
+            λ_B, the weight of `lm_t`.
+        lambda_a (`float`, *optional*, defaults to `1.0`):
+            λ_A, the weight subtracted for `lm_t0`.
+        force (`bool`, *optional*, defaults to `False`):
+            Combine the vectors even when their base fingerprints differ.
+    """
     task_t0._check_same_base(lm_t, force)
     task_t0._check_same_base(lm_t0, force)
     terms = [(lambda_c * c, s) for c, s in task_t0.terms] + [(lambda_b * c, s) for c, s in lm_t.terms] + [(-lambda_a * c, s) for c, s in lm_t0.terms]

@@ -22,7 +22,16 @@ __all__ = ["TfidfClusters", "balanced_tfidf_kmeans", "typology_clusters", "LANGU
 
 @dataclass
 class TfidfClusters:
-    """TF-IDF vectorizer + cluster centres; ``labels`` are the training texts' (balanced) clusters."""
+    """TF-IDF vectorizer + cluster centres; ``labels`` are the training texts' (balanced) clusters.
+
+    Args:
+        vectorizer (`Any`):
+            A fitted scikit-learn ``TfidfVectorizer`` (L2-normalised rows).
+        centers (`np.ndarray`):
+            The cluster centres in TF-IDF space, shape (k, n_features).
+        labels (`np.ndarray`):
+            The cluster of each training text, shape (n_texts,).
+    """
 
     vectorizer: Any
     centers: np.ndarray
@@ -33,16 +42,32 @@ class TfidfClusters:
         return len(self.centers)
 
     def squared_distances(self, texts: Sequence[str]) -> np.ndarray:
-        """``‖x − c_j‖²`` for each text's (L2-normalised) TF-IDF vector x and centre c_j: shape (len(texts), k)."""
+        """``‖x − c_j‖²`` for each text's (L2-normalised) TF-IDF vector x and centre c_j: shape (len(texts), k).
+
+        Args:
+            texts (`Sequence[str]`):
+                The texts to place (vectorised with the fitted vectorizer).
+        """
         x = self.vectorizer.transform(list(texts))
         x_sq = np.asarray(x.multiply(x).sum(axis=1)).reshape(-1, 1)
         return np.maximum(x_sq - 2 * np.asarray(x @ self.centers.T) + (self.centers**2).sum(1)[None, :], 0.0)
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """The nearest centre's index for each text (plain nearest-centre, not balanced).
+
+        Args:
+            texts (`Sequence[str]`):
+                The texts to assign.
+        """
         return self.squared_distances(texts).argmin(1)
 
     def add_center(self, texts: Sequence[str]) -> int:
-        """Add a cluster whose centre is the mean TF-IDF vector of `texts`; returns its index."""
+        """Add a cluster whose centre is the mean TF-IDF vector of `texts`; returns its index.
+
+        Args:
+            texts (`Sequence[str]`):
+                The new cluster's texts (e.g. a new expert's training texts).
+        """
         center = np.asarray(self.vectorizer.transform(list(texts)).mean(axis=0)).reshape(1, -1)
         self.centers = np.vstack([self.centers, center])
         return self.k - 1
@@ -56,6 +81,12 @@ class TfidfClusters:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TfidfClusters:
+        """Rebuild the clusters from :meth:`to_dict` (no refitting: vocabulary, idf and centres as saved).
+
+        Args:
+            data (`dict[str, Any]`):
+                The state: vectorizer ``params``, ``vocabulary``, ``idf``, ``centers`` and ``labels``.
+        """
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         params = dict(data["params"])
@@ -95,6 +126,24 @@ def balanced_tfidf_kmeans(
     scikit-learn's ``KMeans`` gives the initial centres; then, `n_iter` times, texts are assigned
     greedily to the nearest centre that still has room (capacity ⌈n/k⌉) and centres are recomputed.
     Character n-grams (``char_wb``) suit many scripts at once; ``word`` is c-BTM's setting.
+
+    Args:
+        texts (`Sequence[str]`):
+            The texts to cluster.
+        k (`int`):
+            Number of clusters, between 1 and ``len(texts)``.
+        seed (`int`, *optional*, defaults to `0`):
+            ``random_state`` of scikit-learn's ``KMeans``.
+        balanced (`bool`, *optional*, defaults to `True`):
+            Rebalance to clusters of at most ⌈n/k⌉ texts; False: plain k-means labels.
+        analyzer (`Literal['word', 'char', 'char_wb']`, *optional*, defaults to `"char_wb"`):
+            ``TfidfVectorizer``'s unit of the n-grams.
+        ngram_range (`tuple[int, int]`, *optional*, defaults to `(1, 3)`):
+            Smallest and largest n-gram length.
+        max_features (`int`, *optional*, defaults to `50000`):
+            Size of the TF-IDF vocabulary (the most frequent n-grams).
+        n_iter (`int`, *optional*, defaults to `10`):
+            Most rounds of balanced assignment and centre update (stops early when the labels no longer change).
 
     Example:
         >>> texts = ["the cat sat"] * 4 + ["der Hund lief"] * 4
@@ -151,6 +200,16 @@ def typology_clusters(languages: Sequence[str], k: int) -> dict[str, int]:
 
     Languages of one family stay together; families are packed largest first into the
     currently smallest cluster, so clusters hold similar numbers of languages.
+
+    Args:
+        languages (`Sequence[str]`):
+            Language codes: keys of :data:`LANGUAGE_FAMILIES` (ISO 639-1/3) or FLORES codes such as ``deu_Latn``.
+        k (`int`):
+            Number of clusters, between 1 and ``len(languages)``; with fewer families than `k` the largest
+            families are split.
+
+    Returns:
+        `dict[str, int]`: each language's cluster, numbered in the order the languages first appear.
 
     Example:
         >>> typology_clusters(["deu_Latn", "eng_Latn", "fra_Latn", "spa_Latn"], 2)

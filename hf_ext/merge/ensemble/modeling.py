@@ -32,7 +32,23 @@ __all__ = ["ExpertEnsemble", "ExpertEnsembleConfig", "EnsembleOutput"]
 
 
 class ExpertEnsembleConfig(PretrainedConfig):
-    """Config of an :class:`ExpertEnsemble`: expert names, mixing space, top-k and the router's state."""
+    """Config of an :class:`ExpertEnsemble`: expert names, mixing space, top-k and the router's state.
+
+    Args:
+        expert_names (`list[str]` or `None`, *optional*, defaults to `None`):
+            One name per expert, in order; each expert is saved under ``experts/<name>/``. None: no experts.
+        mixing (`str`, *optional*, defaults to `"probability"`):
+            ``"probability"`` (mix the experts' probabilities) or ``"logit"`` (mix their log-probabilities).
+        top_k (`int` or `None`, *optional*, defaults to `None`):
+            Keep the k largest mixture weights per position (renormalised); None keeps all.
+        router (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            The router's ``to_dict()`` state, rebuilt by :func:`~hf_ext.merge.ensemble.routers.router_from_dict`;
+            None: ``{"type": "bayesian"}``.
+        vocab_size (`int` or `None`, *optional*, defaults to `None`):
+            The experts' shared vocabulary size.
+        **kwargs:
+            Passed to ``PretrainedConfig`` (``bos_token_id``, ``eos_token_id``, ``pad_token_id``, ...).
+    """
 
     model_type = "hf_ext_expert_ensemble"
 
@@ -45,7 +61,17 @@ class ExpertEnsembleConfig(PretrainedConfig):
 
 @dataclass
 class EnsembleOutput(CausalLMOutputWithPast):
-    """``logits`` hold the mixture's log-probabilities; ``expert_weights`` (batch, time, experts) the mix."""
+    """``logits`` hold the mixture's log-probabilities; ``expert_weights`` (batch, time, experts) the mix.
+
+    Besides ``CausalLMOutputWithPast``'s fields (``loss``: the mixture's NLL when labels were given):
+
+    Args:
+        expert_weights (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            The router's mixture weights, shape (batch, time, experts), after the top-k mask.
+        expert_logprobs (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+            Each expert's log-probabilities, shape (experts, batch, time, vocab); set only when ``forward`` was
+            called with ``return_expert_logprobs=True``.
+    """
 
     expert_weights: torch.Tensor | None = None
     expert_logprobs: torch.Tensor | None = None
@@ -135,6 +161,18 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 return_expert_logprobs: bool = False, **kwargs: Any) -> EnsembleOutput:
+        """The mixture's log-probabilities (as ``logits``), the router's weights and, with labels, the mixture's NLL.
+
+        Args:
+            input_ids (`torch.Tensor`):
+                Token ids, shape (batch, time); every expert reads them.
+            attention_mask (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+                1 for real tokens, 0 for padding (default all ones).
+            labels (`torch.Tensor` or `None`, *optional*, defaults to `None`):
+                Targets shifted inside, as for ``AutoModelForCausalLM``; -100 is ignored.
+            return_expert_logprobs (`bool`, *optional*, defaults to `False`):
+                Also return each expert's log-probabilities (``expert_logprobs``).
+        """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         logps = torch.stack([F.log_softmax(e(input_ids=input_ids, attention_mask=attention_mask).logits.float(), dim=-1)
@@ -166,7 +204,14 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
 
     def most_similar_expert(self, texts: Sequence[str], *, block_size: int = 128) -> int:
         """Index of the expert closest to `texts`: nearest cluster centre (clustering router) or the
-        expert with the lowest held-out loss on them (other routers)."""
+        expert with the lowest held-out loss on them (other routers).
+
+        Args:
+            texts (`Sequence[str]`):
+                Texts of the new domain or language.
+            block_size (`int`, *optional*, defaults to `128`):
+                Tokens per block when the experts' losses are measured (other routers than clustering).
+        """
         if isinstance(self.router, ClusterRouter):
             return int(self.router.clusters.squared_distances(texts).mean(axis=0).argmin())
         from ...lm import eval_loss
@@ -188,6 +233,8 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
                 Its training texts.
             args (`Any`):
                 ``TrainingArguments`` or a dict of its fields for :func:`hf_ext.lm.train_causal_lm`.
+            block_size (`int`, *optional*, defaults to `128`):
+                Tokens per training block (texts are packed), also used to pick the most similar expert.
 
         Returns:
             The index of the expert it was branched from.
@@ -212,7 +259,12 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:  # type: ignore[override]
         """Each expert in ``experts/<name>/`` (safetensors, via its own save_pretrained) and
-        ``ensemble_config.json`` (names, mixing, top-k, router state); the tokenizer if known."""
+        ``ensemble_config.json`` (names, mixing, top-k, router state); the tokenizer if known.
+
+        Args:
+            save_directory (`str` or `os.PathLike`):
+                The folder to write (replaced only once complete).
+        """
         from ...outputs import output_folder
 
         folder = Path(save_directory)
@@ -228,7 +280,14 @@ class ExpertEnsemble(PreTrainedModel, GenerationMixin):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> ExpertEnsemble:  # type: ignore[override]
-        """Load an ensemble saved with :meth:`save_pretrained`, from a folder or a Hub id."""
+        """Load an ensemble saved with :meth:`save_pretrained`, from a folder or a Hub id.
+
+        Args:
+            path (`str` or `os.PathLike`):
+                The saved folder, or a Hub id (downloaded).
+            **kwargs:
+                Only ``hub_endpoint`` (Hub URL of the download) is read; other keys are ignored.
+        """
         folder = Path(path)
         if not folder.is_dir():
             from ...hub import pull

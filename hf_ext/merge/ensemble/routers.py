@@ -33,7 +33,13 @@ class Router:
         raise NotImplementedError
 
     def add_expert(self, texts: Sequence[str] | None = None) -> None:
-        """Make room for one more expert (called by :meth:`ExpertEnsemble.add_expert`)."""
+        """Make room for one more expert (called by :meth:`ExpertEnsemble.add_expert`).
+
+        Args:
+            texts (`Sequence[str]` or `None`, *optional*, defaults to `None`):
+                The new expert's training texts (the clustering router places its centre from them; others
+                ignore them).
+        """
 
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -49,7 +55,12 @@ def _prior(prior: Sequence[float] | None, n: int) -> torch.Tensor:
 
 
 class UniformRouter(Router):
-    """Fixed weights (uniform, or `prior` normalised): the context is ignored."""
+    """Fixed weights (uniform, or `prior` normalised): the context is ignored.
+
+    Args:
+        prior (`Sequence[float]` or `None`, *optional*, defaults to `None`):
+            One non-negative weight per expert with a positive sum, normalised to sum to 1 (default uniform).
+    """
 
     def __init__(self, prior: Sequence[float] | None = None):
         self.prior = list(prior) if prior is not None else None
@@ -108,6 +119,14 @@ class ClusterRouter(Router):
     The context is the decoded input of each sequence (one weight vector per sequence, the same at
     every position: document-level routing as in c-BTM); pass ``context_tokens`` to route on the
     first tokens only (e.g. a prompt). ``temperature=0`` is one-hot on the nearest centre.
+
+    Args:
+        clusters (`TfidfClusters`):
+            The TF-IDF vectorizer and one cluster centre per expert (e.g. from :func:`balanced_tfidf_kmeans`).
+        temperature (`float`, *optional*, defaults to `0.1`):
+            T of ``softmax(−d²/T)``; must be >= 0, and 0 gives one-hot weights on the nearest centre.
+        context_tokens (`int` or `None`, *optional*, defaults to `None`):
+            Route on the first this many tokens of each sequence; None: on the whole input.
     """
 
     def __init__(self, clusters: TfidfClusters, temperature: float = 0.1, context_tokens: int | None = None):
@@ -116,6 +135,12 @@ class ClusterRouter(Router):
         self.clusters, self.temperature, self.context_tokens = clusters, temperature, context_tokens
 
     def weights_for_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """``softmax(−d²/T)`` over the centres for each text (one-hot on the nearest at T = 0): shape (len(texts), k).
+
+        Args:
+            texts (`Sequence[str]`):
+                The contexts to route, as text.
+        """
         d2 = torch.from_numpy(self.clusters.squared_distances(texts)).float()
         if self.temperature == 0:
             return F.one_hot(d2.argmin(dim=1), d2.shape[1]).float()
@@ -143,6 +168,12 @@ class ClusterRouter(Router):
 
 
 def router_from_dict(data: dict[str, Any]) -> Router:
+    """A router rebuilt from its ``to_dict()`` state (the one an :class:`ExpertEnsemble` saves in its config).
+
+    Args:
+        data (`dict[str, Any]`):
+            The state: ``"type"`` (``"uniform"``, ``"bayesian"`` or ``"cluster"``) and that router's settings.
+    """
     kind = data.get("type")
     if kind == "uniform":
         return UniformRouter(data.get("prior"))

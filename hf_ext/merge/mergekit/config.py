@@ -27,13 +27,29 @@ _REFUSED_TOP = {"modules": "per-module configs", "tokenizer": "tokenizer surgery
 
 
 def is_mergekit_config(values: Mapping[str, Any]) -> bool:
-    """A mapping in mergekit's schema (it has ``merge_method``)."""
+    """A mapping in mergekit's schema (it has ``merge_method``).
+
+    Args:
+        values (`Mapping[str, Any]`):
+            A recipe or config as read from YAML (anything else gives False).
+    """
     return isinstance(values, Mapping) and "merge_method" in values
 
 
 @dataclass
 class Source:
-    """One source of a slice: a model, its layer range and its own parameters (`where`: its place in the config)."""
+    """One source of a slice: a model, its layer range and its own parameters (`where`: its place in the config).
+
+    Args:
+        model (`str`):
+            The model's path or Hub id, as the config names it.
+        layer_range (`tuple[int, int]`):
+            ``(start, end)`` of the model's layers taken, end excluded (all layers for a ``models`` config).
+        parameters (`dict[str, Any]`):
+            The source's own ``parameters`` (they win over the slice's and the global ones).
+        where (`str`):
+            Its place in the config (e.g. ``"models[1]"``, ``"slices[0].sources[1]"``), for error messages.
+    """
 
     model: str
     layer_range: tuple[int, int]
@@ -43,7 +59,18 @@ class Source:
 
 @dataclass
 class Slice:
-    """A slice: sources of equal layer counts merged into consecutive output layers."""
+    """A slice: sources of equal layer counts merged into consecutive output layers.
+
+    Args:
+        sources (`list[Source]`):
+            The slice's sources, each spanning the same number of layers.
+        base_model (`str` or `None`):
+            The slice's own ``base_model``; None: the config's.
+        parameters (`dict[str, Any]`):
+            The slice's ``parameters`` (between its sources' own and the global ones).
+        where (`str`):
+            Its place in the config (``"slices[i]"``, or ``"models"`` for a ``models`` config), for error messages.
+    """
 
     sources: list[Source]
     base_model: str | None
@@ -98,7 +125,14 @@ class MergekitMerge:
         return params
 
     def source(self, model: str, where: str = "model") -> WeightSource:
-        """The :class:`WeightSource` of a model reference (read once); a missing local path is refused."""
+        """The :class:`WeightSource` of a model reference (read once); a missing local path is refused.
+
+        Args:
+            model (`str`):
+                The model's path or Hub id, as the config names it.
+            where (`str`, *optional*, defaults to `"model"`):
+                Its place in the config, for error messages.
+        """
         if model not in self._sources:
             path = Path(model).expanduser()
             looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep == "\\" and "\\" in model
@@ -216,7 +250,14 @@ class MergekitMerge:
         return planned
 
     def tensors(self, planned: list[PlannedTensor] | None = None, *, check_values: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield ``(name, merged tensor)`` one at a time, in :meth:`plan` order."""
+        """Yield ``(name, merged tensor)`` one at a time, in :meth:`plan` order.
+
+        Args:
+            planned (`list[PlannedTensor]` or `None`, *optional*, defaults to `None`):
+                The plan to run (default: :meth:`plan`).
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf values in the inputs, naming the tensor and the model.
+        """
         from ..merge import checked_output
 
         planned = self.plan() if planned is None else planned
@@ -244,7 +285,12 @@ class MergekitMerge:
 
     # -- writing ---------------------------------------------------------------------------------------------
     def card_ids(self, hub_ids: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Hub id per referenced model (local folders need one in `hub_ids`, or a packaged copy's id)."""
+        """Hub id per referenced model (local folders need one in `hub_ids`, or a packaged copy's id).
+
+        Args:
+            hub_ids (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
+                Hub id per model reference, winning over the id each source knows itself.
+        """
         ids = {}
         for ref in self.referenced_models():
             hub_id = (hub_ids or {}).get(ref) or self.source(ref).hub_id
@@ -258,7 +304,12 @@ class MergekitMerge:
         return ids
 
     def card_yaml(self, ids: Mapping[str, str]) -> str:
-        """The config as YAML with every model reference replaced by its Hub id."""
+        """The config as YAML with every model reference replaced by its Hub id.
+
+        Args:
+            ids (`Mapping[str, str]`):
+                Hub id per model reference (:meth:`card_ids`); references not in it are kept.
+        """
 
         def sub(value: Any) -> Any:
             if isinstance(value, dict):
@@ -276,10 +327,18 @@ class MergekitMerge:
         """Write the merged model to `output_dir` (safetensors, config, tokenizer, card with the config).
 
         Args:
+            output_dir (`str` or `os.PathLike`):
+                The folder of the merged model (replaced only once complete).
             hub_ids (`Mapping[str, str]` or `None`, *optional*, defaults to `None`):
                 Hub id per local model reference, for the card (``base_model`` lists Hub ids only).
+            max_shard_size (`int` or `str`, *optional*, defaults to `"5GB"`):
+                Largest safetensors shard, like ``save_pretrained``'s.
+            check_values (`bool`, *optional*, defaults to `True`):
+                Refuse NaN/inf values in the inputs, naming the tensor and the model (merged tensors are always checked).
             push_to_hub (`str` or `None`, *optional*, defaults to `None`):
                 Repo id to upload the finished folder to.
+            hub_endpoint (`str` or `None`, *optional*, defaults to `None`):
+                Hub URL for the push (default: ``HF_ENDPOINT`` or https://huggingface.co).
             overwrite (`bool`, *optional*, defaults to `False`):
                 Replace an existing folder hf_ext did not write (:func:`hf_ext.outputs.output_folder`).
         """
@@ -349,6 +408,12 @@ def _vocab(src: WeightSource) -> dict[str, int] | None:
 
 def from_mergekit_config(path_or_dict: str | os.PathLike | Mapping[str, Any], *, seed: int = 0) -> MergekitMerge:
     """Read a mergekit config (a YAML path or a mapping) into a :class:`MergekitMerge`.
+
+    Args:
+        path_or_dict (`str` or `os.PathLike` or `Mapping[str, Any]`):
+            Path of a mergekit YAML file (its text goes into the card) or the config mapping itself.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of DARE/DELLA drop masks (mergekit-yaml's ``--random-seed``).
 
     Example:
         >>> merge = from_mergekit_config({"merge_method": "karcher", "models": []})  # doctest: +IGNORE_EXCEPTION_DETAIL

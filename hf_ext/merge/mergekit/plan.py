@@ -36,7 +36,22 @@ class ParsedConfig(Protocol):
 
 @dataclass
 class PlannedTensor:
-    """One output tensor: its inputs (source index, tensor name) in the method's order, and the method."""
+    """One output tensor: its inputs (model reference, tensor name) in the method's order, and the method.
+
+    Args:
+        name (`str`):
+            The output tensor's name (layer index renumbered into the output's stack).
+        inputs (`list[tuple[str, str]]`):
+            ``(model reference, tensor name)`` of each input, in the method's order (for slerp the base first).
+        base (`tuple[str, str]` or `None`):
+            ``(model reference, tensor name)`` of the base's tensor the task vectors are taken against; None when
+            the method uses no base (or, for slerp, has it first among `inputs`).
+        method (`MergeMethod`):
+            The method object, its parameters resolved for this tensor.
+        weights (`torch.Tensor`):
+            The weights the method gets: one per model besides the base (per input where the base is merged like
+            the others); 1.0 each where the method takes no ``weight``.
+    """
 
     name: str
     inputs: list[tuple[str, str]]
@@ -97,7 +112,13 @@ def _plan_tensor(config: ParsedConfig, out: str, names: list[str], sl: Any, t: f
 
 def plan_tensors(config: ParsedConfig) -> tuple[list[PlannedTensor], int]:
     """Every output tensor with its inputs and method, in mergekit's order, and the output's layer count; checks
-    shapes before any merge."""
+    shapes before any merge.
+
+    Args:
+        config (`ParsedConfig`):
+            The parsed config (a :class:`~hf_ext.merge.mergekit.config.MergekitMerge`): method, parameters, base
+            model, slices and the models' weight sources.
+    """
     planned: list[PlannedTensor] = []
     first, last = config.slices[0], config.slices[-1]
     ref = config.source(first.sources[0].model)

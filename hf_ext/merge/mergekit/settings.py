@@ -41,7 +41,25 @@ _GTA_MODEL = {"weight": REQUIRED, "density": 1.0}
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A mergekit method: the hf_ext class, fixed settings, mergekit's parameters (name -> default) by scope."""
+    """A mergekit method: the hf_ext class, fixed settings, mergekit's parameters (name -> default) by scope.
+
+    Args:
+        cls (`type[MergeMethod]`):
+            The hf_ext merge method class that runs it.
+        fixed (`dict[str, Any]`):
+            Settings of `cls` the mergekit method fixes (e.g. ``convention="mergekit", ties=True`` for ``dare_ties``).
+        shared (`dict[str, Any]`):
+            Parameters with one value for the merge (global or slice ``parameters``) -> default; :data:`REQUIRED`
+            marks a parameter without one.
+        per_model (`dict[str, Any]`):
+            Parameters given per non-base model (``weight``, ``density``, ...) -> default; the method gets a list.
+        per_input (`dict[str, Any]`, *optional*, defaults to `{}`):
+            Parameters given per input, the base included (linear's ``weight``, passthrough's ``scale``); used
+            instead of `per_model` when not empty.
+        base (`str`, *optional*, defaults to `"required"`):
+            ``"required"``: the method needs ``base_model``; ``"optional"``: it uses one when given (nuslerp, on
+            task vectors); ``"ignored"``: a base is merged like any other input.
+    """
 
     cls: type[MergeMethod]
     fixed: dict[str, Any]
@@ -77,6 +95,14 @@ LAYER = re.compile(r"^(?P<head>(?:.*\.)?layers\.)(?P<index>\d+)\.(?P<rest>.+)$")
 
 
 def model_ref(value: Any, where: str) -> str:
+    """The model path or Hub id of a config's model reference; a LoRA reference (``model+lora``) is refused.
+
+    Args:
+        value (`Any`):
+            The reference as written: a non-empty string or ``{model: <string>}``.
+        where (`str`):
+            Its place in the config (e.g. ``"slices[0].sources[1].model"``), for error messages.
+    """
     if isinstance(value, dict) and set(value) <= {"model"} and isinstance(value.get("model"), str):
         value = value["model"]
     if not isinstance(value, str) or not value:
@@ -88,6 +114,16 @@ def model_ref(value: Any, where: str) -> str:
 
 
 def check_keys(mapping: Any, allowed: set[str], where: str) -> dict[str, Any]:
+    """`mapping` itself, once it is a dict with only `allowed` keys (else an InputError naming the key).
+
+    Args:
+        mapping (`Any`):
+            A part of the config.
+        allowed (`set[str]`):
+            The keys it may have.
+        where (`str`):
+            Its place in the config, for error messages.
+    """
     if not isinstance(mapping, dict):
         raise InputError(f"{where} must be a mapping, got {type(mapping).__name__}.")
     for key in mapping:
@@ -101,7 +137,18 @@ def _is_number(x: Any) -> bool:
 
 
 def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
-    """mergekit's ``evaluate_setting``: filters by substring, gradients interpolated at `t`."""
+    """mergekit's ``evaluate_setting``: filters by substring, gradients interpolated at `t`.
+
+    Args:
+        setting (`Any`):
+            A parameter's value: a scalar (returned as is), a gradient list (numbers interpolated linearly at `t`,
+            other values picked by position), or a ``{filter, value}`` mapping or list of them (the value of the
+            first whose ``filter`` is absent, ``"*"`` or a substring of `tensor_name`; None when none matches).
+        tensor_name (`str`):
+            The name of the tensor being merged.
+        t (`float`):
+            The layer's position in its slice, from 0 (first layer) to 1 (last).
+    """
     if isinstance(setting, dict):
         setting = [setting]
     if isinstance(setting, (bool, int, float, str)):
@@ -126,7 +173,18 @@ def evaluate_setting(setting: Any, tensor_name: str, t: float) -> Any:
 
 
 def check_setting(name: str, setting: Any, where: str, layers: int) -> None:
-    """Refuse malformed settings and gradients with more points than the slice has layers."""
+    """Refuse malformed settings and gradients with more points than the slice has layers.
+
+    Args:
+        name (`str`):
+            The parameter's name, for error messages.
+        setting (`Any`):
+            Its value, in :func:`evaluate_setting`'s forms (``{filter, value}`` entries checked recursively).
+        where (`str`):
+            The place of the ``parameters`` mapping in the config, for error messages.
+        layers (`int`):
+            Number of layers of the slice; a gradient may have at most this many values.
+    """
     if isinstance(setting, dict):
         setting = [setting]
     if isinstance(setting, list) and setting and all(isinstance(c, dict) for c in setting):
