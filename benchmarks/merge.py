@@ -180,7 +180,7 @@ def time_vector_benchmark(args) -> dict:
         data_file=str(args.data_dir / "time" / "wmt_newstest_en_by_year.jsonl.gz"),
         pretrain_file=str(args.data_dir / "lm_corpus" / "gutenberg_books.jsonl.gz"),
         years=[2012, 2013, 2014, 2015, 2016], seed=args.seed, save_vectors=False,
-        output_dir=str(Path(tempfile.gettempdir()) / "hf_ext_bench_time_vectors"), **size,
+        output_dir=str(Path(tempfile.mkdtemp(prefix="hf_ext_bench_time_vectors-")) / "out"), **size,
     )  # fmt: skip
     m = run_time_vectors(config)
     keep = ("interp_best_loss_mid", "endpoint_best_loss_mid", "interp_best_interior_loss_mid", "own_year_loss_mid",
@@ -199,7 +199,7 @@ def xelm_benchmark(args) -> dict:
             dict(languages=["de", "fr", "cs", "ru", "fi"], train_sentences=1000, eval_sentences=100, seed_steps=200,
                  expert_steps=200, hidden_size=96, num_layers=2, vocab_size=4096, batch_size=8, block_size=64))  # fmt: skip
     config = XELMConfig(data_file=str(args.data_dir / "multilingual" / "wmt_newstest_monolingual.jsonl.gz"), experts=[1, 2, 4],
-                        seed=args.seed, output_dir=str(Path(tempfile.gettempdir()) / "hf_ext_bench_xelm"), **size)  # fmt: skip
+                        seed=args.seed, output_dir=str(Path(tempfile.mkdtemp(prefix="hf_ext_bench_xelm-")) / "out"), **size)  # fmt: skip
     m = run_xelm(config)
     out = {"xelm_ppl": m["xelm_ppl"], "dense_ppl": m["dense_ppl"], "seed_ppl": m["seed_ppl"], "xelm_k": m["xelm_k"],
            "xelm_mean_ppl": m["mean_ppl"], "xelm_by_k": {k: {kk: v[kk] for kk in ("bayesian_ppl", "cluster_router_ppl", "cluster_composition") if kk in v}
