@@ -181,13 +181,13 @@ class BTSConfig(JobOptions):
                           seed_model=seed_model, expert_models=expert_models)
 
     def stitch_training_args(self, output_dir: str | Path) -> Any:
-        """The :class:`~trainers.stitch.StitchTrainingConfig` of ``stitch_training`` (its stitch-layer fields
-        agree with :meth:`stitch_config`, so the saved training arguments describe the model trained)."""
+        """The :class:`~trainers.stitch.StitchTrainingConfig` of ``stitch_training``: the training settings only
+        (the stitch layers are :meth:`stitch_config`'s, and the trainer takes them from the stitched model)."""
         import dataclasses
 
         from transformers import TrainingArguments
 
-        from ..stitch import StitchTrainingConfig
+        from ..stitch import MOVED_TO_STITCH_CONFIG, StitchTrainingConfig
 
         layers = self.stitch_config()
         given = self.stitch_training if isinstance(self.stitch_training, dict) else {}
@@ -200,9 +200,9 @@ class BTSConfig(JobOptions):
         base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
         own = {f.name for f in dataclasses.fields(StitchTrainingConfig) if f.name not in base or f.default != base[f.name]}
         stage = {k: v for k, v in stage.items() if k not in own}  # StitchTrainingConfig's own defaults win
-        return _component(StitchTrainingConfig, self.stitch_training, "stitch_training", _TRAINING_SET_BY_JOB, defaults=stage,
-                          num_stitch_layers=layers.num_stitch_layers, stitch_after=layers.stitch_after, stitch_dropout=layers.dropout,
-                          stitch_init=layers.init, gate_offset=layers.gate_offset)
+        layer_keys = {old: "put it under stitch" + (f" as {new}" if new != old else "") for old, new in MOVED_TO_STITCH_CONFIG.items()}
+        return _component(StitchTrainingConfig, self.stitch_training, "stitch_training", {**_TRAINING_SET_BY_JOB, **layer_keys},
+                          defaults=stage)
 
 
 # Keys of the earlier flat BTSConfig -> where they went.
@@ -221,9 +221,7 @@ _STITCH_SET_BY_JOB = {name: "set by the job from expert_data and the models" for
 _TRAINING_SET_BY_JOB = {
     "output_dir": "the job writes checkpoints inside output_dir", "per_device_train_batch_size": "use batch_size (all stages)",
     "seed": "use seed", "push_to_hub": "use push_to_hub (the job pushes the stitch layers last)", "hub_model_id": "use hub_model_id",
-    "num_stitch_layers": "put it under stitch", "stitch_after": "put it under stitch", "stitch_dropout": "put it under stitch as dropout",
-    "stitch_init": "put it under stitch as init", "gate_offset": "put it under stitch",
-}
+}  # and the stitch-layer fields (trainers.stitch.MOVED_TO_STITCH_CONFIG): "put it under stitch"
 
 
 def _refuse_flat_stitch_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
