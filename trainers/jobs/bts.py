@@ -334,10 +334,9 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
 
 
 def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     from hf_ext.adapters.stitch import StitchedModel
     from hf_ext.lm import branch_experts, pack_texts, train_bpe_tokenizer, train_causal_lm
+    from hf_ext.models import load_causal_lm
 
     from ..stitch import StitchTrainer
 
@@ -378,7 +377,7 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     paths = branch_experts(seed, {n: train[n] for n in config.expert_data}, tokenizer=tokenizer, output_dir=out / "experts",
                            args=_args(out / "experts", config.expert_steps, config.expert_lr, config),
                            block_size=config.block_size, seed_hub_id=seed_hub_id)
-    experts = {n: AutoModelForCausalLM.from_pretrained(p) for n, p in paths.items()}
+    experts = {n: load_causal_lm(p, role=f"expert {n!r}") for n, p in paths.items()}
     timings["experts_seconds"] = time.perf_counter() - t
 
     # 3. the stitch layers

@@ -150,10 +150,9 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
 
 
 def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     from hf_ext.lm import branch_experts, eval_loss, train_bpe_tokenizer, train_causal_lm
     from hf_ext.merge.ensemble import BayesianRouter, ExpertEnsemble
+    from hf_ext.models import load_causal_lm
 
     start = time.perf_counter()
     data = _language_texts(config)
@@ -188,7 +187,7 @@ def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
         paths = branch_experts(seed_model, domains, tokenizer=tokenizer, output_dir=out / f"experts_k{k}",
                                args=args(f"k{k}", max(1, config.expert_steps // k), config.branch_learning_rate),
                                block_size=config.block_size)  # fmt: skip
-        experts = [AutoModelForCausalLM.from_pretrained(paths[name]).eval() for name in domains]
+        experts = [load_causal_lm(paths[name], role=f"expert {name!r}").eval() for name in domains]
         composition = []
         for j in range(k):
             counts: dict[str, int] = {}
