@@ -173,10 +173,14 @@ class GateOffsetAnneal(TrainerCallback, ExportableState):
     global step it follows.
 
     Args:
-        start (`float`): β at step 0 (the model's gate offset when training starts).
-        final (`float`): β after the anneal.
-        steps (`float`): steps of the anneal; below 1, a fraction of ``state.max_steps``.
-        gate_offset (`float`, *optional*): the β in use (restored from a checkpoint); default ``start``.
+        start (`float`):
+            β at step 0 (the model's gate offset when training starts).
+        final (`float`):
+            β after the anneal.
+        steps (`float`):
+            Steps of the anneal; below 1, a fraction of ``state.max_steps``.
+        gate_offset (`float` or `None`, *optional*, defaults to `None`):
+            The β in use (restored from a checkpoint); ``None``: `start`.
     """
 
     def __init__(self, start: float, final: float, steps: float, gate_offset: float | None = None) -> None:
@@ -213,14 +217,30 @@ class StitchTrainer(SafeResumeMixin, Trainer):
     latest held-out loss if the trainer evaluated.
 
     Args:
-        model: a `StitchedModel`, or the seed (instance, Hub id or path) together with `experts`.
-        experts: ``{name: model or id}`` when `model` is the seed.
-        args: a `StitchTrainingConfig` (a plain `TrainingArguments` works with stitch defaults).
-        stitch_config: the stitch layers (a `StitchConfig`; `StitchConfig()` when not given) built when `model`
-            is the seed; refused with a `StitchedModel`, which has its own.
-        train_dataset / eval_dataset: packed blocks (``input_ids``) or text in ``args.dataset_text_field``.
-        Other arguments are `Trainer`'s; `data_collator` defaults to stacking packed blocks.
-        ``peft_config`` is refused: the stitch layers are already the only trainable parameters.
+        model (`StitchedModel` or `Any`, *optional*, defaults to `None`):
+            A `StitchedModel` (its stitch layers are trained), or the seed (instance, Hub id or path) together with
+            `experts`; required.
+        args (`TrainingArguments` or `None`, *optional*, defaults to `None`):
+            A `StitchTrainingConfig` (a plain `TrainingArguments` trains with the frozen gate offset and no
+            annealing); ``None``: ``StitchTrainingConfig(output_dir="stitch_out")``.
+        experts (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            ``{name: model or Hub id or path}`` when `model` is the seed; refused with a `StitchedModel`.
+        stitch_config (`StitchConfig` or `None`, *optional*, defaults to `None`):
+            The stitch layers built when `model` is the seed (TRL's ``peft_config`` way); ``None``: ``StitchConfig()``.
+            Refused with a `StitchedModel`, which has its own.
+        data_collator (`Any`, *optional*, defaults to `None`):
+            The `Trainer`'s collator; ``None``: `default_data_collator` (stacks packed blocks).
+        train_dataset (`Any`, *optional*, defaults to `None`):
+            Packed blocks (an ``input_ids`` column) or text in ``args.dataset_text_field``, which is tokenized with
+            `processing_class` and packed into blocks of ``args.max_length`` tokens.
+        eval_dataset (`Any`, *optional*, defaults to `None`):
+            Held-out data in the same forms as `train_dataset` (or a dict of them).
+        processing_class (`Any`, *optional*, defaults to `None`):
+            The seed's tokenizer: packs text datasets and is saved with the final ``save_model``.
+        peft_config (`Any`, *optional*, defaults to `None`):
+            Refused when given: the stitch layers are already the only trainable parameters.
+        **kwargs:
+            Passed to `Trainer` (``callbacks``, ``compute_metrics``, ...).
     """
 
     def __init__(self, model: Any = None, args: TrainingArguments | None = None, *, experts: dict[str, Any] | None = None,

@@ -274,7 +274,20 @@ def _chunks(text: str, size: int) -> list[str]:
 
 def load_domain_texts(path: Path, template: str, *, row_filter: str | None = None, group: int = 1,
                       chunk_chars: int = 0) -> list[str]:
-    """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots)."""
+    """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots).
+
+    Args:
+        path (`Path`):
+            A JSON Lines file (``.jsonl`` or ``.jsonl.gz``).
+        template (`str`):
+            ``str.format`` template over a row's fields, e.g. ``"{prompt}{canonical_solution}"``.
+        row_filter (`str` or `None`, *optional*, defaults to `None`):
+            ``"field=value"``: keep only rows whose field equals value.
+        group (`int`, *optional*, defaults to `1`):
+            Join this many consecutive texts into one (sentence-level corpora).
+        chunk_chars (`int`, *optional*, defaults to `0`):
+            Cut texts at paragraph breaks into chunks of about this many characters (0: keep them whole).
+    """
     rows = read_jsonl(path, field="data_dir and the domain's file name")
     if row_filter:
         key, _, value = row_filter.partition("=")
@@ -302,7 +315,18 @@ def _split(texts: list[str], config: BTSConfig, rng: random.Random) -> tuple[lis
 
 def mixed_blocks(blocks: dict[str, Any], ratios: dict[str, float], total: int, seed: int = 0):
     """A shuffled dataset of `total` blocks drawn from each domain's packed blocks in `ratios`
-    (with replacement where a domain has fewer blocks than its share)."""
+    (with replacement where a domain has fewer blocks than its share).
+
+    Args:
+        blocks (`dict[str, Any]`):
+            Domain name -> a `datasets.Dataset` of packed blocks.
+        ratios (`dict[str, float]`):
+            Domain name -> share of the mix (a domain of share 0 is left out).
+        total (`int`):
+            Blocks in the mix (each domain gets ``round(ratio * total)``).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the draw and the shuffle.
+    """
     import datasets
     import numpy as np
 
@@ -329,6 +353,10 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
 
     Everything is written to a temporary folder that replaces ``output_dir`` when the run finished
     (:func:`hf_ext.jobs.job_output`); with ``push_to_hub`` the stitch layers and their card are pushed last.
+
+    Args:
+        config (`BTSConfig`):
+            The job's settings (``data_dir`` is required).
     """
     return run_in_output(config, _run_bts, repo_type="model", writer="bts", push_subdir="stitch", commit_message="hf_ext: BTS stitch layers")
 
@@ -423,7 +451,20 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
 
 
 def evaluate_domains(model, tokenizer, held_out: dict[str, list[str]], ratios: dict[str, float], block_size: int) -> dict[str, float]:
-    """Held-out loss per domain and ``mixed`` = the ratio-weighted mean of the domain losses."""
+    """Held-out loss per domain and ``mixed`` = the ratio-weighted mean of the domain losses.
+
+    Args:
+        model (`Any`):
+            A causal LM (the seed, an expert, a soup, an ensemble or the stitched model).
+        tokenizer (`Any`):
+            The seed's tokenizer.
+        held_out (`dict[str, list[str]]`):
+            Domain name -> held-out texts.
+        ratios (`dict[str, float]`):
+            Domain name -> weight in the ``mixed`` loss.
+        block_size (`int`):
+            Tokens per evaluation block.
+    """
     from hf_ext.lm import eval_loss
 
     losses = {d: eval_loss(model, tokenizer, texts, block_size=block_size) for d, texts in held_out.items()}

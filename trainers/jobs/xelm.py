@@ -144,7 +144,12 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
 
 
 def run_xelm(config: XELMConfig) -> dict[str, Any]:
-    """Run the replication; returns (and writes) the metrics."""
+    """Run the replication; returns (and writes to ``output_dir/metrics.json``) the metrics.
+
+    Args:
+        config (`XELMConfig`):
+            The job's settings (``data_file`` is required).
+    """
     require(config.data_file, "data_file", "a JSON Lines file with `lang` and `text`")
     return run_in_output(config, _run_xelm, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication")
 
