@@ -32,9 +32,14 @@ def setup():
 
 def _args(tmp_path, **kw):
     values = dict(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4, logging_steps=1, save_steps=3,
-                  num_stitch_layers=2, use_cpu=True, seed=0, data_seed=0, learning_rate=5e-2, gate_offset=2.0)
+                  use_cpu=True, seed=0, data_seed=0, learning_rate=5e-2)
     values.update(kw)
     return StitchTrainingConfig(**values)
+
+
+def _layers(**kw):
+    """The stitch layers of these tests, given to StitchTrainer as stitch_config (TRL's peft_config way)."""
+    return StitchConfig(**{"num_stitch_layers": 2, "gate_offset": 2.0, **kw})
 
 
 def _losses(trainer):
@@ -44,7 +49,8 @@ def _losses(trainer):
 def test_only_stitch_parameters_train_and_are_saved(setup, tmp_path):
     tok, seed, experts, blocks = setup
     frozen = {f"{name}.{k}": v.clone() for name, m in {"seed": seed, **experts}.items() for k, v in m.state_dict().items()}
-    trainer = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, processing_class=tok)
+    trainer = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), stitch_config=_layers(), train_dataset=blocks,
+                            processing_class=tok)
     model = trainer.model
     start = {k: v.clone() for k, v in model.stitch_state_dict().items()}
     trainer.train()
@@ -75,11 +81,13 @@ def test_only_stitch_parameters_train_and_are_saved(setup, tmp_path):
 
 def test_resume_from_checkpoint_continues_the_same_loss_sequence(setup, tmp_path):
     tok, seed, experts, blocks = setup
-    anneal = dict(gate_offset=6.0, gate_offset_final=1.0, gate_offset_anneal_steps=4)  # the β schedule resumes too
-    full = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "full", **anneal), train_dataset=blocks, processing_class=tok)
+    anneal = dict(gate_offset_final=1.0, gate_offset_anneal_steps=4)  # the β schedule resumes too (from β = 6)
+    full = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "full", **anneal), stitch_config=_layers(gate_offset=6.0),
+                         train_dataset=blocks, processing_class=tok)
     full.train()
     reference = _losses(full)
-    resumed = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "resumed", **anneal), train_dataset=blocks, processing_class=tok)
+    resumed = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path / "resumed", **anneal), stitch_config=_layers(gate_offset=6.0),
+                            train_dataset=blocks, processing_class=tok)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     assert len(reference) == 6 and reference[0] != reference[-1]
     assert _losses(resumed)[-3:] == pytest.approx(reference[3:], rel=1e-5, abs=1e-6)
@@ -93,14 +101,16 @@ def test_two_processes_under_torchrun(tmp_path):
         "import json, os, sys, torch\n"
         "from hf_ext.lm import pack_texts\n"
         "from hf_ext.testing import tiny_llama, tiny_tokenizer\n"
+        "from hf_ext.adapters.stitch import StitchConfig\n"
         "from trainers.stitch import StitchTrainer, StitchTrainingConfig\n"
         "tok = tiny_tokenizer(); seed = tiny_llama(tokenizer=tok, num_layers=2)\n"
         "experts = {'a': tiny_llama(tokenizer=tok, num_layers=2, seed=1)}\n"
         "before = {k: v.clone() for k, v in seed.state_dict().items()}\n"
         f"blocks = pack_texts(tok, {TEXTS[:40]!r}, block_size=32)\n"
         "args = StitchTrainingConfig(output_dir=sys.argv[1], max_steps=3, per_device_train_batch_size=2, use_cpu=True,\n"
-        "    num_stitch_layers=2, learning_rate=5e-2, gate_offset=2.0, save_strategy='no', ddp_backend='gloo')\n"
-        "trainer = StitchTrainer(model=seed, experts=experts, args=args, train_dataset=blocks)\n"
+        "    learning_rate=5e-2, save_strategy='no', ddp_backend='gloo')\n"
+        "trainer = StitchTrainer(model=seed, experts=experts, args=args, train_dataset=blocks,\n"
+        "    stitch_config=StitchConfig(num_stitch_layers=2, gate_offset=2.0))\n"
         "trainer.train()\n"
         "flat = torch.cat([p.detach().flatten() for p in trainer.model.stitch.parameters()])\n"
         "gathered = [torch.zeros_like(flat) for _ in range(2)]\n"
@@ -131,7 +141,8 @@ def test_bts_config_carries_the_stitch_settings_checked_by_their_own_dataclasses
     assert (args.max_steps, args.learning_rate, args.gate_offset_final, args.gate_offset_anneal_steps) == (200, 0.003, 2.0, 0.3)
     assert (args.optim.value, args.lr_scheduler_type.value, args.warmup_steps, args.per_device_train_batch_size, args.seed) == (
         "adafactor", "cosine", 10, 16, 0)
-    assert (args.num_stitch_layers, args.gate_offset) == (layers.num_stitch_layers, layers.gate_offset)  # one value, two views
+    # one value, one place: the stitch layers are StitchConfig's alone, not mirrored in the training arguments
+    assert not any(hasattr(args, name) for name in ("num_stitch_layers", "stitch_after", "stitch_dropout", "stitch_init", "gate_offset"))
     # One default per setting: what the recipe leaves out is the component's own default.
     bare = BTSConfig(output_dir=str(tmp_path / "bare"))
     own = bare.stitch_config()
@@ -140,7 +151,7 @@ def test_bts_config_carries_the_stitch_settings_checked_by_their_own_dataclasses
             assert getattr(own, f.name) == getattr(StitchConfig(), f.name), f.name
     trained = bare.stitch_training_args(tmp_path / "ckpt")
     reference = StitchTrainingConfig(output_dir=str(tmp_path / "ref"))
-    for name in ("learning_rate", "optim", "adam_epsilon", "gate_offset_final", "gate_offset_anneal_steps", "num_stitch_layers"):
+    for name in ("learning_rate", "optim", "adam_epsilon", "gate_offset_final", "gate_offset_anneal_steps"):
         assert getattr(trained, name) == getattr(reference, name), name
     assert bare.stitch == {} and bare.stitch_training == {"max_steps": 200}  # building them changes nothing
 
@@ -206,7 +217,7 @@ def test_a_default_run_learns_and_logs_its_gates(default_run):
     assert [h["step"] for h in logs] == list(range(1, 21))
     # beta follows the BTS schedule: 16 -> 2 over the first 30% of the steps; the configs keep the start value
     assert [h["stitch/gate_offset"] for h in logs] == pytest.approx([16 - 14 * min(1.0, (s - 1) / 6) for s in range(1, 21)])
-    assert args.gate_offset == model.stitch_config.gate_offset == 16.0 and model.gate_offset == 2.0
+    assert model.stitch_config.gate_offset == 16.0 and model.gate_offset == 2.0 and not hasattr(args, "gate_offset")
     assert json.loads((trainer.args.output_dir and Path(args.output_dir) / "checkpoint-20" / CONFIG_NAME).read_text())["gate_offset"] == 2.0
     # beta is runtime state of the run: the trainer state holds it (saved with every checkpoint), not a config
     state = json.loads((Path(args.output_dir) / "checkpoint-20" / "trainer_state.json").read_text())
@@ -226,9 +237,9 @@ def test_a_default_run_learns_and_logs_its_gates(default_run):
 def test_frozen_identity_start_keeps_the_seed_loss(default_run, tmp_path):
     trainer, before, _, _ = default_run
     model = trainer.model
-    args = _args(tmp_path, max_steps=3, gate_offset=16.0, gate_offset_final=None, save_strategy="no", num_stitch_layers=4,
-                 learning_rate=1e-3)
+    args = _args(tmp_path, max_steps=3, gate_offset_final=None, save_strategy="no", learning_rate=1e-3)
     frozen = StitchTrainer(model=model.seed, experts=dict(model.experts), args=args, train_dataset=trainer.train_dataset,
+                           stitch_config=_layers(num_stitch_layers=4, gate_offset=16.0),
                            eval_dataset=trainer.eval_dataset, processing_class=trainer.processing_class)
     frozen.train()
     assert frozen.evaluate()["eval_loss"] == pytest.approx(before, abs=1e-5)
@@ -288,7 +299,7 @@ def test_push_to_hub_true_runs_push_the_stitch_card_on_save_model(default_run, l
     monkeypatch.setattr(transformers.utils.hub, "_hf_api", HfApi(endpoint=local_hub.endpoint))
     trainer, _, _, _ = default_run
     args = _args(tmp_path / "auto", max_steps=2, save_strategy="no", push_to_hub=True, hub_model_id="user/auto-stitch",
-                 gate_offset=trainer.model.gate_offset, gate_offset_final=None)
+                 gate_offset_final=None)
     run = StitchTrainer(model=trainer.model, args=args, train_dataset=trainer.train_dataset, processing_class=trainer.processing_class)
     run.train()
     run.save_model(str(tmp_path / "final"))  # Trainer's push_to_hub=True path: save_model pushes, through StitchTrainer.push_to_hub
@@ -311,14 +322,37 @@ def test_bad_input_gets_one_clear_error(setup, tmp_path):
     with pytest.raises(InputError, match="peft_config.*only trainable parameters"):
         StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, peft_config=object())
     with pytest.raises(InputError, match="gate_offset_final=4.0 is larger than gate_offset=2.0.*sharpen the gates"):
-        _args(tmp_path, gate_offset_final=4.0)
+        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path, gate_offset_final=4.0), stitch_config=_layers(), train_dataset=blocks)
     stitched = StitchedModel(seed, experts, StitchConfig(num_stitch_layers=2, gate_offset=1.0))
     with pytest.raises(InputError, match="larger than the model's gate offset beta=1.0.*sharpen"):
         StitchTrainer(model=stitched, args=_args(tmp_path, gate_offset_final=1.5), train_dataset=blocks)
-    in_memory = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path, hub_model_id="user/x"), train_dataset=blocks)
+    in_memory = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path, hub_model_id="user/x"), stitch_config=_layers(),
+                              train_dataset=blocks)
     with pytest.raises(InputError, match="Set stitch_config.seed_model and stitch_config.expert_models"):
         in_memory.push_to_hub()  # models built in memory have no Hub ids: refused before anything is written or sent
     assert not (tmp_path / "README.md").exists()
     with pytest.raises(InputError, match=r"eval_dataset has neither .*'input_ids'.* nor the text column 'text'.*\['prompt'\]"):
-        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks, processing_class=tok,
-                      eval_dataset=datasets.Dataset.from_dict({"prompt": ["no text column"]}))
+        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), stitch_config=_layers(), train_dataset=blocks,
+                      processing_class=tok, eval_dataset=datasets.Dataset.from_dict({"prompt": ["no text column"]}))
+
+
+def test_stitch_layer_settings_live_in_stitch_config_and_moved_fields_say_where(setup, tmp_path):
+    from hf_ext.config import parse_config
+    from hf_ext.errors import InputError
+
+    tok, seed, experts, blocks = setup
+    message = r"num_stitch_layers moved to StitchConfig: pass StitchTrainer\(stitch_config=StitchConfig\(num_stitch_layers=\.\.\.\)\)"
+    with pytest.raises(InputError, match=message):
+        _args(tmp_path, num_stitch_layers=2)
+    with pytest.raises(InputError, match=r"stitch_dropout moved to StitchConfig: pass StitchTrainer\(stitch_config=StitchConfig\(dropout="
+                                         r".*gate_offset moved to StitchConfig: pass StitchTrainer\(stitch_config=StitchConfig\(gate_offset="):
+        _args(tmp_path, stitch_dropout=0.1, gate_offset=4.0)
+    with pytest.raises(InputError, match=message):  # a recipe or flag gets the same error, not "unknown key"
+        parse_config(StitchTrainingConfig, {"output_dir": str(tmp_path), "num_stitch_layers": 2})
+    # the layers come from stitch_config (or StitchConfig's defaults), or from an already-stitched model
+    built = StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), stitch_config=_layers(stitch_after=[1]), train_dataset=blocks)
+    assert built.model.stitch_after == [1] and built.model.gate_offset == 2.0
+    with pytest.raises(InputError, match=r"num_stitch_layers=4 exceeds the model depth \(2 layers\)"):  # StitchConfig's default K
+        StitchTrainer(model=seed, experts=experts, args=_args(tmp_path), train_dataset=blocks)
+    with pytest.raises(InputError, match="Pass `stitch_config` only with a seed model"):
+        StitchTrainer(model=built.model, args=_args(tmp_path), stitch_config=_layers(), train_dataset=blocks)

@@ -9,18 +9,21 @@ is about the size of the stitch weights (4.6% of the tiny seed in benchmarks/sti
 
 Example::
 
+    from hf_ext.adapters.stitch import StitchConfig
     from trainers.stitch import StitchTrainer, StitchTrainingConfig
-    args = StitchTrainingConfig(output_dir="out", num_stitch_layers=4, max_steps=200)
+    args = StitchTrainingConfig(output_dir="out", max_steps=200)
     trainer = StitchTrainer(model=seed, experts={"math": m, "code": c}, args=args,
+                            stitch_config=StitchConfig(num_stitch_layers=4),
                             train_dataset=packed_blocks, processing_class=tokenizer)
     trainer.train()
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar
 
 from transformers import Trainer, TrainerCallback, TrainingArguments, default_data_collator
 from transformers.trainer_callback import ExportableState
@@ -31,23 +34,59 @@ from hf_ext.adapters.stitch import StitchConfig, StitchedModel
 from hf_ext.errors import InputError
 from hf_ext.outputs import SafeResumeMixin
 
-__all__ = ["StitchTrainer", "StitchTrainingConfig", "GateOffsetAnneal"]
+__all__ = ["StitchTrainer", "StitchTrainingConfig", "GateOffsetAnneal", "MOVED_TO_STITCH_CONFIG"]
+
+# Former StitchTrainingConfig fields -> the StitchConfig field that holds the setting now. The stitch layers'
+# structure is the model's (StitchTrainer(stitch_config=...) or an already-stitched model), not training's.
+MOVED_TO_STITCH_CONFIG = {"num_stitch_layers": "num_stitch_layers", "stitch_after": "stitch_after",
+                          "stitch_dropout": "dropout", "stitch_init": "init", "gate_offset": "gate_offset"}
 
 
+def _moved_fields_error(names: Any) -> InputError | None:
+    """One error naming where each former stitch-layer field of StitchTrainingConfig went, or None."""
+    moved = [name for name in MOVED_TO_STITCH_CONFIG if name in set(names)]
+    if not moved:
+        return None
+    return InputError("; ".join(
+        f"{name} moved to StitchConfig: pass StitchTrainer(stitch_config=StitchConfig({MOVED_TO_STITCH_CONFIG[name]}=...))"
+        for name in moved) + ". StitchTrainingConfig holds only the training settings; the stitch layers' structure is "
+        "the model's (hf_ext.adapters.stitch.StitchConfig, or an already-stitched StitchedModel).")
+
+
+def _refuse_moved_fields(cls: type) -> type:
+    """Wrap the dataclass ``__init__`` of `cls` so a former stitch-layer field gets one clear error, not a TypeError."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        error = _moved_fields_error(kwargs)
+        if error is not None:
+            raise error
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_refuse_moved_fields
 @dataclass
 class StitchTrainingConfig(TrainingArguments):
-    """`TrainingArguments` for `StitchTrainer`, plus the stitch-layer settings used when the
-    trainer builds the stitched model from a seed and experts.
+    """`TrainingArguments` for `StitchTrainer`: how the stitch layers train, never what they are.
+
+    The stitch layers' structure (``num_stitch_layers``, ``stitch_after``, ``dropout``, ``init``,
+    ``gate_offset``, ...) is a :class:`~hf_ext.adapters.stitch.StitchConfig`, given the TRL way as
+    ``StitchTrainer(..., stitch_config=StitchConfig(...))`` (like ``peft_config``) or taken from an
+    already-stitched `StitchedModel`; passing one of those names here raises an error that says so.
 
     Defaults differ from `TrainingArguments` where stitch training needs it: a larger learning
     rate (only ~K·(2n+1)·d² new parameters are trained) and ``adam_epsilon=1e-16``: at identity
     init the experts' gate share is e^(−β), so stitch gradients start ~e^(−β) small and Adam's
     ε must sit below them for its scale-free step to move the gates. Gate logits move by about
-    lr·d per step at best, so β is annealed by default (the BTS replication's schedule: from
-    ``gate_offset`` = 16 to ``gate_offset_final`` = 2 over the first 30% of the steps) rather
-    than left for the gates to climb over. The annealed β is runtime state: it follows the
-    trainer's global step, is logged as ``stitch/gate_offset``, and a save writes the β in use
-    into ``stitch_config.json``; this config and the model's `StitchConfig` are not changed.
+    lr·d per step at best, so β is annealed by default (the BTS replication's schedule: from the
+    model's ``StitchConfig.gate_offset`` = 16 to ``gate_offset_final`` = 2 over the first 30% of
+    the steps) rather than left for the gates to climb over. The annealed β is runtime state: it
+    follows the trainer's global step, is logged as ``stitch/gate_offset``, and a save writes the
+    β in use into ``stitch_config.json``; this config and the model's `StitchConfig` are not changed.
 
     Datasets are packed blocks (an ``input_ids`` column, e.g. from `hf_ext.lm.pack_texts`) or
     text in ``dataset_text_field``, which the trainer tokenizes and packs into blocks of
@@ -71,24 +110,15 @@ class StitchTrainingConfig(TrainingArguments):
             Log every this many steps.
         report_to (`Any`, *optional*, defaults to `"none"`):
             Integrations to report to ('none', 'wandb', 'tensorboard', ...).
-        num_stitch_layers (`int`, *optional*, defaults to `4`):
-            K: stitch layers, one after every floor(L/K) layers.
-        stitch_after (`list[int]` or `None`, *optional*, defaults to `None`):
-            Explicit 1-based layer indices for the stitch layers (overrides num_stitch_layers).
-        stitch_dropout (`float`, *optional*, defaults to `0.0`):
-            Dropout inside the stitch layers.
-        stitch_init (`Literal['identity', 'random']`, *optional*, defaults to `"identity"`):
-            'identity': the stitched model equals the seed at step 0.
-        gate_offset (`float`, *optional*, defaults to `16.0`):
-            Fixed hub gate-logit offset beta (identity init).
         gate_offset_final (`float` or `None`, *optional*, defaults to `2.0`):
-            Anneal beta linearly from gate_offset to this value over gate_offset_anneal_steps, so the stitched model
-            starts as the seed and the experts' share (~e^-beta) opens to where gradients can train the gates. None:
-            keep beta frozen at gate_offset (the exact identity start, but with beta = 16 the gates barely move and
-            the loss stays flat for hundreds of steps). Must not exceed gate_offset (that would sharpen the gates).
+            Anneal beta linearly from the model's gate offset (StitchConfig.gate_offset) to this value over
+            gate_offset_anneal_steps, so the stitched model starts as the seed and the experts' share (~e^-beta) opens
+            to where gradients can train the gates. None: keep beta frozen at the model's gate offset (the exact
+            identity start, but with beta = 16 the gates barely move and the loss stays flat for hundreds of steps).
+            Must not exceed the model's gate offset (that would sharpen the gates).
         gate_offset_anneal_steps (`float`, *optional*, defaults to `0.3`):
-            Steps over which beta goes from gate_offset to gate_offset_final; below 1, a fraction of the total
-            training steps.
+            Steps over which beta goes from the model's gate offset to gate_offset_final; below 1, a fraction of the
+            total training steps.
         dataset_text_field (`str`, *optional*, defaults to `"text"`):
             Text column of datasets without input_ids; tokenized with processing_class and packed.
         max_length (`int`, *optional*, defaults to `1024`):
@@ -101,37 +131,34 @@ class StitchTrainingConfig(TrainingArguments):
     adam_epsilon: float = field(default=1e-16, metadata={"help": "Adam epsilon; must be below the e^-beta-scaled gradients at identity init."})
     logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
     report_to: Any = field(default="none", metadata={"help": "Integrations to report to ('none', 'wandb', 'tensorboard', ...)."})
-    num_stitch_layers: int = field(default=4, metadata={"help": "K: stitch layers, one after every floor(L/K) layers."})
-    stitch_after: list[int] | None = field(default=None, metadata={"help": "Explicit 1-based layer indices for the stitch layers (overrides num_stitch_layers)."})
-    stitch_dropout: float = field(default=0.0, metadata={"help": "Dropout inside the stitch layers."})
-    stitch_init: Literal["identity", "random"] = field(default="identity", metadata={"help": "'identity': the stitched model equals the seed at step 0."})
-    gate_offset: float = field(default=16.0, metadata={"help": "Fixed hub gate-logit offset beta (identity init)."})
     gate_offset_final: float | None = field(default=2.0, metadata={"help": (
-        "Anneal beta linearly from gate_offset to this value over gate_offset_anneal_steps, so the stitched model "
-        "starts as the seed and the experts' share (~e^-beta) opens to where gradients can train the gates. None: "
-        "keep beta frozen at gate_offset (the exact identity start, but with beta = 16 the gates barely move and "
-        "the loss stays flat for hundreds of steps). Must not exceed gate_offset (that would sharpen the gates).")})
-    gate_offset_anneal_steps: float = field(default=0.3, metadata={"help": "Steps over which beta goes from gate_offset to gate_offset_final; below 1, a fraction of the total training steps."})
+        "Anneal beta linearly from the model's gate offset (StitchConfig.gate_offset) to this value over "
+        "gate_offset_anneal_steps, so the stitched model starts as the seed and the experts' share (~e^-beta) opens "
+        "to where gradients can train the gates. None: keep beta frozen at the model's gate offset (the exact "
+        "identity start, but with beta = 16 the gates barely move and the loss stays flat for hundreds of steps). "
+        "Must not exceed the model's gate offset (that would sharpen the gates).")})
+    gate_offset_anneal_steps: float = field(default=0.3, metadata={"help": (
+        "Steps over which beta goes from the model's gate offset to gate_offset_final; below 1, a fraction of the "
+        "total training steps.")})
     dataset_text_field: str = field(default="text", metadata={"help": "Text column of datasets without input_ids; tokenized with processing_class and packed."})
     max_length: int = field(default=1024, metadata={"help": "Tokens per packed block when the trainer packs a text dataset."})
 
+    # parse_config (recipes, flags): a former stitch-layer key gets the same error as the constructor gives
+    check_recipe: ClassVar = staticmethod(lambda values, argv=None: _refuse_moved_keys(values, argv))
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.gate_offset_final is not None and self.gate_offset_final > self.gate_offset:
-            raise InputError(
-                f"StitchTrainingConfig.gate_offset_final={self.gate_offset_final} is larger than gate_offset={self.gate_offset}: "
-                "raising beta would sharpen the gates (shrink the experts' share) instead of opening them. Use a value "
-                "<= gate_offset, or gate_offset_final=None to keep beta fixed."
-            )
         if self.gate_offset_anneal_steps < 0:
             raise InputError(f"StitchTrainingConfig.gate_offset_anneal_steps must be >= 0, got {self.gate_offset_anneal_steps}.")
         if self.max_length < 2:
             raise InputError(f"StitchTrainingConfig.max_length must be at least 2 tokens, got {self.max_length}.")
 
-    def stitch_config(self, expert_names: list[str] | None = None) -> StitchConfig:
-        return StitchConfig(expert_names=list(expert_names or []), num_stitch_layers=self.num_stitch_layers,
-                            stitch_after=self.stitch_after, dropout=self.stitch_dropout, init=self.stitch_init,
-                            gate_offset=self.gate_offset)
+
+def _refuse_moved_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
+    keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
+    error = _moved_fields_error(keys)
+    if error is not None:
+        raise error
 
 
 class GateOffsetAnneal(TrainerCallback, ExportableState):
@@ -146,10 +173,14 @@ class GateOffsetAnneal(TrainerCallback, ExportableState):
     global step it follows.
 
     Args:
-        start (`float`): β at step 0 (the model's gate offset when training starts).
-        final (`float`): β after the anneal.
-        steps (`float`): steps of the anneal; below 1, a fraction of ``state.max_steps``.
-        gate_offset (`float`, *optional*): the β in use (restored from a checkpoint); default ``start``.
+        start (`float`):
+            β at step 0 (the model's gate offset when training starts).
+        final (`float`):
+            β after the anneal.
+        steps (`float`):
+            Steps of the anneal; below 1, a fraction of ``state.max_steps``.
+        gate_offset (`float` or `None`, *optional*, defaults to `None`):
+            The β in use (restored from a checkpoint); ``None``: `start`.
     """
 
     def __init__(self, start: float, final: float, steps: float, gate_offset: float | None = None) -> None:
@@ -186,13 +217,30 @@ class StitchTrainer(SafeResumeMixin, Trainer):
     latest held-out loss if the trainer evaluated.
 
     Args:
-        model: a `StitchedModel`, or the seed (instance, Hub id or path) together with `experts`.
-        experts: ``{name: model or id}`` when `model` is the seed.
-        args: a `StitchTrainingConfig` (a plain `TrainingArguments` works with stitch defaults).
-        stitch_config: overrides the stitch settings taken from `args`.
-        train_dataset / eval_dataset: packed blocks (``input_ids``) or text in ``args.dataset_text_field``.
-        Other arguments are `Trainer`'s; `data_collator` defaults to stacking packed blocks.
-        ``peft_config`` is refused: the stitch layers are already the only trainable parameters.
+        model (`StitchedModel` or `Any`, *optional*, defaults to `None`):
+            A `StitchedModel` (its stitch layers are trained), or the seed (instance, Hub id or path) together with
+            `experts`; required.
+        args (`TrainingArguments` or `None`, *optional*, defaults to `None`):
+            A `StitchTrainingConfig` (a plain `TrainingArguments` trains with the frozen gate offset and no
+            annealing); ``None``: ``StitchTrainingConfig(output_dir="stitch_out")``.
+        experts (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            ``{name: model or Hub id or path}`` when `model` is the seed; refused with a `StitchedModel`.
+        stitch_config (`StitchConfig` or `None`, *optional*, defaults to `None`):
+            The stitch layers built when `model` is the seed (TRL's ``peft_config`` way); ``None``: ``StitchConfig()``.
+            Refused with a `StitchedModel`, which has its own.
+        data_collator (`Any`, *optional*, defaults to `None`):
+            The `Trainer`'s collator; ``None``: `default_data_collator` (stacks packed blocks).
+        train_dataset (`Any`, *optional*, defaults to `None`):
+            Packed blocks (an ``input_ids`` column) or text in ``args.dataset_text_field``, which is tokenized with
+            `processing_class` and packed into blocks of ``args.max_length`` tokens.
+        eval_dataset (`Any`, *optional*, defaults to `None`):
+            Held-out data in the same forms as `train_dataset` (or a dict of them).
+        processing_class (`Any`, *optional*, defaults to `None`):
+            The seed's tokenizer: packs text datasets and is saved with the final ``save_model``.
+        peft_config (`Any`, *optional*, defaults to `None`):
+            Refused when given: the stitch layers are already the only trainable parameters.
+        **kwargs:
+            Passed to `Trainer` (``callbacks``, ``compute_metrics``, ...).
     """
 
     def __init__(self, model: Any = None, args: TrainingArguments | None = None, *, experts: dict[str, Any] | None = None,
@@ -202,18 +250,29 @@ class StitchTrainer(SafeResumeMixin, Trainer):
             raise InputError(
                 "StitchTrainer does not take peft_config: the seed and the experts are frozen and the stitch layers are "
                 "already the only trainable parameters (an adapter of their own). Drop peft_config; to train fewer "
-                "parameters, use fewer stitch layers (StitchTrainingConfig.num_stitch_layers or stitch_after)."
+                "parameters, use fewer stitch layers (StitchConfig.num_stitch_layers or stitch_after, given as "
+                "StitchTrainer(stitch_config=StitchConfig(...)))."
             )
         args = args if args is not None else StitchTrainingConfig(output_dir="stitch_out")
+        final = getattr(args, "gate_offset_final", None)
         if not isinstance(model, StitchedModel):
             if model is None or not experts:
                 raise InputError("StitchTrainer needs a StitchedModel, or the seed as `model` plus `experts={name: model}`.")
-            if stitch_config is None:
-                stitch_config = args.stitch_config(list(experts)) if isinstance(args, StitchTrainingConfig) else StitchConfig(expert_names=list(experts))
-            model = StitchedModel(model, experts, stitch_config)
+            if stitch_config is not None and not isinstance(stitch_config, StitchConfig):
+                raise InputError(f"stitch_config must be a hf_ext.adapters.stitch.StitchConfig, got {type(stitch_config).__name__}.")
+            layers = stitch_config if stitch_config is not None else StitchConfig()
+            if final is not None and final > layers.gate_offset:  # before the seed and the experts load
+                raise InputError(
+                    f"gate_offset_final={final} is larger than gate_offset={layers.gate_offset} (StitchConfig.gate_offset, "
+                    "beta at step 0): annealing would sharpen the gates (shrink the experts' share) instead of opening them. "
+                    f"Set gate_offset_final <= {layers.gate_offset}, or None to keep beta as it is."
+                )
+            model = StitchedModel(model, experts, layers)
         elif experts is not None:
             raise InputError("Pass `experts` only with a seed model; this StitchedModel already has its experts.")
-        final = getattr(args, "gate_offset_final", None)
+        elif stitch_config is not None:
+            raise InputError("Pass `stitch_config` only with a seed model; this StitchedModel already has its stitch layers "
+                             "(model.stitch_config). Build a new StitchedModel for other stitch layers.")
         if final is not None and final > model.gate_offset:
             raise InputError(
                 f"gate_offset_final={final} is larger than the model's gate offset beta={model.gate_offset}: annealing "

@@ -181,13 +181,13 @@ class BTSConfig(JobOptions):
                           seed_model=seed_model, expert_models=expert_models)
 
     def stitch_training_args(self, output_dir: str | Path) -> Any:
-        """The :class:`~trainers.stitch.StitchTrainingConfig` of ``stitch_training`` (its stitch-layer fields
-        agree with :meth:`stitch_config`, so the saved training arguments describe the model trained)."""
+        """The :class:`~trainers.stitch.StitchTrainingConfig` of ``stitch_training``: the training settings only
+        (the stitch layers are :meth:`stitch_config`'s, and the trainer takes them from the stitched model)."""
         import dataclasses
 
         from transformers import TrainingArguments
 
-        from ..stitch import StitchTrainingConfig
+        from ..stitch import MOVED_TO_STITCH_CONFIG, StitchTrainingConfig
 
         layers = self.stitch_config()
         given = self.stitch_training if isinstance(self.stitch_training, dict) else {}
@@ -200,9 +200,9 @@ class BTSConfig(JobOptions):
         base = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}
         own = {f.name for f in dataclasses.fields(StitchTrainingConfig) if f.name not in base or f.default != base[f.name]}
         stage = {k: v for k, v in stage.items() if k not in own}  # StitchTrainingConfig's own defaults win
-        return _component(StitchTrainingConfig, self.stitch_training, "stitch_training", _TRAINING_SET_BY_JOB, defaults=stage,
-                          num_stitch_layers=layers.num_stitch_layers, stitch_after=layers.stitch_after, stitch_dropout=layers.dropout,
-                          stitch_init=layers.init, gate_offset=layers.gate_offset)
+        layer_keys = {old: "put it under stitch" + (f" as {new}" if new != old else "") for old, new in MOVED_TO_STITCH_CONFIG.items()}
+        return _component(StitchTrainingConfig, self.stitch_training, "stitch_training", {**_TRAINING_SET_BY_JOB, **layer_keys},
+                          defaults=stage)
 
 
 # Keys of the earlier flat BTSConfig -> where they went.
@@ -221,9 +221,7 @@ _STITCH_SET_BY_JOB = {name: "set by the job from expert_data and the models" for
 _TRAINING_SET_BY_JOB = {
     "output_dir": "the job writes checkpoints inside output_dir", "per_device_train_batch_size": "use batch_size (all stages)",
     "seed": "use seed", "push_to_hub": "use push_to_hub (the job pushes the stitch layers last)", "hub_model_id": "use hub_model_id",
-    "num_stitch_layers": "put it under stitch", "stitch_after": "put it under stitch", "stitch_dropout": "put it under stitch as dropout",
-    "stitch_init": "put it under stitch as init", "gate_offset": "put it under stitch",
-}
+}  # and the stitch-layer fields (trainers.stitch.MOVED_TO_STITCH_CONFIG): "put it under stitch"
 
 
 def _refuse_flat_stitch_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
@@ -276,7 +274,20 @@ def _chunks(text: str, size: int) -> list[str]:
 
 def load_domain_texts(path: Path, template: str, *, row_filter: str | None = None, group: int = 1,
                       chunk_chars: int = 0) -> list[str]:
-    """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots)."""
+    """Texts of one domain: rows of a JSON Lines file through `template` (``{field}`` slots).
+
+    Args:
+        path (`Path`):
+            A JSON Lines file (``.jsonl`` or ``.jsonl.gz``).
+        template (`str`):
+            ``str.format`` template over a row's fields, e.g. ``"{prompt}{canonical_solution}"``.
+        row_filter (`str` or `None`, *optional*, defaults to `None`):
+            ``"field=value"``: keep only rows whose field equals value.
+        group (`int`, *optional*, defaults to `1`):
+            Join this many consecutive texts into one (sentence-level corpora).
+        chunk_chars (`int`, *optional*, defaults to `0`):
+            Cut texts at paragraph breaks into chunks of about this many characters (0: keep them whole).
+    """
     rows = read_jsonl(path, field="data_dir and the domain's file name")
     if row_filter:
         key, _, value = row_filter.partition("=")
@@ -304,7 +315,18 @@ def _split(texts: list[str], config: BTSConfig, rng: random.Random) -> tuple[lis
 
 def mixed_blocks(blocks: dict[str, Any], ratios: dict[str, float], total: int, seed: int = 0):
     """A shuffled dataset of `total` blocks drawn from each domain's packed blocks in `ratios`
-    (with replacement where a domain has fewer blocks than its share)."""
+    (with replacement where a domain has fewer blocks than its share).
+
+    Args:
+        blocks (`dict[str, Any]`):
+            Domain name -> a `datasets.Dataset` of packed blocks.
+        ratios (`dict[str, float]`):
+            Domain name -> share of the mix (a domain of share 0 is left out).
+        total (`int`):
+            Blocks in the mix (each domain gets ``round(ratio * total)``).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the draw and the shuffle.
+    """
     import datasets
     import numpy as np
 
@@ -331,15 +353,18 @@ def run_bts(config: BTSConfig) -> dict[str, Any]:
 
     Everything is written to a temporary folder that replaces ``output_dir`` when the run finished
     (:func:`hf_ext.jobs.job_output`); with ``push_to_hub`` the stitch layers and their card are pushed last.
+
+    Args:
+        config (`BTSConfig`):
+            The job's settings (``data_dir`` is required).
     """
     return run_in_output(config, _run_bts, repo_type="model", writer="bts", push_subdir="stitch", commit_message="hf_ext: BTS stitch layers")
 
 
 def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     from hf_ext.adapters.stitch import StitchedModel
     from hf_ext.lm import branch_experts, pack_texts, train_bpe_tokenizer, train_causal_lm
+    from hf_ext.models import load_causal_lm
 
     from ..stitch import StitchTrainer
 
@@ -380,7 +405,7 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
     paths = branch_experts(seed, {n: train[n] for n in config.expert_data}, tokenizer=tokenizer, output_dir=out / "experts",
                            args=_args(out / "experts", config.expert_steps, config.expert_lr, config),
                            block_size=config.block_size, seed_hub_id=seed_hub_id)
-    experts = {n: AutoModelForCausalLM.from_pretrained(p) for n, p in paths.items()}
+    experts = {n: load_causal_lm(p, role=f"expert {n!r}") for n, p in paths.items()}
     timings["experts_seconds"] = time.perf_counter() - t
 
     # 3. the stitch layers
@@ -426,7 +451,20 @@ def _run_bts(config: BTSConfig, out: Path) -> dict[str, Any]:
 
 
 def evaluate_domains(model, tokenizer, held_out: dict[str, list[str]], ratios: dict[str, float], block_size: int) -> dict[str, float]:
-    """Held-out loss per domain and ``mixed`` = the ratio-weighted mean of the domain losses."""
+    """Held-out loss per domain and ``mixed`` = the ratio-weighted mean of the domain losses.
+
+    Args:
+        model (`Any`):
+            A causal LM (the seed, an expert, a soup, an ensemble or the stitched model).
+        tokenizer (`Any`):
+            The seed's tokenizer.
+        held_out (`dict[str, list[str]]`):
+            Domain name -> held-out texts.
+        ratios (`dict[str, float]`):
+            Domain name -> weight in the ``mixed`` loss.
+        block_size (`int`):
+            Tokens per evaluation block.
+    """
     from hf_ext.lm import eval_loss
 
     losses = {d: eval_loss(model, tokenizer, texts, block_size=block_size) for d, texts in held_out.items()}

@@ -144,16 +144,20 @@ def _clusters(config: XELMConfig, k: int, texts: list[str], langs: list[str]):
 
 
 def run_xelm(config: XELMConfig) -> dict[str, Any]:
-    """Run the replication; returns (and writes) the metrics."""
+    """Run the replication; returns (and writes to ``output_dir/metrics.json``) the metrics.
+
+    Args:
+        config (`XELMConfig`):
+            The job's settings (``data_file`` is required).
+    """
     require(config.data_file, "data_file", "a JSON Lines file with `lang` and `text`")
     return run_in_output(config, _run_xelm, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication")
 
 
 def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     from hf_ext.lm import branch_experts, eval_loss, train_bpe_tokenizer, train_causal_lm
     from hf_ext.merge.ensemble import BayesianRouter, ExpertEnsemble
+    from hf_ext.models import load_causal_lm
 
     start = time.perf_counter()
     data = _language_texts(config)
@@ -188,7 +192,7 @@ def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:
         paths = branch_experts(seed_model, domains, tokenizer=tokenizer, output_dir=out / f"experts_k{k}",
                                args=args(f"k{k}", max(1, config.expert_steps // k), config.branch_learning_rate),
                                block_size=config.block_size)  # fmt: skip
-        experts = [AutoModelForCausalLM.from_pretrained(paths[name]).eval() for name in domains]
+        experts = [load_causal_lm(paths[name], role=f"expert {name!r}").eval() for name in domains]
         composition = []
         for j in range(k):
             counts: dict[str, int] = {}

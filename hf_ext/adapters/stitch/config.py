@@ -31,6 +31,41 @@ class StitchConfig:
     gives every expert e^(−β): at step 0 the stitched model equals the seed (to fp32
     rounding for β ≥ 16) and every expert runs as if alone. Adam's per-coordinate step size
     does not depend on the (small) gradient scale, so the gates still open during training.
+
+    Args:
+        expert_names (`list[str]`, *optional*):
+            Names of the experts, in order (the keys of `experts` when loading).
+        num_stitch_layers (`int`, *optional*, defaults to `4`):
+            K, the number of stitch layers (one after every floor(L/K) layers).
+        stitch_after (`list[int]` or `None`, *optional*, defaults to `None`):
+            Explicit 1-based layer indices after which a stitch layer runs (overrides num_stitch_layers).
+        dropout (`float`, *optional*, defaults to `0.0`):
+            Dropout on the projected states inside the stitch layers (training only).
+        init (`Literal['identity', 'random']`, *optional*, defaults to `"identity"`):
+            'identity': stitched model equals the seed at step 0; 'random': normal gate weights (ablations).
+        gate_offset (`float`, *optional*, defaults to `16.0`):
+            Fixed offset beta added to the hub's gate logit (not trained); e^-beta is the experts' share at step 0. A saved
+            config holds the beta the layers used when saved (StitchTrainer anneals it).
+        width_projections (`bool`, *optional*, defaults to `False`):
+            Allow experts whose hidden size differs from the seed's: their projections are rectangular (d_i x d, the
+            identity cut or zero-padded, so step 0 still equals the seed). False: such an expert is refused.
+        init_std (`float`, *optional*, defaults to `0.02`):
+            Std of the gate weights when init='random'.
+        seed_model (`str` or `None`, *optional*, defaults to `None`):
+            Hub id of the seed (hub) model, for cards.
+        expert_models (`list[str]` or `None`, *optional*, defaults to `None`):
+            Hub ids of the experts (same order as expert_names), for cards.
+        num_hidden_layers (`int` or `None`, *optional*, defaults to `None`):
+            Depth L of the seed (set from the models).
+        hub_hidden_size (`int` or `None`, *optional*, defaults to `None`):
+            Hidden size d of the seed (set from the models).
+        expert_hidden_sizes (`dict[str, int]`, *optional*):
+            Hidden size of each expert (set from the models).
+        expert_hashes (`dict[str, str]`, *optional*):
+            sha256 of each expert's config and a weight sample (set from the models); loading onto other experts fails
+            unless forced.
+        seed_hash (`str` or `None`, *optional*, defaults to `None`):
+            Same hash of the seed (set from the models); loading onto another seed fails unless forced.
     """
 
     expert_names: list[str] = field(default_factory=list, metadata={"help": "Names of the experts, in order (the keys of `experts` when loading)."})

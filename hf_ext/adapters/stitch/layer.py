@@ -27,7 +27,25 @@ def _check_name(name: str) -> None:
 
 
 class StitchLayer(nn.Module):
-    """One stitch layer. ``kind`` is ``"e2h"`` or ``"h2e"``; ``expert_dims`` maps names to widths."""
+    """One stitch layer: hub-into-experts (H2E, sigmoid gates) or experts-into-hub (E2H, a softmax over the hub and the experts).
+
+    Args:
+        kind (`str`):
+            ``"e2h"`` (mix the experts' states into the hub's) or ``"h2e"`` (gate the hub's state into every expert's).
+        hub_dim (`int`):
+            Hidden size d of the hub (the seed).
+        expert_dims (`dict[str, int]`):
+            Expert name -> hidden size of that expert.
+        dropout (`float`, *optional*, defaults to `0.0`):
+            Dropout on the projected states (training only).
+        init (`str`, *optional*, defaults to `"identity"`):
+            ``"identity"``: identity projections and zero gate weights (the layer passes states through at step 0);
+            ``"random"``: normal gate weights with std `init_std`.
+        gate_offset (`float`, *optional*, defaults to `16.0`):
+            β added to the hub's gate logit; the experts' share starts at ~e^(−β).
+        init_std (`float`, *optional*, defaults to `0.02`):
+            Std of the gate weights when ``init="random"``.
+    """
 
     def __init__(self, kind: str, hub_dim: int, expert_dims: dict[str, int], *, dropout: float = 0.0,
                  init: str = "identity", gate_offset: float = 16.0, init_std: float = 0.02) -> None:

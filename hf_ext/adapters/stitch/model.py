@@ -49,6 +49,10 @@ def expert_hash(model: nn.Module) -> str:
     config, so the weights tell them apart: :func:`hf_ext.fingerprint.state_fingerprint` over
     every parameter (a strided sample of each, so a tensor changed anywhere counts), on values
     rounded to bfloat16 so the same weights loaded in float32 or bfloat16 match.
+
+    Args:
+        model (`nn.Module`):
+            A loaded model with a ``config`` (a transformers model).
     """
     from ...fingerprint import state_fingerprint
 
@@ -75,6 +79,14 @@ def count_stitch_parameters(hub_dim: int, expert_dims: list[int], num_layers: in
 
     Per layer: the hub's gate (d×d) and, per expert of width d_i, its projection (d·d_i) and
     gate rows — hub-sized (d×d) in E2H layers, expert-sized (d×d_i) in H2E layers.
+
+    Args:
+        hub_dim (`int`):
+            Hidden size d of the hub (the seed).
+        expert_dims (`list[int]`):
+            Hidden size d_i of every expert.
+        num_layers (`int`):
+            K, the number of stitch layers.
     """
     total = 0
     for kind in StitchConfig.layer_types(num_layers):
@@ -104,7 +116,14 @@ def _hub_id(given: Any, model: nn.Module) -> str | None:
 
 
 class StitchCache(DynamicCache):
-    """The hub's KV cache, carrying one cache per expert for generation."""
+    """The hub's KV cache, carrying one cache per expert for generation.
+
+    Args:
+        config (`Any`, *optional*, defaults to `None`):
+            The seed's model config (passed to `DynamicCache`).
+        experts (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Expert name -> that expert's model config; every expert gets a `DynamicCache` of its own.
+    """
 
     def __init__(self, config: Any = None, experts: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
@@ -115,13 +134,20 @@ class StitchedModel(PushToHubMixin, nn.Module, GenerationMixin):
     """A frozen seed and frozen experts joined by trainable stitch layers.
 
     Args:
-        seed: the hub model (a causal LM instance, or a Hub id / path).
-        experts: ``{name: model or id/path}``; every expert must share the seed's vocabulary and depth.
-        config: a `StitchConfig`; the model keeps a copy whose derived fields (widths, depth, expert
-            hashes) are filled in here, and the Hub ids of models given by id (or by a path the
+        seed (`Any`):
+            The hub model: a causal LM instance, or a Hub id / path (loaded by `hf_ext.models.load_causal_lm`).
+        experts (`dict[str, Any]`):
+            ``{name: model or id/path}``; every expert must share the seed's vocabulary and depth.
+        config (`StitchConfig` or `None`, *optional*, defaults to `None`):
+            The stitch layers (``None``: ``StitchConfig()``); the model keeps a copy whose derived fields (widths,
+            depth, expert hashes) are filled in here, and the Hub ids of models given by id (or by a path the
             resolver `hf_ext.models` knows) where ``seed_model`` / ``expert_models`` are unset.
-        tokenizer / expert_tokenizers: optional; when given, their vocabularies must be identical.
-        force: build even if the config's stored expert hashes do not match the given experts.
+        tokenizer (`Any`, *optional*, defaults to `None`):
+            The seed's tokenizer; when given with `expert_tokenizers`, their vocabularies must be identical.
+        expert_tokenizers (`dict[str, Any]` or `None`, *optional*, defaults to `None`):
+            Expert name -> that expert's tokenizer, checked against `tokenizer`.
+        force (`bool`, *optional*, defaults to `False`):
+            Build even if the config's stored expert or seed hashes do not match the given models.
     """
 
     main_input_name = "input_ids"

@@ -20,7 +20,13 @@ OFFSET_KEY = "stitch/gate_offset"
 
 
 def gate_series(log_history: Sequence[dict]) -> tuple[list[float], list[float], dict[int, dict[str, list[float]]]]:
-    """(steps, β per step, {layer k: {"e2h_hub": [...], "h2e_math": [...], ...}}) from the logged rows."""
+    """(steps, β per step, {layer k: {"e2h_hub": [...], "h2e_math": [...], ...}}) from the logged rows.
+
+    Args:
+        log_history (`Sequence[dict]`):
+            A Trainer's ``state.log_history``; only rows with ``stitch/gate_offset`` (StitchTrainer's training logs)
+            count, and a gate missing from a row is NaN.
+    """
     rows = [row for row in log_history if OFFSET_KEY in row]
     layers: dict[int, dict[str, list[float]]] = {}
     for row in rows:
@@ -36,7 +42,14 @@ def gate_series(log_history: Sequence[dict]) -> tuple[list[float], list[float], 
 
 
 def plot_gate_history(log_history: Sequence[dict], path: str | os.PathLike) -> Path:
-    """Write the gate plot to `path` (PNG) and return it."""
+    """Write the gate plot to `path` (PNG) and return it.
+
+    Args:
+        log_history (`Sequence[dict]`):
+            A Trainer's ``state.log_history`` with StitchTrainer's gate logs (see :func:`gate_series`).
+        path (`str` or `os.PathLike`):
+            The PNG file to write; its folder is created.
+    """
     from matplotlib.figure import Figure
 
     steps, offsets, layers = gate_series(log_history)
