@@ -2,7 +2,8 @@
 
 Every config dataclass whose docstring has an ``Args:`` block documents each of its own fields (and those
 of private mixins it inherits) as ``name (`type`, *optional*, defaults to `X`):`` with the field's ``help``
-text word for word: ``hf-ext JOB --help`` and the API docs cannot drift apart.
+text word for word: ``hf-ext JOB --help`` and the API docs cannot drift apart. Every public class and function
+that takes parameters documents each of them in an ``Args:`` block.
 
 ``python tests/test_docstrings.py`` prints how many public classes and functions of hf_ext/ and trainers/
 have an ``Args:`` block (and how many of those use TRL's entry format).
@@ -187,6 +188,27 @@ def test_config_args_block_is_its_fields_help(cls, fields, dynamic):
         if f.name in dynamic:
             continue
         assert block[f.name] == " ".join(f.metadata["help"].split()), f"{cls.__name__}.{f.name}: Args text != help"
+
+
+def test_every_public_parameter_is_documented():
+    """Every public class and function of hf_ext/ and trainers/ that takes parameters documents each one in an
+    ``Args:`` block (``python tests/test_docstrings.py --missing [FOLDER]`` lists the gaps)."""
+    gaps = undocumented()
+    assert not gaps, f"{len(gaps)} public objects lack Args entries:\n" + "\n".join(gaps)
+
+
+def test_the_parameter_scan_reads_functions_classes_and_dataclasses():
+    tree = ast.parse("""
+def f(a, b=1, *args, c, **kw): pass
+class C:
+    def __init__(self, x): pass
+@dataclass
+class D:
+    y: int = 0
+    z: ClassVar[int] = 1
+    w: int = field(default=0, init=False)
+""")
+    assert [parameters(node) for node in tree.body] == [["a", "b", "c"], ["x"], ["y"]]
 
 
 def test_args_block_parser():
