@@ -90,8 +90,8 @@ def main() -> None:
     experts = {n: AutoModelForCausalLM.from_pretrained(out / "experts" / n) for n in config.expert_data}
     layers, recipe_args = config.stitch_config(), config.stitch_training_args(work / "ckpt")
     stitch_args = StitchTrainingConfig(output_dir=str(work / "ckpt"), max_steps=2, save_steps=2, per_device_train_batch_size=config.batch_size,
-                                       learning_rate=recipe_args.learning_rate, num_stitch_layers=layers.num_stitch_layers,
-                                       gate_offset=layers.gate_offset, optim=recipe_args.optim, use_cpu=args.device == "cpu", seed=args.seed)
+                                       learning_rate=recipe_args.learning_rate, optim=recipe_args.optim, use_cpu=args.device == "cpu",
+                                       seed=args.seed)  # the layers' structure is StitchedModel(seed, experts, layers)'s
     fresh = StitchedModel(seed, experts, layers)
     texts = load_domain_texts(Path(config.data_dir) / config.expert_data["math"], config.expert_templates["math"])[-200:]
     blocks = pack_texts(tokenizer, texts, config.block_size)
