@@ -1,13 +1,14 @@
-"""What the registry contract tests (tests/test_contracts.py) need to build each kind of entry, PEFT's
-``testing_common.py`` for hf_ext: synthetic pools for selectors, the featurizer cases, a perturbed
-setting for fingerprints, every recipe of every job (top-level files and the selection jobs nested in
-``compare`` recipes), and tiny inputs and recipe values that run every job in seconds (the ``assets``
-and ``judge_server`` fixtures and :func:`job_values`, which tests/test_faults.py uses too).
+"""What the registry contract tests (tests/test_contracts.py, tests/test_contracts_hub.py) need to build
+each kind of entry, PEFT's ``testing_common.py`` for hf_ext: synthetic pools for selectors, the
+featurizer cases, a perturbed setting for fingerprints, every recipe of every job (top-level files and
+the selection jobs nested in ``compare`` recipes), tiny inputs and recipe values that run every job in
+seconds (the ``assets`` and ``judge_server`` fixtures and :func:`job_values`, which tests/test_faults.py
+uses too), and a tiny instance of every class that uses hf_ext's Hub mixin (:func:`hub_cases`).
 
 Entries come from the registries themselves (``SELECTORS``, ``MERGE_METHODS``, ``STEPS``, ``JOBS``,
-``FEATURIZERS``), so a new entry is checked without editing this file; what a new entry may need here
-is named by the failing test (a column maker for a new selector column, a featurizer case, a job's
-values).
+``FEATURIZERS``, the subclasses of ``PushToHubMixin``), so a new entry is checked without editing this
+file; what a new entry may need here is named by the failing test (a column maker for a new selector
+column, a featurizer case, a job's values, a Hub case).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def int_field(config_cls: type) -> str | None:
     return next((f.name for f in dataclasses.fields(config_cls) if f.init and hints.get(f.name) is int), None)
 
 
-# --- jobs: tiny inputs and recipe values that run every job in seconds (tests/test_faults.py and the contract tests) ---
+# --- jobs: tiny inputs and recipe values that run every job in seconds (tests/test_faults.py, test_contracts_hub.py) ---
 
 POOL_ROWS = [{"instruction": f"Question {i}?", "input": "", "output": "An answer " + "word " * (i % 7 + 1), "category": "qa"}
              for i in range(24)]  # fmt: skip
@@ -306,3 +307,138 @@ def job_values(job: str, a: dict, out: Path) -> dict:
                 "baseline": "longest"}
     raise KeyError(job)
 
+
+# --- Hub artefacts: every class that uses hf_ext's PushToHubMixin, and a tiny instance of each -----------
+
+PACKAGES = ("hf_ext", "trainers")
+
+
+def _mixin_modules() -> list[str]:
+    """Modules of hf_ext and trainers whose source defines a class deriving (by name, at any depth) from
+    ``PushToHubMixin``: read with ``ast``, so finding them imports nothing else."""
+    import ast
+
+    classes = []  # (module, class name, names of its bases)
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    bases = {b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", None) for b in node.bases}
+                    classes.append((module, node.name, bases))
+    names, size = {"PushToHubMixin"}, 0
+    while len(names) != size:  # subclasses of subclasses, to any depth
+        size = len(names)
+        names |= {name for _, name, bases in classes if bases & names}
+    return sorted({module for module, _, bases in classes if bases & names})
+
+
+def hub_artefact_classes() -> list[type]:
+    """Every class of hf_ext and trainers that inherits :class:`hf_ext.hub.PushToHubMixin`: the modules
+    that may define one are imported, then the mixin's subclasses are walked (a class a test defines
+    is left out)."""
+    import importlib
+
+    from hf_ext.hub.mixin import PushToHubMixin
+
+    for module in _mixin_modules():
+        importlib.import_module(module)
+    found, todo = [], [PushToHubMixin]
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            todo.append(cls)
+            if cls.__module__.split(".")[0] in PACKAGES and cls not in found:
+                found.append(cls)
+    return sorted(found, key=lambda c: c.__qualname__)
+
+
+@dataclasses.dataclass
+class HubCase:
+    """How the Hub round-trip tests build, reload and compare one PushToHubMixin class.
+
+    ``build()`` makes a tiny instance whose tensors are not their initial values; ``load(obj, where)``
+    reads it back from a folder or a Hub repo id (``obj`` supplies what is not saved, e.g. the frozen
+    models of stitch layers); ``state(obj)`` is what must survive: (tensors, config as plain values);
+    ``pulled(config, repo_id)`` is the config a load from the Hub gives (what the class adds, e.g. the
+    source repo).
+    """
+
+    build: Any
+    load: Any
+    state: Any
+    pulled: Any = staticmethod(lambda config, repo_id: config)
+
+
+def _perturbed(module: Any, seed: int) -> Any:
+    """`module` with every parameter moved by seeded noise (so a round trip that kept the initial
+    values, zeros or an identity, would be caught)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point():
+                p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.1)
+    return module
+
+
+def _time_vector() -> Any:
+    from hf_ext.adapters.time_vector import TimeVector
+    from hf_ext.testing import tiny_llama
+
+    small = dict(hidden_size=16, num_layers=1, intermediate_size=32, num_heads=2, num_kv_heads=1)
+    return TimeVector.from_models(tiny_llama(seed=0, **small), tiny_llama(seed=1, **small), period="2016",
+                                  base_hub_id="hf-ext-tests/tiny-base", finetuned_hub_id="hf-ext-tests/tiny-2016")
+
+
+def _time_vector_state(tv: Any) -> tuple[dict, dict]:
+    # Saved in the sources' dtype (float32): τ computed in float64 and stored in float32 is what comes back.
+    return {k: v.float() if v.is_floating_point() else v for k, v in tv.items()}, dataclasses.asdict(tv.config)
+
+
+def _stitched_model() -> Any:
+    from hf_ext.adapters.stitch import StitchConfig, StitchedModel
+    from hf_ext.testing import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()  # cached per process
+    seed = tiny_llama(tokenizer=tok, hidden_size=16, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=32, seed=0)
+    expert = tiny_llama(tokenizer=tok, hidden_size=16, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=32, seed=1)
+    config = StitchConfig(num_stitch_layers=2, gate_offset=3.5, seed_model="hf-ext-tests/seed", expert_models=["hf-ext-tests/math"])
+    model = StitchedModel(seed, {"math": expert}, config)
+    _perturbed(model.stitch, seed=2)
+    return model
+
+
+def _stitched_state(model: Any) -> tuple[dict, dict]:
+    return {k: v.detach().clone() for k, v in model.stitch_state_dict().items()}, {**model.stitch_config.to_dict(), "gate_offset": model.gate_offset}
+
+
+def _sae() -> Any:
+    from hf_ext.select.sae.model import TopKSAE
+
+    sae = TopKSAE(d_in=8, num_latents=16, k=4, seed=0, metadata={"model": "hf-ext-tests/tiny", "layer": 1, "hook_name": "layers.1"})
+    return _perturbed(sae, seed=3)
+
+
+def _sae_state(sae: Any) -> tuple[dict, dict]:
+    return {k: v.detach().clone() for k, v in sae.state_dict().items()}, {**sae.config(), "apply_b_dec_to_input": sae.apply_b_dec_to_input}
+
+
+def _sae_pulled(config: dict, repo_id: str) -> dict:
+    # A Hub load records where it came from in the SAE's metadata (published files name Hub ids).
+    return {**config, "hf_ext": {**config.get("hf_ext", {}), "source": repo_id}}
+
+
+def hub_cases() -> dict[str, HubCase]:
+    """PushToHubMixin class name -> its :class:`HubCase`; a new class needs one (the test says so)."""
+    from hf_ext.adapters.stitch import StitchedModel
+    from hf_ext.adapters.time_vector import TimeVector
+    from hf_ext.select.sae.model import TopKSAE
+
+    return {
+        "TimeVector": HubCase(build=_time_vector, load=lambda obj, where: TimeVector.from_pretrained(where), state=_time_vector_state),
+        "StitchedModel": HubCase(build=_stitched_model, state=_stitched_state,
+                                 load=lambda obj, where: StitchedModel.from_pretrained(obj.seed, dict(obj.experts), where)),
+        "TopKSAE": HubCase(build=_sae, load=lambda obj, where: TopKSAE.from_pretrained(where), state=_sae_state, pulled=_sae_pulled),
+    }
