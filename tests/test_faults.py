@@ -26,132 +26,19 @@ import torch
 
 from hf_ext.config import JOBS, import_path, parse_config
 from hf_ext.outputs import MARKER, SafeResumeMixin, last_complete_checkpoint
-from hf_ext.testing import save_tiny, tiny_llama, tiny_tokenizer
+from hf_ext.testing import tiny_llama, tiny_tokenizer
+
+from contract_common import CPU, assets, judge_server  # noqa: F401 (pytest fixtures)
+from contract_common import job_values as _values
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the kill tests fork")
-
-TESTS = Path(__file__).parent
-POOL_ROWS = [{"instruction": f"Question {i}?", "input": "", "output": "An answer " + "word " * (i % 7 + 1), "category": "qa"}
-             for i in range(24)]  # fmt: skip
-CPU = {"use_cpu": True, "report_to": "none", "bf16": False, "save_strategy": "no", "logging_steps": 1, "seed": 0}
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """Tiny local inputs shared by the jobs: a model, a pool, a BTS data folder, a selection folder."""
-    root = tmp_path_factory.mktemp("fault_inputs")
-    tok = tiny_tokenizer()
-    model = save_tiny(root / "model", tiny_llama(vocab_size=len(tok), max_position_embeddings=2048), tok)
-    other = save_tiny(root / "other", tiny_llama(vocab_size=len(tok), max_position_embeddings=2048, seed=1), tok)
-    pool = root / "pool.jsonl"
-    pool.write_text("".join(json.dumps(r) + "\n" for r in POOL_ROWS))
-    bts = root / "bts_data"
-    bts.mkdir()
-    words = "the of a river stone light water green small house north cold".split()
-    lines = lambda k: "".join(json.dumps({"text": " ".join(words[(i * j) % len(words)] for j in range(40))}) + "\n" for i in range(k))  # noqa: E731
-    (bts / "general.jsonl").write_text(lines(60))
-    (bts / "math.jsonl").write_text(lines(60))
-    target = root / "target.jsonl"
-    target.write_text(json.dumps({"question": "Question 3?", "answer": "An answer word word"}) + "\n")
-    return {"model": str(model), "other": str(other), "pool": str(pool), "bts": str(bts), "tok": tok, "target": str(target)}
-
-
-@pytest.fixture(scope="module")
-def judge_server():
-    """An OpenAI-compatible judge for quality_judge (tests/openai_server.py, on 127.0.0.1)."""
-    from openai_server import OpenAICompatibleServer
-
-    server = OpenAICompatibleServer(lambda body: "Educational score: 4" if "Alice" in str(body) else "Educational score: 1")
-    with server:
-        yield server.base_url
-
-
-def _values(job: str, a: dict, out: Path) -> dict:
-    """Tiny recipe values for `job` (output_dir added by the caller)."""
-    data = TESTS / "data"
-    if job == "select":
-        return {"dataset": a["pool"], "budget": 4, "compare_methods": []}
-    if job == "curate":
-        return {"dataset": str(data / "web" / "c4_en_train_first150.jsonl.gz"), "pipeline": "dclm_heuristics", "max_docs": 30}
-    if job == "audit":
-        return {"dataset": str(data / "web" / "c4_en_train_first150.jsonl.gz"), "url_column": "url", "derived_groups": ["url_site_type"],
-                "filters": ["gopher_quality"], "n_boot": 20, "min_group_size": 1, "max_docs": 40}
-    if job == "merge":
-        return {"models": [a["model"], a["other"]], "input_hub_ids": ["org/a", "org/b"]}
-    if job == "less_warmup":
-        return {"model_name_or_path": a["model"], "dataset": a["pool"], "lora_r": 2, "lora_alpha": 4, "lora_target_modules": ["q_proj"],
-                "num_train_epochs": 1.0, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "warmup_fraction": 0.5,
-                "max_length": 48, "use_cpu": True, "report_to": "none", "bf16": False}
-    if job == "less_select":
-        warm = out.parent / "warm_for_select"
-        if not warm.exists():
-            import_path(JOBS["less_warmup"][1])(parse_config(import_path(JOBS["less_warmup"][0]), {**_values("less_warmup", a, out),
-                                                                                                    "output_dir": str(warm)}))
-        return {"model_name_or_path": a["model"], "warmup_dir": str(warm), "dataset": a["pool"],
-                "target_dataset": str(data / "less" / "gsm8k_test_24.jsonl.gz"), "target_split": "train", "proj_dim": 32,
-                "target_instruction_column": "instruction", "target_input_column": "input", "target_response_column": "output",
-                "max_length": 256, "percent": None, "budget": 4}
-    if job == "critic_rm":
-        pref = data / "preference"
-        return {"model_name_or_path": a["model"], "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                "train_file": str(pref / "alpaca_eval_gpt4_slice.jsonl.gz"), "critiques_file": str(pref / "alpaca_eval_smollm2_critiques.jsonl.gz"),
-                "num_critiques": 1, "eval_pairs": 2, "eval_num_critiques": 0, "max_chars": 2000, "max_length": 2048, "train_pairs": 4,
-                "max_steps": 1, "per_device_train_batch_size": 2, **CPU}
-    if job == "bts":
-        return {"data_dir": a["bts"], "general_data": "general.jsonl", "expert_data": {"math": "math.jsonl"},
-                "expert_templates": {"math": "{text}"}, "expert_filters": {}, "group_rows": {}, "dataset_ids": [],
-                "mix_ratios": {"math": 0.5, "general": 0.5}, "max_texts": 40, "eval_max_texts": 4, "vocab_size": 300, "hidden_size": 16,
-                "num_layers": 2, "num_heads": 2, "intermediate_size": 32, "block_size": 16, "batch_size": 2, "seed_steps": 1,
-                "expert_steps": 1, "stitch": {"num_stitch_layers": 1}, "stitch_training": {"max_steps": 1, "gate_offset_final": None},
-                "baselines": []}
-    if job == "time_vectors":
-        f = str(data / "merge" / "wmt_newstest_en_2012_2014_2016_150.jsonl.gz")
-        return {"data_file": f, "pretrain_file": f, "pretrain_chars": 5000, "years": [2012, 2014, 2016], "train_sentences": 20,
-                "eval_sentences": 10, "vocab_size": 300, "hidden_size": 16, "num_layers": 1, "pretrain_steps": 1, "finetune_steps": 1,
-                "batch_size": 2, "block_size": 16, "alphas": [0.0, 1.0], "base_hub_id": "org/tiny-base"}
-    if job == "xelm":
-        return {"data_file": str(data / "merge" / "flores200_devtest_5lang_80.jsonl.gz"), "languages": ["eng_Latn", "deu_Latn"],
-                "train_sentences": 20, "eval_sentences": 10, "experts": [1], "vocab_size": 300, "hidden_size": 16, "num_layers": 1,
-                "seed_steps": 0, "expert_steps": 1, "batch_size": 2, "block_size": 16}
-    if job == "scaling_tiny":
-        return {"data_dir": str(data / "scaling"), "corpus_files": ["tinyshakespeare_head.txt.gz"], "hidden_sizes": [8, 16, 24],
-                "num_layers": 1, "token_multipliers": [0.2, 0.4], "vocab_size": 300, "tokenizer_chars": 20000, "block_size": 16,
-                "batch_size": 4, "eval_fraction": 0.1, "max_eval_blocks": 8, "bootstrap": 0, "num_threads": 1}
-    if job == "sft":
-        return {"model_name_or_path": a["model"], "dataset": a["pool"], "max_length": 64, "per_device_train_batch_size": 2,
-                "max_steps": 1, "dataset_num_proc": None, **CPU}
-    if job == "evaluate":
-        # the response NLL only: the lm-eval tasks are covered in test_evaluate.py, the output folder is the same
-        return {"model_name_or_path": a["model"], "tasks": [], "response_nll_dataset": a["pool"], "response_nll_limit": 4,
-                "chat_template": False}
-    if job == "embedding_select":
-        return {"dataset": a["pool"], "target_dataset": a["target"], "target_split": "train", "budget": 3, "percent": None}
-    if job in ("quality_classifier", "quality_judge"):
-        if job == "quality_classifier":
-            return {"scorer": "fasttext", "data_dir": str(data), "heldout": [], "fasttext": {"epoch": 2}, "heuristic_negatives": None,
-                    "positives": [{"path": "web/wikipedia_demo_first6.jsonl.gz", "name": "wikipedia", "chunk": True}],
-                    "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "name": "c4_train", "max_docs": 30}]}
-        return {"data_dir": str(data), "negatives": [{"path": "web/c4_en_train_first150.jsonl.gz", "max_docs": 10}],
-                "pages": [{"path": "quality/gutenberg_alice.jsonl.gz", "chunk": True, "max_pages": 10, "name": "alice"}],
-                "heldout": [], "sample_size": 12, "judge_backend": "openai", "judge": {"base_url": a["judge"], "model": "judge"},
-                "judge_max_chars": 200, "embedder": {"max_length": 32}}
-    if job == "compare":
-        return {"pool": a["pool"], "heldout_size": 3, "selections": {"longest": {"job": "select", "method": "longest"}},
-                "selection_defaults": {"budget": 4, "compare_methods": [], "tokenizer": a["model"], "dataset_license": "other"},
-                "sft": {"model_name_or_path": a["model"], "base_model_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "max_length": 64,
-                        "per_device_train_batch_size": 2, "max_steps": 1, **CPU},
-                "evaluate": {"tasks": [], "response_nll_dataset": a["pool"], "response_nll_limit": 3, "chat_template": False},
-                "bootstrap_samples": 20,
-                "baseline": "longest"}
-    raise KeyError(job)
-
 
 FOLDER_JOBS = ["select", "curate", "audit", "merge", "less_warmup", "less_select", "critic_rm", "bts", "time_vectors", "xelm",
                "scaling_tiny", "sft", "evaluate", "embedding_select", "quality_classifier", "quality_judge", "compare"]
 
 
 def test_every_folder_writing_job_is_covered():
-    assert sorted(FOLDER_JOBS) == sorted(JOBS), "a new job: add it to FOLDER_JOBS with tiny values in _values"
+    assert sorted(FOLDER_JOBS) == sorted(JOBS), "a new job: add it to FOLDER_JOBS with tiny values in contract_common.job_values"
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
