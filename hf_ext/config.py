@@ -224,6 +224,23 @@ def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config_cls) if f.init}
 
 
+def given_keys(values: dict[str, Any], argv: list[str] | None = None) -> list[str]:
+    """The keys a user set: the recipe's, then each ``--key`` / ``--key=value`` flag's (dashes read as
+    underscores), in order, each once. What ``check_recipe`` hooks test for renamed or moved keys.
+
+    Args:
+        values (`dict[str, Any]`):
+            The recipe's keys and values.
+        argv (`list[str]` or `None`, *optional*, defaults to `None`):
+            Command-line flags.
+
+    >>> given_keys({"budget": 3}, ["--push-to-hub", "--seed=1", "2"])
+    ['budget', 'push_to_hub', 'seed']
+    """
+    flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in (argv or []) if a.startswith("--")]
+    return list(dict.fromkeys([*values, *flags]))
+
+
 def check_keys(config_cls: type, values: dict[str, Any], source: str = "recipe") -> None:
     """Fail on the first key that is not a field of `config_cls`, naming the valid ones.
 

@@ -60,8 +60,9 @@ def refuse_old_hub_keys(values: dict[str, Any], argv: list[str] | None = None) -
     Raises:
         RecipeError: naming the transformers spelling to write instead.
     """
-    keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
-    for old in sorted(keys):
+    from .config import given_keys
+
+    for old in sorted(given_keys(values, argv)):
         new = _OLD_KEYS.get(old)
         if new:
             raise RecipeError(f"{old!r} was renamed: write {new} instead (the transformers spelling).")

@@ -53,6 +53,15 @@ def _moved_fields_error(names: Any) -> InputError | None:
         "the model's (hf_ext.adapters.stitch.StitchConfig, or an already-stitched StitchedModel).")
 
 
+def _refuse_moved_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
+    """parse_config's hook (recipes, flags): a former stitch-layer key gets the constructor's error."""
+    from hf_ext.config import given_keys
+
+    error = _moved_fields_error(given_keys(values, argv))
+    if error is not None:
+        raise error
+
+
 def _refuse_moved_fields(cls: type) -> type:
     """Wrap the dataclass ``__init__`` of `cls` so a former stitch-layer field gets one clear error, not a TypeError."""
     init = cls.__init__
@@ -143,8 +152,7 @@ class StitchTrainingConfig(TrainingArguments):
     dataset_text_field: str = field(default="text", metadata={"help": "Text column of datasets without input_ids; tokenized with processing_class and packed."})
     max_length: int = field(default=1024, metadata={"help": "Tokens per packed block when the trainer packs a text dataset."})
 
-    # parse_config (recipes, flags): a former stitch-layer key gets the same error as the constructor gives
-    check_recipe: ClassVar = staticmethod(lambda values, argv=None: _refuse_moved_keys(values, argv))
+    check_recipe: ClassVar = staticmethod(_refuse_moved_keys)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,13 +160,6 @@ class StitchTrainingConfig(TrainingArguments):
             raise InputError(f"StitchTrainingConfig.gate_offset_anneal_steps must be >= 0, got {self.gate_offset_anneal_steps}.")
         if self.max_length < 2:
             raise InputError(f"StitchTrainingConfig.max_length must be at least 2 tokens, got {self.max_length}.")
-
-
-def _refuse_moved_keys(values: dict[str, Any], argv: list[str] | None = None) -> None:
-    keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
-    error = _moved_fields_error(keys)
-    if error is not None:
-        raise error
 
 
 class GateOffsetAnneal(TrainerCallback, ExportableState):

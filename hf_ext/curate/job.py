@@ -52,8 +52,9 @@ def _refuse_moved_dedup_keys(values: dict[str, Any], argv: list[str] | None = No
     from ..jobs import refuse_old_hub_keys
 
     refuse_old_hub_keys(values, argv)
-    flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in (argv or []) if a.startswith("--")}
-    moved = [k for k in _MOVED_TO_DEDUP_OPTIONS if k in values or k in flags]
+    from ..config import given_keys
+
+    moved = [k for k in _MOVED_TO_DEDUP_OPTIONS if k in given_keys(values, argv)]
     if moved:
         raise RecipeError("The dedup settings moved into dedup_options, checked by each dedup class: "
                           + "; ".join(f"`{k}` -> dedup_options: {{{_MOVED_TO_DEDUP_OPTIONS[k]}}}" for k in moved) + ".")

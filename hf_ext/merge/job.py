@@ -93,9 +93,11 @@ class MergeConfig(JobOptions):
     def check_recipe(values: dict[str, Any], argv: list[str] | None = None) -> None:
         """Refuse the keys that moved into ``method_options`` (and the old Hub keys), naming the new spelling."""
         refuse_old_hub_keys(values, argv)
-        flags = {a[2:].split("=", 1)[0].replace("-", "_") for a in (argv or []) if a.startswith("--")}
+        from ..config import given_keys
+
+        given = given_keys(values, argv)
         for old in _MOVED_TO_METHOD_OPTIONS:
-            if old in values or old in flags:
+            if old in given:
                 raise RecipeError(f"`{old}` moved: use method_options: {{{old}: ...}} (a setting of the merge method's own "
                                   f"dataclass, checked by it; as a flag: --method_options '{{{old}: ...}}').")
 

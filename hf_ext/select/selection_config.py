@@ -91,8 +91,9 @@ def refuse_old_keys(values: dict[str, Any], argv: list[str] | None = None) -> No
             Command-line arguments; their `--key` / `--key=value` names are checked too.
     """
     refuse_old_hub_keys(values, argv)
-    keys = list(values) + [a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")]
-    old = [k for k in dict.fromkeys(keys) if k in OLD_KEYS]
+    from ..config import given_keys
+
+    old = [k for k in given_keys(values, argv) if k in OLD_KEYS]
     if old:
         fixes = "; ".join(f"{k!r} -> {OLD_KEYS[k]}" for k in old)
         raise RecipeError(f"The selection job now takes the SAE and judge settings under the components' own names: {fixes}. "

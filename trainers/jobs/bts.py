@@ -229,8 +229,9 @@ def _refuse_flat_stitch_keys(values: dict[str, Any], argv: list[str] | None = No
     from hf_ext.jobs import refuse_old_hub_keys
 
     refuse_old_hub_keys(values, argv)
-    keys = set(values) | {a[2:].split("=", 1)[0] for a in (argv or []) if a.startswith("--")}
-    for old in sorted(keys & set(_FLAT_STITCH_KEYS)):
+    from hf_ext.config import given_keys
+
+    for old in sorted(set(given_keys(values, argv)) & set(_FLAT_STITCH_KEYS)):
         raise RecipeError(f"BTSConfig.{old} moved into the component settings: write {_FLAT_STITCH_KEYS[old]} instead "
                           "(StitchConfig holds the stitch layers, StitchTrainingConfig their training).")
 
