@@ -187,6 +187,28 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# Small text files a job writes about itself (metrics, cards, configs): their mentions of the
+# temporary folder are pointed at the final one before it moves into place.
+_REPOINT_SUFFIXES = {".json", ".md", ".yaml", ".yml", ".txt"}
+_REPOINT_MAX_BYTES = 16 * 2**20
+
+
+def _repoint_paths(tmp: Path, target: Path) -> None:
+    """Rewrite every mention of `tmp` in the folder's small text files as `target`: a nested job
+    (a compare's selections and fine-tunes) records its inputs and outputs inside the parent's
+    temporary folder, which no longer exists once the parent's folder is in place."""
+    old, new = str(tmp), str(target)
+    for path in tmp.rglob("*"):
+        if path.suffix not in _REPOINT_SUFFIXES or not path.is_file() or path.is_symlink() or path.stat().st_size > _REPOINT_MAX_BYTES:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if old in text:
+            path.write_text(text.replace(old, new), encoding="utf-8")
+
+
 def _write_marker(folder: Path, writer: str) -> None:
     from . import __version__
 
@@ -209,7 +231,9 @@ def output_folder(
     """Yield an empty temporary sibling of `output_dir`; on success it replaces `output_dir`.
 
     The finished folder gets the marker file :data:`MARKER` (what wrote it, the file list), so the
-    next run may replace it. On an exception the temporary folder is removed and `output_dir` is
+    next run may replace it. Paths inside the temporary folder that the run wrote into its small text
+    files (``.json``, ``.md``, ``.yaml``, ``.txt``: metrics and cards of nested jobs) are rewritten to
+    the final folder first. On an exception the temporary folder is removed and `output_dir` is
     untouched; after a kill it stays behind and the next successful run into `output_dir` removes it.
 
     Args:
@@ -232,6 +256,7 @@ def output_folder(
     tmp.mkdir()
     try:
         yield tmp
+        _repoint_paths(tmp, target)
         _write_marker(tmp, writer)
         check_output_dir(output_dir, overwrite=overwrite, inputs=inputs, field=field, overwrite_field=overwrite_field)
         _move_into_place(tmp, target)

@@ -107,6 +107,26 @@ def test_output_folder_keeps_the_previous_folder_on_error(tmp_path):
         check_output_dir("")
 
 
+def test_a_nested_job_s_metrics_and_card_name_the_final_folder_not_the_temporary_one(tmp_path):
+    # A compare runs its selections inside its own temporary folder; what they record about their
+    # inputs and outputs must point where the files are once the folder is in place.
+    target = tmp_path / "compare"
+    with output_folder(target) as tmp:
+        pool = tmp / "pool" / "pool.jsonl"
+        pool.parent.mkdir()
+        pool.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        run_selection(SelectionConfig(dataset=str(pool), output_dir=str(tmp / "selections" / "random"), method="random",
+                                      budget=2, compare_methods=[]))
+        (tmp / "blob.bin").write_bytes(str(tmp).encode())  # not a text file hf_ext writes about itself: left as is
+        tmp_name = str(tmp)
+    metrics = json.loads((target / "selections" / "random" / "metrics.json").read_text())
+    assert metrics["dataset"] == str(target / "pool" / "pool.jsonl") and Path(metrics["dataset"]).is_file()
+    texts = {p: p.read_text() for p in target.rglob("*") if p.suffix in (".json", ".md")}
+    assert texts and not [p for p, t in texts.items() if ".tmp-" in t]
+    assert str(target / "pool" / "pool.jsonl") in (target / "selections" / "random" / "README.md").read_text()
+    assert (target / "blob.bin").read_bytes() == tmp_name.encode()
+
+
 # -- 2/3. library writers: temporary folder, and exactly the new files after a re-run -------------------
 
 @pytest.fixture(scope="module")
