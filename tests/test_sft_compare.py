@@ -67,6 +67,36 @@ def test_compare_end_to_end(tmp_path):
     assert "held out" in card and not list(tmp_path.glob(".cmp.tmp-*"))
 
 
+def _markdown_tables(text: str) -> list[list[list[str]]]:
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif current:
+            tables, current = tables + [current], []
+    return tables
+
+
+@pytest.mark.parametrize("tasks", [[], ["copa"]])
+def test_card_tables_have_one_cell_per_column(tasks):
+    # compare_less_cpu scores the response NLL only: no task columns, no macro mean.
+    from trainers.jobs.compare import _table_markdown
+
+    nll = lambda m: {"mean": m, "stderr": 0.01, "n": 3}
+    row = lambda m: {"tasks": {t: {"score": 0.5, "stderr": 0.1, "metric": "acc"} for t in tasks}, "response_nll": nll(m),
+                     "macro_mean": 0.5 if tasks else None}
+    diff = {"diff": -0.1, "ci_low": -0.2, "ci_high": 0.0, "n": 3}
+    comp = {"tasks": {t: diff for t in tasks}, "response_nll": diff, **({"macro_mean": diff} if tasks else {})}
+    text = _table_markdown({"base": row(1.3), "less": row(1.1), "random": row(1.2)}, tasks, {"base": comp, "less": comp}, "random")
+    scores, diffs = _markdown_tables(text)
+    for table, rows in ((scores, 3), (diffs, 2)):
+        assert len(table) == 2 + rows and all(c for c in table[0])
+        assert {len(r) for r in table} == {len(table[0])} and set(table[1]) == {"---"}
+    assert scores[0] == ["model", *(["copa (acc)", "macro mean"] if tasks else []), "response NLL ↓"]
+    assert scores[3] == ["less", *(["0.500 ± 0.100", "0.500"] if tasks else []), "1.1000 ± 0.0100"]
+    assert diffs[3][-1] == "-0.1000 [-0.2000, +0.0000]"
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(InputError, match="selections"):
         CompareConfig(selections={})

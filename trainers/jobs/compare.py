@@ -357,35 +357,50 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
 
 
 def _table_markdown(table: dict, tasks: list[str], comparisons: dict, baseline: str) -> str:
-    head = "| model | " + " | ".join(f"{t} ({table[next(iter(table))]['tasks'][t]['metric']})" for t in tasks) + " | macro mean | response NLL ↓ |"
-    lines = [head, "|" + "---|" * (len(tasks) + 3)]
+    """The card's two tables: scores per model, then differences to `baseline`. The macro mean
+    column is there only when tasks ran, the response NLL column only when it was measured."""
+    first = table[next(iter(table))]
+    with_nll = any(row.get("response_nll") for row in table.values())
+    macro = ["macro mean"] if tasks else []
+    row_md = lambda cells: "| " + " | ".join(cells) + " |"
+    head = ["model", *(f"{t} ({first['tasks'][t]['metric']})" for t in tasks), *macro, *(["response NLL ↓"] if with_nll else [])]
+    lines = [row_md(head), row_md(["---"] * len(head))]
     for name, row in table.items():
         cells = [f"{row['tasks'][t]['score']:.3f} ± {row['tasks'][t]['stderr']:.3f}" if row["tasks"][t]["stderr"] is not None
                  else f"{row['tasks'][t]['score']:.3f}" for t in tasks]
-        nll = row.get("response_nll")
-        macro = f"{row['macro_mean']:.3f}" if row.get("macro_mean") is not None else "n/a"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {macro} | " + (f"{nll['mean']:.4f} ± {nll['stderr']:.4f}" if nll else "n/a") + " |")
-    lines.append("")
-    lines.append(f"Differences to `{baseline}` (paired bootstrap over items, 95% CI):")
-    lines.append("")
-    lines.append("| model | " + " | ".join(tasks) + " | macro mean | response NLL |")
-    lines.append("|" + "---|" * (len(tasks) + 3))
+        if tasks:
+            cells.append(f"{row['macro_mean']:.3f}" if row.get("macro_mean") is not None else "n/a")
+        if with_nll:
+            nll = row.get("response_nll")
+            cells.append(f"{nll['mean']:.4f} ± {nll['stderr']:.4f}" if nll else "n/a")
+        lines.append(row_md([name, *cells]))
+    lines += ["", f"Differences to `{baseline}` (paired bootstrap over items, 95% CI):", ""]
+    head = ["model", *tasks, *macro, *(["response NLL"] if with_nll else [])]
+    lines += [row_md(head), row_md(["---"] * len(head))]
     fmt = lambda d, s=100: f"{d['diff'] * s:+.1f} [{d['ci_low'] * s:+.1f}, {d['ci_high'] * s:+.1f}]"
     for name, comp in comparisons.items():
         cells = [fmt(comp["tasks"][t]) for t in tasks]
-        macro = fmt(comp["macro_mean"]) if "macro_mean" in comp else "n/a"
-        nll = (f"{comp['response_nll']['diff']:+.4f} [{comp['response_nll']['ci_low']:+.4f}, {comp['response_nll']['ci_high']:+.4f}]"
-               if "response_nll" in comp else "n/a")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {macro} | {nll} |")
-    lines.append("")
-    lines.append("Accuracy differences in points (×100); response NLL in nats per token (negative is better).")
+        if tasks:
+            cells.append(fmt(comp["macro_mean"]) if "macro_mean" in comp else "n/a")
+        if with_nll:
+            cells.append(f"{comp['response_nll']['diff']:+.4f} [{comp['response_nll']['ci_low']:+.4f}, {comp['response_nll']['ci_high']:+.4f}]"
+                         if "response_nll" in comp else "n/a")
+        lines.append(row_md([name, *cells]))
+    lines += ["", "Accuracy differences in points (×100); response NLL in nats per token (negative is better)."]
     return "\n".join(lines)
 
 
 def _setup_text(c: CompareConfig, metrics: dict, eval_values: dict) -> str:
-    sel = "; ".join(f"`{n}`: {m.get('selected_size', m.get('budget'))} examples, mean response tokens "
-                    f"{m.get('mean_response_tokens', float('nan')):.0f}" if isinstance(m.get("mean_response_tokens"), (int, float))
-                    else f"`{n}`: {m.get('selected_size', m.get('budget'))} examples" for n, m in metrics["selections"].items())
+    def described(name: str, m: dict) -> str:
+        out = f"`{name}`: {m.get('selected_size', m.get('budget'))} examples"
+        tokens = m.get("mean_response_tokens")  # {"selected", "pool"} from the select job's selection_stats
+        if isinstance(tokens, dict) and isinstance(tokens.get("selected"), (int, float)):
+            out += f", mean response tokens {tokens['selected']:.0f}"
+            if isinstance(tokens.get("pool"), (int, float)):
+                out += f" (pool {tokens['pool']:.0f})"
+        return out
+
+    sel = "; ".join(described(n, m) for n, m in metrics["selections"].items())
     lora = c.sft.get("peft_config")
     times = ", ".join(f"{k} {v:.0f}s" for k, v in metrics["stage_seconds"].items())
     return (f"Pool `{c.pool}`: {metrics['pool_rows_selectable']} selectable rows, {c.heldout_size} held out (seed {c.seed}) for the "
