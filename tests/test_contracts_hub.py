@@ -130,11 +130,7 @@ PUSHED_SUBFOLDER = {"bts": "stitch"}  # BTS pushes its stitch layers and their c
 # Jobs that cannot push, and why (none today); a new job gets a push test until it has values or a reason here.
 NOT_PUSHED: dict[str, str] = {}
 # Jobs whose pushed folder has no card at its root (so the repo page shows no metadata), and what it holds.
-NO_ROOT_CARD = {
-    "less_warmup": "LoRA checkpoints (each checkpoint-N/README.md is PEFT's adapter card), the tokenizer and metrics.json",
-    "time_vectors": "one folder per year, time_vectors/YEAR/, each with the vector's own card; metrics.json and a plot",
-    "xelm": "the experts, experts_kK/clusterC/, each with its own card; metrics.json and a plot",
-}
+NO_ROOT_CARD: dict[str, str] = {}  # job -> what its folder holds instead of a root card (none today)
 # Values a push test changes, and why.
 PUSH_VALUES = {"quality_classifier": {"fasttext": {"epoch": 2, "dim": 4}}}  # a 32 MB model.bin, not 800 MB (fewer buckets or dim 2: NaN)
 

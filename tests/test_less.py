@@ -75,6 +75,13 @@ def featurizer(warm, **kwargs):
 def test_warmup_follows_the_recipe(warm, pool):
     m = warm["metrics"]
     assert m["warmup_size"] == round(0.1 * len(pool)) and len(m["checkpoints"]) == 2  # one checkpoint per epoch
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(m["checkpoints"][0]).parent / "README.md")  # the folder's root card
+    assert card.data.library_name == "peft" and "less" in card.data.tags
+    steps = [int(Path(c).name.split("-")[-1]) for c in m["checkpoints"]]
+    assert all(f"| `checkpoint-{s}/` | {s} |" in card.text for s in steps)
+    assert f"({m['warmup_size']} of {m['pool_size']} rows" in card.text
     ckpt = Path(m["checkpoints"][0])
     assert (ckpt / "adapter_model.safetensors").is_file() and (ckpt / "adam_state_by_name.safetensors").is_file()
     config = json.loads((ckpt / "adapter_config.json").read_text())

@@ -95,6 +95,16 @@ def test_time_vector_job_endpoints_match_year_models(tmp_path):
     assert (tmp_path / "tv" / "time_vectors.png").is_file()
     card = (tmp_path / "tv" / "time_vectors" / "2014" / "README.md").read_text()
     assert "base_model: org/tiny-base" in card and "period-2014" in card
+    # The root card: the metrics' numbers in its tables and verdict, metadata that parses.
+    from huggingface_hub import ModelCard
+
+    root = ModelCard.load(tmp_path / "tv" / "README.md")
+    assert root.data.base_model == "org/tiny-base" and root.data.base_model_relation == "adapter" and "time-vectors" in root.data.tags
+    interp = m["interpolation_loss"]["0.5"]
+    assert f"| 0.5 | {interp['2012']:.4f} | {interp['2014']:.4f} | {interp['2016']:.4f} |" in root.text
+    year_2014 = m["year_model_loss"]["2014"]
+    assert f"| fine-tuned on 2014 | {year_2014['2012']:.4f} | {year_2014['2014']:.4f} | {year_2014['2016']:.4f} |" in root.text
+    assert f"{m['interp_best_loss_mid']:.4f} against {m['endpoint_best_loss_mid']:.4f}" in root.text and "time_vectors.png" in root.text
 
 
 def test_xelm_job_single_expert_and_balanced_clusters(tmp_path):
@@ -113,3 +123,12 @@ def test_xelm_job_single_expert_and_balanced_clusters(tmp_path):
     assert set(m["xelm_ppl"]) == set(m["dense_ppl"]) == {"eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl"}
     assert all(math.isfinite(v) and v > 1 for v in m["xelm_ppl"].values())
     assert m["xelm_k"] == 2 and (tmp_path / "x" / "xelm.png").is_file()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "x" / "README.md")
+    assert "x-elm" in card.data.tags and card.data.base_model is None  # the seed was trained here: no Hub id to name
+    langs = ["eng_Latn", "deu_Latn", "fra_Latn", "rus_Cyrl"]
+    dense = " | ".join(f"{m['dense_ppl'][lang]:.4f}" for lang in langs)
+    assert f"| dense (compute-matched) | {dense} | {m['mean_ppl']['dense']:.4f} |" in card.text
+    assert f"X-ELM k=2 {m['mean_ppl']['xelm_k2']:.2f} vs dense {m['mean_ppl']['dense']:.2f}" in card.text
+    assert card.text.count("| 2 | ") == 2  # one composition row per cluster of k = 2

@@ -113,6 +113,27 @@ def hub_ids(ids: str | Sequence[str] | None, *, field: str = "base_model") -> li
     return out
 
 
+
+def card_hub_id(value: str | None, field: str = "base_model") -> str | None:
+    """`value` as a Hub id for a card's ``base_model`` / ``datasets`` (:func:`hub_ids`: a packaged
+    local copy maps back to its id), or `None` when it is unset or a local path only this machine has.
+
+    Args:
+        value (`str` or `None`):
+            A Hub id or a local path from a job's config.
+        field (`str`, *optional*, defaults to `"base_model"`):
+            The card field it is for.
+
+    >>> card_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct"), card_hub_id(None)
+    ('HuggingFaceTB/SmolLM2-135M-Instruct', None)
+    """
+    if not value:
+        return None
+    try:
+        return hub_ids(value, field=field)[0]
+    except InputError:
+        return None
+
 def _check(card, kind: str) -> None:
     """Local metadata checks: the front matter parses and matches the card data."""
     text = str(card)
@@ -160,6 +181,30 @@ def size_category(n: int) -> str:
         if n < limit:
             return name
     return "1M<n<10M"
+
+
+def markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table for a card body: one header row, a separator, one line per row (floats
+    with 4 decimals).
+
+    Args:
+        header (`Sequence[Any]`):
+            The column names.
+        rows (`Iterable[Sequence[Any]]`):
+            The rows, each with one value per column.
+
+    >>> print(markdown_table(["model", "loss"], [["base", 2.5], ["tuned", 1.23456]]))
+    | model | loss |
+    |---|---|
+    | base | 2.5000 |
+    | tuned | 1.2346 |
+    """
+    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    line = lambda values: "| " + " | ".join(cell(v) for v in values) + " |"  # noqa: E731
+    rows = [list(r) for r in rows]
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError(f"every row needs {len(header)} cells (one per column of {list(header)})")
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
 
 
 def render_dataset_card(template: str, card_data: dict[str, Any], **context: Any):

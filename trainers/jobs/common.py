@@ -31,7 +31,8 @@ from hf_ext.jobs import job_output
 __all__ = ["read_jsonl", "small_llama", "load_seed", "training_args", "require", "run_in_output"]
 
 
-def run_in_output(config: Any, work: Callable[[Any, Path], dict[str, Any]], **output: Any) -> dict[str, Any]:
+def run_in_output(config: Any, work: Callable[[Any, Path], dict[str, Any]], card: Callable[[Any, dict[str, Any]], Any] | None = None,
+                  **output: Any) -> dict[str, Any]:
     """``work(config, folder)`` inside :func:`hf_ext.jobs.job_output` (`output` are its keywords); its
     metrics go to ``metrics.json`` and are returned. ``work`` writes only into ``folder``, the
     temporary sibling that replaces ``config.output_dir`` when it returns.
@@ -41,11 +42,15 @@ def run_in_output(config: Any, work: Callable[[Any, Path], dict[str, Any]], **ou
             The job config (``output_dir``, ``overwrite_output_dir`` and the Hub push settings are read).
         work (`Callable[[Any, Path], dict[str, Any]]`):
             The job's work, called as ``work(config, folder)``; returns the metrics.
+        card (`Callable[[Any, dict[str, Any]], Any]` or `None`, *optional*, defaults to `None`):
+            ``card(config, metrics)`` gives the folder's root card (a ``ModelCard``), written as ``README.md``.
         **output:
             Passed to :func:`hf_ext.jobs.job_output` (``repo_type``, ``writer``, ``commit_message``, ``push_subdir``).
     """
     with job_output(config, **output) as result:
         result.metrics = work(config, result.dir)
+        if card is not None:
+            result.card = card(config, result.metrics)
     return result.metrics
 
 

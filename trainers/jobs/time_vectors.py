@@ -151,7 +151,42 @@ def run_time_vectors(config: TimeVectorExperimentConfig) -> dict[str, Any]:
     require(config.data_file, "data_file", "a JSON Lines file with `year` and `text`")
     if not config.pretrain_file and not config.base_model:
         raise InputError("pretrain_file is not set and there is no base_model: point pretrain_file at English text (JSON Lines with `text`) or give base_model.")
-    return run_in_output(config, _run_time_vectors, repo_type="model", writer="time_vectors", commit_message="hf_ext: time vectors experiment")
+    return run_in_output(config, _run_time_vectors, card=_card, repo_type="model", writer="time_vectors",
+                         commit_message="hf_ext: time vectors experiment")
+
+
+def _card(config: TimeVectorExperimentConfig, metrics: dict[str, Any]):
+    """The experiment's root card: per-year losses, the interpolation, the verdict, the plot."""
+    from hf_ext.hub.cards import card_hub_id, markdown_table, render_model_card
+
+    years = [str(y) for y in config.years]
+    base_loss = {str(y): v for y, v in metrics["base_loss"].items()}
+    base = config.base_hub_id or card_hub_id(config.base_model)
+    dataset = card_hub_id(config.dataset_id, "datasets")
+    card_data = {"tags": ["hf-ext", "time-vectors", "task-arithmetic"], **({"base_model": base, "base_model_relation": "adapter"} if base else {}),
+                 **({"datasets": [dataset]} if dataset else {})}
+    interp, endpoint = metrics["interp_best_loss_mid"], metrics["endpoint_best_loss_mid"]
+    verdict = (f"On the middle years ({', '.join(str(y) for y in config.years[1:-1])}), the best interpolation of "
+               f"τ_{years[0]} and τ_{years[-1]} reaches a mean held-out loss of {interp:.4f} against {endpoint:.4f} for the "
+               f"better endpoint model: interpolation {'helps' if interp < endpoint else 'does not help'} "
+               f"({interp - endpoint:+.4f} nats/token).") if len(years) > 2 else ""
+    losses = markdown_table(["model", *(f"eval {y}" for y in years)],
+                            [["base", *(base_loss[y] for y in years)]]
+                            + [[f"fine-tuned on {m}", *(row[y] for y in years)] for m, row in metrics["year_model_loss"].items()])
+    interpolation = markdown_table(["α", *(f"eval {y}" for y in years)],
+                                   [[a, *(row[y] for y in years)] for a, row in metrics["interpolation_loss"].items()])
+    files = ("One time vector per year in `time_vectors/YEAR/` (safetensors, its config and card; load with "
+             "`TimeVector.from_pretrained`), `metrics.json` and `time_vectors.png`." if config.save_vectors
+             else "`metrics.json` and `time_vectors.png` (time vectors not saved: `save_vectors: false`).")
+    return render_model_card(
+        "model_card.md.j2", card_data, title=f"Time vectors {years[0]}–{years[-1]}",
+        summary=(f"Time vectors (Nylund et al., arXiv 2312.13401): one fine-tune per year from the same base, τ_year = "
+                 f"θ_year − θ_base, and interpolations α·τ_{years[0]} + (1 − α)·τ_{years[-1]}. " + verdict),
+        base_model=base, base_model_relation="adapter",
+        sections=[{"title": "Held-out loss (nats/token)", "body": losses},
+                  {"title": "Interpolation", "body": interpolation + "\n\n![interpolation](time_vectors.png)"},
+                  {"title": "Files", "body": files}],
+    )
 
 
 def _run_time_vectors(config: TimeVectorExperimentConfig, out: Path) -> dict[str, Any]:

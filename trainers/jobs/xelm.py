@@ -151,7 +151,44 @@ def run_xelm(config: XELMConfig) -> dict[str, Any]:
             The job's settings (``data_file`` is required).
     """
     require(config.data_file, "data_file", "a JSON Lines file with `lang` and `text`")
-    return run_in_output(config, _run_xelm, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication")
+    return run_in_output(config, _run_xelm, card=_card, repo_type="model", writer="xelm", commit_message="hf_ext: X-ELM replication")
+
+
+def _card(config: XELMConfig, results: dict[str, Any]):
+    """The replication's root card: held-out perplexity per language of the seed, the dense model
+    and each ensemble, the verdict and the plot."""
+    from hf_ext.hub.cards import card_hub_id, markdown_table, render_model_card
+
+    langs = list(config.languages)
+    seed = card_hub_id(config.seed_model)
+    dataset = card_hub_id(config.dataset_id, "datasets")
+    card_data = {"tags": ["hf-ext", "x-elm", "expert-ensemble"], **({"base_model": seed, "base_model_relation": "finetune"} if seed else {}),
+                 **({"datasets": [dataset]} if dataset else {})}
+    rows = [["seed", *(results["seed_ppl"][lang] for lang in langs), results["mean_ppl"]["seed"]],
+            ["dense (compute-matched)", *(results["dense_ppl"][lang] for lang in langs), results["mean_ppl"]["dense"]]]
+    for k, entry in results["by_k"].items():
+        rows.append([f"X-ELM k={k}, Bayesian router", *(entry["bayesian_ppl"][lang] for lang in langs), results["mean_ppl"][f"xelm_k{k}"]])
+        if "cluster_router_ppl" in entry:
+            ppl = entry["cluster_router_ppl"]
+            rows.append([f"X-ELM k={k}, cluster router", *(ppl[lang] for lang in langs), sum(ppl.values()) / len(ppl)])
+    k, dense = results["xelm_k"], results["mean_ppl"]["dense"]
+    xelm = results["mean_ppl"][f"xelm_k{k}"]
+    composition = markdown_table(["k", "cluster", "rows by language"],
+                                 [[kk, j, ", ".join(f"{lang} {n}" for lang, n in sorted(c.items()))]
+                                  for kk, entry in results["by_k"].items() for j, c in enumerate(entry["cluster_composition"])])
+    files = (f"The experts in `experts_kK/clusterC/` (each a causal LM with its tokenizer and card), "
+             f"{'the ensembles in `ensemble_kK/`, ' if config.save_ensembles else ''}`metrics.json` and `xelm.png`.")
+    return render_model_card(
+        "model_card.md.j2", card_data, title=f"X-ELM experts ({', '.join(langs)})",
+        summary=(f"Cross-lingual expert language models (Blevins et al., arXiv 2401.10440): experts branched from one seed on "
+                 f"TF-IDF clusters of the training text, ensembled by a Bayesian router, against a dense model trained with "
+                 f"the same total compute. Mean held-out perplexity: X-ELM k={k} {xelm:.2f} vs dense {dense:.2f} "
+                 f"({'better' if xelm < dense else 'not better'}, {xelm / dense - 1:+.1%})."),
+        base_model=seed, base_model_relation="finetune",
+        sections=[{"title": "Held-out perplexity", "body": markdown_table(["model", *langs, "mean"], rows) + "\n\n![perplexity](xelm.png)"},
+                  {"title": "Clusters", "body": composition},
+                  {"title": "Files", "body": files}],
+    )
 
 
 def _run_xelm(config: XELMConfig, out: Path) -> dict[str, Any]:

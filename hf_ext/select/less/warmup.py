@@ -238,4 +238,43 @@ def run_less_warmup(config: LessWarmupConfig, *, model=None, tokenizer=None, dat
             "checkpoints": [str(Path(config.output_dir) / c.name) for c in checkpoints],
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         }
+        result.card = warmup_card(config, result.metrics, trainer.state.log_history)
     return result.metrics
+
+
+def warmup_card(config: LessWarmupConfig, metrics: dict[str, Any], log_history: list[dict[str, Any]]):
+    """The warmup folder's root card: what was trained on what, each checkpoint, how LESS uses them.
+
+    Args:
+        config (`LessWarmupConfig`):
+            The warmup's settings.
+        metrics (`dict[str, Any]`):
+            The run's metrics (``warmup_size``, ``pool_size``, ``checkpoints``, ``train_loss``...).
+        log_history (`list[dict[str, Any]]`):
+            The Trainer's ``state.log_history`` (the loss at each checkpoint's step is read from it).
+    """
+    from ...hub.cards import card_hub_id, markdown_table, render_model_card
+
+    base, dataset = card_hub_id(config.model_name_or_path), card_hub_id(config.dataset, "datasets")
+    card_data = {"library_name": "peft", "tags": ["hf-ext", "less", "lora", "data-selection"],
+                 **({"base_model": base, "base_model_relation": "adapter"} if base else {}), **({"datasets": [dataset]} if dataset else {})}
+    losses = {int(h["step"]): h["loss"] for h in log_history if "loss" in h and "step" in h}
+    rows = []
+    for path in metrics["checkpoints"]:
+        step = int(Path(path).name.split("-")[-1])
+        logged = [s for s in losses if s <= step]
+        rows.append([f"`{Path(path).name}/`", step, losses[max(logged)] if logged else "n/a"])
+    usage = ("```yaml\njob: less_select\nwarmup_dir: " + str(config.output_dir) + "   # this folder\nmodel_name_or_path: "
+             + str(base or config.model_name_or_path) + "\n```")
+    return render_model_card(
+        "model_card.md.j2", card_data, title="LESS warmup checkpoints",
+        summary=(f"LoRA warmup for LESS (Xia et al., arXiv 2402.04333): rank {config.lora_r} (α {config.lora_alpha}) on "
+                 f"{', '.join(config.lora_target_modules)}, trained on a random {config.warmup_fraction:.0%} of the pool "
+                 f"({metrics['warmup_size']} of {metrics['pool_size']} rows, {metrics['warmup_trained_rows']} with response tokens) "
+                 f"for {config.num_train_epochs:g} epochs at learning rate {config.learning_rate:g}; mean training loss "
+                 f"{metrics['train_loss']:.4f}. Each checkpoint holds the adapter and Adam's moments by parameter name, "
+                 f"which LESS's gradient features read."),
+        base_model=base, base_model_relation="adapter",
+        sections=[{"title": "Checkpoints", "body": markdown_table(["checkpoint", "step", "last logged loss"], rows)},
+                  {"title": "Use", "body": usage}],
+    )
