@@ -132,3 +132,16 @@ def test_xelm_job_single_expert_and_balanced_clusters(tmp_path):
     assert f"| dense (compute-matched) | {dense} | {m['mean_ppl']['dense']:.4f} |" in card.text
     assert f"X-ELM k=2 {m['mean_ppl']['xelm_k2']:.2f} vs dense {m['mean_ppl']['dense']:.2f}" in card.text
     assert card.text.count("| 2 | ") == 2  # one composition row per cluster of k = 2
+
+
+def test_replication_seed_loads_through_the_causal_lm_loader(tmp_path):
+    from hf_ext.errors import InputError
+    from trainers.jobs.common import load_seed
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(tokenizer=tok)
+    loaded, tokenizer = load_seed(str(save_tiny(tmp_path / "seed", model, tok)))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert tokenizer.get_vocab() == tok.get_vocab()
+    with pytest.raises(InputError, match="The seed '.*missing' does not exist"):  # the error says which model
+        load_seed(str(tmp_path / "missing"))

@@ -7,7 +7,7 @@ One copy each of what the replications used to write three times:
 - :func:`small_llama`: a randomly initialised Llama sized for CPU experiments (on
   :func:`hf_ext.testing.tiny_llama`, so the same seed gives the same weights);
 - :func:`load_seed`: a pretrained causal LM and its tokenizer by Hub id or folder (resolved offline
-  by :func:`hf_ext.models.resolve_model`, checked by :func:`hf_ext.models.load_model`);
+  by :func:`hf_ext.models.resolve_model`, loaded by :func:`hf_ext.models.load_causal_lm`);
 - :func:`training_args`: the ``TrainingArguments`` fields of one stage of a job (cosine schedule, no
   saving, no reporting), as a dict for :func:`hf_ext.lm.train_causal_lm` or ``TrainingArguments(**...)``;
 - :func:`run_in_output`: a job's work inside :func:`hf_ext.jobs.job_output`, its metrics returned.
@@ -123,11 +123,9 @@ def load_seed(model_id: str) -> tuple[Any, Any]:
         model_id (`str`):
             Hub id or folder of the model and its tokenizer (resolved offline when packaged locally).
     """
-    from transformers import AutoModelForCausalLM
+    from hf_ext.models import load_causal_lm, load_tokenizer
 
-    from hf_ext.models import load_model, load_tokenizer
-
-    return load_model(model_id, AutoModelForCausalLM), load_tokenizer(model_id)
+    return load_causal_lm(model_id, role="seed"), load_tokenizer(model_id)
 
 
 def training_args(output_dir: str | Path, *, steps: int, batch_size: int, learning_rate: float, seed: int,
