@@ -264,7 +264,7 @@ def warmup_card(config: LessWarmupConfig, metrics: dict[str, Any], log_history: 
         step = int(Path(path).name.split("-")[-1])
         logged = [s for s in losses if s <= step]
         rows.append([f"`{Path(path).name}/`", step, losses[max(logged)] if logged else "n/a"])
-    usage = ("```yaml\njob: less_select\nwarmup_dir: " + str(config.output_dir) + "   # this folder\nmodel_name_or_path: "
+    usage = ("```yaml\njob: less_select\nwarmup_dir: " + str(config.output_dir) + "   # this folder (a local copy of it, when it came from the Hub)\nmodel_name_or_path: "
              + str(base or config.model_name_or_path) + "\n```")
     return render_model_card(
         "model_card.md.j2", card_data, title="LESS warmup checkpoints",
