@@ -345,17 +345,12 @@ def run_evaluate(config: EvaluateConfig) -> dict[str, Any]:
         config (`EvaluateConfig`):
             The job's settings: model, tasks, data, precision and output folder.
     """
-    from ..hub.cards import hub_ids
+    from ..hub.cards import card_hub_id
 
     start = time.perf_counter()
     if config.tasks:  # bad task names and missing files fail before the model loads
         resolve_tasks(config.tasks, config.eval_data_dir)
-    model_id = config.base_model_id
-    if model_id is None:
-        try:
-            model_id = hub_ids(config.model_name_or_path)[0]
-        except InputError:
-            model_id = None
+    model_id = config.base_model_id or card_hub_id(config.model_name_or_path)
     model, tokenizer = load_for_eval(config.model_name_or_path, config.model_revision, config.dtype)
     metrics = evaluate_model(model, tokenizer, config)
     metrics["model"] = model_id or config.model_name_or_path

@@ -113,7 +113,6 @@ def hub_ids(ids: str | Sequence[str] | None, *, field: str = "base_model") -> li
     return out
 
 
-
 def card_hub_id(value: str | None, field: str = "base_model") -> str | None:
     """`value` as a Hub id for a card's ``base_model`` / ``datasets`` (:func:`hub_ids`: a packaged
     local copy maps back to its id), or `None` when it is unset or a local path only this machine has.
@@ -133,6 +132,7 @@ def card_hub_id(value: str | None, field: str = "base_model") -> str | None:
         return hub_ids(value, field=field)[0]
     except InputError:
         return None
+
 
 def _check(card, kind: str) -> None:
     """Local metadata checks: the front matter parses and matches the card data."""

@@ -232,7 +232,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     """
     from hf_ext.evaluation import EvaluateConfig, evaluate_model, load_for_eval
     from hf_ext.evaluation.local_tasks import resolve_tasks
-    from hf_ext.hub.cards import hub_ids, render_model_card
+    from hf_ext.hub.cards import card_hub_id, markdown_table, render_model_card
 
     from .sft import SFTJobConfig, run_sft
 
@@ -337,10 +337,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
             "stage_seconds": stage_times,
         }
         metrics["elapsed_seconds"] = round(time.perf_counter() - start, 1)
-        try:
-            base_id = hub_ids(c.sft.get("base_model_id") or eval_config.model_name_or_path)[0]
-        except InputError:  # a local base model without a Hub id: the card names none
-            base_id = None
+        base_id = card_hub_id(c.sft.get("base_model_id") or eval_config.model_name_or_path)  # None: a local model, the card names none
         card = render_model_card(
             "model_card.md.j2",
             {"tags": ["hf-ext", "data-selection", "comparison", "sft"], **({"base_model": base_id, "base_model_relation": "finetune"} if base_id else {}),
@@ -359,12 +356,12 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
 def _table_markdown(table: dict, tasks: list[str], comparisons: dict, baseline: str) -> str:
     """The card's two tables: scores per model, then differences to `baseline`. The macro mean
     column is there only when tasks ran, the response NLL column only when it was measured."""
+    from hf_ext.hub.cards import markdown_table
+
     first = table[next(iter(table))]
     with_nll = any(row.get("response_nll") for row in table.values())
     macro = ["macro mean"] if tasks else []
-    row_md = lambda cells: "| " + " | ".join(cells) + " |"
-    head = ["model", *(f"{t} ({first['tasks'][t]['metric']})" for t in tasks), *macro, *(["response NLL ↓"] if with_nll else [])]
-    lines = [row_md(head), row_md(["---"] * len(head))]
+    rows = []
     for name, row in table.items():
         cells = [f"{row['tasks'][t]['score']:.3f} ± {row['tasks'][t]['stderr']:.3f}" if row["tasks"][t]["stderr"] is not None
                  else f"{row['tasks'][t]['score']:.3f}" for t in tasks]
@@ -373,11 +370,9 @@ def _table_markdown(table: dict, tasks: list[str], comparisons: dict, baseline: 
         if with_nll:
             nll = row.get("response_nll")
             cells.append(f"{nll['mean']:.4f} ± {nll['stderr']:.4f}" if nll else "n/a")
-        lines.append(row_md([name, *cells]))
-    lines += ["", f"Differences to `{baseline}` (paired bootstrap over items, 95% CI):", ""]
-    head = ["model", *tasks, *macro, *(["response NLL"] if with_nll else [])]
-    lines += [row_md(head), row_md(["---"] * len(head))]
-    fmt = lambda d, s=100: f"{d['diff'] * s:+.1f} [{d['ci_low'] * s:+.1f}, {d['ci_high'] * s:+.1f}]"
+        rows.append([name, *cells])
+    fmt = lambda d, s=100: f"{d['diff'] * s:+.1f} [{d['ci_low'] * s:+.1f}, {d['ci_high'] * s:+.1f}]"  # noqa: E731
+    diffs = []
     for name, comp in comparisons.items():
         cells = [fmt(comp["tasks"][t]) for t in tasks]
         if tasks:
@@ -385,9 +380,14 @@ def _table_markdown(table: dict, tasks: list[str], comparisons: dict, baseline: 
         if with_nll:
             cells.append(f"{comp['response_nll']['diff']:+.4f} [{comp['response_nll']['ci_low']:+.4f}, {comp['response_nll']['ci_high']:+.4f}]"
                          if "response_nll" in comp else "n/a")
-        lines.append(row_md([name, *cells]))
-    lines += ["", "Accuracy differences in points (×100); response NLL in nats per token (negative is better)."]
-    return "\n".join(lines)
+        diffs.append([name, *cells])
+    nll_head = ["response NLL"] if with_nll else []
+    return "\n".join([
+        markdown_table(["model", *(f"{t} ({first['tasks'][t]['metric']})" for t in tasks), *macro, *(f"{h} ↓" for h in nll_head)], rows),
+        "", f"Differences to `{baseline}` (paired bootstrap over items, 95% CI):", "",
+        markdown_table(["model", *tasks, *macro, *nll_head], diffs),
+        "", "Accuracy differences in points (×100); response NLL in nats per token (negative is better).",
+    ])
 
 
 def _setup_text(c: CompareConfig, metrics: dict, eval_values: dict) -> str:

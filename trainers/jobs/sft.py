@@ -258,7 +258,7 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from hf_ext.hub.cards import hub_ids
+    from hf_ext.hub.cards import card_hub_id
     from hf_ext.models import load_model, load_tokenizer
 
     start = time.perf_counter()
@@ -280,10 +280,7 @@ def run_sft(config: SFTJobConfig) -> dict[str, Any]:
                          f"{expected} were selected; the folder's data files and metrics.json disagree.")
     model = load_model(config.model_name_or_path, AutoModelForCausalLM, revision=config.model_revision,
                        dtype=getattr(torch, config.model_dtype))
-    try:
-        base_id = config.base_model_id or hub_ids(config.model_name_or_path)[0]
-    except InputError:
-        base_id = None
+    base_id = config.base_model_id or card_hub_id(config.model_name_or_path)
     if config.dataset_id:
         datasets = [config.dataset_id]
     elif source.source_datasets:

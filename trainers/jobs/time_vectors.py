@@ -166,7 +166,7 @@ def _card(config: TimeVectorExperimentConfig, metrics: dict[str, Any]):
     card_data = {"tags": ["hf-ext", "time-vectors", "task-arithmetic"], **({"base_model": base, "base_model_relation": "adapter"} if base else {}),
                  **({"datasets": [dataset]} if dataset else {})}
     interp, endpoint = metrics["interp_best_loss_mid"], metrics["endpoint_best_loss_mid"]
-    verdict = (f"On the middle years ({', '.join(str(y) for y in config.years[1:-1])}), the best interpolation of "
+    verdict = (f"On the middle years ({', '.join(years[1:-1])}), the best interpolation of "
                f"τ_{years[0]} and τ_{years[-1]} reaches a mean held-out loss of {interp:.4f} against {endpoint:.4f} for the "
                f"better endpoint model: interpolation {'helps' if interp < endpoint else 'does not help'} "
                f"({interp - endpoint:+.4f} nats/token).") if len(years) > 2 else ""

@@ -264,8 +264,8 @@ def warmup_card(config: LessWarmupConfig, metrics: dict[str, Any], log_history: 
         step = int(Path(path).name.split("-")[-1])
         logged = [s for s in losses if s <= step]
         rows.append([f"`{Path(path).name}/`", step, losses[max(logged)] if logged else "n/a"])
-    usage = ("```yaml\njob: less_select\nwarmup_dir: " + str(config.output_dir) + "   # this folder (a local copy of it, when it came from the Hub)\nmodel_name_or_path: "
-             + str(base or config.model_name_or_path) + "\n```")
+    usage = (f"```yaml\njob: less_select\nwarmup_dir: {config.output_dir}   # this folder (a local copy of it, when it came from the Hub)\n"
+             f"model_name_or_path: {base or config.model_name_or_path}\n```")
     return render_model_card(
         "model_card.md.j2", card_data, title="LESS warmup checkpoints",
         summary=(f"LoRA warmup for LESS (Xia et al., arXiv 2402.04333): rank {config.lora_r} (α {config.lora_alpha}) on "
