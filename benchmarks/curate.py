@@ -10,6 +10,14 @@ With ``--dclm-dir`` (a clone of mlfoundations/dclm) it also runs DCLM's own heur
 ``dclm_reference_agreement`` (keep/drop), ``dclm_reference_same_drop_step`` and
 ``dclm_reference_identical_text`` (documents both keep with identical output text).
 
+Language ID runs through `hf_ext.curate.fasttext_top1.FastTextTop1` (fastText's own arithmetic with
+each distinct token's rows looked up once); ``timed_run_decisions_identical_to_fasttext_predict_chain``
+checks every timed document against the chain with fastText's predict, and the ``language_id_*``
+keys time it against fastText's predict on the 1,000 C4 + 30 Dolma documents with an empty and
+a warm token cache. The timed documents repeat 1,000 unique ones, so after the first 1,000 our
+token cache is warm (fastText has no such cache): the cold-cache rate is the honest one for a
+stream of new documents.
+
 Documents: the C4 documents in <data-dir>/web, repeated to >= 20,000 (2,000 with --quick).
 Everything is timed in this run on this machine; compare the ratios, not the absolute rates.
 The two chains are timed in alternating slices (1,000 of our documents, then datatrove's share
@@ -178,6 +186,56 @@ def frozen_identity(unique: list, texts: list, reasons: list) -> str:
     return f"{same}/{checked}"
 
 
+def language_id_speed(unique: list, dolma: list) -> dict:
+    """Our language ID (`FastTextTop1`: fastText's arithmetic with a per-token cache) against
+    fastText's own predict on the same texts (newlines removed, as DCLM): docs/s with an empty
+    cache (every token new) and a warm one (the same documents again), and how many of the
+    (label, probability) pairs are identical. `unique`: the 1,000 C4 documents; `dolma`: Dolma's."""
+    import fasttext
+
+    from hf_ext.curate.fasttext_top1 import FastTextTop1
+
+    path = packaged_lid_model()
+    model = fasttext.load_model(path)
+    texts = [t.replace("\n", "") for t in unique + dolma]
+    fast = FastTextTop1.load(model, path)
+    model.predict(texts[:5], k=1)
+    cold = warm = theirs_s = 0.0
+    for _ in range(3):  # interleaved rounds, best of each
+        fast.cache.clear()
+        fast._size = 0
+        start = time.perf_counter()
+        mine = fast.predict(texts)
+        cold = max(cold, len(texts) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        fast.predict(texts)
+        warm = max(warm, len(texts) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        labels, probs = model.predict(texts, k=1)
+        theirs_s = max(theirs_s, len(texts) / (time.perf_counter() - start))
+    theirs = [(lab[0].removeprefix("__label__"), float(p[0])) if len(lab) else ("", 0.0) for lab, p in zip(labels, probs)]
+    return {
+        "language_id_docs": len(texts),
+        "language_id_identical_to_fasttext": f"{sum(a == b for a, b in zip(mine, theirs))}/{len(texts)}",
+        "language_id_docs_per_s_cold_cache": cold,
+        "language_id_docs_per_s_warm_cache": warm,
+        "fasttext_predict_docs_per_s": theirs_s,
+        "language_id_speedup_vs_fasttext_cold": cold / theirs_s,
+        "language_id_speedup_vs_fasttext_warm": warm / theirs_s,
+        "language_id_cached_tokens": len(fast.cache),
+    }
+
+
+def decisions_identical_to_fasttext_predict(unique: list, texts: list, reasons: list) -> str:
+    """Timed-run documents whose drop reason and output text equal those of the same chain with
+    language ID through fastText's own predict (``cache_tokens=False``), as "same/checked"."""
+    pipe = CurationPipeline.from_name("dclm_heuristics", step_options={"language_id": {"cache_tokens": False}})
+    ref_texts, _, ref_reasons = pipe.process(unique)
+    same = sum(reasons[i] == ref_reasons[i % len(unique)] and (reasons[i] is not None or texts[i] == ref_texts[i % len(unique)])
+               for i in range(len(texts)))
+    return f"{same}/{len(texts)}"
+
+
 DCLM_FIDELITY_SETS = {"c4_en_train_first1000": "c4_en_train_first1000.jsonl.gz", "dolma_test_cc_documents": "dolma_test_cc_documents.jsonl.gz"}
 
 
@@ -284,6 +342,10 @@ def main():
     results["datatrove_docs_per_s"] = n_dt / dt_s
     results["speedup_vs_datatrove"] = results["docs_per_s"] / results["datatrove_docs_per_s"]
     results["timed_run_decisions_identical_to_frozen"] = frozen_identity(unique, timed_texts, timed_reasons)
+    results["timed_run_decisions_identical_to_fasttext_predict_chain"] = decisions_identical_to_fasttext_predict(
+        unique, timed_texts, timed_reasons)
+    dolma = [r["record"]["text"] for r in read_jsonl(args.data_dir / "web" / "dolma_test_cc_documents.jsonl.gz")]
+    results.update(language_id_speed(unique, dolma))
     results.update(speed_by_step(texts, dt, texts[: min(n_dt, 1_000)]))
     results["drop_counts"] = dict(pipe.drop_counts.most_common())
     results["kept_fraction"] = 1 - sum(pipe.drop_counts.values()) / pipe.seen

@@ -10,6 +10,10 @@ exact model pass ``model_path`` — a local ``lid.176.bin`` or a Hub repo id wit
 ``model_filename`` (recipe: ``step_options: {language_id: {model_path: ..., model_filename:
 ...}}``). `LanguageIDFilter.model_description` names the model in cards. The model loads
 lazily, so the filter pickles small for ``num_proc`` and datatrove workers.
+
+Prediction goes through `hf_ext.curate.fasttext_top1.FastTextTop1`, which gives fastText's exact
+labels and probabilities for hierarchical-softmax models like lid.176 while looking each distinct
+token's subword rows up once (``cache_tokens=False`` calls fastText's ``predict`` instead).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .base import Doc, Filter
+from .fasttext_top1 import FastTextTop1
 
 # DCLM's is_space_or_punct: empty, or only string.punctuation and spaces
 _SPACE_OR_PUNCT = re.compile(r"[ !-/:-@\[-`{-~]*")
@@ -88,20 +93,24 @@ class LanguageIDFilter(Filter):
         newline (`str`, *optional*, defaults to `""`):
             What replaces each newline before prediction: ``""`` (DCLM removes them, so the last word of a line
             runs into the next) or ``" "`` (datatrove's LanguageFilter).
+        cache_tokens (`bool`, *optional*, defaults to `True`):
+            Predict through `FastTextTop1` (fastText's own arithmetic, each distinct token's subword rows looked up
+            once: the same labels and probabilities, about 3x faster on web text once the cache is warm); `False`
+            calls fastText's ``predict``. Models it does not reproduce use fastText's ``predict`` either way.
     """
 
     name = "language_id"
 
     def __init__(self, language: str = "en", min_score: float = 0.65, model_path: str | None = None,
-                 model_filename: str | None = None, newline: str = ""):
+                 model_filename: str | None = None, newline: str = "", cache_tokens: bool = True):
         if model_filename is not None and model_path is None:
             raise InputError("language_id: model_filename needs model_path (the Hub repo id that holds the file).")
         self.language, self.min_score, self.model_path, self.model_filename = language, min_score, model_path, model_filename
-        self.newline = newline
-        self._model = None
+        self.newline, self.cache_tokens = newline, cache_tokens
+        self._model = self._top1 = self._path = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_model": None}
+        return {**self.__dict__, "_model": None, "_top1": None}
 
     @property
     def model_description(self) -> str:
@@ -127,13 +136,26 @@ class LanguageIDFilter(Filter):
     @property
     def model(self):
         if self._model is None:
-            self._model = load_fasttext_model(self._resolve(), "language-ID model")
+            self._path = self._resolve()
+            self._model = load_fasttext_model(self._path, "language-ID model")
         return self._model
+
+    @property
+    def top1(self) -> FastTextTop1 | None:
+        """fastText's top-1 prediction with a per-token cache (`FastTextTop1`: the same labels and
+        probabilities), or None for a model it does not reproduce."""
+        if self._top1 is None:
+            model = self.model
+            self._top1 = (self.cache_tokens and FastTextTop1.load(model, self._path)) or False
+        return self._top1 or None
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """(language, probability) of each text's top label, predicted on the text with
         newlines replaced by `newline` (DCLM removes them)."""
-        labels, probs = self.model.predict([t.replace("\n", self.newline) for t in texts], k=1)
+        texts = [t.replace("\n", self.newline) for t in texts]
+        if self.top1 is not None:
+            return self.top1.predict(texts)
+        labels, probs = self.model.predict(texts, k=1)
         return [(lab[0].removeprefix("__label__") if lab else "", float(p[0]) if len(p) else 0.0) for lab, p in zip(labels, probs)]
 
     def check_batch(self, docs: list[Doc]):
