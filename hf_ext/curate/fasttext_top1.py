@@ -178,6 +178,14 @@ class FastTextTop1:
                 path[left[p]], path[right[p]] = path[p] + ((p, False),), path[p] + ((p, True),)
             self.levels.append(tuple(np.array(x) for x in (parents, [left[p] for p in parents], [right[p] for p in parents])))
             frontier = [c for p in parents for c in (left[p], right[p])]
+        depth = max(len(v) for v in self.paths.values())
+        self.path_nodes = np.zeros((osz, depth), np.intp)  # leaf -> its path's internal nodes (minus osz), root first
+        self.path_right = np.zeros((osz, depth), bool)  # ... and whether the path goes right there
+        self.path_length = np.zeros(osz, np.intp)
+        for leaf_id, steps in self.paths.items():
+            self.path_length[leaf_id] = len(steps)
+            for k, (node_id, right_turn) in enumerate(steps):
+                self.path_nodes[leaf_id, k], self.path_right[leaf_id, k] = node_id - osz, right_turn
         self.threshold_score = np.float32(math.log(0.0 + 1e-5))  # std_log(threshold=0): dfs prunes below it
         self.pruned = None  # n-gram bucket -> its row among the kept ones, -1 when quantisation dropped it
         if file.prune_keys is not None:
@@ -356,14 +364,26 @@ class FastTextTop1:
         leaves = score[:, : self.osz]
         top2 = np.partition(leaves, self.osz - 2, axis=1)[:, -2:]
         best = leaves.argmax(axis=1)
+        unsure = (top2[:, 1] - top2[:, 0] < TIE_MARGIN) | (top2[:, 1] < self.threshold_score + TIE_MARGIN)
+        for row in np.flatnonzero(unsure):
+            out[index[row]] = self._fasttext(texts[index[row]])
+            self.fallbacks += 1
+        rows = np.flatnonzero(~unsure)
+        if not len(rows):
+            return
+        # the best leaf's path again, exactly: f = float(1 / (1 + expf(-x))) with the C library's expf,
+        # score = float32 sum, root first, of float(log(p + 1e-5)), probability expf(score)
+        leaf = best[rows]
+        on_path = self.path_length[leaf][:, None] > np.arange(self.path_nodes.shape[1])
+        nodes = self.path_nodes[leaf]
         expf = self.expf
-        for row, i in enumerate(index):
-            if top2[row, 1] - top2[row, 0] < TIE_MARGIN or top2[row, 1] < self.threshold_score + TIE_MARGIN:
-                out[i] = self._fasttext(texts[i])
-                self.fallbacks += 1
-                continue
-            s, xs = np.float32(0.0), x[row]
-            for node, is_right in self.paths[int(best[row])]:
-                f = np.float32(1.0 / float(np.float32(1.0) + np.float32(expf(-float(xs[node - self.osz])))))
-                s = np.float32(s + np.float32(math.log((float(f) if is_right else float(np.float32(1.0 - float(f)))) + 1e-5)))
-            out[i] = (self.labels[int(best[row])], float(np.float32(expf(float(s)))))
+        e = np.array([expf(v) for v in (-x[rows[:, None], nodes][on_path]).tolist()], np.float32)
+        f = (1.0 / (np.float32(1) + e).astype(np.float64)).astype(np.float32)
+        p = np.where(self.path_right[leaf][on_path], f.astype(np.float64), (1.0 - f.astype(np.float64)).astype(np.float32))
+        logs = np.zeros(nodes.shape, np.float32)  # adding float32 0.0 past a path's end changes nothing
+        logs[on_path] = np.array([math.log(v + 1e-5) for v in p.tolist()], np.float64).astype(np.float32)
+        score = np.zeros(len(rows), np.float32)
+        for k in range(logs.shape[1]):
+            score += logs[:, k]
+        for row, leaf_id, sc in zip(rows.tolist(), leaf.tolist(), score.tolist()):
+            out[index[row]] = (self.labels[leaf_id], float(np.float32(expf(sc))))
