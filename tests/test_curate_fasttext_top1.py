@@ -82,12 +82,18 @@ def test_cache_eviction_keeps_predictions(lid, monkeypatch):
 
 
 def test_language_id_filter_uses_the_fast_path_and_pickles_small():
+    """The filter predicts through FastTextTop1, pickles without the model or the cache, and
+    hashes the same for datasets' map fingerprint before and after it has predicted."""
+    from datasets.fingerprint import Hasher
+
     filt = LanguageIDFilter()
+    before = Hasher.hash(filt)
     texts = _texts()[:200]
     assert filt.top1 is not None
     assert filt.predict(texts) == _fasttext_top1(filt.model, texts)
     state = pickle.loads(pickle.dumps(filt)).__dict__
     assert state["_model"] is None and state["_top1"] is None
+    assert Hasher.hash(filt) == before
 
 
 @pytest.fixture(scope="module")

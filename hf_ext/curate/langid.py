@@ -110,7 +110,7 @@ class LanguageIDFilter(Filter):
         self._model = self._top1 = self._path = None
 
     def __getstate__(self):
-        return {**self.__dict__, "_model": None, "_top1": None}
+        return {**self.__dict__, "_model": None, "_top1": None, "_path": None}
 
     @property
     def model_description(self) -> str:
