@@ -71,14 +71,15 @@ def test_packaged_lid_top1_is_fasttexts_prediction(lid):
     assert fast.fallbacks == 2 * 2  # the label-token and "</s>" texts, each time
 
 
-def test_cache_eviction_keeps_predictions(lid, monkeypatch):
+def test_full_cache_keeps_predictions(lid, monkeypatch):
     model, _ = lid
     fast = FastTextTop1.load(model, packaged_lid_model())
     monkeypatch.setattr(fasttext_top1, "MAX_CACHED_TOKENS", 200)
     texts = _texts()
     mine = [p for s in range(0, len(texts), 8) for p in fast.predict(texts[s : s + 8])]
     assert mine == _fasttext_top1(model, texts)
-    assert len(fast.cache) < len({t for text in texts for t in text.split()})
+    assert len(fast.cache) == 200  # full: it stopped growing, and the tokens past it still predict exactly
+    assert fast.predict(texts) == mine
 
 
 def test_language_id_filter_uses_the_fast_path_and_pickles_small():

@@ -284,27 +284,26 @@ class FastTextTop1:
         entries = list(map(cache.get, tokens))
         if None in entries:
             missing = [k for k, entry in enumerate(entries) if entry is None]
-            if len(cache) + len(missing) > MAX_CACHED_TOKENS:
-                cache.clear()
-                self._size = 0
-                entries = [None] * len(tokens)
-                missing = range(len(tokens))
             new = list(dict.fromkeys([tokens[k] for k in missing]))
             flat, lengths = self._subword_ids(new)
-            need = self._size + int(lengths.sum())
+            first, start = len(cache), self._size  # the new entries go after the cached ones
+            need = start + int(lengths.sum())
             if need > len(self._flat):
                 self._flat = np.resize(self._flat, max(need, 2 * len(self._flat)))
-            if len(cache) + len(new) > len(self._lengths):
-                grow = max(len(cache) + len(new), 2 * len(self._lengths))
+            if first + len(new) > len(self._lengths):
+                grow = max(first + len(new), 2 * len(self._lengths))
                 self._starts, self._lengths = np.resize(self._starts, grow), np.resize(self._lengths, grow)
-            first = len(cache)
-            self._starts[first : first + len(new)] = self._size + np.cumsum(lengths) - lengths
+            self._starts[first : first + len(new)] = start + np.cumsum(lengths) - lengths
             self._lengths[first : first + len(new)] = lengths
-            self._flat[self._size : need] = flat
-            self._size = need
-            cache.update(zip(new, range(first, first + len(new))))
+            self._flat[start:need] = flat
+            slot = dict(zip(new, range(first, first + len(new))))
             for k in missing:
-                entries[k] = cache[tokens[k]]
+                entries[k] = slot[tokens[k]]
+            # Kept while the cache has room. Once it holds MAX_CACHED_TOKENS it stops growing: the
+            # tokens seen first (the frequent ones) stay, and a later new token is looked up each time.
+            kept = new[: max(MAX_CACHED_TOKENS - first, 0)]
+            cache.update(zip(kept, range(first, first + len(kept))))
+            self._size = start + int(lengths[: len(kept)].sum())
         return np.array(entries, np.intp)
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
