@@ -141,6 +141,15 @@ class FastTextTop1:
     """Top-1 ``(label, probability)`` of a loaded fastText hierarchical-softmax model, identical to
     ``model.predict(text, k=1)``; build it with `FastTextTop1.load`, which returns None for a model
     it does not reproduce.
+
+    Args:
+        model (`fasttext.FastText._FastText`):
+            The loaded model: its labels and counts build the tree, its ``predict`` answers what this class does
+            not reproduce.
+        file (`_ModelFile`):
+            The same model's matrices and dictionary, read from its file (`_read_model`).
+        expf (`ctypes` function):
+            The C library's ``expf`` (`_expf`), the one fastText calls.
     """
 
     def __init__(self, model, file: _ModelFile, expf):
