@@ -3,9 +3,11 @@ with each distinct token's input rows looked up once.
 
 ``model.predict(texts, k=1)`` tokenises every document in C++ and, for every token, hashes all of
 its character n-grams again (lid.176: 2-4 characters) before it sums their rows; on web text that
-is language ID's whole cost, and the same few hundred thousand words recur in every document.
-`FastTextTop1` asks fastText once per distinct token for the row ids it would use
-(``get_subwords``), then repeats fastText's own arithmetic in fastText's order: the hidden vector
+is most of language ID's cost, and the same few hundred thousand words recur in every document.
+`FastTextTop1` computes once per distinct token the row ids fastText would use (what
+``get_subwords`` returns: the word's id and its hashed n-grams, vectorised in numpy over the new
+tokens of a batch) and keeps them in a bounded cache, then repeats fastText's own arithmetic in
+fastText's order on the model's own matrices, read from its file: the hidden vector
 is the float32 running sum of the rows in token order times ``float(1 / n)``; the tree's node
 probability is ``1 / (1 + expf(-x))`` with the C library's ``expf``, scores are float32 sums of
 ``float(log(p + 1e-5))``, and the probability is ``expf(score)``. The answer is the same label and
@@ -287,8 +289,9 @@ class FastTextTop1:
         return ids.astype(np.intp), np.bincount(owners, minlength=len(tokens))
 
     def _entries(self, tokens: list[str]) -> np.ndarray:
-        """Cache entry of each token (its row ids are ``flat[start:start + length]``), asking
-        fastText for the tokens not seen yet."""
+        """Cache entry of each token (its row ids are ``_flat[start:start + length]``), with the ids
+        of the tokens not seen yet computed by `_subword_ids` (entries past a full cache serve
+        this call only)."""
         cache = self.cache
         entries = list(map(cache.get, tokens))
         if None in entries:
