@@ -26,8 +26,10 @@ import ctypes
 import ctypes.util
 import logging
 import math
+import operator
 import re
 import struct
+from itertools import compress
 from typing import NamedTuple
 
 import numpy as np
@@ -203,7 +205,7 @@ class FastTextTop1:
             self.pruned = np.full(file.bucket, -1, np.int32)
             self.pruned[file.prune_keys] = file.prune_values
         self.rows_pad = np.concatenate([rows, np.zeros((1, rows.shape[1]), np.float32)])  # last: padding
-        self.cache: dict[str, int] = {}  # token -> entry of _starts/_lengths into _flat (its row ids)
+        self.cache: dict[str, int] = {}  # token -> 1 + its entry of _starts/_lengths into _flat (its row ids)
         self._starts, self._lengths = np.zeros(1024, np.intp), np.zeros(1024, np.intp)
         self._flat, self._size = np.zeros(4096, np.intp), 0
         self.fallbacks = 0
@@ -293,10 +295,9 @@ class FastTextTop1:
         of the tokens not seen yet computed by `_subword_ids` (entries past a full cache serve
         this call only)."""
         cache = self.cache
-        entries = list(map(cache.get, tokens))
+        entries = list(map(cache.get, tokens))  # entry + 1, so that every cached token is truthy
         if None in entries:
-            missing = [k for k, entry in enumerate(entries) if entry is None]
-            new = list(dict.fromkeys([tokens[k] for k in missing]))
+            new = list(dict.fromkeys(compress(tokens, map(operator.not_, entries))))
             flat, lengths = self._subword_ids(new)
             first, start = len(cache), self._size  # the new entries go after the cached ones
             need = start + int(lengths.sum())
@@ -308,15 +309,17 @@ class FastTextTop1:
             self._starts[first : first + len(new)] = start + np.cumsum(lengths) - lengths
             self._lengths[first : first + len(new)] = lengths
             self._flat[start:need] = flat
-            slot = dict(zip(new, range(first, first + len(new))))
-            for k in missing:
-                entries[k] = slot[tokens[k]]
             # Kept while the cache has room. Once it holds MAX_CACHED_TOKENS it stops growing: the
             # tokens seen first (the frequent ones) stay, and a later new token is looked up each time.
-            kept = new[: max(MAX_CACHED_TOKENS - first, 0)]
-            cache.update(zip(kept, range(first, first + len(kept))))
-            self._size = start + int(lengths[: len(kept)].sum())
-        return np.array(entries, np.intp)
+            kept = len(new) if first + len(new) <= MAX_CACHED_TOKENS else max(MAX_CACHED_TOKENS - first, 0)
+            cache.update(zip(new[:kept], range(first + 1, first + kept + 1)))
+            self._size = start + int(lengths[:kept].sum())
+            if kept == len(new):
+                entries = list(map(cache.get, tokens))
+            else:  # this call's entries past the full cache
+                slot = dict(zip(new, range(first + 1, first + len(new) + 1)))
+                entries = [e if e is not None else slot[t] for t, e in zip(tokens, entries)]
+        return np.array(entries, np.intp) - 1
 
     def predict(self, texts: list[str]) -> list[tuple[str, float]]:
         """``(label without __label__, probability)`` per text, as ``model.predict(texts, k=1)``
