@@ -126,6 +126,8 @@ FIELD_CASES = [
                  id="select-flag-nan"),
     pytest.param("job: merge\ndtype: float8\n", [], "'dtype'", id="merge-dtype-float8"),
     pytest.param("job: curate\nhtml: off\n", [], "html: \"off\"", id="curate-html-off"),
+    pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\nstep_options: {language_id: {cache_tokens: \"yes\"}}\n", [],
+                 "language_id: cache_tokens must be true or false", id="curate-language-id-cache-tokens-string"),
     pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\ndedup: [bff]\nbff_expected_ngrams: 1000\n", [],
                  "`bff_expected_ngrams` -> dedup_options: {bff: {expected_ngrams: ...}}", id="curate-old-dedup-key"),
     pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\noutput_dir: {tmp}/out\n", ["--minhash_threshold", "0.5"],

@@ -64,6 +64,20 @@ def _expf():
     return fn
 
 
+def fasttext_predict_top1(model, texts: list[str]) -> list[tuple[str, float]]:
+    """``model.predict(texts, k=1)`` as ``(label without __label__, probability)`` per text, ``("", 0.0)``
+    where fastText predicts nothing: the reference `FastTextTop1` reproduces and falls back to.
+
+    Args:
+        model (`fasttext.FastText._FastText`):
+            A loaded fastText classifier.
+        texts (`list[str]`):
+            One line each (fastText raises on a newline).
+    """
+    labels, probs = model.predict(texts, k=1)
+    return [(str(lab[0]).removeprefix("__label__"), float(p[0])) if len(lab) else ("", 0.0) for lab, p in zip(labels, probs)]
+
+
 class _ModelFile(NamedTuple):
     words: dict[str, int]  # the dictionary's words (type 0) -> id
     nwords: int
@@ -157,8 +171,9 @@ class FastTextTop1:
     """
 
     def __init__(self, model, file: _ModelFile, expf):
-        self.model, self.file, self.expf = model, file, expf
         rows, output = file.rows, file.output
+        self.rows_pad = np.concatenate([rows, np.zeros((1, rows.shape[1]), np.float32)])  # last: padding
+        self.model, self.file, self.expf = model, file._replace(rows=self.rows_pad[:-1]), expf  # one copy of the rows
         self.output_columns = [np.ascontiguousarray(output[:, j]) for j in range(output.shape[1])]
         labels, counts = model.get_labels(include_freq=True)
         self.labels = [str(lab).removeprefix("__label__") for lab in labels]
@@ -204,7 +219,6 @@ class FastTextTop1:
         if file.prune_keys is not None:
             self.pruned = np.full(file.bucket, -1, np.int32)
             self.pruned[file.prune_keys] = file.prune_values
-        self.rows_pad = np.concatenate([rows, np.zeros((1, rows.shape[1]), np.float32)])  # last: padding
         self.cache: dict[str, int] = {}  # token -> 1 + its entry of _starts/_lengths into _flat (its row ids)
         self._starts, self._lengths = np.zeros(1024, np.intp), np.zeros(1024, np.intp)
         self._flat, self._size = np.zeros(4096, np.intp), 0
@@ -234,8 +248,12 @@ class FastTextTop1:
         return fast
 
     def _fasttext(self, text: str) -> tuple[str, float]:
-        labels, probs = self.model.predict(text, k=1)
-        return (str(labels[0]).removeprefix("__label__"), float(probs[0])) if len(labels) else ("", 0.0)
+        return fasttext_predict_top1(self.model, [text])[0]
+
+    def clear_cache(self) -> None:
+        """Forget every cached token (the next texts start from an empty cache)."""
+        self.cache.clear()
+        self._size = 0
 
     def _subword_ids(self, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Dictionary::getSubwords of each token, vectorised over the tokens: the row ids (flat) and

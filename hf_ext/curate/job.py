@@ -210,8 +210,8 @@ def run_curate(c: CurateConfig) -> dict:
             output folder / Hub repo.
     """
     start = time.perf_counter()
+    pipe = c.build_pipeline()  # step names and step_options are checked by the steps' classes before the data loads
     ds, source = _load(c)
-    pipe = c.build_pipeline()
     _require(ds, c.text_column, "text_column")
     url_column = c.url_column if c.url_column in ds.column_names else None
     if pipe.needs_url or "url" in c.dedup:
@@ -386,6 +386,10 @@ def run_audit(c: AuditConfig) -> dict:
     from .audit import GROUP_DERIVERS, card_section, plot_retention, retention_by_group, weighted_log_odds
 
     start = time.perf_counter()
+    # step names and step_options are checked by the steps' classes before the data loads
+    pipes = {name: CurationPipeline(PIPELINES.get(name, [name]), name=name,
+                                    step_options={k: v for k, v in c.step_options.items() if k in PIPELINES.get(name, [name])})
+             for name in c.filters}
     ds, source = _load(c)
     _require(ds, c.text_column, "text_column")
     for col in [*c.group_columns, *c.keep_columns]:
@@ -397,9 +401,7 @@ def run_audit(c: AuditConfig) -> dict:
     for name in c.derived_groups:
         groups[name] = [GROUP_DERIVERS[name](u or "") for u in ds[c.url_column]]
     decisions: dict[str, list[bool]] = {col: [bool(v) for v in ds[col]] for col in c.keep_columns}
-    for name in c.filters:
-        steps = PIPELINES.get(name, [name])
-        pipe = CurationPipeline(steps, step_options={k: v for k, v in c.step_options.items() if k in steps}, name=name)
+    for name, pipe in pipes.items():
         urls = ds[c.url_column] if pipe.needs_url else None
         keep = []
         for s in range(0, len(texts), 1000):
