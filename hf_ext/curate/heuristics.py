@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 
 import numpy as np
 
+from . import kernels
 from .base import Doc, Filter
 from .text import ngram_keys, word_ids
 
@@ -283,7 +285,10 @@ class GopherRepetitionFilter(Filter):
     0.20/0.18/0.16, duplicate 5..10-gram char fraction > 0.15 .. 0.10. Differences from datatrove:
     DCLM counts every occurrence of a repeated line (datatrove only the repeats), divides by
     the characters of the segments/words (datatrove by the whole text), and marks all words of
-    repeated n-grams (datatrove skips ahead greedily). n-grams are hashed and counted with numpy.
+    repeated n-grams (datatrove skips ahead greedily). With numba installed (the ``curate``
+    extra), `check` segments, hashes and counts in compiled loops (`hf_ext.curate.kernels`,
+    about 5x faster per page on C4); `statistics`, and installs without numba, hash and count with
+    numpy. Both give the same decisions.
 
     Args:
         dup_line_frac (`float`, *optional*, defaults to `0.3`):
@@ -391,5 +396,21 @@ class GopherRepetitionFilter(Filter):
         for unit, _, _, max_chars in checks:
             if fracs[unit][1] > max_chars:
                 return False, f"{self.name}:dup_{unit}_char_frac"
-        reason = self._ngram_stats(doc, early=True)
+        reason = self._compiled_ngram_reason(doc) if kernels.available() else self._ngram_stats(doc, early=True)
         return (False, f"{self.name}:{reason}") if reason else (True, None)
+
+    def _compiled_ngram_reason(self, doc: Doc) -> str | None:
+        """`_ngram_stats(doc, early=True)` in `hf_ext.curate.kernels`' compiled loops."""
+        arrays = kernels.word_arrays(doc.text)
+        if arrays is None:  # text that needs the full UAX #29 rules: the words come from `words`
+            tokens = doc.words
+            ids, lengths = word_ids(tokens), np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        else:
+            ids, _, lengths = arrays
+        return _ngram_rules(self.top_ngrams, self.dup_ngrams).first_failure(ids, lengths)
+
+
+@lru_cache(maxsize=16)
+def _ngram_rules(top_ngrams: tuple, dup_ngrams: tuple) -> kernels.NgramRules:
+    # Module-level, so the filter's pickle (and datasets' map fingerprint) stays the same after use.
+    return kernels.NgramRules(top_ngrams, dup_ngrams)

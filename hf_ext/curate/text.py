@@ -79,9 +79,12 @@ def _char_class(chars) -> str:
 
 
 @lru_cache(maxsize=1)
-def _uax29():
-    """(fast pattern, characters that need the full rules, non-alphanumeric word starts, boundary
-    regex), built once from the ``regex`` module's Word_Break property tables."""
+def word_break_sets() -> dict[str, str]:
+    """The Basic Multilingual Plane's characters by the role `words` gives them, from the
+    ``regex`` module's Word_Break property tables: ``letters`` (ALetter), ``digits``
+    (Numeric), ``joiners`` (ExtendNumLet), ``mid_letter`` / ``mid_num`` (a character that joins
+    two letters / two digits), ``other_alnum`` (other alphanumerics: one-character words),
+    ``full_rules`` (characters whose text takes the full UAX #29 rules)."""
     import regex
 
     # Basic Multilingual Plane only: classes with supplementary-plane ranges compile to slow
@@ -92,21 +95,33 @@ def _uax29():
         return "".join(regex.findall("[" + "".join(rf"\p{{Word_Break={v}}}" for v in values) + "]", every))
 
     letters, digits, joiners, kana = prop("ALetter"), prop("Numeric"), prop("ExtendNumLet"), set(prop("Katakana"))
-    mid_letter, mid_num = prop("MidLetter", "MidNumLet", "Single_Quote"), prop("MidNum", "MidNumLet", "Single_Quote")
     word_chars = set(letters + digits + joiners)
-    other_alnum = "".join(c for c in re.findall(r"[^\W_]", every) if c not in word_chars and c not in kana)
+    return {
+        "letters": letters, "digits": digits, "joiners": joiners,
+        "mid_letter": prop("MidLetter", "MidNumLet", "Single_Quote"), "mid_num": prop("MidNum", "MidNumLet", "Single_Quote"),
+        "other_alnum": "".join(c for c in re.findall(r"[^\W_]", every) if c not in word_chars and c not in kana),
+        "full_rules": prop("Extend", "Format", "ZWJ", "Hebrew_Letter", "Katakana"),
+    }
+
+
+@lru_cache(maxsize=1)
+def _uax29():
+    """(fast pattern, characters that need the full rules, non-alphanumeric word starts, boundary
+    regex), built once from `word_break_sets`."""
+    import regex
+
+    sets = word_break_sets()
+    letters, digits, joiners = sets["letters"], sets["digits"], sets["joiners"]
     A, N, run = f"[{_char_class(letters)}]", f"[{_char_class(digits)}]", f"[{_char_class(letters + digits + joiners)}]++"
     # A run of letters, digits and joiners is one word (WB5, WB8-10, WB13a/b); one mid character
     # between two letters (WB6/7) or two digits (WB11/12) continues it; every other alphanumeric
     # is a word of its own (WB999). Katakana (WB13) takes the full-rules path.
     fast = re.compile(
-        rf"{run}(?:(?<={A})[{_char_class(mid_letter)}](?={A}){run}|(?<={N})[{_char_class(mid_num)}](?={N}){run})*+"
-        rf"|[{_char_class(other_alnum)}]"
+        rf"{run}(?:(?<={A})[{_char_class(sets['mid_letter'])}](?={A}){run}|(?<={N})[{_char_class(sets['mid_num'])}](?={N}){run})*+"
+        rf"|[{_char_class(sets['other_alnum'])}]"
     )
-    needs_full_rules = re.compile(
-        f"[{_char_class(prop('Extend', 'Format', 'ZWJ', 'Hebrew_Letter', 'Katakana'))}\\U00010000-\\U0010ffff]"
-    )
-    odd_start = re.compile(f"[{_char_class(c for c in word_chars if not c.isalnum())}]")
+    needs_full_rules = re.compile(f"[{_char_class(sets['full_rules'])}\\U00010000-\\U0010ffff]")
+    odd_start = re.compile(f"[{_char_class(c for c in letters + digits + joiners if not c.isalnum())}]")
     boundaries = regex.compile(r"\b", flags=regex.WORD | regex.V1)
     return fast, needs_full_rules, odd_start, boundaries
 
