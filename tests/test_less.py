@@ -104,7 +104,14 @@ def test_batched_per_example_grads_equal_single_example_backward(warm, pool):
     ids = torch.tensor([r["input_ids"] + [tok.pad_token_id] * (width - len(r["input_ids"])) for r in rows])
     lab = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in rows])
     params = state["per_ckpt"][1]["params"]
+    assert state["split"] is not None  # the head runs at response positions only (checked against the model's logits)
     batched = f.per_example_grads(ids, lab, params)
+    split, state["split"] = state["split"], None  # the full forward (models whose logits are not head(decoder))
+    try:
+        full_forward = f.per_example_grads(ids, lab, params)
+    finally:
+        state["split"] = split
+    assert torch.allclose(batched, full_forward, rtol=1e-5, atol=1e-7)
     # Reference: the checkpoint's weights in the model, one unpadded example at a time,
     # transformers' own loss (mean over labelled tokens) and a plain backward.
     live = dict(model.named_parameters())
@@ -117,6 +124,7 @@ def test_batched_per_example_grads_equal_single_example_backward(warm, pool):
         out.loss.backward()
         single = torch.cat([live[n].grad.reshape(-1) for n in state["names"]])
         assert torch.allclose(batched[i], single, rtol=1e-4, atol=1e-6), (batched[i] - single).abs().max()
+        assert torch.allclose(full_forward[i], single, rtol=1e-4, atol=1e-6)
         # Only LoRA parameters carry gradients; the base model stays frozen.
         assert all(p.grad is None for n, p in model.named_parameters() if "lora_" not in n)
     assert all("lora_" in n for n in state["names"])
@@ -418,3 +426,24 @@ def test_recipes_take_flag_overrides(recipe):
         assert (config.num_train_epochs, config.warmup_steps, config.save_strategy) == (4, 0.03, "epoch")
     if recipe == "less_llama2_mmlu.yaml":
         assert (config.proj_dim, config.percent, config.target_subtask_column) == (8192, 5.0, "subject")
+
+
+def test_decoder_split_only_where_logits_are_head_of_decoder():
+    """The response-positions-only head is used when it gives the model's own logits, not when the
+    model changes them after the head (soft-capping, logit scales), nor with a LoRA factor outside the decoder."""
+    from hf_ext.select.less.gradients import _decoder_split
+    from hf_ext.testing import tiny_llama
+
+    model = tiny_llama().eval()
+    split = _decoder_split(model, [("model.layers.0.self_attn.q_proj.lora_A.default.weight", None)])
+    assert split is not None and split[0] is model.model and split[1] == "model." and split[2] is model.lm_head
+    assert _decoder_split(model, [("lm_head.lora_A.default.weight", None)]) is None
+
+    class Scaled(type(model)):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 0.5
+            return out
+
+    scaled = Scaled(model.config).eval()
+    assert _decoder_split(scaled, []) is None

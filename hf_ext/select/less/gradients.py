@@ -12,7 +12,9 @@ factor is an ``nn.Linear`` (y = x Wᵀ), so example b's weight gradient is Σ_t 
 backward of the summed per-example losses gives exactly (examples do not interact: right
 padding under causal attention). Only the gradients of the factors' outputs are requested
 from autograd, so no weight gradient of the frozen model is formed; attention runs on the
-fused SDPA kernel. (The previous ``torch.func.vmap(grad(...))`` path needed eager attention
+fused SDPA kernel, and the output head runs only at the positions that predict a response token
+(not over the prompt or the padding; checked at load time to give the model's own logits, else
+the full forward is used). (The previous ``torch.func.vmap(grad(...))`` path needed eager attention
 and ran 3-4x slower here; see ``benchmarks/less.py`` for the measured profile.)
 
 >>> from hf_ext.select.less import GradientFeaturizer
@@ -64,6 +66,38 @@ def response_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     mask = labels != IGNORE_INDEX
     logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def _response_token_loss_at_labels(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`response_token_loss` per sequence from the decoder's last hidden states ``[B, T, H]``, with
+    the output head applied only at positions that predict a labelled token."""
+    target = labels[:, 1:]
+    b, t = (target != IGNORE_INDEX).nonzero(as_tuple=True)
+    logp = torch.log_softmax(head(hidden[b, t]).float(), dim=-1).gather(-1, target[b, t].unsqueeze(-1)).squeeze(-1)
+    counts = (target != IGNORE_INDEX).sum(-1).clamp(min=1)
+    return torch.zeros(labels.shape[0], dtype=logp.dtype, device=logp.device).index_add_(0, b, -logp / counts[b])
+
+
+def _decoder_split(model: torch.nn.Module, factors: list) -> tuple[torch.nn.Module, str, torch.nn.Module] | None:
+    """(decoder, its parameter-name prefix in `model`, output head) when the causal LM's logits
+    are exactly ``head(decoder(ids).last_hidden_state)`` and every LoRA factor is inside the
+    decoder (checked on a probe input); else `None` (the full forward is used)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if decoder is None or head is None:
+        return None
+    prefix = next((n + "." for n, m in model.named_modules() if m is decoder), None)
+    if prefix is None or not all(n.startswith(prefix) for n, _ in factors):
+        return None
+    probe = torch.arange(1, 9, device=next(model.parameters()).device).remainder(max(head.out_features, 1))[None]
+    with torch.no_grad():
+        full = model(input_ids=probe, use_cache=False).logits
+        split = head(decoder(input_ids=probe, use_cache=False).last_hidden_state)
+    # final-logit soft-capping, logit scales and the like change the logits: keep the full forward
+    return (decoder, prefix, head) if torch.equal(full, split) else None
 
 
 def check_lora_targets(model: torch.nn.Module, target_modules: Sequence[str] | str) -> None:
@@ -232,7 +266,7 @@ class GradientFeaturizer:
         dim = sum(int(np.prod(shapes[n])) for n in names)
         projector = RademacherProjector(dim, self.proj_dim, self.seed, cache_mb=self.cache_mb)
         self._state = {"tokenizer": tokenizer, "model": model, "names": names, "factors": factors, "per_ckpt": per_ckpt,
-                       "projector": projector}
+                       "projector": projector, "split": _decoder_split(model, factors)}
         return self._state
 
     @property
@@ -250,19 +284,25 @@ class GradientFeaturizer:
         from torch.func import functional_call
 
         state = self._load()
-        model, factors = state["model"], state["factors"]
-        labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-        first = int(labelled[0]) if len(labelled) else input_ids.shape[1] - 1
-        keep = max(input_ids.shape[1] - first + 1, 2)  # logits from the position before the first label
+        model, factors, split = state["model"], state["factors"], state["split"]
         seen: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
         hooks = [m.register_forward_hook(lambda mod, args, out: seen.__setitem__(mod, (args[0].detach(), out)))
                  for _, m in factors]
         try:
             with torch.enable_grad():
                 live = {n: params[n].detach().requires_grad_() for n, _ in factors}  # outputs of the factors need a graph
-                # Logits only for the last `keep` positions: prompt positions have no loss.
-                logits = functional_call(model, live, (input_ids,), {"logits_to_keep": keep, "use_cache": False}).logits
-                loss = response_token_loss(logits, labels[:, -keep:]).sum()  # examples do not interact: Σ keeps each one's grad
+                if split is not None:  # logits only where a response token is predicted (no prompt, no padding)
+                    decoder, prefix, head = split
+                    hidden = functional_call(decoder, {n[len(prefix):]: t for n, t in live.items()}, (input_ids,),
+                                             {"use_cache": False}).last_hidden_state
+                    loss = _response_token_loss_at_labels(head, hidden, labels).sum()
+                else:
+                    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+                    first = int(labelled[0]) if len(labelled) else input_ids.shape[1] - 1
+                    keep = max(input_ids.shape[1] - first + 1, 2)  # logits from the position before the first label
+                    logits = functional_call(model, live, (input_ids,), {"logits_to_keep": keep, "use_cache": False}).logits
+                    loss = response_token_loss(logits, labels[:, -keep:]).sum()
+                # examples do not interact: the sum keeps each one's gradient
                 outputs = [seen[m][1] for _, m in factors]
                 grad_outputs = torch.autograd.grad(loss, outputs)
         finally:
