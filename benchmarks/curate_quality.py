@@ -9,7 +9,10 @@ negatives' (`hf_ext.curate.quality_data.length_matched_pages`); LIMA answers kee
 length. Protocol: leave one positive source out. Each scorer trains on the other two sources
 vs the first 700 C4 documents (plus positive pages the DCLM heuristics drop) and is tested on
 the left-out source vs C4 documents 700-999, the LLaMA-Factory C4 demo and the Dolma CC
-documents (never seen in training). Scorers: DCLM's fastText bigram classifier, a logistic
+documents (never seen in training). Scorers: DCLM's fastText bigram classifier as the
+quality_classifier job trains it (`QUALITY_FASTTEXT_RECIPE`: 25 epochs at lr 0.5, text lowercased
+with punctuation split from words; chosen by the smallest margin over length on the six
+one-source-to-another transfers among the training sources, never on these held-out sets), a logistic
 head on frozen all-MiniLM-L6-v2 embeddings, and a ridge head on the same embeddings trained on
 a judge LM's FineWeb-Edu scores (judge: the packaged SmolLM2-135M-Instruct, read as the
 expected score of its next-token distribution over "0".."5" after "Educational score: "; its
@@ -90,7 +93,7 @@ def quality_benchmark(data_dir: Path, seed: int = 0, quick: bool = False, out_di
     """Every scorer on every held-out source, AUC beside the length baseline. `partial(results)`,
     when given, receives the results before the (slow) judge runs."""
     from hf_ext.curate.embed_quality import EmbeddingQualityScorer, SentenceEmbedder, fit_embedding_head
-    from hf_ext.curate.quality import train_fasttext_classifier
+    from hf_ext.curate.quality import QUALITY_FASTTEXT_RECIPE, train_fasttext_classifier
     from hf_ext.curate.quality_data import auc, word_count
 
     per_source = 100 if quick else 200
@@ -109,7 +112,8 @@ def quality_benchmark(data_dir: Path, seed: int = 0, quick: bool = False, out_di
         labels = [1] * len(src["pos_test"][held]) + [0] * len(src["heldout_neg"])
         length[held] = auc(labels, word_count(test))
         t = time.perf_counter()
-        ft = train_fasttext_classifier(train_pos, train_neg, out_dir / f"quality_fasttext_no_{held}.bin", seed=seed, epoch=25)
+        ft = train_fasttext_classifier(train_pos, train_neg, out_dir / f"quality_fasttext_no_{held}.bin", seed=seed,
+                                       **QUALITY_FASTTEXT_RECIPE)
         by_scorer["fasttext"][held] = auc(labels, ft.score(test))
         timings["fasttext"] += time.perf_counter() - t
         t = time.perf_counter()

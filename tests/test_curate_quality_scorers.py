@@ -321,6 +321,16 @@ def test_quality_classifier_job_on_bundled_data(tmp_path):
 
     s = FastTextQualityScorer(str(tmp_path / "ft" / "model.bin"))
     assert len(s.score(["a page"])) == 1
+    # the recipe's normalisation is saved beside the model and applied by a reloaded scorer
+    assert s.normalize == "punct_lower" and values["fasttext"]["normalize"] == "punct_lower"
+    a, b, c = s.score(["The Library opened, and Families came.", "the library opened , and families came .",
+                       "The Library opened and Families came"])
+    assert a == b and a != c
+    dclm = FastTextQualityScorer(str(tmp_path / "ft" / "model.bin"))
+    dclm.normalize = "dclm"  # the same model fed DCLM's text scores differently
+    assert dclm.score(["The Library opened, and Families came."])[0] != a
+    with pytest.raises(InputError, match="trained with normalize='punct_lower'"):
+        FastTextQualityScorer(str(tmp_path / "ft" / "model.bin"), normalize="dclm")
     card = (tmp_path / "ft" / "README.md").read_text()
     assert "| gutenberg_vs_c4_demo |" in card and "roc_auc" in card
 
@@ -336,6 +346,8 @@ def test_quality_config_errors_name_the_field(tmp_path):
         QualityClassifierConfig(positives=[{"path": "a", "chunks": True}], negatives=["b"])
     with pytest.raises(InputError, match="heuristic_negatives must be a named pipeline"):
         QualityClassifierConfig(positives=["a"], negatives=["b"], heuristic_negatives="nope")
+    with pytest.raises(InputError, match="fasttext.normalize must be one of"):
+        QualityClassifierConfig(positives=["a"], negatives=["b"], fasttext={"normalize": "lower"})
     with pytest.raises(InputError, match=r"heldout\[0\]"):
         QualityClassifierConfig(positives=["a"], negatives=["b"], heldout=[{"positives": ["c"]}])
     with pytest.raises(InputError, match="embedder"):

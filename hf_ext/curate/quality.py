@@ -4,13 +4,18 @@ Hugging Face sequence-classification model as the scorer (Llama 3 style), both a
 threshold selection.
 
 DCLM's rule: predict on the text with newlines joined by spaces; the score is p(hq), i.e.
-the top probability when the top label is the positive one and 1 - p otherwise.
+the top probability when the top label is the positive one and 1 - p otherwise. With
+``normalize="punct_lower"`` the text is also lowercased and punctuation split from words
+(fastText splits on whitespace only, so "word," and "word" would be different features); the
+choice is written beside the model (``<model>.hf_ext.json``) so a reloaded scorer applies it too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,10 +27,39 @@ from .langid import load_fasttext_model
 
 # DCLM baselines/train_fasttext_classifier.py defaults, with wordNgrams=2 (the bigram model).
 DCLM_FASTTEXT_DEFAULTS = {"lr": 0.1, "dim": 100, "ws": 5, "epoch": 5, "minCount": 1, "wordNgrams": 2}
+# What the quality_classifier job (recipes/quality_fasttext.yaml) trains with on top of them: on ~1,000
+# pages DCLM's 5 epochs at lr 0.1 undertrain (held-out AUC below 0.5), and whitespace tokens glue
+# punctuation to words. Chosen on transfers between training sources only (benchmarks/curate_quality.py).
+QUALITY_FASTTEXT_RECIPE = {"epoch": 25, "lr": 0.5, "normalize": "punct_lower"}
+
+
+NORMALIZATIONS = ("dclm", "punct_lower")
+_WORD_OR_PUNCT = re.compile(r"\w+|[^\w\s]")
 
 
 def _one_line(text: str) -> str:
     return " ".join((text or "").split("\n")).strip()
+
+
+def normalize_text(text: str, normalize: str = "dclm") -> str:
+    """The text a fastText quality model sees: DCLM's (newlines joined by spaces), or with
+    ``"punct_lower"`` lowercased with every punctuation mark a token of its own.
+
+    Args:
+        text (`str`):
+            The document.
+        normalize (`str`, *optional*, defaults to `"dclm"`):
+            One of `NORMALIZATIONS`.
+    """
+    if normalize == "dclm":
+        return _one_line(text)
+    if normalize == "punct_lower":
+        return " ".join(_WORD_OR_PUNCT.findall(_one_line(text).lower()))
+    raise InputError(f"normalize must be one of {list(NORMALIZATIONS)}, got {normalize!r}.")
+
+
+def _sidecar(model_path: str | os.PathLike) -> Path:
+    return Path(f"{model_path}.hf_ext.json")
 
 
 def train_fasttext_classifier(
@@ -36,6 +70,7 @@ def train_fasttext_classifier(
     negative_label: str = "cc",
     seed: int = 42,
     threads: int = 1,
+    normalize: str = "dclm",
     **hyperparameters,
 ) -> "FastTextQualityScorer":
     """Train DCLM's fastText quality classifier and save it to `output_path`.
@@ -57,6 +92,9 @@ def train_fasttext_classifier(
             FastText ``train_supervised`` options overriding `DCLM_FASTTEXT_DEFAULTS`.
         threads (`int`, *optional*, defaults to `1`):
             FastText threads (1 makes training reproducible).
+        normalize (`str`, *optional*, defaults to `"dclm"`):
+            Text normalisation at training and scoring time (`normalize_text`): ``"dclm"`` (DCLM's) or
+            ``"punct_lower"``; written to ``<output_path>.hf_ext.json``.
     """
     try:
         import fasttext
@@ -69,8 +107,9 @@ def train_fasttext_classifier(
         )
     if not positives or not negatives:
         raise InputError(f"Training needs positives and negatives; got {len(positives)} and {len(negatives)}.")
-    rows = [f"__label__{positive_label} {_one_line(t)}" for t in positives if _one_line(t)]
-    rows += [f"__label__{negative_label} {_one_line(t)}" for t in negatives if _one_line(t)]
+    normalize_text("", normalize)  # a bad value is named before any work
+    rows = [f"__label__{label} {line}" for label, texts in ((positive_label, positives), (negative_label, negatives))
+            for line in (normalize_text(t, normalize) for t in texts) if line]
     random.Random(seed).shuffle(rows)
     params = {**DCLM_FASTTEXT_DEFAULTS, **hyperparameters}
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +118,7 @@ def train_fasttext_classifier(
         model = fasttext.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     model.save_model(str(output_path))
+    _sidecar(output_path).write_text(json.dumps({"normalize": normalize}) + "\n")
     return FastTextQualityScorer(str(output_path), positive_label=positive_label)
 
 
@@ -98,12 +138,21 @@ class FastTextQualityScorer:
             Column of the batch whose texts are scored.
         score_column (`str`, *optional*, defaults to `"quality_score"`):
             Column the scores are written to.
+        normalize (`str` or `None`, *optional*, defaults to `None`):
+            Text normalisation (`normalize_text`); `None` reads it from ``<model>.hf_ext.json`` when a local model
+            has one (written by `train_fasttext_classifier`), else DCLM's. A value that contradicts that file is
+            refused.
     """
 
     def __init__(self, model: str, positive_label: str = "hq", filename: str | None = None,
-                 text_column: str = "text", score_column: str = "quality_score"):
+                 text_column: str = "text", score_column: str = "quality_score", normalize: str | None = None):
         self.model, self.filename, self.positive_label = model, filename, positive_label
         self.text_column, self.score_column = text_column, score_column
+        saved = json.loads(_sidecar(model).read_text())["normalize"] if _sidecar(model).is_file() else None
+        if normalize is not None and saved is not None and normalize != saved:
+            raise InputError(f"{model} was trained with normalize={saved!r} ({_sidecar(model).name}); got normalize={normalize!r}.")
+        self.normalize = normalize or saved or "dclm"
+        normalize_text("", self.normalize)
         self._model = None
 
     def __getstate__(self):
@@ -133,8 +182,19 @@ class FastTextQualityScorer:
                 raise InputError(f"Label {self.positive_label!r} is not one of the model's labels {labels}; set positive_label.")
         return self._model
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fastText model to `path` and its normalisation to ``<path>.hf_ext.json``.
+
+        Args:
+            path (`str` or `os.PathLike`):
+                The ``.bin`` file to write (parent folders are created).
+        """
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.fasttext_model.save_model(str(path))
+        _sidecar(path).write_text(json.dumps({"normalize": self.normalize}) + "\n")
+
     def score(self, texts: Sequence[str]) -> list[float]:
-        labels, probs = self.fasttext_model.predict([_one_line(t) for t in texts], k=1)
+        labels, probs = self.fasttext_model.predict([normalize_text(t, self.normalize) for t in texts], k=1)
         target = f"__label__{self.positive_label}"
         return [float(min(1.0, p[0])) if lab[0] == target else float(1.0 - min(1.0, p[0])) for lab, p in zip(labels, probs)]
 
@@ -240,7 +300,7 @@ def load_quality_scorer(model: str, filename: str | None = None, positive_label:
                             "embedder": asdict(scorer.embedder)}, sort_keys=True)
         return scorer, "embedding", hashlib.sha1(state.encode("utf-8")).hexdigest()
     scorer = FastTextQualityScorer(model, positive_label=positive_label, filename=filename, text_column=text_column)
-    return scorer, "fasttext", f"{model}|{filename}|{positive_label}"
+    return scorer, "fasttext", f"{model}|{filename}|{positive_label}|{scorer.normalize}"
 
 
 def select_by_score(scores: Sequence[float], top_fraction: float | None = None, threshold: float | None = None) -> list[int]:

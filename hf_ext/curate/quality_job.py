@@ -20,6 +20,7 @@ from typing import Any, Literal, Optional
 
 from ..errors import InputError
 from ..jobs import HUB_FIELDS, JobOptions, job_output
+from .quality import QUALITY_FASTTEXT_RECIPE
 
 
 @dataclass
@@ -239,8 +240,8 @@ class QualityClassifierConfig(_QualityJobBase):
         heuristic_negatives (`str` or `None`, *optional*, defaults to `None`):
             A curation pipeline (e.g. dclm_heuristics): positive pages it drops become negatives (they are not good
             pages).
-        fasttext (`dict`, *optional*, defaults to `{'epoch': 25}`):
-            fastText train_supervised options over DCLM's defaults.
+        fasttext (`dict`, *optional*, defaults to `{'epoch': 25, 'lr': 0.5, 'normalize': 'punct_lower'}`):
+            fastText train_supervised options over DCLM's defaults, and normalize ('dclm' or 'punct_lower').
     """
 
     scorer: Literal["embedding", "fasttext"] = field(
@@ -251,7 +252,8 @@ class QualityClassifierConfig(_QualityJobBase):
         default=None,
         metadata={"help": "A curation pipeline (e.g. dclm_heuristics): positive pages it drops become negatives (they are not good pages)."},
     )
-    fasttext: dict = field(default_factory=lambda: {"epoch": 25}, metadata={"help": "fastText train_supervised options over DCLM's defaults."})
+    fasttext: dict = field(default_factory=lambda: dict(QUALITY_FASTTEXT_RECIPE),
+                           metadata={"help": "fastText train_supervised options over DCLM's defaults, and normalize ('dclm' or 'punct_lower')."})
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -263,11 +265,13 @@ class QualityClassifierConfig(_QualityJobBase):
 
             if self.heuristic_negatives not in PIPELINES:
                 raise InputError(f"heuristic_negatives must be a named pipeline: {sorted(PIPELINES)}; got {self.heuristic_negatives!r}.")
-        from .quality import DCLM_FASTTEXT_DEFAULTS
+        from .quality import DCLM_FASTTEXT_DEFAULTS, NORMALIZATIONS
 
-        bad = set(self.fasttext) - set(DCLM_FASTTEXT_DEFAULTS) - {"loss", "bucket", "minn", "maxn", "neg", "lrUpdateRate", "t"}
+        bad = set(self.fasttext) - set(DCLM_FASTTEXT_DEFAULTS) - {"loss", "bucket", "minn", "maxn", "neg", "lrUpdateRate", "t", "normalize"}
         if bad:
-            raise InputError(f"fasttext: unknown option(s) {sorted(bad)}; e.g. {sorted(DCLM_FASTTEXT_DEFAULTS)}.")
+            raise InputError(f"fasttext: unknown option(s) {sorted(bad)}; e.g. {sorted(DCLM_FASTTEXT_DEFAULTS)} or normalize.")
+        if self.fasttext.get("normalize", "dclm") not in NORMALIZATIONS:
+            raise InputError(f"fasttext.normalize must be one of {list(NORMALIZATIONS)}, got {self.fasttext['normalize']!r}.")
 
 
 def build_training_pages(c: QualityClassifierConfig) -> tuple[list[str], list[str], dict[str, Any]]:
@@ -328,7 +332,7 @@ def run_quality_classifier(c: QualityClassifierConfig) -> dict:
 
         with job_output(c, repo_type="model", writer=type(c).__name__, commit_message=f"hf_ext: {c.scorer} quality classifier") as out:
             if c.scorer == "fasttext":
-                scorer.fasttext_model.save_model(str(out.dir / "model.bin"))
+                scorer.save(out.dir / "model.bin")
             else:
                 scorer.metadata = {"trained_on": sources}
                 scorer.save(out.dir)
