@@ -128,6 +128,8 @@ FIELD_CASES = [
     pytest.param("job: curate\nhtml: off\n", [], "html: \"off\"", id="curate-html-off"),
     pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\nstep_options: {language_id: {cache_tokens: \"yes\"}}\n", [],
                  "language_id: cache_tokens must be true or false", id="curate-language-id-cache-tokens-string"),
+    pytest.param("job: quality_classifier\nscorer: fasttext\npositives: [{path: a.jsonl}]\nnegatives: [{path: b.jsonl}]\nfasttext: {normalize: lower}\n", [],
+                 "fasttext.normalize must be one of ['dclm', 'punct_lower']", id="quality-fasttext-normalize-unknown"),
     pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\ndedup: [bff]\nbff_expected_ngrams: 1000\n", [],
                  "`bff_expected_ngrams` -> dedup_options: {bff: {expected_ngrams: ...}}", id="curate-old-dedup-key"),
     pytest.param("job: curate\ndataset: {tmp}/latin1.jsonl\noutput_dir: {tmp}/out\n", ["--minhash_threshold", "0.5"],

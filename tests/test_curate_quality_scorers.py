@@ -331,6 +331,9 @@ def test_quality_classifier_job_on_bundled_data(tmp_path):
     assert dclm.score(["The Library opened, and Families came."])[0] != a
     with pytest.raises(InputError, match="trained with normalize='punct_lower'"):
         FastTextQualityScorer(str(tmp_path / "ft" / "model.bin"), normalize="dclm")
+    (tmp_path / "ft" / "model.bin.hf_ext.json").write_text("{not json")
+    with pytest.raises(InputError, match="model.bin.hf_ext.json is not an hf_ext fastText sidecar"):
+        FastTextQualityScorer(str(tmp_path / "ft" / "model.bin"))
     card = (tmp_path / "ft" / "README.md").read_text()
     assert "| gutenberg_vs_c4_demo |" in card and "roc_auc" in card
 

@@ -29,6 +29,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .text import _MIX, word_break_sets  # _MIX: the rolling n-gram keys' multiplier, as in ngram_keys
+
 try:
     import numba
 except ImportError:  # numba is in the `curate` extra; the numpy path gives the same decisions
@@ -52,8 +54,6 @@ def word_break_table() -> np.ndarray:
     pattern (`ALETTER`, `NUMERIC`, `EXTENDNUMLET`, `OTHER_ALNUM`: a one-character word,
     `FULL_RULES`: needs the full UAX #29 rules) plus the `MID_LETTER`, `MID_NUM` and `ALNUM`
     (``str.isalnum``) flags, from the same Word_Break sets."""
-    from .text import word_break_sets
-
     sets = word_break_sets()
     table = np.zeros(0x10000, dtype=np.uint8)
     for cls, chars in ((ALETTER, sets["letters"]), (NUMERIC, sets["digits"]), (EXTENDNUMLET, sets["joiners"]),
@@ -140,9 +140,6 @@ def _word_arrays(cps, table):
     return ids[:count], starts[:count], lengths[:count], True
 
 
-_MIX = 0x9E3779B97F4A7C15
-
-
 def _first_failing_ngram_rule(ids, lengths, ns, limits, kinds, stop_if_no_bigram, has_later_top, min_later_dup):
     """Index of the first failing rule (rules sorted by n), or -1: `GopherRepetitionFilter`'s
     early-mode loop, step for step."""
@@ -175,7 +172,7 @@ def _first_failing_ngram_rule(ids, lengths, ns, limits, kinds, stop_if_no_bigram
                 for i in range(m):
                     keys[i] = ids[i] + np.uint64(1)
             for i in range(m - key_n):
-                keys[i] = keys[i] * np.uint64(_MIX) + ids[i + key_n] + np.uint64(1)
+                keys[i] = keys[i] * _MIX + ids[i + key_n] + np.uint64(1)
             key_n += 1
         k = m - n + 1  # number of n-grams
         if kinds[r] == TOP:

@@ -62,6 +62,21 @@ def _sidecar(model_path: str | os.PathLike) -> Path:
     return Path(f"{model_path}.hf_ext.json")
 
 
+def _write_sidecar(model_path: str | os.PathLike, normalize: str) -> None:
+    _sidecar(model_path).write_text(json.dumps({"normalize": normalize}) + "\n")
+
+
+def _read_sidecar(model_path: str | os.PathLike) -> str | None:
+    """The normalisation saved beside a local model, or None when it has no sidecar."""
+    path = _sidecar(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())["normalize"]
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{path} is not an hf_ext fastText sidecar ({{\"normalize\": ...}}); delete it or retrain the model.") from None
+
+
 def train_fasttext_classifier(
     positives: Sequence[str],
     negatives: Sequence[str],
@@ -118,7 +133,7 @@ def train_fasttext_classifier(
         model = fasttext.train_supervised(input=str(train_file), seed=seed, thread=threads, verbose=0, **params)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
     model.save_model(str(output_path))
-    _sidecar(output_path).write_text(json.dumps({"normalize": normalize}) + "\n")
+    _write_sidecar(output_path, normalize)
     return FastTextQualityScorer(str(output_path), positive_label=positive_label)
 
 
@@ -148,7 +163,7 @@ class FastTextQualityScorer:
                  text_column: str = "text", score_column: str = "quality_score", normalize: str | None = None):
         self.model, self.filename, self.positive_label = model, filename, positive_label
         self.text_column, self.score_column = text_column, score_column
-        saved = json.loads(_sidecar(model).read_text())["normalize"] if _sidecar(model).is_file() else None
+        saved = _read_sidecar(model)
         if normalize is not None and saved is not None and normalize != saved:
             raise InputError(f"{model} was trained with normalize={saved!r} ({_sidecar(model).name}); got normalize={normalize!r}.")
         self.normalize = normalize or saved or "dclm"
@@ -191,7 +206,7 @@ class FastTextQualityScorer:
         """
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.fasttext_model.save_model(str(path))
-        _sidecar(path).write_text(json.dumps({"normalize": self.normalize}) + "\n")
+        _write_sidecar(path, self.normalize)
 
     def score(self, texts: Sequence[str]) -> list[float]:
         labels, probs = self.fasttext_model.predict([normalize_text(t, self.normalize) for t in texts], k=1)

@@ -92,7 +92,7 @@ def _decoder_split(model: torch.nn.Module, factors: list) -> tuple[torch.nn.Modu
     prefix = next((n + "." for n, m in model.named_modules() if m is decoder), None)
     if prefix is None or not all(n.startswith(prefix) for n, _ in factors):
         return None
-    probe = torch.arange(1, 9, device=next(model.parameters()).device).remainder(max(head.out_features, 1))[None]
+    probe = torch.arange(8, device=next(model.parameters()).device)[None]  # token ids every vocabulary has
     with torch.no_grad():
         full = model(input_ids=probe, use_cache=False).logits
         split = head(decoder(input_ids=probe, use_cache=False).last_hidden_state)
